@@ -1,0 +1,248 @@
+//! `Config`: every limit and timer of a node, with documented defaults and `validate()`.
+
+use std::time::Duration;
+
+use crate::peer::PeerId;
+use crate::wire::{LEN_FIELD, Security};
+
+/// Everything a node can be tuned with. Start from [`Config::default`] and change
+/// what you need; [`Network::new`](crate::Network::new) calls [`Config::validate`].
+///
+/// ```
+/// use std::time::Duration;
+/// let config = p2p::Config {
+///     network_id: 42,
+///     ping_interval: Duration::from_secs(5),
+///     idle_timeout: Duration::from_secs(15),
+///     ..p2p::Config::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The operator's network id, sent in the preamble; peers on another id are refused. Default 1.
+    pub network_id: u32,
+    /// The handshake. Default [`Security::Plaintext`] (the only mode of this version):
+    /// peer ids are claimed, not proven, so use it on trusted networks only.
+    pub security: Security,
+    /// This node's id. `None` (the default) draws a random one at start.
+    pub peer_id: Option<PeerId>,
+    /// Largest frame body (`len - 1`) accepted; larger frames are skipped and counted. Default 8 MiB.
+    pub max_frame_size: usize,
+    /// Rejected frames from one peer before it is closed with GOODBYE 3. Default 100.
+    pub max_rejected_frames: u32,
+    /// Inbound connections (handshaking or open). Default 128.
+    pub max_inbound: usize,
+    /// Outbound connections (dialling, handshaking or open). Default 128.
+    pub max_outbound: usize,
+    /// Connections still in preamble or handshake at once. Default 64.
+    pub max_pending_handshakes: usize,
+    /// Deadline for the preamble and handshake after the TCP connection is up. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// Deadline for a TCP dial to connect. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Receive silence after which a PING is sent. Default 15 s.
+    pub ping_interval: Duration,
+    /// Receive silence after which the peer is closed with GOODBYE 4. Default 45 s.
+    pub idle_timeout: Duration,
+    /// How long a REQUEST waits for its RESPONSE. Default 10 s.
+    pub request_timeout: Duration,
+    /// Outstanding requests to one peer. Default 1024.
+    pub max_pending_requests: usize,
+    /// How long a graceful close may take to flush and hear the peer close. Default 5 s.
+    pub close_timeout: Duration,
+    /// Bytes queued for one peer before `send` refuses with `Full`. Default 16 MiB.
+    pub max_write_buffer: usize,
+    /// Bytes queued for all peers together before sends are refused. Default 256 MiB.
+    pub max_write_buffer_total: usize,
+    /// Bytes read from one socket per turn of the loop, so one busy peer cannot
+    /// starve the others. Default 1 MiB.
+    pub read_budget: usize,
+    /// Hops given to a new broadcast. Default 16.
+    pub gossip_hops: u8,
+    /// Gossip ids remembered to drop duplicates. Default 65536.
+    pub gossip_cache_size: usize,
+    /// How long a gossip id is remembered. Default 5 minutes.
+    pub gossip_cache_age: Duration,
+    /// Commands a [`Handle`](crate::Handle) may queue before it refuses. Default 65536.
+    pub command_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            network_id: 1,
+            security: Security::Plaintext,
+            peer_id: None,
+            max_frame_size: 8 * 1024 * 1024,
+            max_rejected_frames: 100,
+            max_inbound: 128,
+            max_outbound: 128,
+            max_pending_handshakes: 64,
+            handshake_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            request_timeout: Duration::from_secs(10),
+            max_pending_requests: 1024,
+            close_timeout: Duration::from_secs(5),
+            max_write_buffer: 16 * 1024 * 1024,
+            max_write_buffer_total: 256 * 1024 * 1024,
+            read_budget: 1024 * 1024,
+            gossip_hops: 16,
+            gossip_cache_size: 65536,
+            gossip_cache_age: Duration::from_secs(300),
+            command_queue: 65536,
+        }
+    }
+}
+
+/// A field of [`Config`] that cannot work, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A field that must be above zero is zero.
+    #[error("config field `{0}` must be greater than zero")]
+    Zero(&'static str),
+    /// `max_frame_size` does not fit the u32 `len` field.
+    #[error("max_frame_size {0} is over the protocol's limit of {max}", max = u32::MAX - 1)]
+    FrameTooLarge(usize),
+    /// The per-peer write buffer cannot hold one frame of the maximum size.
+    #[error(
+        "max_write_buffer ({buffer}) must hold at least one frame of max_frame_size ({frame}) plus its header"
+    )]
+    WriteBufferBelowFrame {
+        /// The configured per-peer write buffer.
+        buffer: usize,
+        /// The configured maximum frame body.
+        frame: usize,
+    },
+    /// The global write buffer is smaller than one peer's.
+    #[error("max_write_buffer_total ({total}) must be at least max_write_buffer ({per_peer})")]
+    TotalBelowPerPeer {
+        /// The configured global cap.
+        total: usize,
+        /// The configured per-peer cap.
+        per_peer: usize,
+    },
+    /// Pings would never be sent before the idle timeout closes the peer.
+    #[error("ping_interval ({ping:?}) must be shorter than idle_timeout ({idle:?})")]
+    PingNotBeforeIdle {
+        /// The configured ping interval.
+        ping: Duration,
+        /// The configured idle timeout.
+        idle: Duration,
+    },
+}
+
+impl Config {
+    /// Checks every field, returning the first one that cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let nonzero_counts = [
+            ("max_frame_size", self.max_frame_size),
+            ("max_rejected_frames", self.max_rejected_frames as usize),
+            ("max_pending_handshakes", self.max_pending_handshakes),
+            ("max_pending_requests", self.max_pending_requests),
+            ("max_write_buffer", self.max_write_buffer),
+            ("read_budget", self.read_budget),
+            ("gossip_hops", self.gossip_hops as usize),
+            ("gossip_cache_size", self.gossip_cache_size),
+            ("command_queue", self.command_queue),
+        ];
+        for (name, value) in nonzero_counts {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        let nonzero_times = [
+            ("handshake_timeout", self.handshake_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("ping_interval", self.ping_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("request_timeout", self.request_timeout),
+            ("close_timeout", self.close_timeout),
+            ("gossip_cache_age", self.gossip_cache_age),
+        ];
+        for (name, value) in nonzero_times {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.max_frame_size > (u32::MAX - 1) as usize {
+            return Err(ConfigError::FrameTooLarge(self.max_frame_size));
+        }
+        if self.max_write_buffer < self.max_frame_size + LEN_FIELD + 1 {
+            return Err(ConfigError::WriteBufferBelowFrame {
+                buffer: self.max_write_buffer,
+                frame: self.max_frame_size,
+            });
+        }
+        if self.max_write_buffer_total < self.max_write_buffer {
+            return Err(ConfigError::TotalBelowPerPeer {
+                total: self.max_write_buffer_total,
+                per_peer: self.max_write_buffer,
+            });
+        }
+        if self.ping_interval >= self.idle_timeout {
+            return Err(ConfigError::PingNotBeforeIdle {
+                ping: self.ping_interval,
+                idle: self.idle_timeout,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_bad_field_names_itself() {
+        let c = Config {
+            max_rejected_frames: 0,
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::Zero("max_rejected_frames")));
+        let c = Config {
+            request_timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::Zero("request_timeout")));
+        let c = Config {
+            max_write_buffer: 1024,
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::WriteBufferBelowFrame { buffer: 1024, .. })
+        ));
+        let c = Config {
+            max_write_buffer_total: 1,
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::TotalBelowPerPeer { total: 1, .. })
+        ));
+        let c = Config {
+            ping_interval: Duration::from_secs(60),
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::PingNotBeforeIdle { .. })
+        ));
+        let c = Config {
+            max_frame_size: usize::MAX,
+            max_write_buffer: usize::MAX,
+            max_write_buffer_total: usize::MAX,
+            ..Config::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::FrameTooLarge(_))));
+    }
+}

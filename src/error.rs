@@ -1,0 +1,154 @@
+//! Error types, one per layer; every variant says what happened.
+
+use std::io;
+
+use crate::config::ConfigError;
+use crate::peer::PeerId;
+use crate::wire::{GoodbyeReason, PreambleError};
+
+/// Why a connection ended, or why it never became a peer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CloseReason {
+    /// The peer's preamble failed a check of PROTOCOL.md §1.
+    #[error(transparent)]
+    Preamble(#[from] PreambleError),
+    /// The remote peer id is this node's own.
+    #[error("connected to ourselves")]
+    SelfConnection,
+    /// Another connection to the same peer was kept (PROTOCOL.md §2.3).
+    #[error("duplicate connection")]
+    DuplicateConnection,
+    /// The TCP dial did not connect in time.
+    #[error("connect timeout")]
+    ConnectTimeout,
+    /// The TCP dial failed.
+    #[error("connect failed: {0}")]
+    ConnectFailed(io::ErrorKind),
+    /// The preamble and handshake did not finish in time.
+    #[error("handshake timeout")]
+    HandshakeTimeout,
+    /// Nothing was received for the idle timeout; we sent GOODBYE 4.
+    #[error("idle timeout")]
+    IdleTimeout,
+    /// The peer's rejected frames reached the limit; we sent GOODBYE 3.
+    #[error("too many rejected frames")]
+    Misbehaving,
+    /// The peer said GOODBYE with this reason.
+    #[error("goodbye from peer: {0}")]
+    Goodbye(GoodbyeReason),
+    /// The peer closed the stream without a GOODBYE.
+    #[error("closed by peer")]
+    PeerClosed,
+    /// The socket failed.
+    #[error("io error: {0}")]
+    Io(io::ErrorKind),
+    /// This node called `disconnect`.
+    #[error("disconnected locally")]
+    Disconnected,
+    /// This node is shutting down.
+    #[error("shutting down")]
+    Shutdown,
+    /// A dial queued through a [`Handle`](crate::Handle) was refused at once.
+    #[error("dial refused: {0}")]
+    DialRefused(DialError),
+}
+
+/// Why a send, request, response or broadcast was refused. Nothing is queued when
+/// one of these is returned.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No open connection to that peer.
+    #[error("peer {0} is not connected")]
+    NotConnected(PeerId),
+    /// The peer's write buffer would go over `max_write_buffer`.
+    #[error("write buffer of {peer} is full ({queued} bytes queued, cap {cap})")]
+    Full {
+        /// The peer.
+        peer: PeerId,
+        /// Bytes already queued for it.
+        queued: usize,
+        /// The per-peer cap.
+        cap: usize,
+    },
+    /// All peers' write buffers together would go over `max_write_buffer_total`.
+    #[error("global write buffer is full ({queued} bytes queued, cap {cap})")]
+    GlobalFull {
+        /// Bytes queued for all peers.
+        queued: usize,
+        /// The global cap.
+        cap: usize,
+    },
+    /// The payload does not fit in one frame of `max_frame_size`.
+    #[error("payload of {len} bytes is over the maximum frame body of {max}")]
+    TooLarge {
+        /// The frame body this payload needs.
+        len: usize,
+        /// `max_frame_size`.
+        max: usize,
+    },
+    /// The peer has `max_pending_requests` requests outstanding.
+    #[error("{0} has too many pending requests")]
+    TooManyRequests(PeerId),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a request ended without a response.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No RESPONSE arrived within `request_timeout`.
+    #[error("request timed out")]
+    Timeout,
+    /// The connection closed before the RESPONSE arrived.
+    #[error("connection closed: {0}")]
+    ConnectionClosed(CloseReason),
+    /// The request could not be sent (it came through a [`Handle`](crate::Handle)).
+    #[error("not sent: {0}")]
+    NotSent(SendError),
+}
+
+/// Why a dial was refused at once.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    /// `max_outbound` connections are already open or opening.
+    #[error("outbound connection limit reached ({0})")]
+    OutboundLimit(usize),
+    /// `max_pending_handshakes` connections are already handshaking.
+    #[error("pending handshake limit reached ({0})")]
+    HandshakeLimit(usize),
+    /// A connection to that address is already open or opening.
+    #[error("already connected or dialling {0}")]
+    AlreadyDialing(std::net::SocketAddr),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The connect call itself failed.
+    #[error("connect failed: {0}")]
+    Io(io::ErrorKind),
+}
+
+/// Errors of [`Network`](crate::Network) itself.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration cannot work.
+    #[error("invalid config: {0}")]
+    Config(#[from] ConfigError),
+    /// The operating system's random source failed.
+    #[error("no randomness: {0}")]
+    Random(getrandom::Error),
+    /// Setting up the poll, waker or listener failed.
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Why a [`Handle`](crate::Handle) could not queue a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// The command queue holds `command_queue` commands already.
+    #[error("command queue is full")]
+    Full,
+    /// The `Network` was dropped.
+    #[error("the network is gone")]
+    Closed,
+}

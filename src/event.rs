@@ -1,0 +1,147 @@
+//! What the network hands up to the embedding node.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::error::{CloseReason, RequestError, SendError};
+use crate::peer::{PeerId, hex};
+use crate::wire::Reject;
+
+/// Who opened a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The peer dialled us.
+    Inbound,
+    /// We dialled the peer.
+    Outbound,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        })
+    }
+}
+
+/// The id of a request, unique per node; a response carries the same id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The 16-byte id of a broadcast, the same at every node it reaches.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GossipId(pub [u8; 16]);
+
+impl fmt::Display for GossipId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl fmt::Debug for GossipId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GossipId({self})")
+    }
+}
+
+/// Something that happened, returned by [`Network::poll`](crate::Network::poll).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A peer finished the handshake and can be sent to.
+    PeerConnected {
+        /// Its id.
+        peer: PeerId,
+        /// Its address.
+        addr: SocketAddr,
+        /// Who dialled.
+        direction: Direction,
+    },
+    /// A connected peer is gone; every request to it has failed already.
+    PeerDisconnected {
+        /// Its id.
+        peer: PeerId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A dial ended before the peer connected.
+    DialFailed {
+        /// The address dialled.
+        addr: SocketAddr,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// A MESSAGE from a peer.
+    Message {
+        /// The sender.
+        peer: PeerId,
+        /// The application payload.
+        payload: Bytes,
+    },
+    /// A broadcast seen for the first time.
+    Broadcast {
+        /// The neighbour it came from (not necessarily its origin).
+        from: PeerId,
+        /// The broadcast's id.
+        id: GossipId,
+        /// The application payload.
+        payload: Bytes,
+    },
+    /// A REQUEST; answer it with `respond(peer, id, ..)`.
+    Request {
+        /// The requester.
+        peer: PeerId,
+        /// The id to respond with.
+        id: RequestId,
+        /// The application payload.
+        payload: Bytes,
+    },
+    /// The RESPONSE to a request of ours.
+    Response {
+        /// The responder.
+        peer: PeerId,
+        /// The id of our request.
+        id: RequestId,
+        /// The application payload.
+        payload: Bytes,
+    },
+    /// A request of ours that will get no response.
+    RequestFailed {
+        /// The peer it went to.
+        peer: PeerId,
+        /// The id of our request.
+        id: RequestId,
+        /// Why.
+        reason: RequestError,
+    },
+    /// A frame from a peer was dropped (PROTOCOL.md §4); the connection stays open
+    /// until `count` reaches `max_rejected_frames`.
+    FrameRejected {
+        /// The sender.
+        peer: PeerId,
+        /// What was wrong with it.
+        reason: Reject,
+        /// Frames rejected on this connection so far.
+        count: u32,
+    },
+    /// A broadcast queued through a [`Handle`](crate::Handle) was refused.
+    BroadcastFailed {
+        /// Why.
+        reason: SendError,
+    },
+    /// A send or respond queued through a [`Handle`](crate::Handle) was refused.
+    SendFailed {
+        /// The peer it was for.
+        peer: PeerId,
+        /// Why.
+        reason: SendError,
+    },
+}

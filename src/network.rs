@@ -1,0 +1,744 @@
+//! The node core, sans-IO: the slab of sockets, the peer table, limits, gossip, requests, events.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::error::{CloseReason, DialError, SendError};
+use crate::event::{Direction, Event, GossipId, RequestId};
+use crate::gossip::{Gossip, Verdict};
+use crate::peer::PeerId;
+use crate::queue::OutQueue;
+use crate::rng::Rng;
+use crate::socket::{Output, PeerStats, Phase, Socket};
+use crate::wire::{Frame, GoodbyeReason, LEN_FIELD};
+
+/// A connection's slot and generation; a stale id never reaches the socket that
+/// reused its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ConnId {
+    /// The slab key.
+    pub key: usize,
+    /// The generation of the socket in that slot.
+    pub generation: u32,
+}
+
+/// Whole-node counters, readable at any time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Peers connected now.
+    pub peers: usize,
+    /// Connections in any phase now.
+    pub connections: usize,
+    /// Connections still dialling or handshaking.
+    pub handshaking: usize,
+    /// Bytes queued for all peers.
+    pub queued_bytes: usize,
+    /// Counters summed over every connection, open or closed.
+    pub totals: PeerStats,
+    /// Inbound connections refused at accept (limits or shutdown).
+    pub refused_inbound: u64,
+    /// Connections that closed before their handshake finished.
+    pub failed_handshakes: u64,
+    /// GOSSIP frames dropped as already seen.
+    pub duplicate_gossip: u64,
+    /// Gossip ids remembered now (at most `gossip_cache_size`).
+    pub gossip_ids: usize,
+    /// Bytes received and not yet taken as frames, over all connections.
+    pub buffered_bytes: usize,
+    /// Requests of ours waiting for a response, over all connections.
+    pub pending_requests: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    generation: u32,
+    socket: Socket,
+    /// The application was told this connection's peer connected.
+    announced: bool,
+    dirty: bool,
+}
+
+/// The node: every decision of the network, with no socket and no clock.
+#[derive(Debug)]
+pub(crate) struct Node {
+    config: Config,
+    local: PeerId,
+    rng: Rng,
+    sockets: Slab<Entry>,
+    next_generation: u32,
+    peers: HashMap<PeerId, ConnId>,
+    gossip: Gossip,
+    events: VecDeque<Event>,
+    dirty: Vec<ConnId>,
+    queued_total: usize,
+    closed_totals: PeerStats,
+    refused_inbound: u64,
+    failed_handshakes: u64,
+    duplicate_gossip: u64,
+    shutting_down: bool,
+    out: Vec<Output>,
+    targets: Vec<ConnId>,
+}
+
+impl Node {
+    /// A node with this config (already validated), id and random source.
+    pub(crate) fn new(config: Config, local: PeerId, rng: Rng) -> Self {
+        let gossip = Gossip::new(config.gossip_cache_size, config.gossip_cache_age);
+        Node {
+            config,
+            local,
+            rng,
+            sockets: Slab::new(),
+            next_generation: 1,
+            peers: HashMap::new(),
+            gossip,
+            events: VecDeque::new(),
+            dirty: Vec::new(),
+            queued_total: 0,
+            closed_totals: PeerStats::default(),
+            refused_inbound: 0,
+            failed_handshakes: 0,
+            duplicate_gossip: 0,
+            shutting_down: false,
+            out: Vec::new(),
+            targets: Vec::new(),
+        }
+    }
+
+    /// This node's id.
+    pub(crate) fn local_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ---- connections coming and going ----
+
+    fn insert(&mut self, socket: Socket) -> ConnId {
+        let generation = self.next_generation;
+        // Generation 0 is never used, so no live id equals a zeroed one.
+        self.next_generation = self.next_generation.checked_add(1).unwrap_or(1);
+        self.queued_total += socket.queued();
+        let key = self.sockets.insert(Entry {
+            generation,
+            socket,
+            announced: false,
+            dirty: false,
+        });
+        let conn = ConnId { key, generation };
+        self.mark_dirty(conn);
+        conn
+    }
+
+    fn count(&self, direction: Direction) -> usize {
+        self.sockets
+            .iter()
+            .filter(|(_, e)| e.socket.direction() == direction)
+            .count()
+    }
+
+    fn handshaking(&self) -> usize {
+        self.sockets
+            .iter()
+            .filter(|(_, e)| matches!(e.socket.phase(), Phase::Opening | Phase::Authenticating))
+            .count()
+    }
+
+    /// Reserves a socket for a dial; the shell connects and reports back.
+    pub(crate) fn dial(&mut self, addr: SocketAddr, now: Instant) -> Result<ConnId, DialError> {
+        if self.shutting_down {
+            return Err(DialError::ShuttingDown);
+        }
+        if self.count(Direction::Outbound) >= self.config.max_outbound {
+            return Err(DialError::OutboundLimit(self.config.max_outbound));
+        }
+        if self.handshaking() >= self.config.max_pending_handshakes {
+            return Err(DialError::HandshakeLimit(
+                self.config.max_pending_handshakes,
+            ));
+        }
+        // Two dials to one peer would both be initiated by us, and the two ends could
+        // disagree on which is newer (PROTOCOL.md §2.3); one dial per address avoids it.
+        let busy = self.sockets.iter().any(|(_, e)| {
+            e.socket.direction() == Direction::Outbound
+                && e.socket.addr() == addr
+                && !matches!(e.socket.phase(), Phase::Closing | Phase::Closed)
+        });
+        if busy {
+            return Err(DialError::AlreadyDialing(addr));
+        }
+        Ok(self.insert(Socket::outbound(&self.config, self.local, addr, now)))
+    }
+
+    /// A connection was accepted. `None`: refused, the shell drops it before any byte is sent.
+    pub(crate) fn accept(&mut self, addr: SocketAddr, now: Instant) -> Option<ConnId> {
+        let refuse = self.shutting_down
+            || self.count(Direction::Inbound) >= self.config.max_inbound
+            || self.handshaking() >= self.config.max_pending_handshakes;
+        if refuse {
+            self.refused_inbound += 1;
+            log::debug!("refused inbound connection from {addr}");
+            return None;
+        }
+        Some(self.insert(Socket::inbound(&self.config, self.local, addr, now)))
+    }
+
+    /// Frees the slot of a dial whose connect call failed at once, with no event.
+    pub(crate) fn cancel(&mut self, conn: ConnId) {
+        if self.entry(conn).is_some() {
+            let entry = self.sockets.remove(conn.key);
+            self.queued_total -= entry.socket.queued();
+        }
+    }
+
+    /// Frees a closed socket's slot; false if `conn` is stale or not closed.
+    pub(crate) fn remove(&mut self, conn: ConnId) -> bool {
+        if self.phase(conn) != Some(Phase::Closed) {
+            return false;
+        }
+        let entry = self.sockets.remove(conn.key);
+        self.queued_total -= entry.socket.queued();
+        self.closed_totals.add(entry.socket.stats());
+        true
+    }
+
+    fn entry(&self, conn: ConnId) -> Option<&Entry> {
+        self.sockets
+            .get(conn.key)
+            .filter(|e| e.generation == conn.generation)
+    }
+
+    fn entry_mut(&mut self, conn: ConnId) -> Option<&mut Entry> {
+        self.sockets
+            .get_mut(conn.key)
+            .filter(|e| e.generation == conn.generation)
+    }
+
+    /// The phase of a connection; `None` for a stale id.
+    pub(crate) fn phase(&self, conn: ConnId) -> Option<Phase> {
+        self.entry(conn).map(|e| e.socket.phase())
+    }
+
+    fn mark_dirty(&mut self, conn: ConnId) {
+        if let Some(entry) = self.entry_mut(conn) {
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(conn);
+            }
+        }
+    }
+
+    /// Moves the connections whose output, phase or interest may have changed into `into`.
+    pub(crate) fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
+        for conn in self.dirty.drain(..) {
+            if let Some(entry) = self
+                .sockets
+                .get_mut(conn.key)
+                .filter(|e| e.generation == conn.generation)
+            {
+                entry.dirty = false;
+                into.push(conn);
+            }
+        }
+    }
+
+    /// Runs `f` on a socket, keeping the global byte count, then handles its outputs.
+    fn with_socket<R>(
+        &mut self,
+        conn: ConnId,
+        now: Instant,
+        f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>) -> R,
+    ) -> Option<R> {
+        let mut out = std::mem::take(&mut self.out);
+        let entry = self
+            .sockets
+            .get_mut(conn.key)
+            .filter(|e| e.generation == conn.generation)?;
+        let before = entry.socket.queued();
+        let result = f(&mut entry.socket, &mut self.rng, &mut out);
+        let after = entry.socket.queued();
+        self.queued_total = self.queued_total + after - before;
+        self.mark_dirty(conn);
+        for output in out.drain(..) {
+            self.handle_output(conn, output, now);
+        }
+        self.out = out;
+        Some(result)
+    }
+
+    fn handle_output(&mut self, conn: ConnId, output: Output, now: Instant) {
+        let Some(entry) = self.entry(conn) else {
+            return;
+        };
+        let peer = entry.socket.remote().unwrap_or(PeerId::from_bytes([0; 32]));
+        let event = match output {
+            Output::Established(peer) => return self.established(conn, peer, now),
+            Output::Closed(reason) => return self.closed(conn, reason),
+            Output::Frame(Frame::Gossip { id, hops, payload }) => {
+                return self.gossip_received(conn, peer, id, hops, payload, now);
+            }
+            Output::Frame(Frame::Message(payload)) => Event::Message { peer, payload },
+            Output::Frame(Frame::Request { id, payload }) => Event::Request {
+                peer,
+                id: RequestId(id),
+                payload,
+            },
+            Output::Frame(other) => {
+                log::error!("socket handed up a {other:?} frame; dropped");
+                return;
+            }
+            Output::Response { id, payload } => Event::Response {
+                peer,
+                id: RequestId(id),
+                payload,
+            },
+            Output::Rejected { reason, count } => {
+                log::debug!("rejected frame from {peer:?}: {reason} ({count})");
+                Event::FrameRejected {
+                    peer,
+                    reason,
+                    count,
+                }
+            }
+            Output::RequestFailed { id, reason } => Event::RequestFailed {
+                peer,
+                id: RequestId(id),
+                reason,
+            },
+        };
+        self.events.push_back(event);
+    }
+
+    /// The handshake finished: apply PROTOCOL.md §2.3, then announce the peer.
+    fn established(&mut self, conn: ConnId, peer: PeerId, now: Instant) {
+        if peer == self.local {
+            self.with_socket(conn, now, |s, _, out| {
+                s.abort(CloseReason::SelfConnection, out)
+            });
+            return;
+        }
+        if let Some(&other) = self.peers.get(&peer).filter(|&&c| c != conn) {
+            let initiator =
+                |node: &Self, c: ConnId| match node.entry(c).map(|e| e.socket.direction()) {
+                    Some(Direction::Outbound) => node.local,
+                    _ => peer,
+                };
+            let (mine, theirs) = (initiator(self, conn), initiator(self, other));
+            // The smaller initiator id wins; with one initiator for both, the older one.
+            let keep_new = mine != theirs && mine < theirs;
+            let loser = if keep_new {
+                self.peers.insert(peer, conn);
+                if let Some(entry) = self.entry_mut(conn) {
+                    entry.announced = true;
+                }
+                other
+            } else {
+                conn
+            };
+            log::debug!("duplicate connection to {peer:?}; closing one");
+            self.with_socket(loser, now, |s, _, out| {
+                s.close(
+                    CloseReason::DuplicateConnection,
+                    Some(GoodbyeReason::DuplicateConnection),
+                    now,
+                    out,
+                )
+            });
+            return;
+        }
+        self.peers.insert(peer, conn);
+        let Some(entry) = self.entry_mut(conn) else {
+            return;
+        };
+        entry.announced = true;
+        let (addr, direction) = (entry.socket.addr(), entry.socket.direction());
+        log::info!("connected to {peer:?} at {addr} ({direction})");
+        self.events.push_back(Event::PeerConnected {
+            peer,
+            addr,
+            direction,
+        });
+    }
+
+    fn closed(&mut self, conn: ConnId, reason: CloseReason) {
+        let Some(entry) = self.entry(conn) else {
+            return;
+        };
+        let (remote, announced) = (entry.socket.remote(), entry.announced);
+        let (direction, addr) = (entry.socket.direction(), entry.socket.addr());
+        match remote {
+            Some(peer) if self.peers.get(&peer) == Some(&conn) => {
+                self.peers.remove(&peer);
+                log::info!("disconnected from {peer:?}: {reason}");
+                self.events
+                    .push_back(Event::PeerDisconnected { peer, reason });
+            }
+            // A connection that lost the duplicate rule after being announced: the
+            // peer is still connected through the one kept.
+            _ if announced => {}
+            _ => {
+                self.failed_handshakes += 1;
+                log::debug!("{direction} connection with {addr} ended before it opened: {reason}");
+                if direction == Direction::Outbound {
+                    self.events.push_back(Event::DialFailed { addr, reason });
+                }
+            }
+        }
+    }
+
+    // ---- IO from the shell ----
+
+    /// The dial connected.
+    pub(crate) fn connected(&mut self, conn: ConnId, now: Instant) {
+        self.with_socket(conn, now, |s, _, _| s.connected(now));
+    }
+
+    /// The dial failed.
+    pub(crate) fn connect_failed(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
+        self.with_socket(conn, now, |s, _, out| {
+            s.abort(CloseReason::ConnectFailed(kind), out)
+        });
+    }
+
+    /// The buffer to read into for `conn`, or `None` if it takes no input now.
+    pub(crate) fn recv_buf(&mut self, conn: ConnId) -> Option<&mut BytesMut> {
+        let entry = self.entry_mut(conn)?;
+        if matches!(entry.socket.phase(), Phase::Opening | Phase::Closed) {
+            return None;
+        }
+        Some(entry.socket.recv_buf())
+    }
+
+    /// `n` bytes were appended to `conn`'s read buffer.
+    pub(crate) fn received(&mut self, conn: ConnId, n: usize, now: Instant) {
+        self.with_socket(conn, now, |s, _, out| s.received(n, now, out));
+        // Frames only after the node kept the connection.
+        if self.phase(conn) == Some(Phase::Open) {
+            self.with_socket(conn, now, |s, _, out| s.take_frames(now, out));
+        }
+    }
+
+    /// The peer closed its side.
+    pub(crate) fn eof(&mut self, conn: ConnId, now: Instant) {
+        self.with_socket(conn, now, |s, _, out| s.eof(now, out));
+    }
+
+    /// The socket failed.
+    pub(crate) fn io_error(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
+        self.with_socket(conn, now, |s, _, out| s.io_error(kind, out));
+    }
+
+    /// What `conn` has to write.
+    pub(crate) fn transmit(&self, conn: ConnId) -> Option<&OutQueue> {
+        self.entry(conn).map(|e| e.socket.transmit())
+    }
+
+    /// `n` bytes of `conn`'s queue were written.
+    pub(crate) fn written(&mut self, conn: ConnId, n: usize) {
+        if let Some(entry) = self.entry_mut(conn) {
+            entry.socket.written(n);
+            self.queued_total -= n;
+        }
+    }
+
+    /// Whether the shell should shut `conn`'s write side now.
+    pub(crate) fn wants_shutdown(&self, conn: ConnId) -> bool {
+        self.entry(conn).is_some_and(|e| e.socket.wants_shutdown())
+    }
+
+    /// `conn`'s write side was shut.
+    pub(crate) fn write_shut(&mut self, conn: ConnId, now: Instant) {
+        self.with_socket(conn, now, |s, _, _| s.write_shut());
+    }
+
+    /// Runs every timer that is due.
+    pub(crate) fn timeout(&mut self, now: Instant) {
+        self.gossip.expire(now);
+        let due: Vec<ConnId> = self
+            .sockets
+            .iter()
+            .filter(|(_, e)| e.socket.next_deadline().is_some_and(|d| d <= now))
+            .map(|(key, e)| ConnId {
+                key,
+                generation: e.generation,
+            })
+            .collect();
+        for conn in due {
+            self.with_socket(conn, now, |s, rng, out| s.timeout(now, rng, out));
+        }
+    }
+
+    /// The earliest time [`Node::timeout`] has work.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.sockets
+            .iter()
+            .filter_map(|(_, e)| e.socket.next_deadline())
+            .min()
+    }
+
+    /// Whether events wait for the application.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Queues an event for the application (failures of queued commands).
+    pub(crate) fn push_event(&mut self, event: Event) {
+        self.events.push_back(event);
+    }
+
+    /// The next event for the application.
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ---- commands from the application ----
+
+    fn open_conn(&self, peer: &PeerId) -> Result<ConnId, SendError> {
+        if self.shutting_down {
+            return Err(SendError::ShuttingDown);
+        }
+        self.peers
+            .get(peer)
+            .copied()
+            .ok_or(SendError::NotConnected(*peer))
+    }
+
+    fn check_frame(&self, body: usize) -> Result<(), SendError> {
+        if body > self.config.max_frame_size {
+            return Err(SendError::TooLarge {
+                len: body,
+                max: self.config.max_frame_size,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_total(&self, extra: usize) -> Result<(), SendError> {
+        if self.queued_total + extra > self.config.max_write_buffer_total {
+            return Err(SendError::GlobalFull {
+                queued: self.queued_total,
+                cap: self.config.max_write_buffer_total,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues a frame for one peer, within both caps.
+    fn send_frame(&mut self, peer: &PeerId, frame: Frame, now: Instant) -> Result<(), SendError> {
+        let conn = self.open_conn(peer)?;
+        self.check_frame(frame.wire_len() - LEN_FIELD - 1)?;
+        self.check_total(frame.wire_len())?;
+        self.with_socket(conn, now, |s, _, _| s.send(&frame))
+            .unwrap_or(Err(SendError::NotConnected(*peer)))
+    }
+
+    /// Queues a MESSAGE.
+    pub(crate) fn send(
+        &mut self,
+        peer: &PeerId,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        self.send_frame(peer, Frame::Message(payload), now)
+    }
+
+    /// Queues a REQUEST whose id was handed out already.
+    pub(crate) fn request_with_id(
+        &mut self,
+        peer: &PeerId,
+        id: RequestId,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        let conn = self.open_conn(peer)?;
+        self.check_frame(8 + payload.len())?;
+        self.check_total(LEN_FIELD + 1 + 8 + payload.len())?;
+        self.with_socket(conn, now, |s, _, _| s.request(id.0, payload, now))
+            .unwrap_or(Err(SendError::NotConnected(*peer)))
+    }
+
+    /// Queues a RESPONSE.
+    pub(crate) fn respond(
+        &mut self,
+        peer: &PeerId,
+        id: RequestId,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        self.send_frame(peer, Frame::Response { id: id.0, payload }, now)
+    }
+
+    /// Starts a broadcast to every peer; a peer whose buffer is full misses it, counted.
+    pub(crate) fn broadcast(
+        &mut self,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<GossipId, SendError> {
+        if self.shutting_down {
+            return Err(SendError::ShuttingDown);
+        }
+        self.check_frame(17 + payload.len())?;
+        let mut id = [0u8; 16];
+        self.rng.fill(&mut id);
+        self.gossip.remember(id, now);
+        let frame = Frame::Gossip {
+            id,
+            hops: self.config.gossip_hops,
+            payload,
+        };
+        self.flood(&frame, None, now);
+        Ok(GossipId(id))
+    }
+
+    fn gossip_received(
+        &mut self,
+        conn: ConnId,
+        from: PeerId,
+        id: [u8; 16],
+        hops: u8,
+        payload: Bytes,
+        now: Instant,
+    ) {
+        match self.gossip.receive(id, hops, now) {
+            Verdict::Duplicate => self.duplicate_gossip += 1,
+            Verdict::Deliver { relay } => {
+                self.events.push_back(Event::Broadcast {
+                    from,
+                    id: GossipId(id),
+                    payload: payload.clone(),
+                });
+                if relay && !self.shutting_down {
+                    let frame = Frame::Gossip {
+                        id,
+                        hops: hops - 1,
+                        payload,
+                    };
+                    self.flood(&frame, Some(conn), now);
+                }
+            }
+        }
+    }
+
+    /// Queues `frame` to every open connection but `except`, sharing its payload.
+    fn flood(&mut self, frame: &Frame, except: Option<ConnId>, now: Instant) {
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.extend(self.peers.values().copied().filter(|&c| Some(c) != except));
+        for &conn in &targets {
+            let fits = self.check_total(frame.wire_len());
+            self.with_socket(conn, now, |s, _, _| {
+                match fits.and_then(|()| s.send(frame)) {
+                    Ok(()) => {}
+                    Err(e) => {
+                        log::debug!("gossip not queued: {e}");
+                        s.count_dropped();
+                    }
+                }
+            });
+        }
+        targets.clear();
+        self.targets = targets;
+    }
+
+    /// Closes the connection to `peer` gracefully with GOODBYE 0; false if not connected.
+    pub(crate) fn disconnect(&mut self, peer: &PeerId, now: Instant) -> bool {
+        let Some(&conn) = self.peers.get(peer) else {
+            return false;
+        };
+        self.with_socket(conn, now, |s, _, out| {
+            s.close(
+                CloseReason::Disconnected,
+                Some(GoodbyeReason::Shutdown),
+                now,
+                out,
+            )
+        });
+        true
+    }
+
+    /// Closes every connection (GOODBYE 0 to open ones) and refuses new ones.
+    pub(crate) fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let all: Vec<ConnId> = self
+            .sockets
+            .iter()
+            .map(|(key, e)| ConnId {
+                key,
+                generation: e.generation,
+            })
+            .collect();
+        for conn in all {
+            self.with_socket(conn, now, |s, _, out| {
+                s.close(
+                    CloseReason::Shutdown,
+                    Some(GoodbyeReason::Shutdown),
+                    now,
+                    out,
+                )
+            });
+        }
+    }
+
+    /// Whether `shutdown` was called.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Whether no connection is left.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    // ---- inspection ----
+
+    /// Connected peers, with address and direction.
+    pub(crate) fn peers(&self) -> impl Iterator<Item = (PeerId, SocketAddr, Direction)> + '_ {
+        self.peers.iter().filter_map(|(peer, &conn)| {
+            self.entry(conn)
+                .map(|e| (*peer, e.socket.addr(), e.socket.direction()))
+        })
+    }
+
+    /// Whether `peer` is connected.
+    pub(crate) fn is_connected(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// The counters of the connection to `peer`.
+    pub(crate) fn peer_stats(&self, peer: &PeerId) -> Option<PeerStats> {
+        let conn = self.peers.get(peer)?;
+        self.entry(*conn).map(|e| *e.socket.stats())
+    }
+
+    /// Whole-node counters.
+    pub(crate) fn stats(&self) -> Stats {
+        let mut totals = self.closed_totals;
+        for (_, e) in &self.sockets {
+            totals.add(e.socket.stats());
+        }
+        Stats {
+            peers: self.peers.len(),
+            connections: self.sockets.len(),
+            handshaking: self.handshaking(),
+            queued_bytes: self.queued_total,
+            totals,
+            refused_inbound: self.refused_inbound,
+            failed_handshakes: self.failed_handshakes,
+            duplicate_gossip: self.duplicate_gossip,
+            gossip_ids: self.gossip.len(),
+            buffered_bytes: self.sockets.iter().map(|(_, e)| e.socket.buffered()).sum(),
+            pending_requests: self
+                .sockets
+                .iter()
+                .map(|(_, e)| e.socket.pending_requests())
+                .sum(),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! A socket's write buffer: queued frames coalesced into few chunks, large payloads shared.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::wire::Frame;
+
+/// Payloads shorter than this are copied next to their header, so many small frames
+/// leave in one contiguous chunk; longer ones are queued as the shared `Bytes`.
+const COPY_BELOW: usize = 4096;
+
+/// Bytes waiting to be written, in order: `chunks` first, then `tail`.
+#[derive(Debug, Default)]
+pub(crate) struct OutQueue {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl OutQueue {
+    /// Bytes queued.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues raw bytes (preamble, handshake).
+    pub(crate) fn push_slice(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Queues one frame; a large payload is shared, not copied.
+    pub(crate) fn push_frame(&mut self, frame: &Frame) {
+        let before = self.tail.len();
+        frame.encode_head(&mut self.tail);
+        self.len += self.tail.len() - before;
+        if let Some(payload) = frame.payload() {
+            self.len += payload.len();
+            if payload.len() < COPY_BELOW {
+                self.tail.extend_from_slice(payload);
+            } else {
+                let head = self.tail.split().freeze();
+                self.chunks.push_back(head);
+                self.chunks.push_back(payload.clone());
+            }
+        }
+    }
+
+    /// Fills `dst` with the queued bytes in order; returns how many slices were used.
+    pub(crate) fn slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for chunk in &self.chunks {
+            if n == dst.len() {
+                return n;
+            }
+            dst[n] = IoSlice::new(chunk);
+            n += 1;
+        }
+        if n < dst.len() && !self.tail.is_empty() {
+            dst[n] = IoSlice::new(&self.tail);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops the first `n` bytes, which were written.
+    pub(crate) fn advance(&mut self, mut n: usize) {
+        debug_assert!(n <= self.len);
+        n = n.min(self.len);
+        self.len -= n;
+        while n > 0 {
+            match self.chunks.front_mut() {
+                Some(chunk) => {
+                    let take = n.min(chunk.len());
+                    chunk.advance(take);
+                    n -= take;
+                    if chunk.is_empty() {
+                        self.chunks.pop_front();
+                    }
+                }
+                None => {
+                    self.tail.advance(n);
+                    n = 0;
+                }
+            }
+        }
+    }
+
+    /// Drops everything queued.
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.tail.clear();
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(q: &mut OutQueue, step: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while !q.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 4];
+            let n = q.slices(&mut slices);
+            let mut budget = step;
+            let mut taken = 0;
+            for s in &slices[..n] {
+                let t = s.len().min(budget);
+                out.extend_from_slice(&s[..t]);
+                budget -= t;
+                taken += t;
+            }
+            q.advance(taken);
+        }
+        out
+    }
+
+    #[test]
+    fn small_frames_coalesce_large_payloads_are_shared() {
+        let mut q = OutQueue::default();
+        let big = Bytes::from(vec![7u8; 10_000]);
+        q.push_frame(&Frame::Message(Bytes::from_static(b"hi")));
+        q.push_frame(&Frame::Ping(9));
+        assert_eq!(q.chunks.len(), 0, "small frames stay in one buffer");
+        q.push_frame(&Frame::Message(big.clone()));
+        assert_eq!(q.chunks.len(), 2);
+        assert_eq!(q.chunks[1].as_ptr(), big.as_ptr(), "payload not copied");
+        let mut expect = BytesMut::new();
+        Frame::Message(Bytes::from_static(b"hi")).encode(&mut expect);
+        Frame::Ping(9).encode(&mut expect);
+        Frame::Message(big).encode(&mut expect);
+        assert_eq!(q.len(), expect.len());
+        for step in [1, 7, 4096, usize::MAX] {
+            let mut q2 = OutQueue::default();
+            q2.push_frame(&Frame::Message(Bytes::from_static(b"hi")));
+            q2.push_frame(&Frame::Ping(9));
+            q2.push_frame(&Frame::Message(Bytes::from(vec![7u8; 10_000])));
+            assert_eq!(drain(&mut q2, step), expect.to_vec(), "step {step}");
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! The mio shell: one `Poll`, listeners, tokens, the `Waker`; it moves bytes, the core decides.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+
+use crate::config::Config;
+use crate::error::{CloseReason, DialError, Error, RequestError, SendError};
+use crate::event::{Direction, Event, GossipId, RequestId};
+use crate::handle::{Command, Handle};
+use crate::network::{ConnId, Node, Stats};
+use crate::peer::PeerId;
+use crate::rng::Rng;
+use crate::socket::{PeerStats, Phase};
+
+const WAKER: Token = Token(usize::MAX);
+/// Listener `i` has token `LISTENER_BASE - i`, far above any connection's.
+const LISTENER_BASE: usize = usize::MAX - 1;
+/// Bytes asked of one `read` call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Slices handed to one `write_vectored` call.
+const MAX_SLICES: usize = 64;
+
+/// A connected peer, as [`Network::peers`] lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its id.
+    pub id: PeerId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Who dialled.
+    pub direction: Direction,
+}
+
+struct Stream {
+    generation: u32,
+    tcp: TcpStream,
+    interest: Interest,
+}
+
+fn token(conn: ConnId) -> Token {
+    Token(conn.key | (conn.generation as usize) << 32)
+}
+
+fn conn_of(token: Token) -> ConnId {
+    ConnId {
+        key: token.0 & 0xffff_ffff,
+        generation: (token.0 >> 32) as u32,
+    }
+}
+
+/// A peer-to-peer node: listens, dials, authenticates, sends, requests and broadcasts,
+/// and hands what arrives to the caller of [`Network::poll`].
+///
+/// ```no_run
+/// use p2p::{Config, Event, Network};
+/// use std::time::Duration;
+///
+/// let mut net = Network::new(Config::default())?;
+/// net.listen("127.0.0.1:0".parse().unwrap())?;
+/// net.dial("127.0.0.1:9000".parse().unwrap())?;
+/// let mut events = Vec::new();
+/// loop {
+///     net.poll(&mut events, Some(Duration::from_millis(100)))?;
+///     for event in events.drain(..) {
+///         if let Event::PeerConnected { peer, .. } = event {
+///             net.send(&peer, "hello")?;
+///         }
+///     }
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Network {
+    node: Node,
+    poll: Poll,
+    mio_events: Events,
+    listeners: Vec<TcpListener>,
+    streams: Vec<Option<Stream>>,
+    waker: Arc<Waker>,
+    woken: Arc<AtomicBool>,
+    commands: Receiver<Command>,
+    handle: Handle,
+    request_ids: Arc<AtomicU64>,
+    dirty: Vec<ConnId>,
+    /// Connections whose read budget ran out before `WouldBlock`: edge-triggered
+    /// readiness will not repeat, so they are read again next turn.
+    ready: Vec<ConnId>,
+    retry_accept: bool,
+    now: Instant,
+}
+
+impl Network {
+    /// A node with `config`; it neither listens nor dials yet.
+    pub fn new(config: Config) -> Result<Network, Error> {
+        config.validate()?;
+        let local = match config.peer_id {
+            Some(id) => id,
+            None => PeerId::random().map_err(Error::Random)?,
+        };
+        let rng = Rng::from_entropy().map_err(Error::Random)?;
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let woken = Arc::new(AtomicBool::new(false));
+        let request_ids = Arc::new(AtomicU64::new(1));
+        let (tx, commands) = sync_channel(config.command_queue);
+        let handle = Handle::new(tx, waker.clone(), woken.clone(), request_ids.clone());
+        if config.security == crate::wire::Security::Plaintext {
+            log::info!("plaintext mode: peer ids are claimed, not proven (unauthenticated)");
+        }
+        Ok(Network {
+            node: Node::new(config, local, rng),
+            poll,
+            mio_events: Events::with_capacity(1024),
+            listeners: Vec::new(),
+            streams: Vec::new(),
+            waker,
+            woken,
+            commands,
+            handle,
+            request_ids,
+            dirty: Vec::new(),
+            ready: Vec::new(),
+            retry_accept: false,
+            now: Instant::now(),
+        })
+    }
+
+    /// This node's id.
+    pub fn local_id(&self) -> PeerId {
+        self.node.local_id()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        self.node.config()
+    }
+
+    /// Listens on `addr` (port 0 picks a free one); returns the bound address.
+    pub fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, Error> {
+        let mut listener = TcpListener::bind(addr)?;
+        let token = Token(LISTENER_BASE - self.listeners.len());
+        self.poll
+            .registry()
+            .register(&mut listener, token, Interest::READABLE)?;
+        let bound = listener.local_addr()?;
+        self.listeners.push(listener);
+        log::info!("listening on {bound}");
+        Ok(bound)
+    }
+
+    /// The addresses listened on.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Starts a dial. It ends in [`Event::PeerConnected`] or [`Event::DialFailed`];
+    /// an error here means nothing was started.
+    pub fn dial(&mut self, addr: SocketAddr) -> Result<(), DialError> {
+        let conn = self.node.dial(addr, self.now)?;
+        let tcp = match TcpStream::connect(addr) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                self.node.cancel(conn);
+                return Err(DialError::Io(e.kind()));
+            }
+        };
+        if let Err(e) = self.register(conn, tcp, Interest::READABLE | Interest::WRITABLE) {
+            self.node.cancel(conn);
+            return Err(DialError::Io(e.kind()));
+        }
+        Ok(())
+    }
+
+    /// Sends a MESSAGE to `peer`. Refused, with nothing queued, when the peer's or the
+    /// node's write buffer would go over its cap.
+    pub fn send(&mut self, peer: &PeerId, payload: impl Into<Bytes>) -> Result<(), SendError> {
+        self.node.send(peer, payload.into(), self.now)
+    }
+
+    /// Sends a REQUEST; its [`Event::Response`] or [`Event::RequestFailed`] carries the id.
+    pub fn request(
+        &mut self,
+        peer: &PeerId,
+        payload: impl Into<Bytes>,
+    ) -> Result<RequestId, SendError> {
+        let id = RequestId(self.request_ids.fetch_add(1, Ordering::Relaxed));
+        self.node
+            .request_with_id(peer, id, payload.into(), self.now)?;
+        Ok(id)
+    }
+
+    /// Answers the REQUEST `id` of `peer`.
+    pub fn respond(
+        &mut self,
+        peer: &PeerId,
+        id: RequestId,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), SendError> {
+        self.node.respond(peer, id, payload.into(), self.now)
+    }
+
+    /// Broadcasts to the whole network (PROTOCOL.md §5). A neighbour whose write buffer
+    /// is full misses it and its `dropped_sends` counter says so.
+    pub fn broadcast(&mut self, payload: impl Into<Bytes>) -> Result<GossipId, SendError> {
+        self.node.broadcast(payload.into(), self.now)
+    }
+
+    /// Closes the connection to `peer` gracefully (GOODBYE 0); false if not connected.
+    pub fn disconnect(&mut self, peer: &PeerId) -> bool {
+        self.node.disconnect(peer, self.now)
+    }
+
+    /// Stops listening and closes every connection gracefully: queued bytes are
+    /// flushed, then GOODBYE 0. Keep calling [`Network::poll`] until
+    /// [`Network::is_shut_down`].
+    pub fn shutdown(&mut self) {
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.node.shutdown(self.now);
+    }
+
+    /// Whether `shutdown` was called and every connection is gone.
+    pub fn is_shut_down(&self) -> bool {
+        self.node.is_shutting_down() && self.node.is_idle()
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The connected peers.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.node
+            .peers()
+            .map(|(id, addr, direction)| PeerInfo {
+                id,
+                addr,
+                direction,
+            })
+            .collect()
+    }
+
+    /// Whether `peer` is connected.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.node.is_connected(peer)
+    }
+
+    /// Whole-node counters.
+    pub fn stats(&self) -> Stats {
+        self.node.stats()
+    }
+
+    /// The counters of the connection to `peer`.
+    pub fn peer_stats(&self, peer: &PeerId) -> Option<PeerStats> {
+        self.node.peer_stats(peer)
+    }
+
+    /// Runs one turn of the loop: waits for readiness at most `timeout` (`None`: until
+    /// something happens), moves bytes, runs timers, and replaces the contents of
+    /// `events` with what happened.
+    pub fn poll(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
+        events.clear();
+        self.now = Instant::now();
+        self.run_commands();
+        self.flush();
+        let wait = self.wait_time(timeout);
+        match self.poll.poll(&mut self.mio_events, wait) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.mio_events.clear(),
+            Err(e) => return Err(e),
+        }
+        self.now = Instant::now();
+        let again = std::mem::take(&mut self.ready);
+        for conn in again {
+            self.read(conn);
+        }
+        let mut woken = false;
+        let mut accept = std::mem::take(&mut self.retry_accept);
+        let mut readiness = Vec::with_capacity(self.mio_events.iter().count());
+        for event in self.mio_events.iter() {
+            match event.token() {
+                WAKER => woken = true,
+                Token(t) if t > LISTENER_BASE - self.listeners.len() && t <= LISTENER_BASE => {
+                    accept = true
+                }
+                t => readiness.push((
+                    conn_of(t),
+                    event.is_readable() || event.is_read_closed() || event.is_error(),
+                    event.is_writable() || event.is_error(),
+                )),
+            }
+        }
+        if accept {
+            self.accept();
+        }
+        for (conn, readable, writable) in readiness {
+            if writable {
+                self.writable(conn);
+            }
+            if readable {
+                self.read(conn);
+            }
+        }
+        if woken {
+            self.run_commands();
+        }
+        if self.node.next_deadline().is_some_and(|d| d <= self.now) {
+            self.node.timeout(self.now);
+        }
+        self.flush();
+        while let Some(event) = self.node.poll_event() {
+            events.push(event);
+        }
+        Ok(())
+    }
+
+    fn wait_time(&self, timeout: Option<Duration>) -> Option<Duration> {
+        if !self.ready.is_empty() || self.retry_accept || self.node.has_events() {
+            return Some(Duration::ZERO);
+        }
+        match self.node.next_deadline() {
+            Some(deadline) => {
+                let until = deadline.saturating_duration_since(self.now);
+                Some(timeout.map_or(until, |t| t.min(until)))
+            }
+            None => timeout,
+        }
+    }
+
+    fn register(&mut self, conn: ConnId, mut tcp: TcpStream, interest: Interest) -> io::Result<()> {
+        self.poll
+            .registry()
+            .register(&mut tcp, token(conn), interest)?;
+        // Writes are coalesced here already; Nagle would only add latency.
+        let _ = tcp.set_nodelay(true);
+        if self.streams.len() <= conn.key {
+            self.streams.resize_with(conn.key + 1, || None);
+        }
+        self.streams[conn.key] = Some(Stream {
+            generation: conn.generation,
+            tcp,
+            interest,
+        });
+        Ok(())
+    }
+
+    fn stream(&mut self, conn: ConnId) -> Option<&mut Stream> {
+        self.streams
+            .get_mut(conn.key)?
+            .as_mut()
+            .filter(|s| s.generation == conn.generation)
+    }
+
+    fn accept(&mut self) {
+        for i in 0..self.listeners.len() {
+            loop {
+                let (tcp, addr) = match self.listeners[i].accept() {
+                    Ok(accepted) => accepted,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // EMFILE and friends: the connection waits in the backlog; try
+                        // again next turn rather than die.
+                        log::warn!("accept failed: {e}");
+                        self.retry_accept = true;
+                        break;
+                    }
+                };
+                // Refused: dropped here, before a byte is sent.
+                let Some(conn) = self.node.accept(addr, self.now) else {
+                    continue;
+                };
+                if let Err(e) = self.register(conn, tcp, Interest::READABLE) {
+                    log::warn!("register failed: {e}");
+                    self.node.io_error(conn, e.kind(), self.now);
+                }
+            }
+        }
+    }
+
+    /// A dial is connected once writable with no pending error and a peer address.
+    fn writable(&mut self, conn: ConnId) {
+        if self.node.phase(conn) == Some(Phase::Opening) {
+            let now = self.now;
+            let Some(stream) = self.stream(conn) else {
+                return;
+            };
+            match stream.tcp.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => return self.node.connect_failed(conn, e.kind(), now),
+            }
+            match stream.tcp.peer_addr() {
+                Ok(_) => self.node.connected(conn, now),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => return self.node.connect_failed(conn, e.kind(), now),
+            }
+        }
+        self.write(conn);
+    }
+
+    fn read(&mut self, conn: ConnId) {
+        let now = self.now;
+        let mut budget = self.node.config().read_budget;
+        loop {
+            let Some(Stream { tcp, .. }) = self
+                .streams
+                .get_mut(conn.key)
+                .and_then(|s| s.as_mut())
+                .filter(|s| s.generation == conn.generation)
+            else {
+                return;
+            };
+            let Some(buf) = self.node.recv_buf(conn) else {
+                return;
+            };
+            let start = buf.len();
+            buf.resize(start + READ_CHUNK.min(budget), 0);
+            match tcp.read(&mut buf[start..]) {
+                Ok(0) => {
+                    buf.truncate(start);
+                    return self.node.eof(conn, now);
+                }
+                Ok(n) => {
+                    buf.truncate(start + n);
+                    self.node.received(conn, n, now);
+                    budget -= n;
+                    if budget == 0 {
+                        self.ready.push(conn);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    buf.truncate(start);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return,
+                        io::ErrorKind::Interrupted => {}
+                        kind => return self.node.io_error(conn, kind, now),
+                    }
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, conn: ConnId) {
+        let now = self.now;
+        loop {
+            let Some(Stream { tcp, .. }) = self
+                .streams
+                .get_mut(conn.key)
+                .and_then(|s| s.as_mut())
+                .filter(|s| s.generation == conn.generation)
+            else {
+                return;
+            };
+            let Some(queue) = self.node.transmit(conn) else {
+                return;
+            };
+            if queue.is_empty() {
+                break;
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let n = queue.slices(&mut slices);
+            match tcp.write_vectored(&slices[..n]) {
+                Ok(0) => return self.node.io_error(conn, io::ErrorKind::WriteZero, now),
+                Ok(n) => self.node.written(conn, n),
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => {}
+                    kind => return self.node.io_error(conn, kind, now),
+                },
+            }
+        }
+        if self.node.wants_shutdown(conn) {
+            if let Some(stream) = self.stream(conn) {
+                let _ = stream.tcp.shutdown(Shutdown::Write);
+            }
+            self.node.write_shut(conn, now);
+        }
+    }
+
+    /// Writes, shuts, frees and re-registers whatever the core changed.
+    fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        loop {
+            self.node.take_dirty(&mut dirty);
+            if dirty.is_empty() {
+                break;
+            }
+            for conn in dirty.drain(..) {
+                match self.node.phase(conn) {
+                    None | Some(Phase::Opening) => {}
+                    Some(Phase::Closed) => self.release(conn),
+                    Some(_) => {
+                        self.write(conn);
+                        self.update_interest(conn);
+                    }
+                }
+            }
+        }
+        self.dirty = dirty;
+    }
+
+    fn update_interest(&mut self, conn: ConnId) {
+        let wants_write = self.node.transmit(conn).is_some_and(|q| !q.is_empty());
+        let registry: &Registry = self.poll.registry();
+        let Some(stream) = self
+            .streams
+            .get_mut(conn.key)
+            .and_then(|s| s.as_mut())
+            .filter(|s| s.generation == conn.generation)
+        else {
+            return;
+        };
+        let interest = if wants_write {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if interest != stream.interest {
+            if let Err(e) = registry.reregister(&mut stream.tcp, token(conn), interest) {
+                log::warn!("reregister failed: {e}");
+            }
+            stream.interest = interest;
+        }
+    }
+
+    fn release(&mut self, conn: ConnId) {
+        if let Some(slot) = self.streams.get_mut(conn.key) {
+            if slot
+                .as_ref()
+                .is_some_and(|s| s.generation == conn.generation)
+            {
+                if let Some(mut stream) = slot.take() {
+                    let _ = self.poll.registry().deregister(&mut stream.tcp);
+                }
+            }
+        }
+        self.node.remove(conn);
+    }
+
+    fn run_commands(&mut self) {
+        self.woken.store(false, Ordering::Release);
+        loop {
+            let command = match self.commands.try_recv() {
+                Ok(command) => command,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            };
+            self.run(command);
+        }
+    }
+
+    fn run(&mut self, command: Command) {
+        let now = self.now;
+        match command {
+            Command::Dial(addr) => {
+                if let Err(e) = self.dial(addr) {
+                    self.node.push_event(Event::DialFailed {
+                        addr,
+                        reason: CloseReason::DialRefused(e),
+                    });
+                }
+            }
+            Command::Send(peer, payload) => {
+                if let Err(reason) = self.node.send(&peer, payload, now) {
+                    self.node.push_event(Event::SendFailed { peer, reason });
+                }
+            }
+            Command::Request(peer, id, payload) => {
+                if let Err(e) = self.node.request_with_id(&peer, id, payload, now) {
+                    self.node.push_event(Event::RequestFailed {
+                        peer,
+                        id,
+                        reason: RequestError::NotSent(e),
+                    });
+                }
+            }
+            Command::Respond(peer, id, payload) => {
+                if let Err(reason) = self.node.respond(&peer, id, payload, now) {
+                    self.node.push_event(Event::SendFailed { peer, reason });
+                }
+            }
+            Command::Broadcast(payload) => {
+                if let Err(reason) = self.node.broadcast(payload, now) {
+                    self.node.push_event(Event::BroadcastFailed { reason });
+                }
+            }
+            Command::Disconnect(peer) => {
+                self.node.disconnect(&peer, now);
+            }
+            Command::Shutdown => self.shutdown(),
+        }
+    }
+
+    /// Wakes a blocked [`Network::poll`] from this thread (a [`Handle`] does it from others).
+    pub fn wake(&self) -> io::Result<()> {
+        self.waker.wake()
+    }
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("local_id", &self.local_id())
+            .field("listening", &self.listen_addrs())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}

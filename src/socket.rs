@@ -1,0 +1,559 @@
+//! One connection's sans-IO state machine: preamble, handshake, frames, timers, close.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::config::Config;
+use crate::error::{CloseReason, RequestError, SendError};
+use crate::event::Direction;
+use crate::peer::PeerId;
+use crate::queue::OutQueue;
+use crate::rng::Rng;
+use crate::secure::Handshake;
+use crate::wire::{Decoded, Decoder, Frame, GoodbyeReason, PREAMBLE_LEN, Preamble, Reject};
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The TCP dial is under way.
+    Opening,
+    /// Preamble and handshake.
+    Authenticating,
+    /// Frames flow.
+    Open,
+    /// Flushing what is queued, then waiting for the peer to close.
+    Closing,
+    /// Done; the socket can be freed.
+    Closed,
+}
+
+/// What a socket tells the node core, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Output {
+    /// The handshake finished with this peer.
+    Established(PeerId),
+    /// A MESSAGE, GOSSIP or REQUEST for the node.
+    Frame(Frame),
+    /// The RESPONSE to one of our pending requests.
+    Response { id: u64, payload: Bytes },
+    /// A frame was dropped; `count` so far on this connection.
+    Rejected { reason: Reject, count: u32 },
+    /// A pending request of ours ended without response.
+    RequestFailed { id: u64, reason: RequestError },
+    /// The connection left service (no more frames in or out); given once.
+    Closed(CloseReason),
+}
+
+/// Counters of one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Bytes read from the socket.
+    pub bytes_in: u64,
+    /// Bytes written to the socket.
+    pub bytes_out: u64,
+    /// Frames received and accepted.
+    pub frames_in: u64,
+    /// Frames queued to the peer.
+    pub frames_out: u64,
+    /// Frames received and rejected.
+    pub rejected_frames: u64,
+    /// Frames not queued because the write buffer was full (relayed gossip, PONGs).
+    pub dropped_sends: u64,
+}
+
+impl PeerStats {
+    /// Adds `other` to these counters.
+    pub(crate) fn add(&mut self, other: &PeerStats) {
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.frames_in += other.frames_in;
+        self.frames_out += other.frames_out;
+        self.rejected_frames += other.rejected_frames;
+        self.dropped_sends += other.dropped_sends;
+    }
+}
+
+/// The limits and timers a socket needs from [`Config`].
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    max_rejected: u32,
+    max_write_buffer: usize,
+    max_pending_requests: usize,
+    handshake_timeout: Duration,
+    ping_interval: Duration,
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    close_timeout: Duration,
+}
+
+/// One connection, from dial or accept to close.
+#[derive(Debug)]
+pub(crate) struct Socket {
+    phase: Phase,
+    direction: Direction,
+    addr: SocketAddr,
+    preamble: [u8; PREAMBLE_LEN],
+    preamble_expected: Preamble,
+    preamble_checked: bool,
+    handshake: Handshake,
+    remote: Option<PeerId>,
+    rx: BytesMut,
+    tx: OutQueue,
+    decoder: Decoder,
+    reason: Option<CloseReason>,
+    /// Connect, handshake or close deadline, depending on the phase.
+    deadline: Instant,
+    last_recv: Instant,
+    pinged: bool,
+    read_closed: bool,
+    write_shut: bool,
+    pending: HashSet<u64>,
+    /// Request deadlines in send order; the timeout is fixed, so the front is the earliest.
+    request_deadlines: VecDeque<(Instant, u64)>,
+    rejected: u32,
+    stats: PeerStats,
+    limits: Limits,
+}
+
+impl Socket {
+    /// A socket for a dial to `addr`; call [`Socket::connected`] once TCP is up.
+    pub(crate) fn outbound(config: &Config, local: PeerId, addr: SocketAddr, now: Instant) -> Self {
+        Self::new(config, local, addr, Direction::Outbound, now)
+    }
+
+    /// A socket for an accepted connection, already sending its preamble.
+    pub(crate) fn inbound(config: &Config, local: PeerId, addr: SocketAddr, now: Instant) -> Self {
+        let mut socket = Self::new(config, local, addr, Direction::Inbound, now);
+        socket.connected(now);
+        socket
+    }
+
+    fn new(
+        config: &Config,
+        local: PeerId,
+        addr: SocketAddr,
+        direction: Direction,
+        now: Instant,
+    ) -> Self {
+        let expected = Preamble::new(config.security, config.network_id);
+        Socket {
+            phase: Phase::Opening,
+            direction,
+            addr,
+            preamble: expected.encode(),
+            preamble_expected: expected,
+            preamble_checked: false,
+            handshake: Handshake::new(config.security, local, direction == Direction::Outbound),
+            remote: None,
+            rx: BytesMut::new(),
+            tx: OutQueue::default(),
+            decoder: Decoder::new(config.max_frame_size),
+            reason: None,
+            deadline: now + config.connect_timeout,
+            last_recv: now,
+            pinged: false,
+            read_closed: false,
+            write_shut: false,
+            pending: HashSet::new(),
+            request_deadlines: VecDeque::new(),
+            rejected: 0,
+            stats: PeerStats::default(),
+            limits: Limits {
+                max_rejected: config.max_rejected_frames,
+                max_write_buffer: config.max_write_buffer,
+                max_pending_requests: config.max_pending_requests,
+                handshake_timeout: config.handshake_timeout,
+                ping_interval: config.ping_interval,
+                idle_timeout: config.idle_timeout,
+                request_timeout: config.request_timeout,
+                close_timeout: config.close_timeout,
+            },
+        }
+    }
+
+    /// The phase now.
+    pub(crate) fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Who dialled.
+    pub(crate) fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// The remote address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The remote id, once the handshake finished.
+    pub(crate) fn remote(&self) -> Option<PeerId> {
+        self.remote
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> &PeerStats {
+        &self.stats
+    }
+
+    /// Bytes waiting to be written.
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Requests waiting for a response.
+    pub(crate) fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Bytes buffered from the peer and not yet taken as frames.
+    pub(crate) fn buffered(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// The TCP connection is established: send the preamble and the handshake's start.
+    pub(crate) fn connected(&mut self, now: Instant) {
+        if self.phase != Phase::Opening {
+            return;
+        }
+        self.phase = Phase::Authenticating;
+        self.deadline = now + self.limits.handshake_timeout;
+        self.last_recv = now;
+        self.tx.push_slice(&self.preamble);
+        let mut start = BytesMut::new();
+        self.handshake.start(&mut start);
+        self.tx.push_slice(&start);
+    }
+
+    /// The buffer the shell reads into; call [`Socket::received`] after appending.
+    pub(crate) fn recv_buf(&mut self) -> &mut BytesMut {
+        &mut self.rx
+    }
+
+    /// `n` bytes were appended to the read buffer: run the preamble and handshake.
+    /// Frames are taken by [`Socket::take_frames`], after the node has seen
+    /// [`Output::Established`] and kept the connection.
+    pub(crate) fn received(&mut self, n: usize, now: Instant, out: &mut Vec<Output>) {
+        self.stats.bytes_in += n as u64;
+        if matches!(self.phase, Phase::Closing | Phase::Closed) {
+            self.rx.clear();
+            return;
+        }
+        self.last_recv = now;
+        self.pinged = false;
+        if self.phase != Phase::Authenticating {
+            return;
+        }
+        if !self.preamble_checked {
+            if self.rx.len() < PREAMBLE_LEN {
+                return;
+            }
+            let mut theirs = [0u8; PREAMBLE_LEN];
+            theirs.copy_from_slice(&self.rx[..PREAMBLE_LEN]);
+            self.rx.advance(PREAMBLE_LEN);
+            if let Err(e) = Preamble::check(&theirs, &self.preamble_expected) {
+                // Nothing else is sent after a failed check.
+                self.abort(CloseReason::Preamble(e), out);
+                return;
+            }
+            self.preamble_checked = true;
+            let mut reply = BytesMut::new();
+            self.handshake
+                .preamble_checked(&self.preamble, &theirs, &mut reply);
+            self.tx.push_slice(&reply);
+        }
+        let mut reply = BytesMut::new();
+        let result = self.handshake.read(&mut self.rx, &mut reply);
+        self.tx.push_slice(&reply);
+        match result {
+            Ok(Some(established)) => {
+                self.phase = Phase::Open;
+                self.remote = Some(established.remote);
+                out.push(Output::Established(established.remote));
+            }
+            Ok(None) => {}
+            Err(e) => match e {},
+        }
+    }
+
+    /// Decodes every whole frame in the read buffer.
+    pub(crate) fn take_frames(&mut self, now: Instant, out: &mut Vec<Output>) {
+        while self.phase == Phase::Open {
+            match self.decoder.decode(&mut self.rx) {
+                Some(Decoded::Frame(frame)) => self.on_frame(frame, now, out),
+                Some(Decoded::Rejected(reason)) => self.reject(reason, now, out),
+                None => break,
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Instant, out: &mut Vec<Output>) {
+        match frame {
+            Frame::Ping(nonce) => {
+                self.stats.frames_in += 1;
+                // A PONG is tiny, but a peer that pings and never reads must not grow our buffer.
+                if self.tx.len() < self.limits.max_write_buffer {
+                    self.queue(&Frame::Pong(nonce));
+                } else {
+                    self.stats.dropped_sends += 1;
+                }
+            }
+            Frame::Pong(_) => self.stats.frames_in += 1,
+            Frame::Response { id, payload } => {
+                if self.pending.remove(&id) {
+                    self.stats.frames_in += 1;
+                    self.forget_answered();
+                    out.push(Output::Response { id, payload });
+                } else {
+                    self.reject(Reject::UnmatchedResponse(id), now, out);
+                }
+            }
+            Frame::Goodbye(reason) => {
+                self.stats.frames_in += 1;
+                self.close(CloseReason::Goodbye(reason), None, now, out);
+            }
+            frame @ (Frame::Message(_) | Frame::Gossip { .. } | Frame::Request { .. }) => {
+                self.stats.frames_in += 1;
+                out.push(Output::Frame(frame));
+            }
+        }
+    }
+
+    /// Drops deadlines of answered requests, so the queue stays within twice the
+    /// pending-request cap whatever the request rate.
+    fn forget_answered(&mut self) {
+        while let Some(&(_, id)) = self.request_deadlines.front() {
+            if self.pending.contains(&id) {
+                break;
+            }
+            self.request_deadlines.pop_front();
+        }
+        if self.request_deadlines.len() > 2 * self.limits.max_pending_requests {
+            let pending = &self.pending;
+            self.request_deadlines
+                .retain(|(_, id)| pending.contains(id));
+        }
+    }
+
+    fn reject(&mut self, reason: Reject, now: Instant, out: &mut Vec<Output>) {
+        self.rejected = self.rejected.saturating_add(1);
+        self.stats.rejected_frames += 1;
+        out.push(Output::Rejected {
+            reason,
+            count: self.rejected,
+        });
+        if self.rejected >= self.limits.max_rejected {
+            self.close(
+                CloseReason::Misbehaving,
+                Some(GoodbyeReason::Misbehaving),
+                now,
+                out,
+            );
+        }
+    }
+
+    fn queue(&mut self, frame: &Frame) {
+        self.tx.push_frame(frame);
+        self.stats.frames_out += 1;
+    }
+
+    /// Whether `extra` more bytes fit under the per-peer cap.
+    fn check_room(&self, extra: usize) -> Result<(), SendError> {
+        let remote = match (self.phase, self.remote) {
+            (Phase::Open, Some(remote)) => remote,
+            (_, remote) => {
+                return Err(SendError::NotConnected(
+                    remote.unwrap_or(PeerId::from_bytes([0; 32])),
+                ));
+            }
+        };
+        if self.tx.len() + extra > self.limits.max_write_buffer {
+            return Err(SendError::Full {
+                peer: remote,
+                queued: self.tx.len(),
+                cap: self.limits.max_write_buffer,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues a frame if it fits under the per-peer cap.
+    pub(crate) fn send(&mut self, frame: &Frame) -> Result<(), SendError> {
+        self.check_room(frame.wire_len())?;
+        self.queue(frame);
+        Ok(())
+    }
+
+    /// Queues a REQUEST and starts its timer.
+    pub(crate) fn request(
+        &mut self,
+        id: u64,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        if self.pending.len() >= self.limits.max_pending_requests {
+            return Err(SendError::TooManyRequests(
+                self.remote.unwrap_or(PeerId::from_bytes([0; 32])),
+            ));
+        }
+        self.send(&Frame::Request { id, payload })?;
+        self.pending.insert(id);
+        self.request_deadlines
+            .push_back((now + self.limits.request_timeout, id));
+        Ok(())
+    }
+
+    /// Counts a frame that was not queued because a buffer was full.
+    pub(crate) fn count_dropped(&mut self) {
+        self.stats.dropped_sends += 1;
+    }
+
+    /// Closes gracefully: fails pending requests, queues `goodbye` if open, flushes, then
+    /// shuts the stream. Does nothing if already closing.
+    pub(crate) fn close(
+        &mut self,
+        reason: CloseReason,
+        goodbye: Option<GoodbyeReason>,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        match self.phase {
+            Phase::Closing | Phase::Closed => return,
+            Phase::Opening | Phase::Authenticating => return self.abort(reason, out),
+            Phase::Open => {}
+        }
+        if let Some(goodbye) = goodbye {
+            self.queue(&Frame::Goodbye(goodbye));
+        }
+        self.phase = Phase::Closing;
+        self.deadline = now + self.limits.close_timeout;
+        self.leave_service(reason, out);
+        if self.read_closed && self.tx.is_empty() && self.write_shut {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    /// Closes at once, dropping whatever is queued.
+    pub(crate) fn abort(&mut self, reason: CloseReason, out: &mut Vec<Output>) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let was_closing = self.phase == Phase::Closing;
+        self.phase = Phase::Closed;
+        self.tx.clear();
+        if !was_closing {
+            self.leave_service(reason, out);
+        }
+    }
+
+    fn leave_service(&mut self, reason: CloseReason, out: &mut Vec<Output>) {
+        self.rx.clear();
+        self.request_deadlines.clear();
+        let mut ids: Vec<u64> = self.pending.drain().collect();
+        ids.sort_unstable(); // a fixed order keeps runs reproducible
+        for id in ids {
+            out.push(Output::RequestFailed {
+                id,
+                reason: RequestError::ConnectionClosed(reason.clone()),
+            });
+        }
+        self.reason = Some(reason.clone());
+        out.push(Output::Closed(reason));
+    }
+
+    /// The peer closed its side of the stream.
+    pub(crate) fn eof(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.read_closed = true;
+        match self.phase {
+            Phase::Closing if self.write_shut => self.phase = Phase::Closed,
+            Phase::Closing | Phase::Closed => {}
+            _ => self.close(CloseReason::PeerClosed, None, now, out),
+        }
+    }
+
+    /// The socket failed; nothing more can move.
+    pub(crate) fn io_error(&mut self, kind: std::io::ErrorKind, out: &mut Vec<Output>) {
+        self.abort(CloseReason::Io(kind), out);
+    }
+
+    /// The queued bytes, for a vectored write.
+    pub(crate) fn transmit(&self) -> &OutQueue {
+        &self.tx
+    }
+
+    /// `n` bytes were written.
+    pub(crate) fn written(&mut self, n: usize) {
+        self.tx.advance(n);
+        self.stats.bytes_out += n as u64;
+    }
+
+    /// Whether the shell should shut the write side now: closing and flushed.
+    pub(crate) fn wants_shutdown(&self) -> bool {
+        self.phase == Phase::Closing && self.tx.is_empty() && !self.write_shut
+    }
+
+    /// The write side was shut.
+    pub(crate) fn write_shut(&mut self) {
+        self.write_shut = true;
+        if self.read_closed && self.phase == Phase::Closing {
+            self.phase = Phase::Closed;
+        }
+    }
+
+    /// Runs the timers that are due.
+    pub(crate) fn timeout(&mut self, now: Instant, rng: &mut Rng, out: &mut Vec<Output>) {
+        match self.phase {
+            Phase::Opening if now >= self.deadline => self.abort(CloseReason::ConnectTimeout, out),
+            Phase::Authenticating if now >= self.deadline => {
+                self.abort(CloseReason::HandshakeTimeout, out)
+            }
+            Phase::Open => {
+                while let Some(&(at, id)) = self.request_deadlines.front() {
+                    if at > now {
+                        break;
+                    }
+                    self.request_deadlines.pop_front();
+                    if self.pending.remove(&id) {
+                        out.push(Output::RequestFailed {
+                            id,
+                            reason: RequestError::Timeout,
+                        });
+                    }
+                }
+                if now >= self.last_recv + self.limits.idle_timeout {
+                    self.close(
+                        CloseReason::IdleTimeout,
+                        Some(GoodbyeReason::Timeout),
+                        now,
+                        out,
+                    );
+                } else if !self.pinged && now >= self.last_recv + self.limits.ping_interval {
+                    self.pinged = true;
+                    self.queue(&Frame::Ping(rng.next_u64()));
+                }
+            }
+            Phase::Closing if now >= self.deadline => self.phase = Phase::Closed,
+            _ => {}
+        }
+    }
+
+    /// When [`Socket::timeout`] next has work.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Opening | Phase::Authenticating | Phase::Closing => Some(self.deadline),
+            Phase::Open => {
+                let keepalive = if self.pinged {
+                    self.last_recv + self.limits.idle_timeout
+                } else {
+                    self.last_recv + self.limits.ping_interval
+                };
+                let request = self.request_deadlines.front().map(|&(at, _)| at);
+                Some(request.map_or(keepalive, |r| r.min(keepalive)))
+            }
+            Phase::Closed => None,
+        }
+    }
+}
