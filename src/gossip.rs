@@ -50,10 +50,10 @@ impl Gossip {
         if self.seen.contains(&id) {
             return false;
         }
-        if self.order.len() >= self.capacity {
-            if let Some((old, _)) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.order.len() >= self.capacity
+            && let Some((old, _)) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
         }
         self.seen.insert(id);
         self.order.push_back((id, now));

@@ -35,6 +35,8 @@ mod event;
 mod gossip;
 mod handle;
 mod network;
+#[cfg(test)]
+mod pair;
 mod peer;
 mod queue;
 mod reactor;

@@ -228,11 +228,11 @@ impl Node {
     }
 
     fn mark_dirty(&mut self, conn: ConnId) {
-        if let Some(entry) = self.entry_mut(conn) {
-            if !entry.dirty {
-                entry.dirty = true;
-                self.dirty.push(conn);
-            }
+        if let Some(entry) = self.entry_mut(conn)
+            && !entry.dirty
+        {
+            entry.dirty = true;
+            self.dirty.push(conn);
         }
     }
 
@@ -320,8 +320,9 @@ impl Node {
     /// The handshake finished: apply PROTOCOL.md §2.3, then announce the peer.
     fn established(&mut self, conn: ConnId, peer: PeerId, now: Instant) {
         if peer == self.local {
+            // Graceful, so the other end of the loop reads our id before the close.
             self.with_socket(conn, now, |s, _, out| {
-                s.abort(CloseReason::SelfConnection, out)
+                s.close(CloseReason::SelfConnection, None, now, out)
             });
             return;
         }

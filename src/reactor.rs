@@ -537,15 +537,13 @@ impl Network {
     }
 
     fn release(&mut self, conn: ConnId) {
-        if let Some(slot) = self.streams.get_mut(conn.key) {
-            if slot
+        if let Some(slot) = self.streams.get_mut(conn.key)
+            && slot
                 .as_ref()
                 .is_some_and(|s| s.generation == conn.generation)
-            {
-                if let Some(mut stream) = slot.take() {
-                    let _ = self.poll.registry().deregister(&mut stream.tcp);
-                }
-            }
+            && let Some(mut stream) = slot.take()
+        {
+            let _ = self.poll.registry().deregister(&mut stream.tcp);
         }
         self.node.remove(conn);
     }

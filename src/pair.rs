@@ -1,0 +1,662 @@
+//! Test harness: two node cores wired by in-memory pipes under a virtual clock.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::error::{CloseReason, RequestError};
+use crate::event::{Direction, Event};
+use crate::network::{ConnId, Node};
+use crate::peer::PeerId;
+use crate::rng::Rng;
+use crate::socket::Phase;
+use crate::wire::{Frame, GoodbyeReason, Reject};
+
+/// One end: a node, its connection to the other end, and what it reported.
+struct End {
+    node: Node,
+    conn: ConnId,
+    addr: SocketAddr,
+    events: Vec<Event>,
+    /// While false, bytes for this end stay in the sender's queue (a peer that does not read).
+    reading: bool,
+}
+
+/// Node `a` dialled node `b`; `step` moves bytes both ways, `elapse` moves time.
+struct Pair {
+    a: End,
+    b: End,
+    now: Instant,
+}
+
+fn config() -> Config {
+    Config {
+        ping_interval: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(30),
+        request_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_secs(3),
+        ..Config::default()
+    }
+}
+
+/// Timers so long that this end never pings nor times out in a test.
+fn patient() -> Config {
+    Config {
+        ping_interval: Duration::from_secs(3000),
+        idle_timeout: Duration::from_secs(3600),
+        ..config()
+    }
+}
+
+fn id(n: u8) -> PeerId {
+    PeerId::from_bytes([n; 32])
+}
+
+impl Pair {
+    fn new(a: Config, b: Config) -> Pair {
+        let now = Instant::now();
+        let addr_a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let addr_b: SocketAddr = "10.0.0.2:2000".parse().unwrap();
+        let mut node_a = Node::new(a.clone(), a.peer_id.unwrap_or(id(1)), Rng::from_seed(1));
+        let mut node_b = Node::new(b.clone(), b.peer_id.unwrap_or(id(2)), Rng::from_seed(2));
+        let conn_a = node_a.dial(addr_b, now).unwrap();
+        let conn_b = node_b.accept(addr_a, now).unwrap();
+        node_a.connected(conn_a, now);
+        Pair {
+            a: End {
+                node: node_a,
+                conn: conn_a,
+                addr: addr_a,
+                events: Vec::new(),
+                reading: true,
+            },
+            b: End {
+                node: node_b,
+                conn: conn_b,
+                addr: addr_b,
+                events: Vec::new(),
+                reading: true,
+            },
+            now,
+        }
+    }
+
+    fn connected() -> Pair {
+        let mut pair = Pair::new(config(), config());
+        pair.step();
+        assert!(matches!(
+            pair.a.events[..],
+            [Event::PeerConnected {
+                direction: Direction::Outbound,
+                ..
+            }]
+        ));
+        assert!(matches!(
+            pair.b.events[..],
+            [Event::PeerConnected {
+                direction: Direction::Inbound,
+                ..
+            }]
+        ));
+        pair.a.events.clear();
+        pair.b.events.clear();
+        pair
+    }
+
+    /// Moves bytes (and half-closes) until nothing moves; frees closed sockets.
+    fn step(&mut self) {
+        let now = self.now;
+        loop {
+            let moved =
+                transfer(&mut self.a, &mut self.b, now) | transfer(&mut self.b, &mut self.a, now);
+            if !moved {
+                break;
+            }
+        }
+        for end in [&mut self.a, &mut self.b] {
+            if end.node.phase(end.conn) == Some(Phase::Closed) {
+                assert!(end.node.remove(end.conn));
+            }
+            while let Some(e) = end.node.poll_event() {
+                end.events.push(e);
+            }
+        }
+    }
+
+    /// Lets `d` of virtual time pass, firing timers on both ends.
+    fn elapse(&mut self, d: Duration) {
+        self.now += d;
+        self.a.node.timeout(self.now);
+        self.b.node.timeout(self.now);
+        self.step();
+    }
+
+    /// Lets time pass in steps of `tick` up to `total`, as a poll loop would.
+    fn run_for(&mut self, total: Duration, tick: Duration) {
+        let mut t = Duration::ZERO;
+        while t < total {
+            self.elapse(tick);
+            t += tick;
+        }
+    }
+}
+
+/// The bytes `conn` has queued, left in place.
+fn peek(node: &Node, conn: ConnId) -> Vec<u8> {
+    let Some(queue) = node.transmit(conn) else {
+        return Vec::new();
+    };
+    let mut slices = [IoSlice::new(&[]); 16];
+    let n = queue.slices(&mut slices);
+    slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+}
+
+/// The bytes `conn` has queued, as if written to its socket.
+fn take_output(node: &mut Node, conn: ConnId) -> Vec<u8> {
+    let bytes = peek(node, conn);
+    node.written(conn, bytes.len());
+    bytes
+}
+
+/// Hands `bytes` to `conn` as if read from its socket.
+fn deliver(node: &mut Node, conn: ConnId, bytes: &[u8], now: Instant) {
+    if let Some(buf) = node.recv_buf(conn) {
+        buf.extend_from_slice(bytes);
+        node.received(conn, bytes.len(), now);
+    }
+}
+
+/// Moves what `from` queued for `to`, as a socket pair would. True if anything moved.
+fn transfer(from: &mut End, to: &mut End, now: Instant) -> bool {
+    let mut moved = false;
+    if to.reading {
+        let bytes = take_output(&mut from.node, from.conn);
+        if !bytes.is_empty() {
+            deliver(&mut to.node, to.conn, &bytes, now);
+            moved = true;
+        }
+    }
+    if from.node.wants_shutdown(from.conn) {
+        from.node.write_shut(from.conn, now);
+        to.node.eof(to.conn, now);
+        moved = true;
+    }
+    moved
+}
+
+/// Feeds raw bytes to `end` as if its peer had sent them.
+fn inject(end: &mut End, bytes: &[u8], now: Instant) {
+    deliver(&mut end.node, end.conn, bytes, now);
+    while let Some(e) = end.node.poll_event() {
+        end.events.push(e);
+    }
+}
+
+fn frame_bytes(frame: &Frame) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    frame.encode(&mut out);
+    out.to_vec()
+}
+
+#[test]
+fn handshake_announces_both_ends_with_their_addresses() {
+    let mut pair = Pair::new(config(), config());
+    pair.step();
+    assert_eq!(
+        pair.a.events,
+        vec![Event::PeerConnected {
+            peer: id(2),
+            addr: pair.b.addr,
+            direction: Direction::Outbound
+        }]
+    );
+    assert_eq!(
+        pair.b.events,
+        vec![Event::PeerConnected {
+            peer: id(1),
+            addr: pair.a.addr,
+            direction: Direction::Inbound
+        }]
+    );
+}
+
+#[test]
+fn silent_peers_ping_each_other_and_stay_connected() {
+    let mut pair = Pair::connected();
+    pair.run_for(Duration::from_secs(120), Duration::from_secs(1));
+    assert!(pair.a.events.is_empty(), "{:?}", pair.a.events);
+    assert!(pair.a.node.is_connected(&id(2)));
+    // About one PING per ping interval each way, each answered.
+    let stats = pair.a.node.stats().totals;
+    assert!(stats.frames_in >= 6, "{stats:?}");
+}
+
+#[test]
+fn a_ping_is_sent_after_the_ping_interval_of_silence_only() {
+    let mut pair = Pair::new(config(), patient());
+    pair.step();
+    pair.b.reading = false;
+    pair.elapse(Duration::from_secs(9));
+    assert_eq!(pair.a.node.transmit(pair.a.conn).unwrap().len(), 0);
+    pair.elapse(Duration::from_secs(1));
+    assert_eq!(
+        pair.a.node.transmit(pair.a.conn).unwrap().len(),
+        13,
+        "one PING queued"
+    );
+    pair.elapse(Duration::from_secs(10));
+    assert_eq!(
+        pair.a.node.transmit(pair.a.conn).unwrap().len(),
+        13,
+        "one PING per silence"
+    );
+}
+
+#[test]
+fn an_idle_peer_is_closed_with_goodbye_4() {
+    let mut pair = Pair::connected();
+    pair.b.reading = false; // B hears nothing: its PINGs to A are answered in vain
+    pair.run_for(Duration::from_secs(29), Duration::from_secs(1));
+    assert!(pair.b.events.is_empty());
+    pair.elapse(Duration::from_secs(1));
+    assert_eq!(
+        pair.b.events,
+        vec![Event::PeerDisconnected {
+            peer: id(1),
+            reason: CloseReason::IdleTimeout
+        }]
+    );
+    // A kept hearing B's PINGs, so it was not idle: it hears GOODBYE 4.
+    assert_eq!(
+        pair.a.events,
+        vec![Event::PeerDisconnected {
+            peer: id(2),
+            reason: CloseReason::Goodbye(GoodbyeReason::Timeout)
+        }]
+    );
+}
+
+#[test]
+fn handshake_deadline_fails_the_dial() {
+    let mut pair = Pair::new(config(), config());
+    pair.a.reading = false; // B's preamble never arrives
+    pair.step();
+    pair.elapse(Duration::from_secs(2));
+    assert!(pair.a.events.is_empty());
+    pair.elapse(Duration::from_secs(1));
+    assert_eq!(
+        pair.a.events,
+        vec![Event::DialFailed {
+            addr: pair.b.addr,
+            reason: CloseReason::HandshakeTimeout
+        }]
+    );
+    assert_eq!(pair.a.node.stats().connections, 0, "slot freed");
+}
+
+#[test]
+fn connect_deadline_fails_the_dial() {
+    let now = Instant::now();
+    let mut node = Node::new(config(), id(1), Rng::from_seed(1));
+    let addr: SocketAddr = "10.0.0.9:9".parse().unwrap();
+    let conn = node.dial(addr, now).unwrap();
+    node.timeout(now + Duration::from_secs(5));
+    assert_eq!(node.phase(conn), Some(Phase::Closed));
+    assert_eq!(
+        node.poll_event(),
+        Some(Event::DialFailed {
+            addr,
+            reason: CloseReason::ConnectTimeout
+        })
+    );
+}
+
+#[test]
+fn request_response_and_timeout() {
+    let mut pair = Pair::connected();
+    let now = pair.now;
+    let id1 = crate::event::RequestId(7);
+    pair.a
+        .node
+        .request_with_id(&id(2), id1, Bytes::from_static(b"q"), now)
+        .unwrap();
+    pair.step();
+    assert_eq!(
+        pair.b.events,
+        vec![Event::Request {
+            peer: id(1),
+            id: id1,
+            payload: Bytes::from_static(b"q")
+        }]
+    );
+    pair.b
+        .node
+        .respond(&id(1), id1, Bytes::from_static(b"r"), now)
+        .unwrap();
+    pair.step();
+    assert_eq!(
+        pair.a.events,
+        vec![Event::Response {
+            peer: id(2),
+            id: id1,
+            payload: Bytes::from_static(b"r")
+        }]
+    );
+    pair.a.events.clear();
+
+    let id2 = crate::event::RequestId(8);
+    pair.a
+        .node
+        .request_with_id(&id(2), id2, Bytes::new(), now)
+        .unwrap();
+    pair.step();
+    pair.elapse(Duration::from_secs(4));
+    assert!(pair.a.events.is_empty());
+    pair.elapse(Duration::from_secs(1));
+    assert_eq!(
+        pair.a.events,
+        vec![Event::RequestFailed {
+            peer: id(2),
+            id: id2,
+            reason: RequestError::Timeout
+        }]
+    );
+    // A late response matches nothing: rejected and counted, the connection stays.
+    pair.a.events.clear();
+    pair.b
+        .node
+        .respond(&id(1), id2, Bytes::new(), pair.now)
+        .unwrap();
+    pair.step();
+    assert_eq!(
+        pair.a.events,
+        vec![Event::FrameRejected {
+            peer: id(2),
+            reason: Reject::UnmatchedResponse(8),
+            count: 1
+        }]
+    );
+    assert!(pair.a.node.is_connected(&id(2)));
+}
+
+#[test]
+fn a_request_fails_when_the_connection_closes_first() {
+    let mut pair = Pair::connected();
+    let rid = crate::event::RequestId(1);
+    pair.a
+        .node
+        .request_with_id(&id(2), rid, Bytes::new(), pair.now)
+        .unwrap();
+    pair.step();
+    assert!(pair.b.node.disconnect(&id(1), pair.now));
+    pair.step();
+    assert_eq!(
+        pair.a.events,
+        vec![
+            Event::RequestFailed {
+                peer: id(2),
+                id: rid,
+                reason: RequestError::ConnectionClosed(CloseReason::Goodbye(
+                    GoodbyeReason::Shutdown
+                ))
+            },
+            Event::PeerDisconnected {
+                peer: id(2),
+                reason: CloseReason::Goodbye(GoodbyeReason::Shutdown)
+            },
+        ]
+    );
+    assert_eq!(
+        pair.b.events.last(),
+        Some(&Event::PeerDisconnected {
+            peer: id(1),
+            reason: CloseReason::Disconnected
+        })
+    );
+    assert_eq!(pair.a.node.stats().connections, 0);
+    assert_eq!(pair.b.node.stats().connections, 0);
+}
+
+#[test]
+fn a_graceful_close_flushes_everything_queued_before_the_goodbye() {
+    let mut pair = Pair::connected();
+    pair.b.reading = false;
+    for i in 0..1000u32 {
+        pair.a
+            .node
+            .send(&id(2), Bytes::from(vec![i as u8; 1000]), pair.now)
+            .unwrap();
+    }
+    pair.a.node.shutdown(pair.now);
+    pair.b.reading = true;
+    pair.step();
+    let messages = pair
+        .b
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Message { .. }))
+        .count();
+    assert_eq!(messages, 1000);
+    assert_eq!(
+        pair.b.events.last(),
+        Some(&Event::PeerDisconnected {
+            peer: id(1),
+            reason: CloseReason::Goodbye(GoodbyeReason::Shutdown)
+        })
+    );
+    assert!(
+        pair.a.node.is_idle(),
+        "A freed its socket after B closed too"
+    );
+}
+
+#[test]
+fn the_write_buffer_cap_refuses_sends_and_queues_nothing() {
+    let c = Config {
+        max_write_buffer: 10_000,
+        max_frame_size: 4096,
+        ..config()
+    };
+    let mut pair = Pair::new(c.clone(), c);
+    pair.step();
+    pair.b.reading = false;
+    let mut sent = 0;
+    let err = loop {
+        match pair
+            .a
+            .node
+            .send(&id(2), Bytes::from(vec![0u8; 1000]), pair.now)
+        {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(sent, 9);
+    assert!(
+        matches!(err, crate::error::SendError::Full { cap: 10_000, .. }),
+        "{err:?}"
+    );
+    let queued = pair.a.node.stats().queued_bytes;
+    assert_eq!(queued, 9 * 1005);
+    pair.b.reading = true;
+    pair.step();
+    assert_eq!(
+        pair.b
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Message { .. }))
+            .count(),
+        9
+    );
+    assert_eq!(pair.a.node.stats().queued_bytes, 0);
+}
+
+#[test]
+fn rejected_frames_are_counted_until_the_limit_then_goodbye_3() {
+    let c = Config {
+        max_rejected_frames: 3,
+        ..config()
+    };
+    let mut pair = Pair::new(config(), c);
+    pair.step();
+    pair.b.events.clear();
+    let now = pair.now;
+    inject(&mut pair.b, &[0, 0, 0, 0], now); // len 0
+    inject(&mut pair.b, &[0, 0, 0, 1, 0x55], now); // unknown kind
+    inject(
+        &mut pair.b,
+        &frame_bytes(&Frame::Message(Bytes::from_static(b"ok"))),
+        now,
+    );
+    assert_eq!(
+        pair.b.events,
+        vec![
+            Event::FrameRejected {
+                peer: id(1),
+                reason: Reject::Empty,
+                count: 1
+            },
+            Event::FrameRejected {
+                peer: id(1),
+                reason: Reject::UnknownKind(0x55),
+                count: 2
+            },
+            Event::Message {
+                peer: id(1),
+                payload: Bytes::from_static(b"ok")
+            },
+        ]
+    );
+    pair.b.events.clear();
+    inject(&mut pair.b, &[0, 0, 0, 3, 0x7f, 1, 9], now); // GOODBYE with a 2-byte body
+    assert_eq!(
+        pair.b.events,
+        vec![
+            Event::FrameRejected {
+                peer: id(1),
+                reason: Reject::BadLength { kind: 0x7f, len: 2 },
+                count: 3
+            },
+            Event::PeerDisconnected {
+                peer: id(1),
+                reason: CloseReason::Misbehaving
+            },
+        ]
+    );
+    let sent = peek(&pair.b.node, pair.b.conn);
+    assert_eq!(
+        sent,
+        frame_bytes(&Frame::Goodbye(GoodbyeReason::Misbehaving))
+    );
+}
+
+#[test]
+fn a_ping_gets_a_pong_with_its_nonce() {
+    let mut pair = Pair::connected();
+    pair.a.reading = false;
+    let now = pair.now;
+    inject(&mut pair.b, &frame_bytes(&Frame::Ping(0xdead_beef)), now);
+    let sent = peek(&pair.b.node, pair.b.conn);
+    assert_eq!(sent, frame_bytes(&Frame::Pong(0xdead_beef)));
+}
+
+#[test]
+fn a_self_connection_is_closed() {
+    let now = Instant::now();
+    let mut node = Node::new(config(), id(1), Rng::from_seed(1));
+    let addr: SocketAddr = "10.0.0.1:1".parse().unwrap();
+    let out = node.dial(addr, now).unwrap();
+    let inb = node.accept(addr, now).unwrap();
+    node.connected(out, now);
+    for _ in 0..2 {
+        for (from, to) in [(inb, out), (out, inb)] {
+            let bytes = take_output(&mut node, from);
+            deliver(&mut node, to, &bytes, now);
+        }
+    }
+    for conn in [out, inb] {
+        assert_eq!(
+            node.phase(conn),
+            Some(Phase::Closing),
+            "closing, never announced"
+        );
+    }
+    assert!(!node.is_connected(&id(1)));
+    let events: Vec<Event> = std::iter::from_fn(|| node.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![Event::DialFailed {
+            addr,
+            reason: CloseReason::SelfConnection
+        }]
+    );
+}
+
+#[test]
+fn both_ends_keep_the_connection_initiated_by_the_smaller_id() {
+    // A (id 1) and B (id 2) dial each other at once: two pipes.
+    let now = Instant::now();
+    let (addr_a, addr_b): (SocketAddr, SocketAddr) =
+        ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
+    let mut a = Node::new(config(), id(1), Rng::from_seed(1));
+    let mut b = Node::new(config(), id(2), Rng::from_seed(2));
+    let a_out = a.dial(addr_b, now).unwrap();
+    let b_out = b.dial(addr_a, now).unwrap();
+    let b_in = b.accept(addr_a, now).unwrap();
+    let a_in = a.accept(addr_b, now).unwrap();
+    a.connected(a_out, now);
+    b.connected(b_out, now);
+    // B's connection (B dialled A) completes first at both ends, so both announce it;
+    // then A's arrives and wins at both ends because its initiator id is smaller.
+    let pipes = [(a_in, b_out), (a_out, b_in)];
+    for (a_end, b_end) in pipes {
+        for _ in 0..3 {
+            pump(&mut a, a_end, &mut b, b_end, now);
+            pump(&mut b, b_end, &mut a, a_end, now);
+        }
+    }
+    assert_eq!(
+        a.peers().map(|p| p.2).collect::<Vec<_>>(),
+        vec![Direction::Outbound]
+    );
+    assert_eq!(
+        b.peers().map(|p| p.2).collect::<Vec<_>>(),
+        vec![Direction::Inbound]
+    );
+    for (node, conn) in [(&a, a_in), (&b, b_out)] {
+        assert_eq!(
+            node.phase(conn),
+            Some(Phase::Closing),
+            "the loser is closing"
+        );
+    }
+    let a_events: Vec<Event> = std::iter::from_fn(|| a.poll_event()).collect();
+    let b_events: Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
+    assert_eq!(a_events.len(), 1, "announced once: {a_events:?}");
+    assert_eq!(b_events.len(), 1, "announced once: {b_events:?}");
+    assert!(matches!(a_events[0], Event::PeerConnected { peer, .. } if peer == id(2)));
+}
+
+fn pump(from: &mut Node, fc: ConnId, to: &mut Node, tc: ConnId, now: Instant) {
+    let bytes = take_output(from, fc);
+    deliver(to, tc, &bytes, now);
+}
+
+#[test]
+fn stale_ids_never_reach_a_reused_slot() {
+    let now = Instant::now();
+    let mut node = Node::new(config(), id(1), Rng::from_seed(1));
+    let addr: SocketAddr = "10.0.0.2:2".parse().unwrap();
+    let first = node.dial(addr, now).unwrap();
+    node.connect_failed(first, std::io::ErrorKind::ConnectionRefused, now);
+    assert!(node.remove(first));
+    let second = node.dial(addr, now).unwrap();
+    assert_eq!(second.key, first.key, "slot reused");
+    assert_ne!(second.generation, first.generation);
+    node.connect_failed(first, std::io::ErrorKind::ConnectionRefused, now);
+    assert_eq!(node.phase(second), Some(Phase::Opening), "stale id ignored");
+    assert!(!node.remove(first));
+}
