@@ -635,7 +635,7 @@ impl Node {
         for &conn in &targets {
             let fits = self.check_total(frame.wire_len());
             self.with_socket(conn, now, |s, _, _| {
-                match fits.and_then(|()| s.send(frame)) {
+                match fits.and_then(|()| s.send_shared(frame)) {
                     Ok(()) => {}
                     Err(e) => {
                         log::debug!("gossip not queued: {e}");

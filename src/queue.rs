@@ -38,12 +38,21 @@ impl OutQueue {
 
     /// Queues one frame; a large payload is shared, not copied.
     pub(crate) fn push_frame(&mut self, frame: &Frame) {
+        self.push(frame, COPY_BELOW);
+    }
+
+    /// Queues one frame whose payload goes to many peers: never copied, whatever its size.
+    pub(crate) fn push_frame_shared(&mut self, frame: &Frame) {
+        self.push(frame, 0);
+    }
+
+    fn push(&mut self, frame: &Frame, copy_below: usize) {
         let before = self.tail.len();
         frame.encode_head(&mut self.tail);
         self.len += self.tail.len() - before;
         if let Some(payload) = frame.payload() {
             self.len += payload.len();
-            if payload.len() < COPY_BELOW {
+            if payload.len() < copy_below {
                 self.tail.extend_from_slice(payload);
             } else {
                 let head = self.tail.split().freeze();
@@ -138,6 +147,9 @@ mod tests {
         Frame::Ping(9).encode(&mut expect);
         Frame::Message(big).encode(&mut expect);
         assert_eq!(q.len(), expect.len());
+        let small = Bytes::from_static(b"gossip");
+        q.push_frame_shared(&Frame::Message(small.clone()));
+        assert_eq!(q.chunks.back().map(|c| c.as_ptr()), Some(small.as_ptr()));
         for step in [1, 7, 4096, usize::MAX] {
             let mut q2 = OutQueue::default();
             q2.push_frame(&Frame::Message(Bytes::from_static(b"hi")));

@@ -387,6 +387,14 @@ impl Socket {
         Ok(())
     }
 
+    /// Queues a frame whose payload is being sent to many peers, sharing the payload.
+    pub(crate) fn send_shared(&mut self, frame: &Frame) -> Result<(), SendError> {
+        self.check_room(frame.wire_len())?;
+        self.tx.push_frame_shared(frame);
+        self.stats.frames_out += 1;
+        Ok(())
+    }
+
     /// Queues a REQUEST and starts its timer.
     pub(crate) fn request(
         &mut self,
