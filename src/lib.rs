@@ -45,6 +45,11 @@ mod secure;
 mod socket;
 pub mod wire;
 
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use bytes::Bytes;
 pub use config::{Config, ConfigError};
 pub use error::{CloseReason, DialError, Error, HandleError, RequestError, SendError};

@@ -89,6 +89,8 @@ pub struct Network {
     handle: Handle,
     request_ids: Arc<AtomicU64>,
     dirty: Vec<ConnId>,
+    /// Readiness of this turn (connection, readable, writable), kept to reuse its allocation.
+    readiness: Vec<(ConnId, bool, bool)>,
     /// Connections whose read budget ran out before `WouldBlock`: edge-triggered
     /// readiness will not repeat, so they are read again next turn.
     ready: Vec<ConnId>,
@@ -126,6 +128,7 @@ impl Network {
             handle,
             request_ids,
             dirty: Vec::new(),
+            readiness: Vec::new(),
             ready: Vec::new(),
             retry_accept: false,
             now: Instant::now(),
@@ -288,7 +291,7 @@ impl Network {
         }
         let mut woken = false;
         let mut accept = std::mem::take(&mut self.retry_accept);
-        let mut readiness = Vec::with_capacity(self.mio_events.iter().count());
+        let mut readiness = std::mem::take(&mut self.readiness);
         for event in self.mio_events.iter() {
             match event.token() {
                 WAKER => woken = true,
@@ -305,7 +308,7 @@ impl Network {
         if accept {
             self.accept();
         }
-        for (conn, readable, writable) in readiness {
+        for &(conn, readable, writable) in &readiness {
             if writable {
                 self.writable(conn);
             }
@@ -313,6 +316,8 @@ impl Network {
                 self.read(conn);
             }
         }
+        readiness.clear();
+        self.readiness = readiness;
         if woken {
             self.run_commands();
         }
