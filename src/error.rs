@@ -8,6 +8,7 @@ use crate::wire::{GoodbyeReason, PreambleError};
 
 /// Why a connection ended, or why it never became a peer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The peer's preamble failed a check of PROTOCOL.md §1.
     #[error(transparent)]
@@ -56,6 +57,7 @@ pub enum CloseReason {
 /// Why a send, request, response or broadcast was refused. Nothing is queued when
 /// one of these is returned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// No open connection to that peer.
     #[error("peer {0} is not connected")]
@@ -96,6 +98,7 @@ pub enum SendError {
 
 /// Why a request ended without a response.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RequestError {
     /// No RESPONSE arrived within `request_timeout`.
     #[error("request timed out")]
@@ -110,6 +113,7 @@ pub enum RequestError {
 
 /// Why a dial was refused at once.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DialError {
     /// `max_outbound` connections are already open or opening.
     #[error("outbound connection limit reached ({0})")]

@@ -54,7 +54,9 @@ impl fmt::Debug for GossipId {
 }
 
 /// Something that happened, returned by [`Network::poll`](crate::Network::poll).
+/// New kinds of events may be added: match with a `_` arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A peer finished the handshake and can be sent to.
     PeerConnected {

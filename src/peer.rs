@@ -69,8 +69,8 @@ impl fmt::Debug for PeerId {
 /// Why a string is not a [`PeerId`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParsePeerIdError {
-    /// The string is not 64 characters long.
-    #[error("a peer id is 64 hex digits, got {0} characters")]
+    /// The string is not 64 bytes long.
+    #[error("a peer id is 64 hex digits, got {0} bytes")]
     Length(usize),
     /// A character is not a hex digit.
     #[error("a peer id is hex, found {0:?}")]
@@ -82,7 +82,10 @@ impl FromStr for PeerId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.len() != 64 {
-            return Err(ParsePeerIdError::Length(s.chars().count()));
+            return Err(ParsePeerIdError::Length(s.len()));
+        }
+        if let Some(c) = s.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return Err(ParsePeerIdError::NotHex(c));
         }
         let digits = s.as_bytes();
         let mut bytes = [0u8; 32];
@@ -127,8 +130,8 @@ mod tests {
         let bad = "g".repeat(64);
         assert_eq!(bad.parse::<PeerId>(), Err(ParsePeerIdError::NotHex('g')));
         // Multi-byte characters must not slice inside a char.
-        let wide = "é".repeat(32);
-        assert!(wide.parse::<PeerId>().is_err());
+        let wide = format!("{}é{}", "0".repeat(31), "0".repeat(31));
+        assert_eq!(wide.parse::<PeerId>(), Err(ParsePeerIdError::NotHex('é')));
     }
 
     #[test]

@@ -1,0 +1,568 @@
+//! A node driven line by line: commands on stdin, one event per line on stdout.
+//!
+//! ```text
+//! cargo run --release --example node -- [OPTIONS]
+//! ```
+//!
+//! Run `--help` for the options, the commands and the output format. The format is a
+//! contract: scripts and tests read it, so every line is flushed as soon as it is written.
+//!
+//! stdin is read on its own thread, which parses each line and hands the command over a
+//! channel to the loop; the loop runs it on the [`Network`] directly, so a `request`
+//! learns its id at once and `request-sent` is always printed before its `response`.
+
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::io::{self, BufRead, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::LevelFilter;
+use p2p::{CloseReason, Config, Event, Network, PeerId, RequestId, Security};
+
+const USAGE: &str = "\
+usage: node [OPTIONS]
+
+A p2p node: commands on stdin, events on stdout (one per line).
+
+options:
+  --listen ADDR               address to listen on; port 0 picks a free one [127.0.0.1:0]
+  --peer ADDR                 dial ADDR at start (repeatable)
+  --network-id N              u32 network id of the preamble [1]
+  --plaintext                 plaintext handshake (the only mode until noise lands)
+  --key-file PATH             noise static key (ignored until noise lands)
+  --max-frame BYTES           largest frame body accepted [8388608]
+  --max-rejected N            rejected frames before a peer is closed [100]
+  --max-inbound N             inbound connection limit [128]
+  --handshake-timeout-ms MS   preamble + handshake deadline [5000]
+  --ping-interval-ms MS       idle time before a PING [15000]
+                              (if only --idle-timeout-ms is given and it is not
+                              above this default, idle/3 is used)
+  --idle-timeout-ms MS        idle time before close with GOODBYE 4 [45000]
+                              (if only --ping-interval-ms is given and it is not
+                              below this default, 3 x ping is used)
+  --request-timeout-ms MS     time a REQUEST waits for its RESPONSE [10000]
+  --gossip-hops N             hops of a new broadcast [16]
+  --log LEVEL                 log level on stderr: off, error, warn, info, debug, trace [warn]
+  --help                      this text
+
+commands (stdin, one per line; end of input = quit):
+  dial <addr>
+  send <peer-id-hex> <text>
+  broadcast <text>
+  request <peer-id-hex> <text>
+  respond <peer-id-hex> <request-id> <text>
+  disconnect <peer-id-hex>
+  peers
+  quit
+
+events (stdout, one per line):
+  listening <addr> <peer-id-hex>
+  connected <peer-id-hex> <remote-addr> inbound|outbound
+  disconnected <peer-id-hex> <reason words>
+  dial-failed <addr> <reason words>
+  message <peer-id-hex> <payload>
+  broadcast <peer-id-hex> <payload>
+  request <peer-id-hex> <request-id> <payload>
+  request-sent <peer-id-hex> <request-id>
+  response <peer-id-hex> <request-id> <payload>
+  request-failed <peer-id-hex> <request-id> <reason words>
+  rejected <peer-id-hex> <reason words>
+  peers <n> <peer-id-hex>...
+
+<payload> shows bytes 0x20..=0x7e other than backslash as they are and every other
+byte as \\xHH (so a backslash is \\x5c). Errors and logs go to stderr.
+";
+
+/// How long one turn of the loop may wait before it looks at stdin commands again.
+const TURN: Duration = Duration::from_millis(50);
+
+// ---- command line ----
+
+struct Options {
+    listen: SocketAddr,
+    peers: Vec<SocketAddr>,
+    config: Config,
+    log: LevelFilter,
+}
+
+enum Parsed {
+    Run(Box<Options>),
+    Help,
+}
+
+fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String>
+where
+    T::Err: Display,
+{
+    value
+        .parse()
+        .map_err(|e| format!("{name}: invalid value {value:?}: {e}"))
+}
+
+fn parse_millis(name: &str, value: &str) -> Result<Duration, String> {
+    parse_number::<u64>(name, value).map(Duration::from_millis)
+}
+
+/// An `ip:port`, or a `host:port` resolved to its first address.
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    match value.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{value:?} resolves to no address")),
+        Err(e) => Err(format!("invalid address {value:?}: {e}")),
+    }
+}
+
+fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
+    let mut listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut peers = Vec::new();
+    let mut config = Config::default();
+    let mut log = LevelFilter::Warn;
+    let mut ping_given = false;
+    let mut idle_given = false;
+
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = arg
+            .into_string()
+            .map_err(|a| format!("argument {a:?} is not valid UTF-8"))?;
+        // Both `--name value` and `--name=value`.
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => {
+                (name.to_string(), Some(value.to_string()))
+            }
+            _ => (arg, None),
+        };
+        match name.as_str() {
+            "--help" | "-h" => return Ok(Parsed::Help),
+            "--plaintext" => {
+                if inline.is_some() {
+                    return Err("--plaintext takes no value".into());
+                }
+                config.security = Security::Plaintext;
+                continue;
+            }
+            _ => {}
+        }
+        let known = [
+            "--listen",
+            "--peer",
+            "--network-id",
+            "--key-file",
+            "--max-frame",
+            "--max-rejected",
+            "--max-inbound",
+            "--handshake-timeout-ms",
+            "--ping-interval-ms",
+            "--idle-timeout-ms",
+            "--request-timeout-ms",
+            "--gossip-hops",
+            "--log",
+        ];
+        if !known.contains(&name.as_str()) {
+            return Err(format!("unknown option {name:?}"));
+        }
+        let value = match inline {
+            Some(value) => value,
+            None => args
+                .next()
+                .ok_or_else(|| format!("{name} needs a value"))?
+                .into_string()
+                .map_err(|a| format!("{name}: value {a:?} is not valid UTF-8"))?,
+        };
+        let v = value.as_str();
+        match name.as_str() {
+            "--listen" => listen = parse_addr(v).map_err(|e| format!("--listen: {e}"))?,
+            "--peer" => peers.push(parse_addr(v).map_err(|e| format!("--peer: {e}"))?),
+            "--network-id" => config.network_id = parse_number(&name, v)?,
+            "--key-file" => eprintln!(
+                "warning: --key-file {v} is ignored: static keys arrive with the noise handshake"
+            ),
+            "--max-frame" => config.max_frame_size = parse_number(&name, v)?,
+            "--max-rejected" => config.max_rejected_frames = parse_number(&name, v)?,
+            "--max-inbound" => config.max_inbound = parse_number(&name, v)?,
+            "--handshake-timeout-ms" => config.handshake_timeout = parse_millis(&name, v)?,
+            "--ping-interval-ms" => {
+                config.ping_interval = parse_millis(&name, v)?;
+                ping_given = true;
+            }
+            "--idle-timeout-ms" => {
+                config.idle_timeout = parse_millis(&name, v)?;
+                idle_given = true;
+            }
+            "--request-timeout-ms" => config.request_timeout = parse_millis(&name, v)?,
+            "--gossip-hops" => config.gossip_hops = parse_number(&name, v)?,
+            "--log" => {
+                log = v.parse().map_err(|_| {
+                    format!("--log: unknown level {v:?} (error, warn, info, debug, trace, off)")
+                })?
+            }
+            _ => return Err(format!("unknown option {name:?}")),
+        }
+    }
+
+    // One timer given alone should not clash with the other's default.
+    if idle_given && !ping_given && config.ping_interval >= config.idle_timeout {
+        config.ping_interval = (config.idle_timeout / 3).max(Duration::from_millis(1));
+    }
+    if ping_given && !idle_given && config.ping_interval >= config.idle_timeout {
+        config.idle_timeout = config.ping_interval.saturating_mul(3);
+    }
+    // A frame of max-frame bytes plus its 5-byte header must fit the write buffers.
+    let frame = config.max_frame_size.saturating_add(5);
+    config.max_write_buffer = config.max_write_buffer.max(frame);
+    config.max_write_buffer_total = config.max_write_buffer_total.max(config.max_write_buffer);
+    config
+        .validate()
+        .map_err(|e| format!("invalid configuration: {e}"))?;
+
+    Ok(Parsed::Run(Box::new(Options {
+        listen,
+        peers,
+        config,
+        log,
+    })))
+}
+
+// ---- logging ----
+
+/// Logs go to stderr (simple_logger's `stderr` feature): stdout carries nothing but events.
+fn init_log(level: LevelFilter) {
+    let _ = simple_logger::SimpleLogger::new().with_level(level).init();
+}
+
+// ---- stdin commands ----
+
+enum Command {
+    Dial(SocketAddr),
+    Send(PeerId, Vec<u8>),
+    Broadcast(Vec<u8>),
+    Request(PeerId, Vec<u8>),
+    Respond(PeerId, RequestId, Vec<u8>),
+    Disconnect(PeerId),
+    Peers,
+    Quit,
+}
+
+/// Splits at the first space: the word before it, and the raw rest after it.
+fn word(line: &[u8]) -> (&[u8], &[u8]) {
+    match line.iter().position(|&b| b == b' ') {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, &[]),
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|_| format!("\"{}\" is not valid UTF-8", escape(bytes)))
+}
+
+fn parse_peer(bytes: &[u8]) -> Result<PeerId, String> {
+    let text = utf8(bytes)?;
+    if text.is_empty() {
+        return Err("missing peer id".into());
+    }
+    text.parse()
+        .map_err(|e| format!("bad peer id {text:?}: {e}"))
+}
+
+/// Parses one line (without its line ending). `Ok(None)` for a blank line.
+fn parse_command(line: &[u8]) -> Result<Option<Command>, String> {
+    let start = line
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(line.len());
+    let line = &line[start..];
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let (name, rest) = word(line);
+    let trimmed = rest.trim_ascii();
+    let command = match name {
+        b"dial" => {
+            let addr = utf8(trimmed)?;
+            if addr.is_empty() {
+                return Err("usage: dial <addr>".into());
+            }
+            Command::Dial(parse_addr(addr)?)
+        }
+        b"send" => {
+            let (peer, text) = word(rest);
+            Command::Send(parse_peer(peer)?, text.to_vec())
+        }
+        b"broadcast" => Command::Broadcast(rest.to_vec()),
+        b"request" => {
+            let (peer, text) = word(rest);
+            Command::Request(parse_peer(peer)?, text.to_vec())
+        }
+        b"respond" => {
+            let (peer, rest) = word(rest);
+            let peer = parse_peer(peer)?;
+            let (id, text) = word(rest);
+            let id = utf8(id)?;
+            let id = id
+                .parse()
+                .map_err(|e| format!("bad request id {id:?}: {e}"))?;
+            Command::Respond(peer, RequestId(id), text.to_vec())
+        }
+        b"disconnect" => Command::Disconnect(parse_peer(trimmed)?),
+        b"peers" | b"quit" if !trimmed.is_empty() => {
+            return Err(format!("{} takes no argument", escape(name)));
+        }
+        b"peers" => Command::Peers,
+        b"quit" => Command::Quit,
+        _ => return Err(format!("unknown command \"{}\"", escape(name))),
+    };
+    Ok(Some(command))
+}
+
+/// Reads stdin until `quit`, end of input or a read error, forwarding commands.
+fn read_stdin(tx: mpsc::Sender<Command>) {
+    let stdin = io::stdin();
+    let mut input = stdin.lock();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("error: reading stdin: {e}; shutting down");
+                break;
+            }
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        match parse_command(&line) {
+            Ok(None) => {}
+            Ok(Some(Command::Quit)) => break,
+            Ok(Some(command)) => {
+                if tx.send(command).is_err() {
+                    return;
+                }
+            }
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
+    let _ = tx.send(Command::Quit);
+}
+
+// ---- output ----
+
+/// Bytes 0x20..=0x7e but backslash as they are, anything else as `\xHH`.
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if (0x20..=0x7e).contains(&b) && b != b'\\' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// A reason's Display, kept on one line.
+fn words(reason: &impl Display) -> String {
+    reason.to_string().replace(['\n', '\r'], " ")
+}
+
+/// Writes one line to stdout and flushes it; a closed stdout is not fatal.
+fn emit(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+fn emit_event(event: Event) {
+    match event {
+        Event::PeerConnected {
+            peer,
+            addr,
+            direction,
+        } => emit(&format!("connected {peer} {addr} {direction}")),
+        Event::PeerDisconnected { peer, reason } => {
+            emit(&format!("disconnected {peer} {}", words(&reason)))
+        }
+        Event::DialFailed { addr, reason } => {
+            emit(&format!("dial-failed {addr} {}", words(&reason)))
+        }
+        Event::Message { peer, payload } => emit(&format!("message {peer} {}", escape(&payload))),
+        Event::Broadcast { from, payload, .. } => {
+            emit(&format!("broadcast {from} {}", escape(&payload)))
+        }
+        Event::Request { peer, id, payload } => {
+            emit(&format!("request {peer} {id} {}", escape(&payload)))
+        }
+        Event::Response { peer, id, payload } => {
+            emit(&format!("response {peer} {id} {}", escape(&payload)))
+        }
+        Event::RequestFailed { peer, id, reason } => {
+            emit(&format!("request-failed {peer} {id} {}", words(&reason)))
+        }
+        Event::FrameRejected {
+            peer,
+            reason,
+            count,
+        } => {
+            log::debug!("frame {count} rejected from {peer}");
+            emit(&format!("rejected {peer} {}", words(&reason)))
+        }
+        Event::BroadcastFailed { reason } => eprintln!("error: broadcast failed: {reason}"),
+        Event::SendFailed { peer, reason } => eprintln!("error: send to {peer} failed: {reason}"),
+        other => log::info!("event not shown: {other:?}"),
+    }
+}
+
+// ---- the loop ----
+
+fn run_command(net: &mut Network, command: Command) {
+    match command {
+        Command::Dial(addr) => {
+            if let Err(e) = net.dial(addr) {
+                // The same line a refused dial through a `Handle` would give.
+                let reason = CloseReason::DialRefused(e);
+                emit(&format!("dial-failed {addr} {}", words(&reason)));
+            }
+        }
+        Command::Send(peer, text) => {
+            if let Err(e) = net.send(&peer, text) {
+                eprintln!("error: send to {peer} failed: {e}");
+            }
+        }
+        Command::Broadcast(text) => {
+            if let Err(e) = net.broadcast(text) {
+                eprintln!("error: broadcast failed: {e}");
+            }
+        }
+        Command::Request(peer, text) => match net.request(&peer, text) {
+            Ok(id) => emit(&format!("request-sent {peer} {id}")),
+            Err(e) => eprintln!("error: request to {peer} failed: {e}"),
+        },
+        Command::Respond(peer, id, text) => {
+            if let Err(e) = net.respond(&peer, id, text) {
+                eprintln!("error: respond to {peer} ({id}) failed: {e}");
+            }
+        }
+        Command::Disconnect(peer) => {
+            if !net.disconnect(&peer) {
+                eprintln!("error: disconnect: peer {peer} is not connected");
+            }
+        }
+        Command::Peers => {
+            let mut ids: Vec<PeerId> = net.peers().iter().map(|p| p.id).collect();
+            ids.sort();
+            let mut line = format!("peers {}", ids.len());
+            for id in ids {
+                line.push(' ');
+                line.push_str(&id.to_string());
+            }
+            emit(&line);
+        }
+        Command::Quit => {}
+    }
+}
+
+/// Runs commands and polls until `quit` or end of input.
+fn serve(net: &mut Network, commands: &Receiver<Command>) -> io::Result<()> {
+    let mut events = Vec::new();
+    loop {
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Quit) | Err(TryRecvError::Disconnected) => return Ok(()),
+                Ok(command) => run_command(net, command),
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        net.poll(&mut events, Some(TURN))?;
+        for event in events.drain(..) {
+            emit_event(event);
+        }
+    }
+}
+
+/// Shuts down gracefully: queued data flushed, GOODBYE 0 to every peer.
+fn shut_down(net: &mut Network) -> io::Result<()> {
+    net.shutdown();
+    let limit = net.config().close_timeout + Duration::from_secs(1);
+    let deadline = Instant::now() + limit;
+    let mut events = Vec::new();
+    while !net.is_shut_down() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            eprintln!("warning: connections still open after {limit:?}; exiting anyway");
+            break;
+        }
+        net.poll(&mut events, Some(left.min(TURN)))?;
+        for event in events.drain(..) {
+            emit_event(event);
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args(std::env::args_os().skip(1).collect()) {
+        Ok(Parsed::Run(options)) => options,
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("node: {e}");
+            eprintln!("node: try --help");
+            return ExitCode::from(2);
+        }
+    };
+    init_log(options.log);
+
+    let mut net = match Network::new(options.config) {
+        Ok(net) => net,
+        Err(e @ p2p::Error::Config(_)) => {
+            eprintln!("node: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("node: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = match net.listen(options.listen) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("node: cannot listen on {}: {e}", options.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    emit(&format!("listening {addr} {}", net.local_id()));
+    for peer in options.peers {
+        run_command(&mut net, Command::Dial(peer));
+    }
+
+    let (tx, commands) = mpsc::channel();
+    let spawned = thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || read_stdin(tx));
+    if let Err(e) = spawned {
+        eprintln!("node: cannot start the stdin thread: {e}");
+        return ExitCode::FAILURE;
+    }
+
+    if let Err(e) = serve(&mut net, &commands).and_then(|()| shut_down(&mut net)) {
+        eprintln!("node: poll failed: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
