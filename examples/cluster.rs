@@ -179,7 +179,6 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     Ok(Parsed::Run(o))
 }
 
-
 // ---- a small seeded PRNG (splitmix64) ----
 
 struct SplitMix64(u64);
