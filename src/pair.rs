@@ -660,3 +660,68 @@ fn stale_ids_never_reach_a_reused_slot() {
     assert_eq!(node.phase(second), Some(Phase::Opening), "stale id ignored");
     assert!(!node.remove(first));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn chunk() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            // Raw noise.
+            proptest::collection::vec(any::<u8>(), 0..300),
+            // A plausible header (small or huge len, any kind) and a little body.
+            (
+                any::<bool>(),
+                any::<u8>(),
+                proptest::collection::vec(any::<u8>(), 0..40)
+            )
+                .prop_map(|(huge, kind, body)| {
+                    let len: u32 = if huge {
+                        u32::MAX
+                    } else {
+                        body.len() as u32 + 1
+                    };
+                    let mut v = len.to_be_bytes().to_vec();
+                    v.push(kind);
+                    v.extend(body);
+                    v
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Whatever a peer sends after the handshake, the node neither panics nor
+        /// buffers more than one frame of the maximum size plus what one read brings,
+        /// and it closes the peer once rejected frames reach the limit.
+        #[test]
+        fn arbitrary_peer_bytes_keep_every_bound(chunks in proptest::collection::vec(chunk(), 1..40)) {
+            let c = Config { max_frame_size: 256, max_write_buffer: 4096, max_rejected_frames: 5, ..config() };
+            let mut pair = Pair::new(config(), c);
+            pair.step();
+            let now = pair.now;
+            for bytes in &chunks {
+                if pair.b.node.recv_buf(pair.b.conn).is_none() {
+                    break;
+                }
+                inject(&mut pair.b, bytes, now);
+                let stats = pair.b.node.stats();
+                prop_assert!(stats.buffered_bytes <= 256 + 5 + bytes.len());
+                prop_assert!(stats.queued_bytes <= 4096 + 64);
+                prop_assert!(stats.totals.rejected_frames <= 5);
+            }
+            let rejected = pair.b.node.stats().totals.rejected_frames;
+            let closed = pair.b.events.iter().find_map(|e| match e {
+                Event::PeerDisconnected { reason, .. } => Some(reason.clone()),
+                _ => None,
+            });
+            match closed {
+                None => prop_assert!(rejected < 5),
+                Some(CloseReason::Misbehaving) => prop_assert_eq!(rejected, 5),
+                // A valid GOODBYE among the random frames.
+                Some(reason) => prop_assert!(matches!(reason, CloseReason::Goodbye(_)), "{:?}", reason),
+            }
+        }
+    }
+}
