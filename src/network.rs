@@ -58,8 +58,10 @@ pub struct Stats {
 struct Entry {
     generation: u32,
     socket: Socket,
-    /// The application was told this connection's peer connected.
+    /// The connection serves a peer the application was told about.
     announced: bool,
+    /// Creation order, to tell which of two dials came later.
+    created: u64,
     dirty: bool,
 }
 
@@ -71,6 +73,7 @@ pub(crate) struct Node {
     rng: Rng,
     sockets: Slab<Entry>,
     next_generation: u32,
+    created: u64,
     peers: HashMap<PeerId, ConnId>,
     gossip: Gossip,
     events: VecDeque<Event>,
@@ -95,6 +98,7 @@ impl Node {
             rng,
             sockets: Slab::new(),
             next_generation: 1,
+            created: 0,
             peers: HashMap::new(),
             gossip,
             events: VecDeque::new(),
@@ -132,7 +136,9 @@ impl Node {
             socket,
             announced: false,
             dirty: false,
+            created: self.created,
         });
+        self.created += 1;
         let conn = ConnId { key, generation };
         self.mark_dirty(conn);
         conn
@@ -283,7 +289,7 @@ impl Node {
             Output::Established(peer) => return self.established(conn, peer, now),
             Output::Closed(reason) => return self.closed(conn, reason),
             Output::Frame(Frame::Gossip { id, hops, payload }) => {
-                return self.gossip_received(conn, peer, id, hops, payload, now);
+                return self.gossip_received(peer, id, hops, payload, now);
             }
             Output::Frame(Frame::Message(payload)) => Event::Message { peer, payload },
             Output::Frame(Frame::Request { id, payload }) => Event::Request {
@@ -327,33 +333,7 @@ impl Node {
             return;
         }
         if let Some(&other) = self.peers.get(&peer).filter(|&&c| c != conn) {
-            let initiator =
-                |node: &Self, c: ConnId| match node.entry(c).map(|e| e.socket.direction()) {
-                    Some(Direction::Outbound) => node.local,
-                    _ => peer,
-                };
-            let (mine, theirs) = (initiator(self, conn), initiator(self, other));
-            // The smaller initiator id wins; with one initiator for both, the older one.
-            let keep_new = mine != theirs && mine < theirs;
-            let loser = if keep_new {
-                self.peers.insert(peer, conn);
-                if let Some(entry) = self.entry_mut(conn) {
-                    entry.announced = true;
-                }
-                other
-            } else {
-                conn
-            };
-            log::debug!("duplicate connection to {peer:?}; closing one");
-            self.with_socket(loser, now, |s, _, out| {
-                s.close(
-                    CloseReason::DuplicateConnection,
-                    Some(GoodbyeReason::DuplicateConnection),
-                    now,
-                    out,
-                )
-            });
-            return;
+            return self.duplicate(conn, other, peer, now);
         }
         self.peers.insert(peer, conn);
         let Some(entry) = self.entry_mut(conn) else {
@@ -369,6 +349,74 @@ impl Node {
         });
     }
 
+    /// PROTOCOL.md §2.3 for a second connection `conn` to `peer`, which `other` serves.
+    fn duplicate(&mut self, conn: ConnId, other: ConnId, peer: PeerId, now: Instant) {
+        let initiator = |node: &Self, c: ConnId| match node.entry(c).map(|e| e.socket.direction()) {
+            Some(Direction::Outbound) => node.local,
+            _ => peer,
+        };
+        let (new_initiator, old_initiator) = (initiator(self, conn), initiator(self, other));
+        let dialled_later = |node: &Self, a: ConnId, b: ConnId| {
+            node.entry(a).map(|e| e.created) > node.entry(b).map(|e| e.created)
+        };
+        let loser = if new_initiator != old_initiator {
+            // The connection whose initiator has the smaller id stays, at both ends.
+            Some(if new_initiator < old_initiator {
+                other
+            } else {
+                conn
+            })
+        } else if new_initiator == self.local {
+            // We dialled both. Handshakes may finish in another order at the other end,
+            // so the initiator alone decides, by the order it dialled in.
+            Some(if dialled_later(self, conn, other) {
+                conn
+            } else {
+                other
+            })
+        } else {
+            // The peer dialled both and closes one; both serve it until then.
+            None
+        };
+        if loser != Some(conn)
+            && let Some(entry) = self.entry_mut(conn)
+        {
+            entry.announced = true;
+        }
+        let Some(loser) = loser else {
+            log::debug!("second connection from {peer:?}; waiting for it to close one");
+            return;
+        };
+        if loser == other {
+            self.peers.insert(peer, conn);
+        }
+        log::debug!("duplicate connection to {peer:?}; closing one");
+        self.with_socket(loser, now, |s, _, out| {
+            s.close(
+                CloseReason::DuplicateConnection,
+                Some(GoodbyeReason::DuplicateConnection),
+                now,
+                out,
+            )
+        });
+    }
+
+    /// Another open connection serving `peer`, besides `conn`.
+    fn alternate(&self, peer: PeerId, conn: ConnId) -> Option<ConnId> {
+        self.sockets
+            .iter()
+            .find(|(key, e)| {
+                *key != conn.key
+                    && e.announced
+                    && e.socket.phase() == Phase::Open
+                    && e.socket.remote() == Some(peer)
+            })
+            .map(|(key, e)| ConnId {
+                key,
+                generation: e.generation,
+            })
+    }
+
     fn closed(&mut self, conn: ConnId, reason: CloseReason) {
         let Some(entry) = self.entry(conn) else {
             return;
@@ -377,13 +425,17 @@ impl Node {
         let (direction, addr) = (entry.socket.direction(), entry.socket.addr());
         match remote {
             Some(peer) if self.peers.get(&peer) == Some(&conn) => {
+                // A duplicate the peer has not closed yet takes over, unseen by the application.
+                if let Some(alternate) = self.alternate(peer, conn) {
+                    self.peers.insert(peer, alternate);
+                    return;
+                }
                 self.peers.remove(&peer);
                 log::info!("disconnected from {peer:?}: {reason}");
                 self.events
                     .push_back(Event::PeerDisconnected { peer, reason });
             }
-            // A connection that lost the duplicate rule after being announced: the
-            // peer is still connected through the one kept.
+            // A duplicate that served a peer still connected through another one.
             _ if announced => {}
             _ => {
                 self.failed_handshakes += 1;
@@ -601,7 +653,6 @@ impl Node {
 
     fn gossip_received(
         &mut self,
-        conn: ConnId,
         from: PeerId,
         id: [u8; 16],
         hops: u8,
@@ -622,16 +673,21 @@ impl Node {
                         hops: hops - 1,
                         payload,
                     };
-                    self.flood(&frame, Some(conn), now);
+                    self.flood(&frame, Some(from), now);
                 }
             }
         }
     }
 
-    /// Queues `frame` to every open connection but `except`, sharing its payload.
-    fn flood(&mut self, frame: &Frame, except: Option<ConnId>, now: Instant) {
+    /// Queues `frame` to every peer but `except`, sharing its payload.
+    fn flood(&mut self, frame: &Frame, except: Option<PeerId>, now: Instant) {
         let mut targets = std::mem::take(&mut self.targets);
-        targets.extend(self.peers.values().copied().filter(|&c| Some(c) != except));
+        targets.extend(
+            self.peers
+                .iter()
+                .filter(|&(p, _)| Some(*p) != except)
+                .map(|(_, &c)| c),
+        );
         for &conn in &targets {
             let fits = self.check_total(frame.wire_len());
             self.with_socket(conn, now, |s, _, _| {

@@ -725,3 +725,55 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_in() {
+    // A dials B at two addresses (x first, then y). Both ends finish y's handshake
+    // first, so by handshake order x would be "newer"; by dial order y is.
+    let now = Instant::now();
+    let (addr_a, bx, by): (SocketAddr, SocketAddr, SocketAddr) = (
+        "10.0.0.1:1".parse().unwrap(),
+        "10.0.0.2:2".parse().unwrap(),
+        "10.0.0.2:3".parse().unwrap(),
+    );
+    let mut a = Node::new(config(), id(1), Rng::from_seed(1));
+    let mut b = Node::new(config(), id(2), Rng::from_seed(2));
+    let a_x = a.dial(bx, now).unwrap();
+    let a_y = a.dial(by, now).unwrap();
+    let b_y = b.accept(addr_a, now).unwrap();
+    let b_x = b.accept(addr_a, now).unwrap();
+    a.connected(a_x, now);
+    a.connected(a_y, now);
+    pump(&mut a, a_y, &mut b, b_y, now); // B: y first
+    pump(&mut a, a_x, &mut b, b_x, now);
+    pump(&mut b, b_y, &mut a, a_y, now); // A: y first
+    pump(&mut b, b_x, &mut a, a_x, now);
+    for _ in 0..3 {
+        for (ac, bc) in [(a_x, b_x), (a_y, b_y)] {
+            pump(&mut a, ac, &mut b, bc, now);
+            pump(&mut b, bc, &mut a, ac, now);
+        }
+    }
+    // A, the initiator of both, closed the one it dialled later; B followed.
+    assert_eq!(a.peers().map(|p| p.1).collect::<Vec<_>>(), vec![bx]);
+    assert_eq!(a.phase(a_y), Some(Phase::Closing));
+    assert!(b.is_connected(&id(1)));
+    assert_eq!(b.phase(b_x), Some(Phase::Open));
+    assert_ne!(b.phase(b_y), Some(Phase::Open));
+    let b_events: Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
+    assert!(
+        matches!(b_events[..], [Event::PeerConnected { .. }]),
+        "{b_events:?}"
+    );
+    // Sends from B now take the surviving connection.
+    b.send(&id(1), Bytes::from_static(b"hi"), now).unwrap();
+    pump(&mut b, b_x, &mut a, a_x, now);
+    let a_events: Vec<Event> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert_eq!(
+        a_events.last(),
+        Some(&Event::Message {
+            peer: id(2),
+            payload: Bytes::from_static(b"hi")
+        })
+    );
+}

@@ -167,7 +167,10 @@ impl Network {
     }
 
     /// Starts a dial. It ends in [`Event::PeerConnected`] or [`Event::DialFailed`];
-    /// an error here means nothing was started.
+    /// an error here means nothing was started. A dial to a peer already connected
+    /// ends in `DialFailed` with `DuplicateConnection` if the duplicate rule closes the
+    /// new connection, and in no event if the new one takes over (the peer stays
+    /// connected throughout).
     pub fn dial(&mut self, addr: SocketAddr) -> Result<(), DialError> {
         let conn = self.node.dial(addr, self.now)?;
         let tcp = match TcpStream::connect(addr) {

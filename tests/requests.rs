@@ -1,0 +1,352 @@
+//! PROTOCOL.md §5, REQUEST/RESPONSE: ids, timeouts, and requests failing when their
+//! connection closes first.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use p2p::wire::{Frame, GoodbyeReason};
+use p2p::{CloseReason, Config, Event, Network, Reject, RequestError, RequestId, SendError};
+
+const R: u8 = 0x42;
+
+fn setup(config: Config) -> (Network, Raw) {
+    let (mut net, addr) = listening(config);
+    let (raw, _) = Raw::handshake(&mut net, addr, id(R));
+    (net, raw)
+}
+
+/// Sends a request to the raw peer and waits until the raw peer has read it.
+fn request_read_by_raw(net: &mut Network, raw: &mut Raw, payload: &'static [u8]) -> RequestId {
+    let rid = net.request(&id(R), payload).unwrap();
+    let (frames, _) = collect_frames(&mut [net], raw, 400, |f, _| !f.is_empty());
+    assert_eq!(
+        frames,
+        vec![Frame::Request {
+            id: rid.0,
+            payload: Bytes::from_static(payload)
+        }],
+        "the REQUEST carries the id `request` returned"
+    );
+    rid
+}
+
+#[test]
+fn request_response_roundtrip_between_networks() {
+    let (mut a, _) = node();
+    let (mut b, b_addr) = node();
+    connect(&mut a, &mut b, b_addr);
+    let (a_id, b_id) = (a.local_id(), b.local_id());
+    let q1 = a.request(&b_id, "q1").unwrap();
+    let q2 = a.request(&b_id, "q2").unwrap();
+    assert_ne!(q1, q2, "request ids are unique");
+    let log = run_until(&mut [&mut a, &mut b], 400, |_, log| {
+        count(log, 1, |e| matches!(e, Event::Request { .. })) == 2
+    });
+    let requests: Vec<(RequestId, Bytes)> = of(&log, 1)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Request { peer, id, payload } => {
+                assert_eq!(peer, a_id);
+                Some((id, payload))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        requests,
+        vec![
+            (q1, Bytes::from_static(b"q1")),
+            (q2, Bytes::from_static(b"q2"))
+        ]
+    );
+    assert_eq!(a.stats().pending_requests, 2);
+    // Answered out of order: each response still finds its request.
+    b.respond(&a_id, q2, "r2").unwrap();
+    b.respond(&a_id, q1, "r1").unwrap();
+    let log = run_until(&mut [&mut a, &mut b], 400, |_, log| {
+        count(log, 0, |e| matches!(e, Event::Response { .. })) == 2
+    });
+    assert_eq!(
+        of(&log, 0),
+        vec![
+            Event::Response {
+                peer: b_id,
+                id: q2,
+                payload: Bytes::from_static(b"r2")
+            },
+            Event::Response {
+                peer: b_id,
+                id: q1,
+                payload: Bytes::from_static(b"r1")
+            },
+        ]
+    );
+    assert_eq!(a.stats().pending_requests, 0);
+}
+
+#[test]
+fn raw_request_is_delivered_with_its_id_and_answered_with_it() {
+    let (mut net, mut raw) = setup(Config::default());
+    raw.send_frame(&Frame::Request {
+        id: 77,
+        payload: Bytes::from_static(b"question"),
+    });
+    let log = run_until(&mut [&mut net], 400, |_, log| {
+        raw.pump();
+        has(log, 0, |e| matches!(e, Event::Request { .. }))
+    });
+    assert_eq!(
+        of(&log, 0),
+        vec![Event::Request {
+            peer: id(R),
+            id: RequestId(77),
+            payload: Bytes::from_static(b"question")
+        }]
+    );
+    net.respond(&id(R), RequestId(77), "answer").unwrap();
+    let (frames, _) = collect_frames(&mut [&mut net], &mut raw, 400, |f, _| !f.is_empty());
+    assert_eq!(
+        frames,
+        vec![Frame::Response {
+            id: 77,
+            payload: Bytes::from_static(b"answer")
+        }]
+    );
+}
+
+#[test]
+fn response_is_matched_to_our_request_once() {
+    let (mut net, mut raw) = setup(Config::default());
+    let rid = request_read_by_raw(&mut net, &mut raw, b"q");
+    let response = Frame::Response {
+        id: rid.0,
+        payload: Bytes::from_static(b"a"),
+    };
+    raw.send_frame(&response);
+    raw.send_frame(&response); // a second answer matches nothing any more
+    let log = run_until(&mut [&mut net], 400, |_, log| {
+        raw.pump();
+        has(log, 0, |e| matches!(e, Event::FrameRejected { .. }))
+    });
+    assert_eq!(
+        of(&log, 0),
+        vec![
+            Event::Response {
+                peer: id(R),
+                id: rid,
+                payload: Bytes::from_static(b"a")
+            },
+            Event::FrameRejected {
+                peer: id(R),
+                reason: Reject::UnmatchedResponse(rid.0),
+                count: 1
+            },
+        ]
+    );
+    assert_eq!(net.stats().pending_requests, 0);
+}
+
+#[test]
+fn unanswered_request_times_out() {
+    let (mut net, mut raw) = setup(Config {
+        request_timeout: Duration::from_millis(100),
+        ..Config::default()
+    });
+    let rid = request_read_by_raw(&mut net, &mut raw, b"anyone?");
+    let log = run_until(&mut [&mut net], 2000, |_, log| {
+        raw.pump();
+        has(log, 0, |e| matches!(e, Event::RequestFailed { .. }))
+    });
+    assert_eq!(
+        of(&log, 0),
+        vec![Event::RequestFailed {
+            peer: id(R),
+            id: rid,
+            reason: RequestError::Timeout
+        }]
+    );
+    assert_eq!(net.stats().pending_requests, 0);
+    assert!(
+        net.is_connected(&id(R)),
+        "a timeout does not close the peer"
+    );
+    // A response after the timeout matches nothing.
+    raw.send_frame(&Frame::Response {
+        id: rid.0,
+        payload: Bytes::from_static(b"late"),
+    });
+    let log = run_until(&mut [&mut net], 400, |_, log| {
+        raw.pump();
+        has(log, 0, |e| matches!(e, Event::FrameRejected { .. }))
+    });
+    assert_eq!(
+        of(&log, 0),
+        vec![Event::FrameRejected {
+            peer: id(R),
+            reason: Reject::UnmatchedResponse(rid.0),
+            count: 1
+        }]
+    );
+}
+
+#[test]
+fn timeout_between_networks_and_late_answer_is_rejected() {
+    let (mut a, _) = listening(Config {
+        request_timeout: Duration::from_millis(100),
+        ..Config::default()
+    });
+    let (mut b, b_addr) = node();
+    connect(&mut a, &mut b, b_addr);
+    let (a_id, b_id) = (a.local_id(), b.local_id());
+    let rid = a.request(&b_id, "slow").unwrap();
+    let log = run_until(&mut [&mut a, &mut b], 2000, |_, log| {
+        has(log, 0, |e| matches!(e, Event::RequestFailed { .. }))
+    });
+    assert!(has(
+        &log,
+        1,
+        |e| matches!(e, Event::Request { id, .. } if *id == rid)
+    ));
+    assert!(has(&log, 0, |e| *e
+        == Event::RequestFailed {
+            peer: b_id,
+            id: rid,
+            reason: RequestError::Timeout
+        }));
+    b.respond(&a_id, rid, "too late").unwrap();
+    let log = run_until(&mut [&mut a, &mut b], 400, |_, log| {
+        has(log, 0, |e| matches!(e, Event::FrameRejected { .. }))
+    });
+    assert!(!has(&log, 0, |e| matches!(e, Event::Response { .. })));
+}
+
+/// The events of node 0 from a request's failure, checking it comes before the
+/// disconnect and carries `ConnectionClosed(reason)`.
+fn assert_failed_then_disconnected(log: &Log, rid: RequestId, reason: CloseReason) {
+    assert_eq!(
+        of(log, 0),
+        vec![
+            Event::RequestFailed {
+                peer: id(R),
+                id: rid,
+                reason: RequestError::ConnectionClosed(reason.clone())
+            },
+            Event::PeerDisconnected {
+                peer: id(R),
+                reason
+            },
+        ]
+    );
+}
+
+#[test]
+fn request_fails_when_the_peer_closes_first() {
+    let (mut net, mut raw) = setup(Config::default());
+    let rid = request_read_by_raw(&mut net, &mut raw, b"q");
+    // Everything sent to it was read, so this is a clean EOF.
+    drop(raw);
+    let log = run_until(&mut [&mut net], 400, |_, log| {
+        has(log, 0, |e| matches!(e, Event::PeerDisconnected { .. }))
+    });
+    assert_failed_then_disconnected(&log, rid, CloseReason::PeerClosed);
+    assert_eq!(net.stats().pending_requests, 0);
+}
+
+#[test]
+fn request_fails_when_the_peer_says_goodbye() {
+    let (mut net, mut raw) = setup(Config::default());
+    let rid = request_read_by_raw(&mut net, &mut raw, b"q");
+    raw.send_frame(&Frame::Goodbye(GoodbyeReason::Shutdown));
+    let log = run_until(&mut [&mut net], 400, |_, log| {
+        raw.pump();
+        has(log, 0, |e| matches!(e, Event::PeerDisconnected { .. }))
+    });
+    assert_failed_then_disconnected(&log, rid, CloseReason::Goodbye(GoodbyeReason::Shutdown));
+}
+
+#[test]
+fn request_fails_when_we_disconnect() {
+    let (mut net, mut raw) = setup(Config::default());
+    let rid = request_read_by_raw(&mut net, &mut raw, b"q");
+    assert!(net.disconnect(&id(R)));
+    let log = run_until(&mut [&mut net], 400, |_, log| {
+        raw.pump();
+        has(log, 0, |e| matches!(e, Event::PeerDisconnected { .. }))
+    });
+    assert_failed_then_disconnected(&log, rid, CloseReason::Disconnected);
+}
+
+#[test]
+fn pending_request_limit_refuses_more() {
+    let (mut net, mut raw) = setup(Config {
+        max_pending_requests: 2,
+        ..Config::default()
+    });
+    let first = net.request(&id(R), "1").unwrap();
+    net.request(&id(R), "2").unwrap();
+    assert_eq!(
+        net.request(&id(R), "3"),
+        Err(SendError::TooManyRequests(id(R)))
+    );
+    // Once one is answered there is room again.
+    let (frames, _) = collect_frames(&mut [&mut net], &mut raw, 400, |f, _| f.len() == 2);
+    assert_eq!(frames.len(), 2, "the refused request was not sent");
+    raw.send_frame(&Frame::Response {
+        id: first.0,
+        payload: Bytes::new(),
+    });
+    run_until(&mut [&mut net], 400, |_, log| {
+        raw.pump();
+        has(log, 0, |e| matches!(e, Event::Response { .. }))
+    });
+    assert!(net.request(&id(R), "3").is_ok());
+}
+
+#[test]
+fn requests_to_unknown_peers_are_refused() {
+    let (mut net, _) = node();
+    assert_eq!(
+        net.request(&id(9), "q"),
+        Err(SendError::NotConnected(id(9)))
+    );
+    assert_eq!(
+        net.respond(&id(9), RequestId(1), "a"),
+        Err(SendError::NotConnected(id(9)))
+    );
+    assert_eq!(net.stats().pending_requests, 0);
+}
+
+#[test]
+fn a_timed_out_request_is_not_failed_again_when_the_connection_closes() {
+    let (mut net, mut raw) = setup(Config {
+        request_timeout: Duration::from_millis(100),
+        ..Config::default()
+    });
+    let rid = request_read_by_raw(&mut net, &mut raw, b"q");
+    let mut log = run_until(&mut [&mut net], 2000, |_, log| {
+        raw.pump();
+        has(log, 0, |e| matches!(e, Event::RequestFailed { .. }))
+    });
+    net.disconnect(&id(R));
+    log.extend(run_until(&mut [&mut net], 400, |_, log| {
+        raw.pump();
+        has(log, 0, |e| matches!(e, Event::PeerDisconnected { .. }))
+    }));
+    assert_eq!(
+        of(&log, 0),
+        vec![
+            Event::RequestFailed {
+                peer: id(R),
+                id: rid,
+                reason: RequestError::Timeout
+            },
+            Event::PeerDisconnected {
+                peer: id(R),
+                reason: CloseReason::Disconnected
+            },
+        ]
+    );
+}
