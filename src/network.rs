@@ -1,6 +1,7 @@
 //! The node core, sans-IO: the slab of sockets, the peer table, limits, gossip, requests, events.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -16,6 +17,34 @@ use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::socket::{Output, PeerStats, Phase, Socket};
 use crate::wire::{Frame, GoodbyeReason, LEN_FIELD};
+
+/// Frames decoded per batch before their outputs are handled.
+const FRAME_BATCH: usize = 64;
+
+/// Hashes a [`PeerId`] by its first eight bytes. The peer table holds at most the
+/// connection limits' worth of ids, so a peer choosing colliding ids gains nothing
+/// worth SipHash's cost on every send.
+#[derive(Default)]
+struct PeerIdHasher(u64);
+
+impl Hasher for PeerIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // `PeerId` hashes its length first (write_usize), then its 32 bytes here.
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(word);
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The peer table: one serving connection per connected peer.
+type PeerTable = HashMap<PeerId, ConnId, BuildHasherDefault<PeerIdHasher>>;
 
 /// A connection's slot and generation; a stale id never reaches the socket that
 /// reused its slot.
@@ -74,9 +103,9 @@ pub(crate) struct Node {
     sockets: Slab<Entry>,
     next_generation: u32,
     created: u64,
-    peers: HashMap<PeerId, ConnId>,
+    peers: PeerTable,
     gossip: Gossip,
-    events: VecDeque<Event>,
+    events: Vec<Event>,
     dirty: Vec<ConnId>,
     queued_total: usize,
     closed_totals: PeerStats,
@@ -99,9 +128,9 @@ impl Node {
             sockets: Slab::new(),
             next_generation: 1,
             created: 0,
-            peers: HashMap::new(),
+            peers: PeerTable::default(),
             gossip,
-            events: VecDeque::new(),
+            events: Vec::new(),
             dirty: Vec::new(),
             queued_total: 0,
             closed_totals: PeerStats::default(),
@@ -320,7 +349,7 @@ impl Node {
                 reason,
             },
         };
-        self.events.push_back(event);
+        self.events.push(event);
     }
 
     /// The handshake finished: apply PROTOCOL.md §2.3, then announce the peer.
@@ -342,7 +371,7 @@ impl Node {
         entry.announced = true;
         let (addr, direction) = (entry.socket.addr(), entry.socket.direction());
         log::info!("connected to {peer:?} at {addr} ({direction})");
-        self.events.push_back(Event::PeerConnected {
+        self.events.push(Event::PeerConnected {
             peer,
             addr,
             direction,
@@ -432,8 +461,7 @@ impl Node {
                 }
                 self.peers.remove(&peer);
                 log::info!("disconnected from {peer:?}: {reason}");
-                self.events
-                    .push_back(Event::PeerDisconnected { peer, reason });
+                self.events.push(Event::PeerDisconnected { peer, reason });
             }
             // A duplicate that served a peer still connected through another one.
             _ if announced => {}
@@ -441,7 +469,7 @@ impl Node {
                 self.failed_handshakes += 1;
                 log::debug!("{direction} connection with {addr} ended before it opened: {reason}");
                 if direction == Direction::Outbound {
-                    self.events.push_back(Event::DialFailed { addr, reason });
+                    self.events.push(Event::DialFailed { addr, reason });
                 }
             }
         }
@@ -473,10 +501,12 @@ impl Node {
     /// `n` bytes were appended to `conn`'s read buffer.
     pub(crate) fn received(&mut self, conn: ConnId, n: usize, now: Instant) {
         self.with_socket(conn, now, |s, _, out| s.received(n, now, out));
-        // Frames only after the node kept the connection.
-        if self.phase(conn) == Some(Phase::Open) {
-            self.with_socket(conn, now, |s, _, out| s.take_frames(now, out));
-        }
+        // Frames only after the node kept the connection; in batches, so the outputs
+        // stay in cache however many frames one read brought.
+        while self.phase(conn) == Some(Phase::Open)
+            && self.with_socket(conn, now, |s, _, out| s.take_frames(now, out, FRAME_BATCH))
+                == Some(true)
+        {}
     }
 
     /// The peer closed its side.
@@ -544,12 +574,17 @@ impl Node {
 
     /// Queues an event for the application (failures of queued commands).
     pub(crate) fn push_event(&mut self, event: Event) {
-        self.events.push_back(event);
+        self.events.push(event);
     }
 
-    /// The next event for the application.
-    pub(crate) fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+    /// Moves the events for the application into `into`, in order; when `into` is
+    /// empty the buffers are swapped, so no event is copied.
+    pub(crate) fn drain_events(&mut self, into: &mut Vec<Event>) {
+        if into.is_empty() {
+            std::mem::swap(&mut self.events, into);
+        } else {
+            into.append(&mut self.events);
+        }
     }
 
     // ---- commands from the application ----
@@ -584,23 +619,23 @@ impl Node {
         Ok(())
     }
 
-    /// Queues a frame for one peer, within both caps.
-    fn send_frame(&mut self, peer: &PeerId, frame: Frame, now: Instant) -> Result<(), SendError> {
+    /// Queues a frame for one peer, within both caps. Sending produces no output, so
+    /// this skips `with_socket`: it is the hot path of every send.
+    fn send_frame(&mut self, peer: &PeerId, frame: Frame) -> Result<(), SendError> {
         let conn = self.open_conn(peer)?;
-        self.check_frame(frame.wire_len() - LEN_FIELD - 1)?;
-        self.check_total(frame.wire_len())?;
-        self.with_socket(conn, now, |s, _, _| s.send(&frame))
-            .unwrap_or(Err(SendError::NotConnected(*peer)))
+        let len = frame.wire_len();
+        self.check_frame(len - LEN_FIELD - 1)?;
+        self.check_total(len)?;
+        let entry = self.entry_mut(conn).ok_or(SendError::NotConnected(*peer))?;
+        entry.socket.send(&frame)?;
+        self.queued_total += len;
+        self.mark_dirty(conn);
+        Ok(())
     }
 
     /// Queues a MESSAGE.
-    pub(crate) fn send(
-        &mut self,
-        peer: &PeerId,
-        payload: Bytes,
-        now: Instant,
-    ) -> Result<(), SendError> {
-        self.send_frame(peer, Frame::Message(payload), now)
+    pub(crate) fn send(&mut self, peer: &PeerId, payload: Bytes) -> Result<(), SendError> {
+        self.send_frame(peer, Frame::Message(payload))
     }
 
     /// Queues a REQUEST whose id was handed out already.
@@ -624,9 +659,8 @@ impl Node {
         peer: &PeerId,
         id: RequestId,
         payload: Bytes,
-        now: Instant,
     ) -> Result<(), SendError> {
-        self.send_frame(peer, Frame::Response { id: id.0, payload }, now)
+        self.send_frame(peer, Frame::Response { id: id.0, payload })
     }
 
     /// Starts a broadcast to every peer; a peer whose buffer is full misses it, counted.
@@ -662,7 +696,7 @@ impl Node {
         match self.gossip.receive(id, hops, now) {
             Verdict::Duplicate => self.duplicate_gossip += 1,
             Verdict::Deliver { relay } => {
-                self.events.push_back(Event::Broadcast {
+                self.events.push(Event::Broadcast {
                     from,
                     id: GossipId(id),
                     payload: payload.clone(),

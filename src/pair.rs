@@ -120,9 +120,7 @@ impl Pair {
             if end.node.phase(end.conn) == Some(Phase::Closed) {
                 assert!(end.node.remove(end.conn));
             }
-            while let Some(e) = end.node.poll_event() {
-                end.events.push(e);
-            }
+            end.node.drain_events(&mut end.events);
         }
     }
 
@@ -187,12 +185,17 @@ fn transfer(from: &mut End, to: &mut End, now: Instant) -> bool {
     moved
 }
 
+/// Everything `node` reported so far.
+fn events(node: &mut Node) -> Vec<Event> {
+    let mut events = Vec::new();
+    node.drain_events(&mut events);
+    events
+}
+
 /// Feeds raw bytes to `end` as if its peer had sent them.
 fn inject(end: &mut End, bytes: &[u8], now: Instant) {
     deliver(&mut end.node, end.conn, bytes, now);
-    while let Some(e) = end.node.poll_event() {
-        end.events.push(e);
-    }
+    end.node.drain_events(&mut end.events);
 }
 
 fn frame_bytes(frame: &Frame) -> Vec<u8> {
@@ -306,7 +309,7 @@ fn connect_deadline_fails_the_dial() {
     node.timeout(now + Duration::from_secs(5));
     assert_eq!(node.phase(conn), Some(Phase::Closed));
     assert_eq!(
-        node.poll_event(),
+        events(&mut node).pop(),
         Some(Event::DialFailed {
             addr,
             reason: CloseReason::ConnectTimeout
@@ -334,7 +337,7 @@ fn request_response_and_timeout() {
     );
     pair.b
         .node
-        .respond(&id(1), id1, Bytes::from_static(b"r"), now)
+        .respond(&id(1), id1, Bytes::from_static(b"r"))
         .unwrap();
     pair.step();
     assert_eq!(
@@ -366,10 +369,7 @@ fn request_response_and_timeout() {
     );
     // A late response matches nothing: rejected and counted, the connection stays.
     pair.a.events.clear();
-    pair.b
-        .node
-        .respond(&id(1), id2, Bytes::new(), pair.now)
-        .unwrap();
+    pair.b.node.respond(&id(1), id2, Bytes::new()).unwrap();
     pair.step();
     assert_eq!(
         pair.a.events,
@@ -427,7 +427,7 @@ fn a_graceful_close_flushes_everything_queued_before_the_goodbye() {
     for i in 0..1000u32 {
         pair.a
             .node
-            .send(&id(2), Bytes::from(vec![i as u8; 1000]), pair.now)
+            .send(&id(2), Bytes::from(vec![i as u8; 1000]))
             .unwrap();
     }
     pair.a.node.shutdown(pair.now);
@@ -465,11 +465,7 @@ fn the_write_buffer_cap_refuses_sends_and_queues_nothing() {
     pair.b.reading = false;
     let mut sent = 0;
     let err = loop {
-        match pair
-            .a
-            .node
-            .send(&id(2), Bytes::from(vec![0u8; 1000]), pair.now)
-        {
+        match pair.a.node.send(&id(2), Bytes::from(vec![0u8; 1000])) {
             Ok(()) => sent += 1,
             Err(e) => break e,
         }
@@ -585,7 +581,7 @@ fn a_self_connection_is_closed() {
         );
     }
     assert!(!node.is_connected(&id(1)));
-    let events: Vec<Event> = std::iter::from_fn(|| node.poll_event()).collect();
+    let events: Vec<Event> = events(&mut node);
     assert_eq!(
         events,
         vec![Event::DialFailed {
@@ -633,8 +629,8 @@ fn both_ends_keep_the_connection_initiated_by_the_smaller_id() {
             "the loser is closing"
         );
     }
-    let a_events: Vec<Event> = std::iter::from_fn(|| a.poll_event()).collect();
-    let b_events: Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
+    let a_events: Vec<Event> = events(&mut a);
+    let b_events: Vec<Event> = events(&mut b);
     assert_eq!(a_events.len(), 1, "announced once: {a_events:?}");
     assert_eq!(b_events.len(), 1, "announced once: {b_events:?}");
     assert!(matches!(a_events[0], Event::PeerConnected { peer, .. } if peer == id(2)));
@@ -760,15 +756,15 @@ fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_i
     assert!(b.is_connected(&id(1)));
     assert_eq!(b.phase(b_x), Some(Phase::Open));
     assert_ne!(b.phase(b_y), Some(Phase::Open));
-    let b_events: Vec<Event> = std::iter::from_fn(|| b.poll_event()).collect();
+    let b_events: Vec<Event> = events(&mut b);
     assert!(
         matches!(b_events[..], [Event::PeerConnected { .. }]),
         "{b_events:?}"
     );
     // Sends from B now take the surviving connection.
-    b.send(&id(1), Bytes::from_static(b"hi"), now).unwrap();
+    b.send(&id(1), Bytes::from_static(b"hi")).unwrap();
     pump(&mut b, b_x, &mut a, a_x, now);
-    let a_events: Vec<Event> = std::iter::from_fn(|| a.poll_event()).collect();
+    let a_events: Vec<Event> = events(&mut a);
     assert_eq!(
         a_events.last(),
         Some(&Event::Message {

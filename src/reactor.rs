@@ -190,7 +190,7 @@ impl Network {
     /// Sends a MESSAGE to `peer`. Refused, with nothing queued, when the peer's or the
     /// node's write buffer would go over its cap.
     pub fn send(&mut self, peer: &PeerId, payload: impl Into<Bytes>) -> Result<(), SendError> {
-        self.node.send(peer, payload.into(), self.now)
+        self.node.send(peer, payload.into())
     }
 
     /// Sends a REQUEST; its [`Event::Response`] or [`Event::RequestFailed`] carries the id.
@@ -212,7 +212,7 @@ impl Network {
         id: RequestId,
         payload: impl Into<Bytes>,
     ) -> Result<(), SendError> {
-        self.node.respond(peer, id, payload.into(), self.now)
+        self.node.respond(peer, id, payload.into())
     }
 
     /// Broadcasts to the whole network (PROTOCOL.md §5). A neighbour whose write buffer
@@ -328,9 +328,7 @@ impl Network {
             self.node.timeout(self.now);
         }
         self.flush();
-        while let Some(event) = self.node.poll_event() {
-            events.push(event);
-        }
+        self.node.drain_events(events);
         Ok(())
     }
 
@@ -579,7 +577,7 @@ impl Network {
                 }
             }
             Command::Send(peer, payload) => {
-                if let Err(reason) = self.node.send(&peer, payload, now) {
+                if let Err(reason) = self.node.send(&peer, payload) {
                     self.node.push_event(Event::SendFailed { peer, reason });
                 }
             }
@@ -593,7 +591,7 @@ impl Network {
                 }
             }
             Command::Respond(peer, id, payload) => {
-                if let Err(reason) = self.node.respond(&peer, id, payload, now) {
+                if let Err(reason) = self.node.respond(&peer, id, payload) {
                     self.node.push_event(Event::SendFailed { peer, reason });
                 }
             }

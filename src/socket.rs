@@ -279,15 +279,20 @@ impl Socket {
         }
     }
 
-    /// Decodes every whole frame in the read buffer.
-    pub(crate) fn take_frames(&mut self, now: Instant, out: &mut Vec<Output>) {
-        while self.phase == Phase::Open {
+    /// Decodes up to `max` whole frames from the read buffer; true if it stopped at
+    /// `max` with more perhaps waiting.
+    pub(crate) fn take_frames(&mut self, now: Instant, out: &mut Vec<Output>, max: usize) -> bool {
+        for _ in 0..max {
+            if self.phase != Phase::Open {
+                return false;
+            }
             match self.decoder.decode(&mut self.rx) {
                 Some(Decoded::Frame(frame)) => self.on_frame(frame, now, out),
                 Some(Decoded::Rejected(reason)) => self.reject(reason, now, out),
-                None => break,
+                None => return false,
             }
         }
+        true
     }
 
     fn on_frame(&mut self, frame: Frame, now: Instant, out: &mut Vec<Output>) {
