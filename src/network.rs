@@ -290,7 +290,7 @@ impl Node {
         &mut self,
         conn: ConnId,
         now: Instant,
-        f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>) -> R,
+        f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>, &mut Vec<Event>) -> R,
     ) -> Option<R> {
         let mut out = std::mem::take(&mut self.out);
         let entry = self
@@ -298,7 +298,7 @@ impl Node {
             .get_mut(conn.key)
             .filter(|e| e.generation == conn.generation)?;
         let before = entry.socket.queued();
-        let result = f(&mut entry.socket, &mut self.rng, &mut out);
+        let result = f(&mut entry.socket, &mut self.rng, &mut out, &mut self.events);
         let after = entry.socket.queued();
         self.queued_total = self.queued_total + after - before;
         self.mark_dirty(conn);
@@ -314,49 +314,25 @@ impl Node {
             return;
         };
         let peer = entry.socket.remote().unwrap_or(PeerId::from_bytes([0; 32]));
-        let event = match output {
-            Output::Established(peer) => return self.established(conn, peer, now),
-            Output::Closed(reason) => return self.closed(conn, reason),
-            Output::Frame(Frame::Gossip { id, hops, payload }) => {
-                return self.gossip_received(peer, id, hops, payload, now);
+        match output {
+            Output::Established(peer) => self.established(conn, peer, now),
+            Output::Closed(reason) => self.closed(conn, reason),
+            Output::Gossip { id, hops, payload } => {
+                self.gossip_received(peer, id, hops, payload, now)
             }
-            Output::Frame(Frame::Message(payload)) => Event::Message { peer, payload },
-            Output::Frame(Frame::Request { id, payload }) => Event::Request {
-                peer,
-                id: RequestId(id),
-                payload,
-            },
-            Output::Frame(other) => {
-                log::error!("socket handed up a {other:?} frame; dropped");
-                return;
-            }
-            Output::Response { id, payload } => Event::Response {
-                peer,
-                id: RequestId(id),
-                payload,
-            },
-            Output::Rejected { reason, count } => {
-                log::debug!("rejected frame from {peer:?}: {reason} ({count})");
-                Event::FrameRejected {
-                    peer,
-                    reason,
-                    count,
-                }
-            }
-            Output::RequestFailed { id, reason } => Event::RequestFailed {
+            Output::RequestFailed { id, reason } => self.events.push(Event::RequestFailed {
                 peer,
                 id: RequestId(id),
                 reason,
-            },
-        };
-        self.events.push(event);
+            }),
+        }
     }
 
     /// The handshake finished: apply PROTOCOL.md §2.3, then announce the peer.
     fn established(&mut self, conn: ConnId, peer: PeerId, now: Instant) {
         if peer == self.local {
             // Graceful, so the other end of the loop reads our id before the close.
-            self.with_socket(conn, now, |s, _, out| {
+            self.with_socket(conn, now, |s, _, out, _| {
                 s.close(CloseReason::SelfConnection, None, now, out)
             });
             return;
@@ -420,7 +396,7 @@ impl Node {
             self.peers.insert(peer, conn);
         }
         log::debug!("duplicate connection to {peer:?}; closing one");
-        self.with_socket(loser, now, |s, _, out| {
+        self.with_socket(loser, now, |s, _, out, _| {
             s.close(
                 CloseReason::DuplicateConnection,
                 Some(GoodbyeReason::DuplicateConnection),
@@ -479,12 +455,12 @@ impl Node {
 
     /// The dial connected.
     pub(crate) fn connected(&mut self, conn: ConnId, now: Instant) {
-        self.with_socket(conn, now, |s, _, _| s.connected(now));
+        self.with_socket(conn, now, |s, _, _, _| s.connected(now));
     }
 
     /// The dial failed.
     pub(crate) fn connect_failed(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
-        self.with_socket(conn, now, |s, _, out| {
+        self.with_socket(conn, now, |s, _, out, _| {
             s.abort(CloseReason::ConnectFailed(kind), out)
         });
     }
@@ -500,23 +476,24 @@ impl Node {
 
     /// `n` bytes were appended to `conn`'s read buffer.
     pub(crate) fn received(&mut self, conn: ConnId, n: usize, now: Instant) {
-        self.with_socket(conn, now, |s, _, out| s.received(n, now, out));
+        self.with_socket(conn, now, |s, _, out, _| s.received(n, now, out));
         // Frames only after the node kept the connection; in batches, so the outputs
         // stay in cache however many frames one read brought.
         while self.phase(conn) == Some(Phase::Open)
-            && self.with_socket(conn, now, |s, _, out| s.take_frames(now, out, FRAME_BATCH))
-                == Some(true)
+            && self.with_socket(conn, now, |s, _, out, events| {
+                s.take_frames(now, out, events, FRAME_BATCH)
+            }) == Some(true)
         {}
     }
 
     /// The peer closed its side.
     pub(crate) fn eof(&mut self, conn: ConnId, now: Instant) {
-        self.with_socket(conn, now, |s, _, out| s.eof(now, out));
+        self.with_socket(conn, now, |s, _, out, _| s.eof(now, out));
     }
 
     /// The socket failed.
     pub(crate) fn io_error(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
-        self.with_socket(conn, now, |s, _, out| s.io_error(kind, out));
+        self.with_socket(conn, now, |s, _, out, _| s.io_error(kind, out));
     }
 
     /// What `conn` has to write.
@@ -539,7 +516,7 @@ impl Node {
 
     /// `conn`'s write side was shut.
     pub(crate) fn write_shut(&mut self, conn: ConnId, now: Instant) {
-        self.with_socket(conn, now, |s, _, _| s.write_shut());
+        self.with_socket(conn, now, |s, _, _, _| s.write_shut());
     }
 
     /// Runs every timer that is due.
@@ -555,7 +532,7 @@ impl Node {
             })
             .collect();
         for conn in due {
-            self.with_socket(conn, now, |s, rng, out| s.timeout(now, rng, out));
+            self.with_socket(conn, now, |s, rng, out, _| s.timeout(now, rng, out));
         }
     }
 
@@ -649,7 +626,7 @@ impl Node {
         let conn = self.open_conn(peer)?;
         self.check_frame(8 + payload.len())?;
         self.check_total(LEN_FIELD + 1 + 8 + payload.len())?;
-        self.with_socket(conn, now, |s, _, _| s.request(id.0, payload, now))
+        self.with_socket(conn, now, |s, _, _, _| s.request(id.0, payload, now))
             .unwrap_or(Err(SendError::NotConnected(*peer)))
     }
 
@@ -724,7 +701,7 @@ impl Node {
         );
         for &conn in &targets {
             let fits = self.check_total(frame.wire_len());
-            self.with_socket(conn, now, |s, _, _| {
+            self.with_socket(conn, now, |s, _, _, _| {
                 match fits.and_then(|()| s.send_shared(frame)) {
                     Ok(()) => {}
                     Err(e) => {
@@ -743,7 +720,7 @@ impl Node {
         let Some(&conn) = self.peers.get(peer) else {
             return false;
         };
-        self.with_socket(conn, now, |s, _, out| {
+        self.with_socket(conn, now, |s, _, out, _| {
             s.close(
                 CloseReason::Disconnected,
                 Some(GoodbyeReason::Shutdown),
@@ -766,7 +743,7 @@ impl Node {
             })
             .collect();
         for conn in all {
-            self.with_socket(conn, now, |s, _, out| {
+            self.with_socket(conn, now, |s, _, out, _| {
                 s.close(
                     CloseReason::Shutdown,
                     Some(GoodbyeReason::Shutdown),

@@ -8,7 +8,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::config::Config;
 use crate::error::{CloseReason, RequestError, SendError};
-use crate::event::Direction;
+use crate::event::{Direction, Event, RequestId};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
@@ -30,17 +30,18 @@ pub enum Phase {
     Closed,
 }
 
-/// What a socket tells the node core, in order.
+/// What a socket needs the node core to decide, in order. Frames the node has nothing
+/// to decide about become [`Event`]s in the socket directly.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Output {
     /// The handshake finished with this peer.
     Established(PeerId),
-    /// A MESSAGE, GOSSIP or REQUEST for the node.
-    Frame(Frame),
-    /// The RESPONSE to one of our pending requests.
-    Response { id: u64, payload: Bytes },
-    /// A frame was dropped; `count` so far on this connection.
-    Rejected { reason: Reject, count: u32 },
+    /// A GOSSIP frame: the node's seen-id cache decides.
+    Gossip {
+        id: [u8; 16],
+        hops: u8,
+        payload: Bytes,
+    },
     /// A pending request of ours ended without response.
     RequestFailed { id: u64, reason: RequestError },
     /// The connection left service (no more frames in or out); given once.
@@ -279,23 +280,47 @@ impl Socket {
         }
     }
 
-    /// Decodes up to `max` whole frames from the read buffer; true if it stopped at
-    /// `max` with more perhaps waiting.
-    pub(crate) fn take_frames(&mut self, now: Instant, out: &mut Vec<Output>, max: usize) -> bool {
+    /// Decodes up to `max` whole frames from the read buffer into `events`, and into
+    /// `out` what the node must decide; true if it stopped early with more perhaps
+    /// waiting. A GOSSIP frame ends the batch, so the node handles it before any later
+    /// frame becomes an event and the application sees the peer's order.
+    pub(crate) fn take_frames(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<Output>,
+        events: &mut Vec<Event>,
+        max: usize,
+    ) -> bool {
         for _ in 0..max {
             if self.phase != Phase::Open {
                 return false;
             }
             match self.decoder.decode(&mut self.rx) {
-                Some(Decoded::Frame(frame)) => self.on_frame(frame, now, out),
-                Some(Decoded::Rejected(reason)) => self.reject(reason, now, out),
+                Some(Decoded::Frame(Frame::Gossip { id, hops, payload })) => {
+                    self.stats.frames_in += 1;
+                    out.push(Output::Gossip { id, hops, payload });
+                    return true;
+                }
+                Some(Decoded::Frame(frame)) => self.on_frame(frame, now, out, events),
+                Some(Decoded::Rejected(reason)) => self.reject(reason, now, out, events),
                 None => return false,
             }
         }
         true
     }
 
-    fn on_frame(&mut self, frame: Frame, now: Instant, out: &mut Vec<Output>) {
+    /// The remote id of an open connection.
+    fn peer(&self) -> PeerId {
+        self.remote.unwrap_or(PeerId::from_bytes([0; 32]))
+    }
+
+    fn on_frame(
+        &mut self,
+        frame: Frame,
+        now: Instant,
+        out: &mut Vec<Output>,
+        events: &mut Vec<Event>,
+    ) {
         match frame {
             Frame::Ping(nonce) => {
                 self.stats.frames_in += 1;
@@ -311,18 +336,37 @@ impl Socket {
                 if self.pending.remove(&id) {
                     self.stats.frames_in += 1;
                     self.forget_answered();
-                    out.push(Output::Response { id, payload });
+                    events.push(Event::Response {
+                        peer: self.peer(),
+                        id: RequestId(id),
+                        payload,
+                    });
                 } else {
-                    self.reject(Reject::UnmatchedResponse(id), now, out);
+                    self.reject(Reject::UnmatchedResponse(id), now, out, events);
                 }
             }
             Frame::Goodbye(reason) => {
                 self.stats.frames_in += 1;
                 self.close(CloseReason::Goodbye(reason), None, now, out);
             }
-            frame @ (Frame::Message(_) | Frame::Gossip { .. } | Frame::Request { .. }) => {
+            Frame::Message(payload) => {
                 self.stats.frames_in += 1;
-                out.push(Output::Frame(frame));
+                events.push(Event::Message {
+                    peer: self.peer(),
+                    payload,
+                });
+            }
+            Frame::Request { id, payload } => {
+                self.stats.frames_in += 1;
+                events.push(Event::Request {
+                    peer: self.peer(),
+                    id: RequestId(id),
+                    payload,
+                });
+            }
+            Frame::Gossip { id, hops, payload } => {
+                self.stats.frames_in += 1;
+                out.push(Output::Gossip { id, hops, payload });
             }
         }
     }
@@ -343,10 +387,22 @@ impl Socket {
         }
     }
 
-    fn reject(&mut self, reason: Reject, now: Instant, out: &mut Vec<Output>) {
+    fn reject(
+        &mut self,
+        reason: Reject,
+        now: Instant,
+        out: &mut Vec<Output>,
+        events: &mut Vec<Event>,
+    ) {
         self.rejected = self.rejected.saturating_add(1);
         self.stats.rejected_frames += 1;
-        out.push(Output::Rejected {
+        log::debug!(
+            "rejected frame from {:?}: {reason} ({})",
+            self.remote,
+            self.rejected
+        );
+        events.push(Event::FrameRejected {
+            peer: self.peer(),
             reason,
             count: self.rejected,
         });
