@@ -465,13 +465,18 @@ impl Node {
         });
     }
 
-    /// The buffer to read into for `conn`, or `None` if it takes no input now.
-    pub(crate) fn recv_buf(&mut self, conn: ConnId) -> Option<&mut BytesMut> {
+    /// The buffer to read into for `conn` and how many bytes to ask for (at most
+    /// `chunk`), or `None` if it takes no input now.
+    pub(crate) fn recv_buf(
+        &mut self,
+        conn: ConnId,
+        chunk: usize,
+    ) -> Option<(&mut BytesMut, usize)> {
         let entry = self.entry_mut(conn)?;
         if matches!(entry.socket.phase(), Phase::Opening | Phase::Closed) {
             return None;
         }
-        Some(entry.socket.recv_buf())
+        Some(entry.socket.recv_buf(chunk))
     }
 
     /// `n` bytes were appended to `conn`'s read buffer.

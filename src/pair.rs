@@ -161,7 +161,7 @@ fn take_output(node: &mut Node, conn: ConnId) -> Vec<u8> {
 
 /// Hands `bytes` to `conn` as if read from its socket.
 fn deliver(node: &mut Node, conn: ConnId, bytes: &[u8], now: Instant) {
-    if let Some(buf) = node.recv_buf(conn) {
+    if let Some((buf, _)) = node.recv_buf(conn, usize::MAX) {
         buf.extend_from_slice(bytes);
         node.received(conn, bytes.len(), now);
     }
@@ -698,7 +698,7 @@ mod properties {
             pair.step();
             let now = pair.now;
             for bytes in &chunks {
-                if pair.b.node.recv_buf(pair.b.conn).is_none() {
+                if pair.b.node.recv_buf(pair.b.conn, 1).is_none() {
                     break;
                 }
                 inject(&mut pair.b, bytes, now);

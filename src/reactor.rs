@@ -428,11 +428,11 @@ impl Network {
             else {
                 return;
             };
-            let Some(buf) = self.node.recv_buf(conn) else {
+            let Some((buf, want)) = self.node.recv_buf(conn, READ_CHUNK.min(budget)) else {
                 return;
             };
             let start = buf.len();
-            buf.resize(start + READ_CHUNK.min(budget), 0);
+            buf.resize(start + want, 0);
             match tcp.read(&mut buf[start..]) {
                 Ok(0) => {
                     buf.truncate(start);

@@ -229,9 +229,21 @@ impl Socket {
         self.tx.push_slice(&start);
     }
 
-    /// The buffer the shell reads into; call [`Socket::received`] after appending.
-    pub(crate) fn recv_buf(&mut self) -> &mut BytesMut {
-        &mut self.rx
+    /// The buffer the shell reads into, and how many bytes to ask for (at most
+    /// `chunk`); call [`Socket::received`] after appending. A frame longer than one
+    /// read gets room for all of it at once and is read up to its end, so it is not
+    /// copied as the buffer grows and the next frame starts in a fresh buffer.
+    pub(crate) fn recv_buf(&mut self, chunk: usize) -> (&mut BytesMut, usize) {
+        if self.phase == Phase::Open
+            && let Some(need) = self.decoder.frame_need(&self.rx)
+            && need > chunk
+            && need > self.rx.len()
+        {
+            let rest = need - self.rx.len();
+            self.rx.reserve(rest);
+            return (&mut self.rx, rest.min(chunk));
+        }
+        (&mut self.rx, chunk)
     }
 
     /// `n` bytes were appended to the read buffer: run the preamble and handshake.
