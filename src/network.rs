@@ -784,6 +784,12 @@ impl Node {
         self.peers.contains_key(peer)
     }
 
+    /// Bytes queued for `peer`.
+    pub(crate) fn queued(&self, peer: &PeerId) -> Option<usize> {
+        let conn = self.peers.get(peer)?;
+        self.entry(*conn).map(|e| e.socket.queued())
+    }
+
     /// The counters of the connection to `peer`.
     pub(crate) fn peer_stats(&self, peer: &PeerId) -> Option<PeerStats> {
         let conn = self.peers.get(peer)?;

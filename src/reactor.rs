@@ -236,6 +236,20 @@ impl Network {
         self.node.shutdown(self.now);
     }
 
+    /// Writes what `send`, `request`, `respond` and `broadcast` queued, as far as the
+    /// sockets take it now, without waiting for readiness; the rest leaves during
+    /// later turns of [`Network::poll`]. For a sender that must not wait for its next
+    /// turn (a vote, say); otherwise `poll` does it, coalescing more frames per write.
+    pub fn flush(&mut self) {
+        self.now = Instant::now();
+        self.write_dirty();
+    }
+
+    /// Bytes queued for `peer` and not yet written; `None` if not connected.
+    pub fn queued_bytes(&self, peer: &PeerId) -> Option<usize> {
+        self.node.queued(peer)
+    }
+
     /// Whether `shutdown` was called and every connection is gone.
     pub fn is_shut_down(&self) -> bool {
         self.node.is_shutting_down() && self.node.is_idle()
@@ -280,7 +294,7 @@ impl Network {
         events.clear();
         self.now = Instant::now();
         self.run_commands();
-        self.flush();
+        self.write_dirty();
         let wait = self.wait_time(timeout);
         match self.poll.poll(&mut self.mio_events, wait) {
             Ok(()) => {}
@@ -327,7 +341,7 @@ impl Network {
         if self.node.next_deadline().is_some_and(|d| d <= self.now) {
             self.node.timeout(self.now);
         }
-        self.flush();
+        self.write_dirty();
         self.node.drain_events(events);
         Ok(())
     }
@@ -497,7 +511,7 @@ impl Network {
     }
 
     /// Writes, shuts, frees and re-registers whatever the core changed.
-    fn flush(&mut self) {
+    fn write_dirty(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         loop {
             self.node.take_dirty(&mut dirty);

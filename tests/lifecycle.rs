@@ -652,3 +652,25 @@ fn handle_refuses_when_its_queue_is_full_or_the_network_is_gone() {
     drop(net);
     assert_eq!(handle.broadcast("4"), Err(p2p::HandleError::Closed));
 }
+
+// ---- flush ----
+
+#[test]
+fn flush_writes_what_was_queued_without_a_turn_of_the_loop() {
+    let (mut net, mut raw) = setup(Config::default());
+    net.send(&id(R), "now").unwrap();
+    let frame = Frame::Message(Bytes::from_static(b"now"));
+    assert_eq!(net.queued_bytes(&id(R)), Some(frame.wire_len()));
+    assert_eq!(net.queued_bytes(&id(0x99)), None);
+    net.flush();
+    assert_eq!(net.queued_bytes(&id(R)), Some(0), "written by flush alone");
+    // Loopback delivers within the write; a bounded number of non-blocking reads.
+    let mut frames = Vec::new();
+    for _ in 0..100_000 {
+        frames.extend(raw.frames());
+        if !frames.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(frames, vec![frame]);
+}
