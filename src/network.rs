@@ -332,9 +332,7 @@ impl Node {
     fn established(&mut self, conn: ConnId, peer: PeerId, now: Instant) {
         if peer == self.local {
             // Graceful, so the other end of the loop reads our id before the close.
-            self.with_socket(conn, now, |s, _, out, _| {
-                s.close(CloseReason::SelfConnection, None, now, out)
-            });
+            self.close(conn, CloseReason::SelfConnection, None, now);
             return;
         }
         if let Some(&other) = self.peers.get(&peer).filter(|&&c| c != conn) {
@@ -396,14 +394,23 @@ impl Node {
             self.peers.insert(peer, conn);
         }
         log::debug!("duplicate connection to {peer:?}; closing one");
-        self.with_socket(loser, now, |s, _, out, _| {
-            s.close(
-                CloseReason::DuplicateConnection,
-                Some(GoodbyeReason::DuplicateConnection),
-                now,
-                out,
-            )
-        });
+        self.close(
+            loser,
+            CloseReason::DuplicateConnection,
+            Some(GoodbyeReason::DuplicateConnection),
+            now,
+        );
+    }
+
+    /// Closes `conn` gracefully, saying `goodbye` if it is open.
+    fn close(
+        &mut self,
+        conn: ConnId,
+        reason: CloseReason,
+        goodbye: Option<GoodbyeReason>,
+        now: Instant,
+    ) {
+        self.with_socket(conn, now, |s, _, out, _| s.close(reason, goodbye, now, out));
     }
 
     /// Another open connection serving `peer`, besides `conn`.
@@ -725,14 +732,12 @@ impl Node {
         let Some(&conn) = self.peers.get(peer) else {
             return false;
         };
-        self.with_socket(conn, now, |s, _, out, _| {
-            s.close(
-                CloseReason::Disconnected,
-                Some(GoodbyeReason::Shutdown),
-                now,
-                out,
-            )
-        });
+        self.close(
+            conn,
+            CloseReason::Disconnected,
+            Some(GoodbyeReason::Shutdown),
+            now,
+        );
         true
     }
 
@@ -748,14 +753,12 @@ impl Node {
             })
             .collect();
         for conn in all {
-            self.with_socket(conn, now, |s, _, out, _| {
-                s.close(
-                    CloseReason::Shutdown,
-                    Some(GoodbyeReason::Shutdown),
-                    now,
-                    out,
-                )
-            });
+            self.close(
+                conn,
+                CloseReason::Shutdown,
+                Some(GoodbyeReason::Shutdown),
+                now,
+            );
         }
     }
 
