@@ -56,7 +56,8 @@ pub struct Config {
     /// Bytes queued for all peers together before sends are refused. Default 256 MiB.
     pub max_write_buffer_total: usize,
     /// Bytes read from one socket per turn of the loop, so one busy peer cannot
-    /// starve the others. Default 1 MiB.
+    /// starve the others; each event those bytes produce counts its size too, so tiny
+    /// frames cannot make a turn's events many times larger. Default 1 MiB.
     pub read_budget: usize,
     /// Hops given to a new broadcast. Default 16.
     pub gossip_hops: u8,
@@ -124,6 +125,15 @@ pub enum ConfigError {
         /// The configured per-peer cap.
         per_peer: usize,
     },
+    /// A duration is longer than this crate's timers take.
+    #[error("config field `{0}` is over the maximum of {max:?}", max = MAX_DURATION)]
+    TooLong(&'static str),
+    /// A count is larger than this crate's limits take.
+    #[error("config field `{0}` is over the maximum of {max}", max = MAX_COUNT)]
+    TooLarge(&'static str),
+    /// The security mode is not built into this version.
+    #[error("security {0} is not available in this version (only plaintext)")]
+    SecurityUnavailable(Security),
     /// Pings would never be sent before the idle timeout closes the peer.
     #[error("ping_interval ({ping:?}) must be shorter than idle_timeout ({idle:?})")]
     PingNotBeforeIdle {
@@ -134,9 +144,17 @@ pub enum ConfigError {
     },
 }
 
+/// The longest timer a config may set (one year): deadlines are `now + duration`.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The largest count a config may set for queues and caches.
+pub const MAX_COUNT: usize = 1 << 40;
+
 impl Config {
     /// Checks every field, returning the first one that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.security != Security::Plaintext {
+            return Err(ConfigError::SecurityUnavailable(self.security));
+        }
         let nonzero_counts = [
             ("max_frame_size", self.max_frame_size),
             ("max_rejected_frames", self.max_rejected_frames as usize),
@@ -152,6 +170,18 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
             }
+            if value > MAX_COUNT {
+                return Err(ConfigError::TooLarge(name));
+            }
+        }
+        for (name, value) in [
+            ("max_inbound", self.max_inbound),
+            ("max_outbound", self.max_outbound),
+            ("max_write_buffer_total", self.max_write_buffer_total),
+        ] {
+            if value > MAX_COUNT {
+                return Err(ConfigError::TooLarge(name));
+            }
         }
         let nonzero_times = [
             ("handshake_timeout", self.handshake_timeout),
@@ -165,6 +195,9 @@ impl Config {
         for (name, value) in nonzero_times {
             if value.is_zero() {
                 return Err(ConfigError::Zero(name));
+            }
+            if value > MAX_DURATION {
+                return Err(ConfigError::TooLong(name));
             }
         }
         if self.max_frame_size > (u32::MAX - 1) as usize {
@@ -238,9 +271,37 @@ mod tests {
             Err(ConfigError::PingNotBeforeIdle { .. })
         ));
         let c = Config {
+            idle_timeout: Duration::MAX,
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::TooLong("idle_timeout")));
+        let c = Config {
+            max_pending_requests: usize::MAX,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::TooLarge("max_pending_requests"))
+        );
+        let c = Config {
+            security: Security::NoiseXx,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::SecurityUnavailable(Security::NoiseXx))
+        );
+        let c = Config {
             max_frame_size: usize::MAX,
             max_write_buffer: usize::MAX,
             max_write_buffer_total: usize::MAX,
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::TooLarge("max_frame_size")));
+        let c = Config {
+            max_frame_size: u32::MAX as usize,
+            max_write_buffer: usize::MAX >> 30,
+            max_write_buffer_total: usize::MAX >> 30,
             ..Config::default()
         };
         assert!(matches!(c.validate(), Err(ConfigError::FrameTooLarge(_))));

@@ -51,7 +51,7 @@ pub mod wire;
 struct ReadmeDoctests;
 
 pub use bytes::Bytes;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, MAX_COUNT, MAX_DURATION};
 pub use error::{CloseReason, DialError, Error, HandleError, RequestError, SendError};
 pub use event::{Direction, Event, GossipId, RequestId};
 pub use handle::Handle;

@@ -486,8 +486,10 @@ impl Node {
         Some(entry.socket.recv_buf(chunk))
     }
 
-    /// `n` bytes were appended to `conn`'s read buffer.
-    pub(crate) fn received(&mut self, conn: ConnId, n: usize, now: Instant) {
+    /// `n` bytes were appended to `conn`'s read buffer. Returns how many events they
+    /// produced.
+    pub(crate) fn received(&mut self, conn: ConnId, n: usize, now: Instant) -> usize {
+        let before = self.events.len();
         self.with_socket(conn, now, |s, _, out, _| s.received(n, now, out));
         // Frames only after the node kept the connection; in batches, so the outputs
         // stay in cache however many frames one read brought.
@@ -496,6 +498,7 @@ impl Node {
                 s.take_frames(now, out, events, FRAME_BATCH)
             }) == Some(true)
         {}
+        self.events.len().saturating_sub(before)
     }
 
     /// The peer closed its side.

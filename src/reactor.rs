@@ -25,6 +25,8 @@ const WAKER: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1;
 /// Bytes asked of one `read` call.
 const READ_CHUNK: usize = 64 * 1024;
+/// How long accepting pauses after an accept error.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 /// Slices handed to one `write_vectored` call.
 const MAX_SLICES: usize = 64;
 
@@ -43,6 +45,10 @@ struct Stream {
     generation: u32,
     tcp: TcpStream,
     interest: Interest,
+    /// The turn this socket was last read in.
+    read_turn: u64,
+    /// Whether it waits in the retry list.
+    retry: bool,
 }
 
 fn token(conn: ConnId) -> Token {
@@ -94,7 +100,11 @@ pub struct Network {
     /// Connections whose read budget ran out before `WouldBlock`: edge-triggered
     /// readiness will not repeat, so they are read again next turn.
     ready: Vec<ConnId>,
-    retry_accept: bool,
+    /// After an accept error (EMFILE, say), accepting pauses until then, so a
+    /// connection stuck in the backlog does not spin the loop.
+    accept_paused_until: Option<Instant>,
+    /// Turns of the loop so far; a socket is read at most once per turn.
+    turn: u64,
     now: Instant,
 }
 
@@ -130,7 +140,8 @@ impl Network {
             dirty: Vec::new(),
             readiness: Vec::new(),
             ready: Vec::new(),
-            retry_accept: false,
+            accept_paused_until: None,
+            turn: 0,
             now: Instant::now(),
         })
     }
@@ -172,6 +183,8 @@ impl Network {
     /// new connection, and in no event if the new one takes over (the peer stays
     /// connected throughout).
     pub fn dial(&mut self, addr: SocketAddr) -> Result<(), DialError> {
+        // Deadlines start now, not at the last turn of the loop.
+        self.now = Instant::now();
         let conn = self.node.dial(addr, self.now)?;
         let tcp = match TcpStream::connect(addr) {
             Ok(tcp) => tcp,
@@ -199,6 +212,8 @@ impl Network {
         peer: &PeerId,
         payload: impl Into<Bytes>,
     ) -> Result<RequestId, SendError> {
+        // Deadlines start now, not at the last turn of the loop.
+        self.now = Instant::now();
         let id = RequestId(self.request_ids.fetch_add(1, Ordering::Relaxed));
         self.node
             .request_with_id(peer, id, payload.into(), self.now)?;
@@ -218,11 +233,15 @@ impl Network {
     /// Broadcasts to the whole network (PROTOCOL.md §5). A neighbour whose write buffer
     /// is full misses it and its `dropped_sends` counter says so.
     pub fn broadcast(&mut self, payload: impl Into<Bytes>) -> Result<GossipId, SendError> {
+        // Deadlines start now, not at the last turn of the loop.
+        self.now = Instant::now();
         self.node.broadcast(payload.into(), self.now)
     }
 
     /// Closes the connection to `peer` gracefully (GOODBYE 0); false if not connected.
     pub fn disconnect(&mut self, peer: &PeerId) -> bool {
+        // Deadlines start now, not at the last turn of the loop.
+        self.now = Instant::now();
         self.node.disconnect(peer, self.now)
     }
 
@@ -230,6 +249,8 @@ impl Network {
     /// flushed, then GOODBYE 0. Keep calling [`Network::poll`] until
     /// [`Network::is_shut_down`].
     pub fn shutdown(&mut self) {
+        // Deadlines start now, not at the last turn of the loop.
+        self.now = Instant::now();
         for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -302,12 +323,16 @@ impl Network {
             Err(e) => return Err(e),
         }
         self.now = Instant::now();
+        self.turn += 1;
         let again = std::mem::take(&mut self.ready);
-        for conn in again {
+        for &conn in &again {
+            if let Some(stream) = self.stream(conn) {
+                stream.retry = false;
+            }
             self.read(conn);
         }
         let mut woken = false;
-        let mut accept = std::mem::take(&mut self.retry_accept);
+        let mut accept = self.accept_paused_until.is_some_and(|t| t <= self.now);
         let mut readiness = std::mem::take(&mut self.readiness);
         for event in self.mio_events.iter() {
             match event.token() {
@@ -322,7 +347,8 @@ impl Network {
                 )),
             }
         }
-        if accept {
+        if accept && self.accept_paused_until.is_none_or(|t| t <= self.now) {
+            self.accept_paused_until = None;
             self.accept();
         }
         for &(conn, readable, writable) in &readiness {
@@ -347,10 +373,14 @@ impl Network {
     }
 
     fn wait_time(&self, timeout: Option<Duration>) -> Option<Duration> {
-        if !self.ready.is_empty() || self.retry_accept || self.node.has_events() {
+        if !self.ready.is_empty() || self.node.has_events() {
             return Some(Duration::ZERO);
         }
-        match self.node.next_deadline() {
+        let deadline = match (self.node.next_deadline(), self.accept_paused_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match deadline {
             Some(deadline) => {
                 let until = deadline.saturating_duration_since(self.now);
                 Some(timeout.map_or(until, |t| t.min(until)))
@@ -372,6 +402,8 @@ impl Network {
             generation: conn.generation,
             tcp,
             interest,
+            read_turn: 0,
+            retry: false,
         });
         Ok(())
     }
@@ -391,11 +423,11 @@ impl Network {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        // EMFILE and friends: the connection waits in the backlog; try
-                        // again next turn rather than die.
-                        log::warn!("accept failed: {e}");
-                        self.retry_accept = true;
-                        break;
+                        // EMFILE and friends: the connection waits in the backlog. Survive,
+                        // and try again after a pause rather than spin on it.
+                        log::warn!("accept failed: {e}; pausing accepts for {ACCEPT_PAUSE:?}");
+                        self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
+                        return;
                     }
                 };
                 // Refused: dropped here, before a byte is sent.
@@ -430,8 +462,19 @@ impl Network {
         self.write(conn);
     }
 
+    /// Reads `conn` until `WouldBlock`, or until its budget for this turn is spent; then
+    /// it waits in the retry list, since edge-triggered readiness will not repeat.
     fn read(&mut self, conn: ConnId) {
         let now = self.now;
+        let turn = self.turn;
+        let Some(stream) = self.stream(conn) else {
+            return;
+        };
+        if stream.read_turn == turn {
+            // Read already this turn (from the retry list): its budget is spent.
+            return self.retry_read(conn);
+        }
+        stream.read_turn = turn;
         let mut budget = self.node.config().read_budget;
         loop {
             let Some(Stream { tcp, .. }) = self
@@ -454,11 +497,12 @@ impl Network {
                 }
                 Ok(n) => {
                     buf.truncate(start + n);
-                    self.node.received(conn, n, now);
-                    budget -= n;
+                    let events = self.node.received(conn, n, now);
+                    // Events cost memory until the application takes them: tiny frames
+                    // must not turn one turn's read budget into many times its size.
+                    budget = budget.saturating_sub(n + events * std::mem::size_of::<Event>());
                     if budget == 0 {
-                        self.ready.push(conn);
-                        return;
+                        return self.retry_read(conn);
                     }
                 }
                 Err(e) => {
@@ -470,6 +514,15 @@ impl Network {
                     }
                 }
             }
+        }
+    }
+
+    fn retry_read(&mut self, conn: ConnId) {
+        if let Some(stream) = self.stream(conn)
+            && !stream.retry
+        {
+            stream.retry = true;
+            self.ready.push(conn);
         }
     }
 
@@ -508,6 +561,7 @@ impl Network {
             }
             self.node.write_shut(conn, now);
         }
+        self.update_interest(conn);
     }
 
     /// Writes, shuts, frees and re-registers whatever the core changed.
@@ -522,10 +576,7 @@ impl Network {
                 match self.node.phase(conn) {
                     None | Some(Phase::Opening) => {}
                     Some(Phase::Closed) => self.release(conn),
-                    Some(_) => {
-                        self.write(conn);
-                        self.update_interest(conn);
-                    }
+                    Some(_) => self.write(conn),
                 }
             }
         }

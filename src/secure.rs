@@ -31,8 +31,8 @@ impl Handshake {
     /// A handshake for `security`, this side being the initiator when `initiator`.
     pub(crate) fn new(security: Security, local: PeerId, _initiator: bool) -> Self {
         match security {
-            // Noise arrives in its own issue; until then every security byte maps to
-            // plaintext, and the preamble check refuses a peer on any other.
+            // `Config::validate` refuses noise-xx until it exists, so no node announces
+            // security 1 and then speaks plaintext.
             Security::Plaintext | Security::NoiseXx => Handshake::Plaintext { local },
         }
     }

@@ -477,3 +477,40 @@ fn a_burst_over_the_read_budget_is_delivered_without_more_input() {
         }
     }
 }
+
+#[test]
+fn a_flood_of_tiny_frames_yields_bounded_events_per_turn_and_loses_none() {
+    // 5-byte empty MESSAGEs become ~100-byte events: the read budget counts the events
+    // too, so one turn cannot turn 1 MiB of input into ~20 MiB of events.
+    let (mut net, mut raw) = setup(Config::default());
+    const FRAMES: usize = 400_000;
+    raw.send(&message(b"").repeat(FRAMES));
+    let mut events = Vec::new();
+    let (mut delivered, mut most_in_a_turn) = (0, 0);
+    for _ in 0..20_000 {
+        raw.pump();
+        net.poll(&mut events, Some(TURN)).unwrap();
+        let n = events
+            .iter()
+            .filter(|e| matches!(e, Event::Message { .. }))
+            .count();
+        delivered += n;
+        most_in_a_turn = most_in_a_turn.max(n);
+        if delivered == FRAMES {
+            break;
+        }
+    }
+    assert_eq!(delivered, FRAMES, "every frame delivered, none lost");
+    let budget = net.config().read_budget;
+    let per_event = std::mem::size_of::<Event>();
+    // At most the budget's worth of events, plus those of one 64 KiB read.
+    let bound = budget / per_event + 64 * 1024 / 5;
+    assert!(
+        most_in_a_turn <= bound,
+        "{most_in_a_turn} events in one turn (bound {bound})"
+    );
+    assert!(
+        most_in_a_turn < FRAMES / 10,
+        "spread over many turns: {most_in_a_turn}"
+    );
+}

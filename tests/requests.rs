@@ -350,3 +350,39 @@ fn a_timed_out_request_is_not_failed_again_when_the_connection_closes() {
         ]
     );
 }
+
+#[test]
+fn a_request_made_long_after_the_last_turn_gets_its_whole_timeout() {
+    // The application is busy between two turns for longer than the request timeout;
+    // the request it then makes must still get the full timeout, counted from the call.
+    let config = Config {
+        request_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let (mut a, _) = listening(config.clone());
+    let (mut b, b_addr) = listening(config);
+    connect(&mut a, &mut b, b_addr);
+    std::thread::sleep(Duration::from_millis(400)); // the application's own work, not a wait for the network
+    let peer = b.local_id();
+    let rid = a.request(&peer, "q").unwrap();
+    let log = run_until(&mut [&mut a, &mut b], 400, |_, log| {
+        has(log, 1, |e| matches!(e, Event::Request { .. }))
+    });
+    let Some(Event::Request { peer: from, id, .. }) = of(&log, 1).into_iter().last() else {
+        panic!("no request arrived: {log:?}");
+    };
+    b.respond(&from, id, "r").unwrap();
+    let log = run_until(&mut [&mut a, &mut b], 400, |_, log| {
+        has(log, 0, |e| {
+            matches!(e, Event::Response { .. } | Event::RequestFailed { .. })
+        })
+    });
+    assert_eq!(
+        of(&log, 0),
+        vec![Event::Response {
+            peer,
+            id: rid,
+            payload: Bytes::from_static(b"r")
+        }]
+    );
+}
