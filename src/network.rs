@@ -115,6 +115,10 @@ pub(crate) struct Node {
     shutting_down: bool,
     out: Vec<Output>,
     targets: Vec<ConnId>,
+    /// Requests that arrived on a connection other than the peer's serving one (a
+    /// duplicate the peer has not closed yet): their responses go back the same way.
+    /// Bounded by `max_pending_requests`; empty in the steady state.
+    routes: HashMap<(PeerId, u64), ConnId>,
 }
 
 impl Node {
@@ -140,6 +144,7 @@ impl Node {
             shutting_down: false,
             out: Vec::new(),
             targets: Vec::new(),
+            routes: HashMap::new(),
         }
     }
 
@@ -316,7 +321,7 @@ impl Node {
         let peer = entry.socket.remote().unwrap_or(PeerId::from_bytes([0; 32]));
         match output {
             Output::Established(peer) => self.established(conn, peer, now),
-            Output::Closed(reason) => self.closed(conn, reason),
+            Output::Closed(reason) => self.closed(conn, reason, now),
             Output::Gossip { id, hops, payload } => {
                 self.gossip_received(peer, id, hops, payload, now)
             }
@@ -413,11 +418,11 @@ impl Node {
         self.with_socket(conn, now, |s, _, out, _| s.close(reason, goodbye, now, out));
     }
 
-    /// Another open connection serving `peer`, besides `conn`.
-    fn alternate(&self, peer: PeerId, conn: ConnId) -> Option<ConnId> {
+    /// The open connections serving `peer`, besides `conn`.
+    fn serving(&self, peer: PeerId, conn: ConnId) -> Vec<ConnId> {
         self.sockets
             .iter()
-            .find(|(key, e)| {
+            .filter(|(key, e)| {
                 *key != conn.key
                     && e.announced
                     && e.socket.phase() == Phase::Open
@@ -427,18 +432,33 @@ impl Node {
                 key,
                 generation: e.generation,
             })
+            .collect()
     }
 
-    fn closed(&mut self, conn: ConnId, reason: CloseReason) {
+    fn closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
         let Some(entry) = self.entry(conn) else {
             return;
         };
         let (remote, announced) = (entry.socket.remote(), entry.announced);
         let (direction, addr) = (entry.socket.direction(), entry.socket.addr());
+        if !self.routes.is_empty() {
+            self.routes.retain(|_, c| *c != conn);
+        }
+        if let (Some(peer), CloseReason::Misbehaving, true) = (remote, &reason, announced) {
+            // A misbehaving peer loses every connection, not only the one it misbehaved on.
+            for other in self.serving(peer, conn) {
+                self.close(
+                    other,
+                    CloseReason::Misbehaving,
+                    Some(GoodbyeReason::Misbehaving),
+                    now,
+                );
+            }
+        }
         match remote {
             Some(peer) if self.peers.get(&peer) == Some(&conn) => {
                 // A duplicate the peer has not closed yet takes over, unseen by the application.
-                if let Some(alternate) = self.alternate(peer, conn) {
+                if let Some(alternate) = self.serving(peer, conn).first().copied() {
                     self.peers.insert(peer, alternate);
                     return;
                 }
@@ -498,7 +518,25 @@ impl Node {
                 s.take_frames(now, out, events, FRAME_BATCH)
             }) == Some(true)
         {}
+        self.route_requests(conn, before);
         self.events.len().saturating_sub(before)
+    }
+
+    /// Remembers where requests came in, for those that came over a duplicate.
+    fn route_requests(&mut self, conn: ConnId, first_event: usize) {
+        let Some(peer) = self.entry(conn).and_then(|e| e.socket.remote()) else {
+            return;
+        };
+        if self.peers.get(&peer) == Some(&conn) {
+            return; // the serving connection: the default route
+        }
+        for event in &self.events[first_event..] {
+            if let Event::Request { id, .. } = event
+                && self.routes.len() < self.config.max_pending_requests
+            {
+                self.routes.insert((peer, id.0), conn);
+            }
+        }
     }
 
     /// The peer closed its side.
@@ -615,6 +653,16 @@ impl Node {
     /// this skips `with_socket`: it is the hot path of every send.
     fn send_frame(&mut self, peer: &PeerId, frame: Frame) -> Result<(), SendError> {
         let conn = self.open_conn(peer)?;
+        self.send_frame_on(conn, peer, frame)
+    }
+
+    /// Queues a frame on one connection of `peer`, within both caps.
+    fn send_frame_on(
+        &mut self,
+        conn: ConnId,
+        peer: &PeerId,
+        frame: Frame,
+    ) -> Result<(), SendError> {
         let len = frame.wire_len();
         self.check_frame(len - LEN_FIELD - 1)?;
         self.check_total(len)?;
@@ -652,7 +700,18 @@ impl Node {
         id: RequestId,
         payload: Bytes,
     ) -> Result<(), SendError> {
-        self.send_frame(peer, Frame::Response { id: id.0, payload })
+        let routed = if self.routes.is_empty() {
+            None
+        } else {
+            self.routes
+                .remove(&(*peer, id.0))
+                .filter(|&c| self.phase(c) == Some(Phase::Open))
+        };
+        let frame = Frame::Response { id: id.0, payload };
+        match routed {
+            Some(conn) => self.send_frame_on(conn, peer, frame),
+            None => self.send_frame(peer, frame),
+        }
     }
 
     /// Starts a broadcast to every peer; a peer whose buffer is full misses it, counted.
@@ -735,6 +794,15 @@ impl Node {
         let Some(&conn) = self.peers.get(peer) else {
             return false;
         };
+        // Duplicates first, so the serving connection has none to fail over to.
+        for other in self.serving(*peer, conn) {
+            self.close(
+                other,
+                CloseReason::Disconnected,
+                Some(GoodbyeReason::Shutdown),
+                now,
+            );
+        }
         self.close(
             conn,
             CloseReason::Disconnected,

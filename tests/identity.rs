@@ -570,3 +570,114 @@ fn same_initiator_duplicates_over_two_addresses_keep_one_connection() {
         "{log:#?}"
     );
 }
+
+/// A node serving a raw peer over two connections (the peer dialled twice and has not
+/// closed either yet): (node, first, second), both hellos consumed.
+fn peer_with_two_connections(config: Config, r: PeerId) -> (Network, Raw, Raw) {
+    let (mut net, addr) = listening(config);
+    let (first, _) = Raw::handshake(&mut net, addr, r);
+    let mut second = Raw::connect(addr);
+    second.send(&hello(net.config().network_id, r));
+    run_until(&mut [&mut net], 400, |_, _| {
+        second.pump();
+        second.inbox.len() >= HELLO_LEN
+    });
+    let _ = second.inbox.split_to(HELLO_LEN);
+    // One more turn so the node has read the second hello, not only sent its own.
+    run_turns(&mut [&mut net], 3);
+    (net, first, second)
+}
+
+#[test]
+fn disconnect_closes_every_connection_of_the_peer() {
+    let r = id(0x46);
+    let (mut net, mut first, mut second) = peer_with_two_connections(Config::default(), r);
+    assert!(net.disconnect(&r));
+    let mut got = (Vec::new(), Vec::new());
+    let log = run_until(&mut [&mut net], 400, |_, _| {
+        got.0.extend(first.frames());
+        got.1.extend(second.frames());
+        first.closed && second.closed
+    });
+    let goodbye = vec![Frame::Goodbye(GoodbyeReason::Shutdown)];
+    assert_eq!((got.0, got.1), (goodbye.clone(), goodbye));
+    assert_eq!(
+        of(&log, 0),
+        vec![Event::PeerDisconnected {
+            peer: r,
+            reason: CloseReason::Disconnected
+        }]
+    );
+    assert!(!net.is_connected(&r));
+}
+
+#[test]
+fn a_response_goes_back_over_the_connection_its_request_came_on() {
+    let r = id(0x47);
+    let (mut net, mut first, mut second) = peer_with_two_connections(Config::default(), r);
+    second.send_frame(&Frame::Request {
+        id: 7,
+        payload: Bytes::from_static(b"q"),
+    });
+    let log = run_until(&mut [&mut net], 400, |_, log| {
+        second.pump();
+        has(log, 0, |e| matches!(e, Event::Request { .. }))
+    });
+    let Some(Event::Request { id: rid, .. }) = of(&log, 0).pop() else {
+        panic!("no request: {log:?}");
+    };
+    net.respond(&r, rid, "a").unwrap();
+    // A marker on the serving connection: whatever the node sent there before it
+    // arrives first.
+    net.send(&r, "marker").unwrap();
+    let mut got = (Vec::new(), Vec::new());
+    run_until(&mut [&mut net], 400, |_, _| {
+        got.0.extend(first.frames());
+        got.1.extend(second.frames());
+        !got.0.is_empty() && !got.1.is_empty()
+    });
+    assert_eq!(
+        got.1,
+        vec![Frame::Response {
+            id: 7,
+            payload: Bytes::from_static(b"a")
+        }],
+        "the asking connection gets the response"
+    );
+    assert_eq!(
+        got.0,
+        vec![Frame::Message(Bytes::from_static(b"marker"))],
+        "the other one gets nothing else"
+    );
+}
+
+#[test]
+fn a_peer_misbehaving_on_one_connection_loses_both() {
+    let r = id(0x48);
+    let config = Config {
+        max_rejected_frames: 1,
+        ..Config::default()
+    };
+    let (mut net, mut first, mut second) = peer_with_two_connections(config, r);
+    second.send(&raw_frame(0x55, b""));
+    let mut got = (Vec::new(), Vec::new());
+    let log = run_until(&mut [&mut net], 400, |_, _| {
+        got.0.extend(first.frames());
+        got.1.extend(second.frames());
+        first.closed && second.closed
+    });
+    let goodbye = vec![Frame::Goodbye(GoodbyeReason::Misbehaving)];
+    assert_eq!((got.0, got.1), (goodbye.clone(), goodbye));
+    assert_eq!(
+        count(&log, 0, |e| matches!(
+            e,
+            Event::PeerDisconnected {
+                reason: CloseReason::Misbehaving,
+                ..
+            }
+        )),
+        1,
+        "{log:?}"
+    );
+    assert!(!net.is_connected(&r));
+}
