@@ -25,8 +25,18 @@ pub struct Config {
     /// The handshake. Default [`Security::Plaintext`] (the only mode of this version):
     /// peer ids are claimed, not proven, so use it on trusted networks only.
     pub security: Security,
-    /// This node's id. `None` (the default) draws a random one at start.
+    /// This node's id in plaintext mode, where it is only claimed. `None` (the
+    /// default) takes the keypair's public key, or a random id. Must be `None` in
+    /// noise-xx mode, where the id is the static public key.
     pub peer_id: Option<PeerId>,
+    /// The static noise key; its public half is this node's id. `None` (the default)
+    /// generates one at start: load one with [`Keypair::load_or_generate`](crate::Keypair::load_or_generate)
+    /// to keep the id across restarts.
+    #[cfg(feature = "noise")]
+    pub keypair: Option<crate::Keypair>,
+    /// A permissioned set: when `Some`, a peer whose id is not in it is closed right
+    /// after the handshake (`CloseReason::NotAllowed`), in either direction. Default `None`.
+    pub allowlist: Option<std::collections::HashSet<PeerId>>,
     /// Largest frame body (`len - 1`) accepted; larger frames are skipped and counted. Default 8 MiB.
     pub max_frame_size: usize,
     /// Rejected frames from one peer before it is closed with GOODBYE 3. Default 100.
@@ -75,6 +85,9 @@ impl Default for Config {
             network_id: 1,
             security: Security::Plaintext,
             peer_id: None,
+            #[cfg(feature = "noise")]
+            keypair: None,
+            allowlist: None,
             max_frame_size: 8 * 1024 * 1024,
             max_rejected_frames: 100,
             max_inbound: 128,
@@ -131,9 +144,12 @@ pub enum ConfigError {
     /// A count is larger than this crate's limits take.
     #[error("config field `{0}` is over the maximum of {max}", max = MAX_COUNT)]
     TooLarge(&'static str),
-    /// The security mode is not built into this version.
-    #[error("security {0} is not available in this version (only plaintext)")]
+    /// The security mode is not built into this crate (the `noise` feature is off).
+    #[error("security {0} is not available: build with the `noise` feature")]
     SecurityUnavailable(Security),
+    /// A `peer_id` was set in noise-xx mode, where the id is the keypair's public key.
+    #[error("peer_id cannot be chosen in noise-xx mode: the id is the keypair's public key")]
+    PeerIdInNoiseMode,
     /// Pings would never be sent before the idle timeout closes the peer.
     #[error("ping_interval ({ping:?}) must be shorter than idle_timeout ({idle:?})")]
     PingNotBeforeIdle {
@@ -152,8 +168,13 @@ pub const MAX_COUNT: usize = 1 << 40;
 impl Config {
     /// Checks every field, returning the first one that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.security != Security::Plaintext {
-            return Err(ConfigError::SecurityUnavailable(self.security));
+        if self.security == Security::NoiseXx {
+            if !cfg!(feature = "noise") {
+                return Err(ConfigError::SecurityUnavailable(self.security));
+            }
+            if self.peer_id.is_some() {
+                return Err(ConfigError::PeerIdInNoiseMode);
+            }
         }
         let nonzero_counts = [
             ("max_frame_size", self.max_frame_size),
@@ -285,12 +306,15 @@ mod tests {
         );
         let c = Config {
             security: Security::NoiseXx,
+            peer_id: Some(PeerId::from_bytes([1; 32])),
             ..Config::default()
         };
-        assert_eq!(
-            c.validate(),
-            Err(ConfigError::SecurityUnavailable(Security::NoiseXx))
-        );
+        let expected = if cfg!(feature = "noise") {
+            ConfigError::PeerIdInNoiseMode
+        } else {
+            ConfigError::SecurityUnavailable(Security::NoiseXx)
+        };
+        assert_eq!(c.validate(), Err(expected));
         let c = Config {
             max_frame_size: usize::MAX,
             max_write_buffer: usize::MAX,

@@ -19,6 +19,19 @@ pub enum CloseReason {
     /// Another connection to the same peer was kept (PROTOCOL.md §2.3).
     #[error("duplicate connection")]
     DuplicateConnection,
+    /// The noise handshake failed: a bad length or a message that does not decrypt
+    /// (PROTOCOL.md §2.2).
+    #[error("handshake failed")]
+    HandshakeFailed,
+    /// A noise record did not decrypt (PROTOCOL.md §3).
+    #[error("record failed to decrypt")]
+    DecryptFailed,
+    /// A record could not be encrypted (the cipher's nonces ran out).
+    #[error("record failed to encrypt")]
+    EncryptFailed,
+    /// The peer's proven id is not on the configured allowlist.
+    #[error("peer not on the allowlist")]
+    NotAllowed,
     /// The TCP dial did not connect in time.
     #[error("connect timeout")]
     ConnectTimeout,
@@ -141,6 +154,10 @@ pub enum Error {
     /// The operating system's random source failed.
     #[error("no randomness: {0}")]
     Random(getrandom::Error),
+    /// The noise keypair could not be generated.
+    #[cfg(feature = "noise")]
+    #[error("keypair: {0}")]
+    Key(#[from] crate::KeyError),
     /// Setting up the poll, waker or listener failed.
     #[error("io: {0}")]
     Io(#[from] io::Error),

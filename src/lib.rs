@@ -34,6 +34,8 @@ mod error;
 mod event;
 mod gossip;
 mod handle;
+#[cfg(feature = "noise")]
+mod keypair;
 mod network;
 #[cfg(test)]
 mod pair;
@@ -55,6 +57,8 @@ pub use config::{Config, ConfigError, MAX_COUNT, MAX_DURATION};
 pub use error::{CloseReason, DialError, Error, HandleError, RequestError, SendError};
 pub use event::{Direction, Event, GossipId, RequestId};
 pub use handle::Handle;
+#[cfg(feature = "noise")]
+pub use keypair::{KeyError, Keypair};
 pub use network::Stats;
 pub use peer::{ParsePeerIdError, PeerId};
 pub use reactor::{Network, PeerInfo};

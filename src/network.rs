@@ -15,6 +15,7 @@ use crate::gossip::{Gossip, Verdict};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
+use crate::secure::LocalKey;
 use crate::socket::{Output, PeerStats, Phase, Socket};
 use crate::wire::{Frame, GoodbyeReason, LEN_FIELD};
 
@@ -99,6 +100,7 @@ struct Entry {
 pub(crate) struct Node {
     config: Config,
     local: PeerId,
+    key: LocalKey,
     rng: Rng,
     sockets: Slab<Entry>,
     next_generation: u32,
@@ -122,12 +124,14 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    /// A node with this config (already validated), id and random source.
-    pub(crate) fn new(config: Config, local: PeerId, rng: Rng) -> Self {
+    /// A node with this config (already validated), identity and random source.
+    pub(crate) fn new(config: Config, key: LocalKey, rng: Rng) -> Self {
+        let local = key.id;
         let gossip = Gossip::new(config.gossip_cache_size, config.gossip_cache_age);
         Node {
             config,
             local,
+            key,
             rng,
             sockets: Slab::new(),
             next_generation: 1,
@@ -215,7 +219,7 @@ impl Node {
         if busy {
             return Err(DialError::AlreadyDialing(addr));
         }
-        Ok(self.insert(Socket::outbound(&self.config, self.local, addr, now)))
+        Ok(self.insert(Socket::outbound(&self.config, &self.key, addr, now)))
     }
 
     /// A connection was accepted. `None`: refused, the shell drops it before any byte is sent.
@@ -228,7 +232,7 @@ impl Node {
             log::debug!("refused inbound connection from {addr}");
             return None;
         }
-        Some(self.insert(Socket::inbound(&self.config, self.local, addr, now)))
+        Some(self.insert(Socket::inbound(&self.config, &self.key, addr, now)))
     }
 
     /// Frees the slot of a dial whose connect call failed at once, with no event.
@@ -338,6 +342,13 @@ impl Node {
         if peer == self.local {
             // Graceful, so the other end of the loop reads our id before the close.
             self.close(conn, CloseReason::SelfConnection, None, now);
+            return;
+        }
+        if let Some(allowed) = &self.config.allowlist
+            && !allowed.contains(&peer)
+        {
+            log::info!("closing {peer:?}: not on the allowlist");
+            self.close(conn, CloseReason::NotAllowed, None, now);
             return;
         }
         if let Some(&other) = self.peers.get(&peer).filter(|&&c| c != conn) {
@@ -547,6 +558,16 @@ impl Node {
     /// The socket failed.
     pub(crate) fn io_error(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
         self.with_socket(conn, now, |s, _, out, _| s.io_error(kind, out));
+    }
+
+    /// Seals `conn`'s staged frames into records ahead of a write.
+    pub(crate) fn seal(&mut self, conn: ConnId, now: Instant) {
+        if self
+            .entry(conn)
+            .is_some_and(|e| e.socket.queued() > e.socket.transmit().len())
+        {
+            self.with_socket(conn, now, |s, _, out, _| s.seal(out));
+        }
     }
 
     /// What `conn` has to write.

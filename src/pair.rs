@@ -12,6 +12,7 @@ use crate::event::{Direction, Event};
 use crate::network::{ConnId, Node};
 use crate::peer::PeerId;
 use crate::rng::Rng;
+use crate::secure::LocalKey;
 use crate::socket::Phase;
 use crate::wire::{Frame, GoodbyeReason, Reject};
 
@@ -30,6 +31,8 @@ struct Pair {
     a: End,
     b: End,
     now: Instant,
+    /// The most bytes one transfer moves (a slow link, or a byte at a time).
+    chunk: usize,
 }
 
 fn config() -> Config {
@@ -51,17 +54,33 @@ fn patient() -> Config {
     }
 }
 
+/// A plaintext identity: the id alone matters.
+fn key(id: PeerId) -> LocalKey {
+    LocalKey {
+        id,
+        secret: [0; 32],
+    }
+}
+
 fn id(n: u8) -> PeerId {
     PeerId::from_bytes([n; 32])
 }
 
 impl Pair {
     fn new(a: Config, b: Config) -> Pair {
+        let (key_a, key_b) = (
+            key(a.peer_id.unwrap_or(id(1))),
+            key(b.peer_id.unwrap_or(id(2))),
+        );
+        Pair::with_keys(a, key_a, b, key_b)
+    }
+
+    fn with_keys(a: Config, key_a: LocalKey, b: Config, key_b: LocalKey) -> Pair {
         let now = Instant::now();
         let addr_a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
         let addr_b: SocketAddr = "10.0.0.2:2000".parse().unwrap();
-        let mut node_a = Node::new(a.clone(), a.peer_id.unwrap_or(id(1)), Rng::from_seed(1));
-        let mut node_b = Node::new(b.clone(), b.peer_id.unwrap_or(id(2)), Rng::from_seed(2));
+        let mut node_a = Node::new(a, key_a, Rng::from_seed(1));
+        let mut node_b = Node::new(b, key_b, Rng::from_seed(2));
         let conn_a = node_a.dial(addr_b, now).unwrap();
         let conn_b = node_b.accept(addr_a, now).unwrap();
         node_a.connected(conn_a, now);
@@ -81,6 +100,7 @@ impl Pair {
                 reading: true,
             },
             now,
+            chunk: usize::MAX,
         }
     }
 
@@ -110,8 +130,9 @@ impl Pair {
     fn step(&mut self) {
         let now = self.now;
         loop {
-            let moved =
-                transfer(&mut self.a, &mut self.b, now) | transfer(&mut self.b, &mut self.a, now);
+            let chunk = self.chunk;
+            let moved = transfer(&mut self.a, &mut self.b, now, chunk)
+                | transfer(&mut self.b, &mut self.a, now, chunk);
             if !moved {
                 break;
             }
@@ -153,7 +174,8 @@ fn peek(node: &Node, conn: ConnId) -> Vec<u8> {
 }
 
 /// The bytes `conn` has queued, as if written to its socket.
-fn take_output(node: &mut Node, conn: ConnId) -> Vec<u8> {
+fn take_output(node: &mut Node, conn: ConnId, now: Instant) -> Vec<u8> {
+    node.seal(conn, now);
     let bytes = peek(node, conn);
     node.written(conn, bytes.len());
     bytes
@@ -168,11 +190,14 @@ fn deliver(node: &mut Node, conn: ConnId, bytes: &[u8], now: Instant) {
 }
 
 /// Moves what `from` queued for `to`, as a socket pair would. True if anything moved.
-fn transfer(from: &mut End, to: &mut End, now: Instant) -> bool {
+fn transfer(from: &mut End, to: &mut End, now: Instant, chunk: usize) -> bool {
     let mut moved = false;
     if to.reading {
-        let bytes = take_output(&mut from.node, from.conn);
+        from.node.seal(from.conn, now);
+        let mut bytes = peek(&from.node, from.conn);
+        bytes.truncate(chunk);
         if !bytes.is_empty() {
+            from.node.written(from.conn, bytes.len());
             deliver(&mut to.node, to.conn, &bytes, now);
             moved = true;
         }
@@ -303,7 +328,7 @@ fn handshake_deadline_fails_the_dial() {
 #[test]
 fn connect_deadline_fails_the_dial() {
     let now = Instant::now();
-    let mut node = Node::new(config(), id(1), Rng::from_seed(1));
+    let mut node = Node::new(config(), key(id(1)), Rng::from_seed(1));
     let addr: SocketAddr = "10.0.0.9:9".parse().unwrap();
     let conn = node.dial(addr, now).unwrap();
     node.timeout(now + Duration::from_secs(5));
@@ -562,14 +587,14 @@ fn a_ping_gets_a_pong_with_its_nonce() {
 #[test]
 fn a_self_connection_is_closed() {
     let now = Instant::now();
-    let mut node = Node::new(config(), id(1), Rng::from_seed(1));
+    let mut node = Node::new(config(), key(id(1)), Rng::from_seed(1));
     let addr: SocketAddr = "10.0.0.1:1".parse().unwrap();
     let out = node.dial(addr, now).unwrap();
     let inb = node.accept(addr, now).unwrap();
     node.connected(out, now);
     for _ in 0..2 {
         for (from, to) in [(inb, out), (out, inb)] {
-            let bytes = take_output(&mut node, from);
+            let bytes = take_output(&mut node, from, now);
             deliver(&mut node, to, &bytes, now);
         }
     }
@@ -597,8 +622,8 @@ fn both_ends_keep_the_connection_initiated_by_the_smaller_id() {
     let now = Instant::now();
     let (addr_a, addr_b): (SocketAddr, SocketAddr) =
         ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
-    let mut a = Node::new(config(), id(1), Rng::from_seed(1));
-    let mut b = Node::new(config(), id(2), Rng::from_seed(2));
+    let mut a = Node::new(config(), key(id(1)), Rng::from_seed(1));
+    let mut b = Node::new(config(), key(id(2)), Rng::from_seed(2));
     let a_out = a.dial(addr_b, now).unwrap();
     let b_out = b.dial(addr_a, now).unwrap();
     let b_in = b.accept(addr_a, now).unwrap();
@@ -637,14 +662,14 @@ fn both_ends_keep_the_connection_initiated_by_the_smaller_id() {
 }
 
 fn pump(from: &mut Node, fc: ConnId, to: &mut Node, tc: ConnId, now: Instant) {
-    let bytes = take_output(from, fc);
+    let bytes = take_output(from, fc, now);
     deliver(to, tc, &bytes, now);
 }
 
 #[test]
 fn stale_ids_never_reach_a_reused_slot() {
     let now = Instant::now();
-    let mut node = Node::new(config(), id(1), Rng::from_seed(1));
+    let mut node = Node::new(config(), key(id(1)), Rng::from_seed(1));
     let addr: SocketAddr = "10.0.0.2:2".parse().unwrap();
     let first = node.dial(addr, now).unwrap();
     node.connect_failed(first, std::io::ErrorKind::ConnectionRefused, now);
@@ -732,8 +757,8 @@ fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_i
         "10.0.0.2:2".parse().unwrap(),
         "10.0.0.2:3".parse().unwrap(),
     );
-    let mut a = Node::new(config(), id(1), Rng::from_seed(1));
-    let mut b = Node::new(config(), id(2), Rng::from_seed(2));
+    let mut a = Node::new(config(), key(id(1)), Rng::from_seed(1));
+    let mut b = Node::new(config(), key(id(2)), Rng::from_seed(2));
     let a_x = a.dial(bx, now).unwrap();
     let a_y = a.dial(by, now).unwrap();
     let b_y = b.accept(addr_a, now).unwrap();
@@ -772,4 +797,200 @@ fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_i
             payload: Bytes::from_static(b"hi")
         })
     );
+}
+
+#[cfg(feature = "noise")]
+mod noise {
+    use super::*;
+    use crate::keypair::Keypair;
+    use crate::wire::Security;
+
+    fn noise() -> Config {
+        Config {
+            security: Security::NoiseXx,
+            ..config()
+        }
+    }
+
+    fn local(keypair: &Keypair) -> LocalKey {
+        LocalKey {
+            id: keypair.peer_id(),
+            secret: *keypair.secret(),
+        }
+    }
+
+    /// Two noise nodes, not yet stepped; with their keypairs.
+    fn noise_pair(a: Config, b: Config) -> (Pair, Keypair, Keypair) {
+        let (ka, kb) = (Keypair::generate().unwrap(), Keypair::generate().unwrap());
+        (Pair::with_keys(a, local(&ka), b, local(&kb)), ka, kb)
+    }
+
+    fn connected_both_ways(pair: &Pair, ka: &Keypair, kb: &Keypair) -> bool {
+        let hit = |events: &[Event], peer: PeerId| {
+            events
+                .iter()
+                .any(|e| matches!(e, Event::PeerConnected { peer: p, .. } if *p == peer))
+        };
+        hit(&pair.a.events, kb.peer_id()) && hit(&pair.b.events, ka.peer_id())
+    }
+
+    #[test]
+    fn the_handshake_proves_each_static_key_as_the_peer_id() {
+        let (mut pair, ka, kb) = noise_pair(noise(), noise());
+        pair.step();
+        assert!(
+            connected_both_ways(&pair, &ka, &kb),
+            "{:?} {:?}",
+            pair.a.events,
+            pair.b.events
+        );
+    }
+
+    #[test]
+    fn the_handshake_survives_any_split_of_its_bytes() {
+        for chunk in [1, 2, 3, 7, 31, 97] {
+            let (mut pair, ka, kb) = noise_pair(noise(), noise());
+            pair.chunk = chunk;
+            pair.step();
+            assert!(connected_both_ways(&pair, &ka, &kb), "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn frames_cross_in_records_small_ones_together_large_ones_split() {
+        let (mut pair, _, kb) = noise_pair(noise(), noise());
+        pair.step();
+        pair.b.events.clear();
+        let big = Bytes::from((0..200_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        for i in 0..100u8 {
+            pair.a
+                .node
+                .send(&kb.peer_id(), Bytes::from(vec![i; 10]))
+                .unwrap();
+        }
+        pair.a.node.send(&kb.peer_id(), big.clone()).unwrap();
+        pair.a
+            .node
+            .broadcast(Bytes::from_static(b"to all"), pair.now)
+            .unwrap();
+        // What leaves is records, never the plaintext.
+        pair.a.node.seal(pair.a.conn, pair.now);
+        let wire = peek(&pair.a.node, pair.a.conn);
+        assert!(
+            !wire.windows(6).any(|w| w == b"to all"),
+            "encrypted on the wire"
+        );
+        pair.chunk = 4096;
+        pair.step();
+        let messages: Vec<&Bytes> = pair
+            .b
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { payload, .. } => Some(payload),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(messages.len(), 101);
+        assert!(
+            messages[..100]
+                .iter()
+                .enumerate()
+                .all(|(i, m)| m[..] == [i as u8; 10])
+        );
+        assert_eq!(messages[100], &big);
+        assert!(
+            pair.b
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Broadcast { .. }))
+        );
+    }
+
+    #[test]
+    fn a_tampered_record_closes_with_decrypt_failed() {
+        let (mut pair, ka, _) = noise_pair(noise(), noise());
+        pair.step();
+        pair.b.events.clear();
+        let b_id = pair.b.node.local_id();
+        pair.a
+            .node
+            .send(&b_id, Bytes::from_static(b"hello"))
+            .unwrap();
+        let mut record = take_output(&mut pair.a.node, pair.a.conn, pair.now);
+        let last = record.len() - 1;
+        record[last] ^= 1;
+        inject(&mut pair.b, &record, pair.now);
+        assert_eq!(
+            pair.b.events,
+            vec![Event::PeerDisconnected {
+                peer: ka.peer_id(),
+                reason: CloseReason::DecryptFailed
+            }]
+        );
+    }
+
+    #[test]
+    fn a_tampered_handshake_message_fails_the_handshake() {
+        let (mut pair, _, _) = noise_pair(noise(), noise());
+        let now = pair.now;
+        // B's preamble reaches A, which answers with its first message; B answers that.
+        let b_preamble = take_output(&mut pair.b.node, pair.b.conn, now);
+        deliver(&mut pair.a.node, pair.a.conn, &b_preamble, now);
+        let a_out = take_output(&mut pair.a.node, pair.a.conn, now);
+        deliver(&mut pair.b.node, pair.b.conn, &a_out, now);
+        let mut msg2 = take_output(&mut pair.b.node, pair.b.conn, now);
+        assert!(msg2.len() > 2, "B answered A's first message");
+        let last = msg2.len() - 1;
+        msg2[last] ^= 0x80;
+        deliver(&mut pair.a.node, pair.a.conn, &msg2, now);
+        assert_eq!(
+            events(&mut pair.a.node),
+            vec![Event::DialFailed {
+                addr: pair.b.addr,
+                reason: CloseReason::HandshakeFailed
+            }]
+        );
+    }
+
+    #[test]
+    fn the_allowlist_refuses_other_peers_in_both_directions() {
+        let stranger = PeerId::from_bytes([9; 32]);
+        let only = |id: PeerId| Config {
+            allowlist: Some([id].into_iter().collect()),
+            ..noise()
+        };
+        // B (inbound) allows only a stranger: A is closed right after the handshake.
+        let (mut pair, ka, _) = noise_pair(noise(), only(stranger));
+        pair.step();
+        assert!(
+            !pair
+                .b
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::PeerConnected { .. }))
+        );
+        assert!(!pair.b.node.is_connected(&ka.peer_id()));
+        // A (dialling) allows only a stranger: its dial ends NotAllowed.
+        let (mut pair, _, kb) = noise_pair(only(stranger), noise());
+        pair.step();
+        assert_eq!(
+            pair.a.events,
+            vec![Event::DialFailed {
+                addr: pair.b.addr,
+                reason: CloseReason::NotAllowed
+            }]
+        );
+        assert!(!pair.a.node.is_connected(&kb.peer_id()));
+        // A listed peer is let in.
+        let (ka, kb) = (Keypair::generate().unwrap(), Keypair::generate().unwrap());
+        let mut pair = Pair::with_keys(
+            only(kb.peer_id()),
+            local(&ka),
+            only(ka.peer_id()),
+            local(&kb),
+        );
+        pair.step();
+        assert!(connected_both_ways(&pair, &ka, &kb));
+    }
 }

@@ -102,6 +102,38 @@ impl OutQueue {
         }
     }
 
+    /// Copies up to `dst.len()` queued bytes from the front into `dst`, leaving them
+    /// queued; returns how many.
+    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
+    pub(crate) fn copy_front(&self, dst: &mut [u8]) -> usize {
+        let mut n = 0;
+        for chunk in self
+            .chunks
+            .iter()
+            .map(|c| &c[..])
+            .chain(Some(&self.tail[..]))
+        {
+            let take = chunk.len().min(dst.len() - n);
+            dst[n..n + take].copy_from_slice(&chunk[..take]);
+            n += take;
+            if n == dst.len() {
+                break;
+            }
+        }
+        n
+    }
+
+    /// Appends up to `max` bytes written by `fill` into a fresh region at the end;
+    /// `fill` returns how many it wrote.
+    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
+    pub(crate) fn push_with(&mut self, max: usize, fill: impl FnOnce(&mut [u8]) -> usize) {
+        let start = self.tail.len();
+        self.tail.resize(start + max, 0);
+        let n = fill(&mut self.tail[start..]).min(max);
+        self.tail.truncate(start + n);
+        self.len += n;
+    }
+
     /// Drops everything queued.
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();
@@ -147,6 +179,9 @@ mod tests {
         Frame::Ping(9).encode(&mut expect);
         Frame::Message(big).encode(&mut expect);
         assert_eq!(q.len(), expect.len());
+        let mut front = [0u8; 9];
+        assert_eq!(q.copy_front(&mut front), 9);
+        assert_eq!(&front[..], &expect[..9]);
         let small = Bytes::from_static(b"gossip");
         q.push_frame_shared(&Frame::Message(small.clone()));
         assert_eq!(q.chunks.back().map(|c| c.as_ptr()), Some(small.as_ptr()));

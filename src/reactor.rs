@@ -18,7 +18,9 @@ use crate::handle::{Command, Handle};
 use crate::network::{ConnId, Node, Stats};
 use crate::peer::PeerId;
 use crate::rng::Rng;
+use crate::secure::LocalKey;
 use crate::socket::{PeerStats, Phase};
+use crate::wire::Security;
 
 const WAKER: Token = Token(usize::MAX);
 /// Listener `i` has token `LISTENER_BASE - i`, far above any connection's.
@@ -49,6 +51,33 @@ struct Stream {
     read_turn: u64,
     /// Whether it waits in the retry list.
     retry: bool,
+}
+
+/// This node's identity: the noise keypair (given or generated) in noise-xx mode; in
+/// plaintext mode the configured id, else the keypair's, else a random one.
+fn local_key(config: &Config) -> Result<LocalKey, Error> {
+    #[cfg(feature = "noise")]
+    {
+        let keypair = match (&config.keypair, config.security) {
+            (Some(keypair), _) => Some(keypair.clone()),
+            (None, Security::NoiseXx) => Some(crate::Keypair::generate()?),
+            (None, Security::Plaintext) => None,
+        };
+        if let Some(keypair) = keypair {
+            return Ok(LocalKey {
+                id: config.peer_id.unwrap_or(keypair.peer_id()),
+                secret: *keypair.secret(),
+            });
+        }
+    }
+    let id = match config.peer_id {
+        Some(id) => id,
+        None => PeerId::random().map_err(Error::Random)?,
+    };
+    Ok(LocalKey {
+        id,
+        secret: [0; 32],
+    })
 }
 
 fn token(conn: ConnId) -> Token {
@@ -112,10 +141,7 @@ impl Network {
     /// A node with `config`; it neither listens nor dials yet.
     pub fn new(config: Config) -> Result<Network, Error> {
         config.validate()?;
-        let local = match config.peer_id {
-            Some(id) => id,
-            None => PeerId::random().map_err(Error::Random)?,
-        };
+        let key = local_key(&config)?;
         let rng = Rng::from_entropy().map_err(Error::Random)?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -123,11 +149,11 @@ impl Network {
         let request_ids = Arc::new(AtomicU64::new(1));
         let (tx, commands) = sync_channel(config.command_queue);
         let handle = Handle::new(tx, waker.clone(), woken.clone(), request_ids.clone());
-        if config.security == crate::wire::Security::Plaintext {
+        if config.security == Security::Plaintext {
             log::info!("plaintext mode: peer ids are claimed, not proven (unauthenticated)");
         }
         Ok(Network {
-            node: Node::new(config, local, rng),
+            node: Node::new(config, key, rng),
             poll,
             mio_events: Events::with_capacity(1024),
             listeners: Vec::new(),
@@ -529,6 +555,8 @@ impl Network {
     fn write(&mut self, conn: ConnId) {
         let now = self.now;
         loop {
+            // Encryption happens here, as bytes move towards the socket.
+            self.node.seal(conn, now);
             let Some(Stream { tcp, .. }) = self
                 .streams
                 .get_mut(conn.key)

@@ -12,7 +12,7 @@ use crate::event::{Direction, Event, RequestId};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
-use crate::secure::Handshake;
+use crate::secure::{Handshake, LocalKey, Transport};
 use crate::wire::{Decoded, Decoder, Frame, GoodbyeReason, PREAMBLE_LEN, Preamble, Reject};
 
 /// Where a connection is in its life.
@@ -101,8 +101,15 @@ pub(crate) struct Socket {
     preamble_checked: bool,
     handshake: Handshake,
     remote: Option<PeerId>,
+    /// Bytes as read from the socket.
     rx: BytesMut,
+    /// The frame stream opened from records (noise); plaintext decodes `rx` itself.
+    plain: BytesMut,
+    /// Bytes ready for the socket.
     tx: OutQueue,
+    /// Frames waiting to be sealed into records (noise): payloads stay shared until then.
+    staged: OutQueue,
+    transport: Transport,
     decoder: Decoder,
     reason: Option<CloseReason>,
     /// Connect, handshake or close deadline, depending on the phase.
@@ -121,20 +128,25 @@ pub(crate) struct Socket {
 
 impl Socket {
     /// A socket for a dial to `addr`; call [`Socket::connected`] once TCP is up.
-    pub(crate) fn outbound(config: &Config, local: PeerId, addr: SocketAddr, now: Instant) -> Self {
-        Self::new(config, local, addr, Direction::Outbound, now)
+    pub(crate) fn outbound(
+        config: &Config,
+        key: &LocalKey,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Self {
+        Self::new(config, key, addr, Direction::Outbound, now)
     }
 
     /// A socket for an accepted connection, already sending its preamble.
-    pub(crate) fn inbound(config: &Config, local: PeerId, addr: SocketAddr, now: Instant) -> Self {
-        let mut socket = Self::new(config, local, addr, Direction::Inbound, now);
+    pub(crate) fn inbound(config: &Config, key: &LocalKey, addr: SocketAddr, now: Instant) -> Self {
+        let mut socket = Self::new(config, key, addr, Direction::Inbound, now);
         socket.connected(now);
         socket
     }
 
     fn new(
         config: &Config,
-        local: PeerId,
+        key: &LocalKey,
         addr: SocketAddr,
         direction: Direction,
         now: Instant,
@@ -147,10 +159,13 @@ impl Socket {
             preamble: expected.encode(),
             preamble_expected: expected,
             preamble_checked: false,
-            handshake: Handshake::new(config.security, local, direction == Direction::Outbound),
+            handshake: Handshake::new(config.security, key, direction == Direction::Outbound),
             remote: None,
             rx: BytesMut::new(),
+            plain: BytesMut::new(),
             tx: OutQueue::default(),
+            staged: OutQueue::default(),
+            transport: Transport::Plaintext,
             decoder: Decoder::new(config.max_frame_size),
             reason: None,
             deadline: now + config.connect_timeout,
@@ -202,7 +217,7 @@ impl Socket {
 
     /// Bytes waiting to be written.
     pub(crate) fn queued(&self) -> usize {
-        self.tx.len()
+        self.tx.len() + self.staged.len()
     }
 
     /// Requests waiting for a response.
@@ -212,7 +227,7 @@ impl Socket {
 
     /// Bytes buffered from the peer and not yet taken as frames.
     pub(crate) fn buffered(&self) -> usize {
-        self.rx.len()
+        self.rx.len() + self.plain.len()
     }
 
     /// The TCP connection is established: send the preamble and the handshake's start.
@@ -235,6 +250,7 @@ impl Socket {
     /// copied as the buffer grows and the next frame starts in a fresh buffer.
     pub(crate) fn recv_buf(&mut self, chunk: usize) -> (&mut BytesMut, usize) {
         if self.phase == Phase::Open
+            && !self.transport.encrypts()
             && let Some(need) = self.decoder.frame_need(&self.rx)
             && need > chunk
             && need > self.rx.len()
@@ -274,9 +290,14 @@ impl Socket {
             }
             self.preamble_checked = true;
             let mut reply = BytesMut::new();
-            self.handshake
+            let begun = self
+                .handshake
                 .preamble_checked(&self.preamble, &theirs, &mut reply);
             self.tx.push_slice(&reply);
+            if let Err(e) = begun {
+                log::debug!("handshake with {} failed: {e}", self.addr);
+                return self.abort(CloseReason::HandshakeFailed, out);
+            }
         }
         let mut reply = BytesMut::new();
         let result = self.handshake.read(&mut self.rx, &mut reply);
@@ -285,10 +306,14 @@ impl Socket {
             Ok(Some(established)) => {
                 self.phase = Phase::Open;
                 self.remote = Some(established.remote);
+                self.transport = established.transport;
                 out.push(Output::Established(established.remote));
             }
             Ok(None) => {}
-            Err(e) => match e {},
+            Err(e) => {
+                log::debug!("handshake with {} failed: {e}", self.addr);
+                self.abort(CloseReason::HandshakeFailed, out);
+            }
         }
     }
 
@@ -303,11 +328,21 @@ impl Socket {
         events: &mut Vec<Event>,
         max: usize,
     ) -> bool {
+        if self.transport.encrypts() && self.transport.open(&mut self.rx, &mut self.plain).is_err()
+        {
+            self.close(CloseReason::DecryptFailed, None, now, out);
+            return false;
+        }
         for _ in 0..max {
             if self.phase != Phase::Open {
                 return false;
             }
-            match self.decoder.decode(&mut self.rx) {
+            let frames = if self.transport.encrypts() {
+                &mut self.plain
+            } else {
+                &mut self.rx
+            };
+            match self.decoder.decode(frames) {
                 Some(Decoded::Frame(Frame::Gossip { id, hops, payload })) => {
                     self.stats.frames_in += 1;
                     out.push(Output::Gossip { id, hops, payload });
@@ -337,7 +372,7 @@ impl Socket {
             Frame::Ping(nonce) => {
                 self.stats.frames_in += 1;
                 // A PONG is tiny, but a peer that pings and never reads must not grow our buffer.
-                if self.tx.len() < self.limits.max_write_buffer {
+                if self.queued() < self.limits.max_write_buffer {
                     self.queue(&Frame::Pong(nonce));
                 } else {
                     self.stats.dropped_sends += 1;
@@ -428,8 +463,17 @@ impl Socket {
         }
     }
 
+    /// Where frames go: straight to the wire buffer, or staged for sealing.
+    fn frames_out(&mut self) -> &mut OutQueue {
+        if self.transport.encrypts() {
+            &mut self.staged
+        } else {
+            &mut self.tx
+        }
+    }
+
     fn queue(&mut self, frame: &Frame) {
-        self.tx.push_frame(frame);
+        self.frames_out().push_frame(frame);
         self.stats.frames_out += 1;
     }
 
@@ -443,10 +487,10 @@ impl Socket {
                 ));
             }
         };
-        if self.tx.len() + extra > self.limits.max_write_buffer {
+        if self.queued() + extra > self.limits.max_write_buffer {
             return Err(SendError::Full {
                 peer: remote,
-                queued: self.tx.len(),
+                queued: self.queued(),
                 cap: self.limits.max_write_buffer,
             });
         }
@@ -463,7 +507,7 @@ impl Socket {
     /// Queues a frame whose payload is being sent to many peers, sharing the payload.
     pub(crate) fn send_shared(&mut self, frame: &Frame) -> Result<(), SendError> {
         self.check_room(frame.wire_len())?;
-        self.tx.push_frame_shared(frame);
+        self.frames_out().push_frame_shared(frame);
         self.stats.frames_out += 1;
         Ok(())
     }
@@ -512,7 +556,7 @@ impl Socket {
         self.phase = Phase::Closing;
         self.deadline = now + self.limits.close_timeout;
         self.leave_service(reason, out);
-        if self.read_closed && self.tx.is_empty() && self.write_shut {
+        if self.read_closed && self.queued() == 0 && self.write_shut {
             self.phase = Phase::Closed;
         }
     }
@@ -525,6 +569,7 @@ impl Socket {
         let was_closing = self.phase == Phase::Closing;
         self.phase = Phase::Closed;
         self.tx.clear();
+        self.staged.clear();
         if !was_closing {
             self.leave_service(reason, out);
         }
@@ -532,6 +577,7 @@ impl Socket {
 
     fn leave_service(&mut self, reason: CloseReason, out: &mut Vec<Output>) {
         self.rx.clear();
+        self.plain.clear();
         self.request_deadlines.clear();
         let mut ids: Vec<u64> = self.pending.drain().collect();
         ids.sort_unstable(); // a fixed order keeps runs reproducible
@@ -560,7 +606,15 @@ impl Socket {
         self.abort(CloseReason::Io(kind), out);
     }
 
-    /// The queued bytes, for a vectored write.
+    /// Seals staged frames into records, ahead of a write (noise; nothing to do in
+    /// plaintext).
+    pub(crate) fn seal(&mut self, out: &mut Vec<Output>) {
+        if !self.staged.is_empty() && self.transport.seal(&mut self.staged, &mut self.tx).is_err() {
+            self.abort(CloseReason::EncryptFailed, out);
+        }
+    }
+
+    /// The bytes ready for the socket, for a vectored write; [`Socket::seal`] first.
     pub(crate) fn transmit(&self) -> &OutQueue {
         &self.tx
     }
@@ -573,7 +627,7 @@ impl Socket {
 
     /// Whether the shell should shut the write side now: closing and flushed.
     pub(crate) fn wants_shutdown(&self) -> bool {
-        self.phase == Phase::Closing && self.tx.is_empty() && !self.write_shut
+        self.phase == Phase::Closing && self.queued() == 0 && !self.write_shut
     }
 
     /// The write side was shut.
