@@ -22,8 +22,10 @@ use crate::wire::{LEN_FIELD, Security};
 pub struct Config {
     /// The operator's network id, sent in the preamble; peers on another id are refused. Default 1.
     pub network_id: u32,
-    /// The handshake. Default [`Security::Plaintext`] (the only mode of this version):
-    /// peer ids are claimed, not proven, so use it on trusted networks only.
+    /// The handshake. Default [`Security::NoiseXx`] (with the `noise` feature, on by
+    /// default): peer ids are static keys proven by the handshake and traffic is
+    /// encrypted. [`Security::Plaintext`] must be chosen explicitly: ids are claimed,
+    /// not proven, so use it on trusted networks, in tests and benchmarks only.
     pub security: Security,
     /// This node's id in plaintext mode, where it is only claimed. `None` (the
     /// default) takes the keypair's public key, or a random id. Must be `None` in
@@ -83,7 +85,11 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             network_id: 1,
-            security: Security::Plaintext,
+            security: if cfg!(feature = "noise") {
+                Security::NoiseXx
+            } else {
+                Security::Plaintext
+            },
             peer_id: None,
             #[cfg(feature = "noise")]
             keypair: None,

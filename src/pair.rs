@@ -41,6 +41,7 @@ fn config() -> Config {
         idle_timeout: Duration::from_secs(30),
         request_timeout: Duration::from_secs(5),
         handshake_timeout: Duration::from_secs(3),
+        security: crate::wire::Security::Plaintext,
         ..Config::default()
     }
 }

@@ -23,7 +23,7 @@ fn message(payload: &'static [u8]) -> Vec<u8> {
 /// Sends `bad` then a valid MESSAGE: the node reports exactly one FrameRejected with
 /// `expected`, keeps the connection, delivers the MESSAGE and sends nothing back.
 fn assert_rejected(bad: &[u8], expected: Reject) {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     raw.send(bad);
     raw.send(&message(b"after"));
     let log = run_until(&mut [&mut net], 400, |_, log| {
@@ -170,7 +170,7 @@ fn unmatched_response_is_rejected() {
 
 #[test]
 fn smallest_valid_bodies_are_accepted() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     // MESSAGE with an empty payload, GOSSIP of exactly 17, REQUEST of exactly 8,
     // PING and PONG of exactly 8.
     raw.send(&raw_frame(kind::MESSAGE, b""));
@@ -212,7 +212,7 @@ fn smallest_valid_bodies_are_accepted() {
 fn body_of_exactly_max_frame_size_is_accepted_one_more_is_oversize() {
     let (mut net, mut raw) = setup(Config {
         max_frame_size: 1024,
-        ..Config::default()
+        ..plain()
     });
     raw.send(&raw_frame(kind::MESSAGE, &[1; 1024]));
     raw.send(&raw_frame(kind::MESSAGE, &[2; 1025]));
@@ -251,7 +251,7 @@ const BUFFER_BOUND: usize = 1024 + 5 + 64 * 1024;
 fn oversize_frame_is_skipped_as_it_streams_then_the_next_frame_is_delivered() {
     let (mut net, mut raw) = setup(Config {
         max_frame_size: 1024,
-        ..Config::default()
+        ..plain()
     });
     let body = 2 * 1024 * 1024;
     let mut bytes = ((body + 1) as u32).to_be_bytes().to_vec();
@@ -293,7 +293,7 @@ fn oversize_frame_is_skipped_as_it_streams_then_the_next_frame_is_delivered() {
 fn oversize_frame_is_rejected_from_its_header_and_never_buffered() {
     let (mut net, mut raw) = setup(Config {
         max_frame_size: 1024,
-        ..Config::default()
+        ..plain()
     });
     // Declares a ~4 GiB frame; only the header is sent at first.
     let mut header = u32::MAX.to_be_bytes().to_vec();
@@ -346,7 +346,7 @@ fn oversize_frame_is_rejected_from_its_header_and_never_buffered() {
 fn rejected_frames_reaching_the_limit_close_with_goodbye_3() {
     let (mut net, mut raw) = setup(Config {
         max_rejected_frames: 3,
-        ..Config::default()
+        ..plain()
     });
     raw.send(&[0, 0, 0, 0]);
     raw.send(&raw_frame(0x55, b""));
@@ -403,7 +403,7 @@ fn rejected_frames_reaching_the_limit_close_with_goodbye_3() {
 fn rejections_below_the_limit_keep_the_connection() {
     let (mut net, mut raw) = setup(Config {
         max_rejected_frames: 3,
-        ..Config::default()
+        ..plain()
     });
     raw.send(&[0, 0, 0, 0]);
     raw.send(&[0, 0, 0, 0]);
@@ -426,7 +426,7 @@ fn rejections_below_the_limit_keep_the_connection() {
 
 #[test]
 fn a_frame_split_into_single_bytes_is_delivered_once_whole() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     let bytes = message(b"byte by byte");
     let mut log = Log::new();
     for &b in &bytes {
@@ -452,7 +452,7 @@ fn a_burst_over_the_read_budget_is_delivered_without_more_input() {
     // come back to the socket on its own.
     let (mut net, mut raw) = setup(Config {
         read_budget: 4096,
-        ..Config::default()
+        ..plain()
     });
     let mut burst = Vec::new();
     for i in 0..200u32 {
@@ -482,7 +482,7 @@ fn a_burst_over_the_read_budget_is_delivered_without_more_input() {
 fn a_flood_of_tiny_frames_yields_bounded_events_per_turn_and_loses_none() {
     // 5-byte empty MESSAGEs become ~100-byte events: the read budget counts the events
     // too, so one turn cannot turn 1 MiB of input into ~20 MiB of events.
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     const FRAMES: usize = 400_000;
     raw.send(&message(b"").repeat(FRAMES));
     let mut events = Vec::new();

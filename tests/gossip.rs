@@ -68,7 +68,7 @@ const CHAIN: [(usize, usize); 3] = [(0, 1), (1, 2), (2, 3)];
 
 #[test]
 fn broadcast_reaches_every_node_of_a_chain_once() {
-    let mut nets = topology(vec![Config::default(); 4], &CHAIN);
+    let mut nets = topology(vec![plain(); 4], &CHAIN);
     let ids: Vec<_> = nets.iter().map(|n| n.local_id()).collect();
     let gid = nets[0].broadcast("block 1").unwrap();
     let mut refs: Vec<&mut Network> = nets.iter_mut().collect();
@@ -98,7 +98,7 @@ fn broadcast_reaches_every_node_of_a_chain_once() {
 
 #[test]
 fn hop_limit_stops_the_flood() {
-    let mut configs = vec![Config::default(); 4];
+    let mut configs = vec![plain(); 4];
     configs[0].gossip_hops = 2;
     let mut nets = topology(configs, &CHAIN);
     let gid = nets[0].broadcast("near only").unwrap();
@@ -119,7 +119,7 @@ fn hop_limit_stops_the_flood() {
 #[test]
 fn triangle_delivers_once_and_drops_the_duplicates() {
     let links = [(0, 1), (0, 2), (1, 2)];
-    let mut nets = topology(vec![Config::default(); 3], &links);
+    let mut nets = topology(vec![plain(); 3], &links);
     let gid = nets[0].broadcast("tx").unwrap();
     let mut refs: Vec<&mut Network> = nets.iter_mut().collect();
     let mut log = run_until(&mut refs, 800, |nets, _| {
@@ -170,7 +170,7 @@ fn gossip(id: [u8; 16], hops: u8, payload: &'static [u8]) -> Frame {
 
 #[test]
 fn relay_goes_to_others_with_one_hop_less_and_not_back_to_the_sender() {
-    let (mut net, mut r1, mut r2) = star(Config::default());
+    let (mut net, mut r1, mut r2) = star(plain());
     r1.send_frame(&gossip([9; 16], 5, b"news"));
     let (frames, log) = collect_frames(&mut [&mut net], &mut r2, 400, |f, _| !f.is_empty());
     assert_eq!(frames, vec![gossip([9; 16], 4, b"news")]);
@@ -191,7 +191,7 @@ fn relay_goes_to_others_with_one_hop_less_and_not_back_to_the_sender() {
 
 #[test]
 fn last_hop_is_delivered_but_not_relayed() {
-    let (mut net, mut r1, mut r2) = star(Config::default());
+    let (mut net, mut r1, mut r2) = star(plain());
     r1.send_frame(&gossip([3; 16], 1, b"last hop"));
     let log = run_until(&mut [&mut net], 400, |_, log| {
         r1.pump();
@@ -207,7 +207,7 @@ fn last_hop_is_delivered_but_not_relayed() {
 
 #[test]
 fn gossip_with_a_seen_id_is_dropped() {
-    let (mut net, mut r1, mut r2) = star(Config::default());
+    let (mut net, mut r1, mut r2) = star(plain());
     r1.send_frame(&gossip([5; 16], 3, b"once"));
     r1.send_frame(&gossip([5; 16], 3, b"once"));
     // The same id from another neighbour, even with other hops and payload, is seen too.
@@ -238,7 +238,7 @@ fn gossip_with_a_seen_id_is_dropped() {
 fn broadcast_starts_with_the_hop_limit_and_its_own_echo_is_dropped() {
     let (mut net, mut r1, mut r2) = star(Config {
         gossip_hops: 7,
-        ..Config::default()
+        ..plain()
     });
     let gid = net.broadcast("mine").unwrap();
     let (f1, _) = collect_frames(&mut [&mut net], &mut r1, 400, |f, _| !f.is_empty());
@@ -276,7 +276,7 @@ fn broadcast_ids_are_fresh() {
 fn remembered_ids_are_bounded_in_number() {
     let (mut net, mut r1, _r2) = star(Config {
         gossip_cache_size: 2,
-        ..Config::default()
+        ..plain()
     });
     for n in 1..=3 {
         r1.send_frame(&gossip([n; 16], 1, b"g"));
@@ -303,7 +303,7 @@ fn remembered_ids_expire_with_age() {
         gossip_cache_age: std::time::Duration::from_millis(50),
         ping_interval: std::time::Duration::from_millis(100),
         idle_timeout: std::time::Duration::from_secs(30),
-        ..Config::default()
+        ..plain()
     });
     r1.send_frame(&gossip([8; 16], 1, b"old news"));
     let log1 = run_until(&mut [&mut net], 400, |_, log| {
@@ -335,7 +335,7 @@ fn a_neighbour_with_a_full_buffer_misses_a_broadcast_and_it_is_counted() {
     let (mut net, _r1, mut r2) = star(Config {
         max_frame_size: SIZE,
         max_write_buffer: CAP,
-        ..Config::default()
+        ..plain()
     });
     // R1 never reads: fill its buffer until a send is refused.
     let mut events = Vec::new();

@@ -99,7 +99,7 @@ fn dialling_ourselves_is_refused() {
 fn simultaneous_dial(a_id: PeerId, b_id: PeerId) {
     let cfg = |id| Config {
         peer_id: Some(id),
-        ..Config::default()
+        ..plain()
     };
     let (mut a, a_addr) = listening(cfg(a_id));
     let (mut b, b_addr) = listening(cfg(b_id));
@@ -276,7 +276,7 @@ fn duplicate_keeps_the_new_connection_when_its_initiator_is_smaller() {
     // the new outbound one has the smaller initiator and is kept.
     let (mut net, addr) = listening(Config {
         peer_id: Some(id(0x10)),
-        ..Config::default()
+        ..plain()
     });
     let r = id(0x20);
     let (mut old, _) = Raw::handshake(&mut net, addr, r);
@@ -322,7 +322,7 @@ fn duplicate_closes_the_new_connection_when_its_initiator_is_larger() {
     // one has the smaller initiator, so the new outbound one is closed with GOODBYE 1.
     let (mut net, addr) = listening(Config {
         peer_id: Some(id(0x30)),
-        ..Config::default()
+        ..plain()
     });
     let r = id(0x20);
     let (mut old, _) = Raw::handshake(&mut net, addr, r);
@@ -377,7 +377,7 @@ fn duplicate_closes_the_new_connection_when_its_initiator_is_larger() {
 fn inbound_over_the_limit_is_closed_before_any_byte() {
     let (mut net, addr) = listening(Config {
         max_inbound: 1,
-        ..Config::default()
+        ..plain()
     });
     let r = id(0x42);
     let (mut first, _) = Raw::handshake(&mut net, addr, r);
@@ -470,7 +470,7 @@ fn two_dials_of_ours_to_one_peer_keep_the_older() {
 fn pending_handshake_limit_refuses_inbound_before_any_byte() {
     let (mut net, addr) = listening(Config {
         max_pending_handshakes: 1,
-        ..Config::default()
+        ..plain()
     });
     // A peer that never finishes its handshake holds the only slot.
     let mut slow = Raw::connect(addr);
@@ -533,7 +533,7 @@ fn frames_sent_with_the_id_are_delivered_on_a_dial_too() {
 #[test]
 fn same_initiator_duplicates_over_two_addresses_keep_one_connection() {
     let (mut a, _) = node();
-    let mut b = Network::new(Config::default()).unwrap();
+    let mut b = Network::new(plain()).unwrap();
     let y_addr = b.listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let x_addr = b.listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let (a_id, b_id) = (a.local_id(), b.local_id());
@@ -591,7 +591,7 @@ fn peer_with_two_connections(config: Config, r: PeerId) -> (Network, Raw, Raw) {
 #[test]
 fn disconnect_closes_every_connection_of_the_peer() {
     let r = id(0x46);
-    let (mut net, mut first, mut second) = peer_with_two_connections(Config::default(), r);
+    let (mut net, mut first, mut second) = peer_with_two_connections(plain(), r);
     assert!(net.disconnect(&r));
     let mut got = (Vec::new(), Vec::new());
     let log = run_until(&mut [&mut net], 400, |_, _| {
@@ -614,7 +614,7 @@ fn disconnect_closes_every_connection_of_the_peer() {
 #[test]
 fn a_response_goes_back_over_the_connection_its_request_came_on() {
     let r = id(0x47);
-    let (mut net, mut first, mut second) = peer_with_two_connections(Config::default(), r);
+    let (mut net, mut first, mut second) = peer_with_two_connections(plain(), r);
     second.send_frame(&Frame::Request {
         id: 7,
         payload: Bytes::from_static(b"q"),
@@ -656,7 +656,7 @@ fn a_peer_misbehaving_on_one_connection_loses_both() {
     let r = id(0x48);
     let config = Config {
         max_rejected_frames: 1,
-        ..Config::default()
+        ..plain()
     };
     let (mut net, mut first, mut second) = peer_with_two_connections(config, r);
     second.send(&raw_frame(0x55, b""));

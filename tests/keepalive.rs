@@ -21,13 +21,13 @@ fn short_keepalive() -> Config {
     Config {
         ping_interval: Duration::from_millis(50),
         idle_timeout: Duration::from_millis(200),
-        ..Config::default()
+        ..plain()
     }
 }
 
 #[test]
 fn ping_is_answered_with_pong_carrying_the_same_nonce() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     raw.send_frame(&Frame::Ping(0xDEAD_BEEF_1234_5678));
     raw.send_frame(&Frame::Ping(0));
     raw.send_frame(&Frame::Ping(u64::MAX));
@@ -48,7 +48,7 @@ fn silent_peer_is_sent_a_ping() {
     let (mut net, mut raw) = setup(Config {
         ping_interval: Duration::from_millis(50),
         idle_timeout: Duration::from_secs(30),
-        ..Config::default()
+        ..plain()
     });
     let (frames, log) = collect_frames(&mut [&mut net], &mut raw, 2000, |f, _| !f.is_empty());
     assert!(matches!(frames[..], [Frame::Ping(_)]), "{frames:?}");

@@ -31,7 +31,7 @@ fn until_disconnected(net: &mut Network, raw: &mut Raw) -> Log {
 
 #[test]
 fn goodbye_from_the_peer_is_reported_and_the_node_closes() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     raw.send_frame(&Frame::Goodbye(GoodbyeReason::TooManyPeers));
     // Anything after a GOODBYE is not taken.
     raw.send_frame(&Frame::Message(Bytes::from_static(b"after goodbye")));
@@ -50,7 +50,7 @@ fn goodbye_from_the_peer_is_reported_and_the_node_closes() {
 
 #[test]
 fn goodbye_with_an_undefined_reason_is_reported_as_sent() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     raw.send(&raw_frame(0x7F, &[200]));
     let log = until_disconnected(&mut net, &mut raw);
     assert_eq!(
@@ -64,7 +64,7 @@ fn goodbye_with_an_undefined_reason_is_reported_as_sent() {
 
 #[test]
 fn disconnect_sends_goodbye_0_then_closes() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     assert!(net.disconnect(&id(R)));
     let (frames, mut log) = collect_frames(&mut [&mut net], &mut raw, 400, |_, r| r.closed);
     assert_eq!(frames, vec![Frame::Goodbye(GoodbyeReason::Shutdown)]);
@@ -120,7 +120,7 @@ fn disconnecting_an_unknown_peer_is_false() {
 
 #[test]
 fn peer_closing_without_goodbye_is_peer_closed() {
-    let (mut net, raw) = setup(Config::default());
+    let (mut net, raw) = setup(plain());
     drop(raw);
     let log = run_until(&mut [&mut net], 400, |_, log| {
         has(log, 0, |e| matches!(e, Event::PeerDisconnected { .. }))
@@ -192,7 +192,7 @@ fn shutdown_flushes_every_queued_byte_then_says_goodbye() {
 
 #[test]
 fn shutdown_on_the_wire_is_messages_then_goodbye_0_then_eof() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     let n = 16;
     for i in 0..n {
         net.send(&id(R), numbered(i)).unwrap();
@@ -330,7 +330,7 @@ fn sending_to_an_unknown_peer_is_not_connected() {
 fn payloads_over_max_frame_size_are_too_large_and_not_sent() {
     let (mut net, mut raw) = setup(Config {
         max_frame_size: 1024,
-        ..Config::default()
+        ..plain()
     });
     let too_large = Err(SendError::TooLarge {
         len: 1025,
@@ -380,7 +380,7 @@ fn a_peer_that_does_not_read_fills_its_buffer_and_nothing_is_lost() {
     let (mut net, mut raw) = setup(Config {
         max_frame_size: SIZE,
         max_write_buffer: CAP,
-        ..Config::default()
+        ..plain()
     });
     // Send until refused; the raw peer reads nothing meanwhile, so kernel buffers fill.
     let mut sent = 0u64;
@@ -435,7 +435,7 @@ fn the_global_cap_refuses_every_peer() {
         max_frame_size: SIZE,
         max_write_buffer: CAP,
         max_write_buffer_total: CAP,
-        ..Config::default()
+        ..plain()
     });
     let (mut r1, _) = Raw::handshake(&mut net, addr, id(1));
     let (_r2, _) = Raw::handshake(&mut net, addr, id(2));
@@ -477,7 +477,7 @@ fn shutdown_with_a_peer_that_never_reads_ends_after_the_close_timeout() {
         max_frame_size: 16 * 1024,
         max_write_buffer: CAP,
         close_timeout: Duration::from_millis(200),
-        ..Config::default()
+        ..plain()
     });
     let mut events = Vec::new();
     let mut sent = 0;
@@ -525,7 +525,7 @@ fn dial_to_a_closed_port_fails() {
 fn dial_limits_are_refused_at_once() {
     let (mut net, _) = listening(Config {
         max_outbound: 2,
-        ..Config::default()
+        ..plain()
     });
     let l1 = RawListener::bind();
     let l2 = RawListener::bind();
@@ -627,7 +627,7 @@ fn shutdown_fails_dials_still_handshaking() {
 fn handshake_limit_refuses_dials_at_once() {
     let (mut net, _) = listening(Config {
         max_pending_handshakes: 1,
-        ..Config::default()
+        ..plain()
     });
     let l1 = RawListener::bind();
     let l2 = RawListener::bind();
@@ -639,7 +639,7 @@ fn handshake_limit_refuses_dials_at_once() {
 fn handle_refuses_when_its_queue_is_full_or_the_network_is_gone() {
     let (mut net, _) = listening(Config {
         command_queue: 2,
-        ..Config::default()
+        ..plain()
     });
     let handle = net.handle();
     handle.broadcast("1").unwrap();
@@ -657,7 +657,7 @@ fn handle_refuses_when_its_queue_is_full_or_the_network_is_gone() {
 
 #[test]
 fn flush_writes_what_was_queued_without_a_turn_of_the_loop() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     net.send(&id(R), "now").unwrap();
     let frame = Frame::Message(Bytes::from_static(b"now"));
     assert_eq!(net.queued_bytes(&id(R)), Some(frame.wire_len()));

@@ -12,7 +12,7 @@ const NET: u32 = 7;
 fn config() -> Config {
     Config {
         network_id: NET,
-        ..Config::default()
+        ..plain()
     }
 }
 
@@ -108,7 +108,7 @@ fn inbound_refused(preamble: [u8; PREAMBLE_LEN]) {
 fn hello_bytes_are_exact_and_sent_unprompted_on_accept() {
     let (mut net, addr) = listening(Config {
         network_id: 0x0A0B_0C0D,
-        ..Config::default()
+        ..plain()
     });
     let mut raw = Raw::connect(addr);
     // We send nothing: the node must speak first.
@@ -135,7 +135,7 @@ fn hello_bytes_are_exact_and_sent_unprompted_on_accept() {
 fn hello_bytes_are_exact_and_sent_unprompted_on_dial() {
     let (mut net, _) = listening(Config {
         network_id: 0xFFFF_FFFE,
-        ..Config::default()
+        ..plain()
     });
     let listener = RawListener::bind();
     net.dial(listener.addr).unwrap();
@@ -314,11 +314,11 @@ fn preamble_and_id_may_arrive_one_byte_at_a_time() {
 fn networks_with_different_ids_refuse_each_other() {
     let (mut a, _) = listening(Config {
         network_id: 1,
-        ..Config::default()
+        ..plain()
     });
     let (mut b, b_addr) = listening(Config {
         network_id: 2,
-        ..Config::default()
+        ..plain()
     });
     a.dial(b_addr).unwrap();
     let log = run_until(&mut [&mut a, &mut b], 400, |nets, log| {

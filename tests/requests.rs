@@ -89,7 +89,7 @@ fn request_response_roundtrip_between_networks() {
 
 #[test]
 fn raw_request_is_delivered_with_its_id_and_answered_with_it() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     raw.send_frame(&Frame::Request {
         id: 77,
         payload: Bytes::from_static(b"question"),
@@ -119,7 +119,7 @@ fn raw_request_is_delivered_with_its_id_and_answered_with_it() {
 
 #[test]
 fn response_is_matched_to_our_request_once() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     let rid = request_read_by_raw(&mut net, &mut raw, b"q");
     let response = Frame::Response {
         id: rid.0,
@@ -153,7 +153,7 @@ fn response_is_matched_to_our_request_once() {
 fn unanswered_request_times_out() {
     let (mut net, mut raw) = setup(Config {
         request_timeout: Duration::from_millis(100),
-        ..Config::default()
+        ..plain()
     });
     let rid = request_read_by_raw(&mut net, &mut raw, b"anyone?");
     let log = run_until(&mut [&mut net], 2000, |_, log| {
@@ -196,7 +196,7 @@ fn unanswered_request_times_out() {
 fn timeout_between_networks_and_late_answer_is_rejected() {
     let (mut a, _) = listening(Config {
         request_timeout: Duration::from_millis(100),
-        ..Config::default()
+        ..plain()
     });
     let (mut b, b_addr) = node();
     connect(&mut a, &mut b, b_addr);
@@ -244,7 +244,7 @@ fn assert_failed_then_disconnected(log: &Log, rid: RequestId, reason: CloseReaso
 
 #[test]
 fn request_fails_when_the_peer_closes_first() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     let rid = request_read_by_raw(&mut net, &mut raw, b"q");
     // Everything sent to it was read, so this is a clean EOF.
     drop(raw);
@@ -257,7 +257,7 @@ fn request_fails_when_the_peer_closes_first() {
 
 #[test]
 fn request_fails_when_the_peer_says_goodbye() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     let rid = request_read_by_raw(&mut net, &mut raw, b"q");
     raw.send_frame(&Frame::Goodbye(GoodbyeReason::Shutdown));
     let log = run_until(&mut [&mut net], 400, |_, log| {
@@ -269,7 +269,7 @@ fn request_fails_when_the_peer_says_goodbye() {
 
 #[test]
 fn request_fails_when_we_disconnect() {
-    let (mut net, mut raw) = setup(Config::default());
+    let (mut net, mut raw) = setup(plain());
     let rid = request_read_by_raw(&mut net, &mut raw, b"q");
     assert!(net.disconnect(&id(R)));
     let log = run_until(&mut [&mut net], 400, |_, log| {
@@ -283,7 +283,7 @@ fn request_fails_when_we_disconnect() {
 fn pending_request_limit_refuses_more() {
     let (mut net, mut raw) = setup(Config {
         max_pending_requests: 2,
-        ..Config::default()
+        ..plain()
     });
     let first = net.request(&id(R), "1").unwrap();
     net.request(&id(R), "2").unwrap();
@@ -323,7 +323,7 @@ fn requests_to_unknown_peers_are_refused() {
 fn a_timed_out_request_is_not_failed_again_when_the_connection_closes() {
     let (mut net, mut raw) = setup(Config {
         request_timeout: Duration::from_millis(100),
-        ..Config::default()
+        ..plain()
     });
     let rid = request_read_by_raw(&mut net, &mut raw, b"q");
     let mut log = run_until(&mut [&mut net], 2000, |_, log| {
@@ -357,7 +357,7 @@ fn a_request_made_long_after_the_last_turn_gets_its_whole_timeout() {
     // the request it then makes must still get the full timeout, counted from the call.
     let config = Config {
         request_timeout: Duration::from_millis(300),
-        ..Config::default()
+        ..plain()
     };
     let (mut a, _) = listening(config.clone());
     let (mut b, b_addr) = listening(config);

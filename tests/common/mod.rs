@@ -27,6 +27,15 @@ pub const HELLO_LEN: usize = PREAMBLE_LEN + 32;
 /// Events collected while stepping, tagged with the index of the node that gave them.
 pub type Log = Vec<(usize, Event)>;
 
+/// The default config in plaintext mode: the raw peers of these tests speak the
+/// plaintext handshake (noise has its own tests).
+pub fn plain() -> Config {
+    Config {
+        security: p2p::Security::Plaintext,
+        ..Config::default()
+    }
+}
+
 /// A node listening on an ephemeral loopback port.
 pub fn listening(config: Config) -> (Network, SocketAddr) {
     let mut net = Network::new(config).expect("Network::new");
@@ -38,7 +47,7 @@ pub fn listening(config: Config) -> (Network, SocketAddr) {
 
 /// A node with the default config, listening on loopback.
 pub fn node() -> (Network, SocketAddr) {
-    listening(Config::default())
+    listening(plain())
 }
 
 /// A peer id made of one repeated byte.
