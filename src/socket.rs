@@ -328,10 +328,18 @@ impl Socket {
         events: &mut Vec<Event>,
         max: usize,
     ) -> bool {
-        if self.transport.encrypts() && self.transport.open(&mut self.rx, &mut self.plain).is_err()
-        {
-            self.close(CloseReason::DecryptFailed, None, now, out);
-            return false;
+        if self.transport.encrypts() {
+            // Once a large frame's header is in, room for all of it, so the buffer is
+            // not copied each time a record's plaintext lands.
+            if let Some(need) = self.decoder.frame_need(&self.plain)
+                && need > self.plain.capacity()
+            {
+                self.plain.reserve(need - self.plain.len());
+            }
+            if self.transport.open(&mut self.rx, &mut self.plain).is_err() {
+                self.close(CloseReason::DecryptFailed, None, now, out);
+                return false;
+            }
         }
         for _ in 0..max {
             if self.phase != Phase::Open {
