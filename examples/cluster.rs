@@ -7,9 +7,11 @@
 //!
 //! Every node runs in this one thread: each turn polls every `Network` with a zero
 //! timeout, so the run is fast and, for a given seed, the same graph and the same
-//! origins every time. The graph is a ring (so it is surely connected) plus random
-//! extra dials until each node has dialled D others; no pair is dialled twice in
-//! either direction. Broadcasting starts once every node has all its neighbours.
+//! origins every time. Nodes use the noise-xx handshake (each with a fresh key), or
+//! the plaintext one with `--plaintext`. The graph is a ring (so it is surely
+//! connected) plus random extra dials until each node has dialled D others; no pair is
+//! dialled twice in either direction. Broadcasting starts once every node has all its
+//! neighbours.
 //!
 //! Each payload starts with the nanoseconds since a shared epoch at which it was
 //! broadcast; receivers subtract it from their own clock to get the latency. The rest of
@@ -44,7 +46,8 @@ options:
   --degree D         peers each node dials (a ring edge plus random ones) [4]
   --broadcasts B     broadcasts, each from a random node [1000]
   --size BYTES       payload size, at least 8 (a timestamp) [256]
-  --plaintext        plaintext handshake (the only mode until noise lands)
+  --plaintext        plaintext handshake: ids claimed, not proven, no encryption
+                     [default: noise-xx]
   --seed S           seed of the graph and of the origins [1]
   --per-turn K       broadcasts started per turn of the loop at most [1]
   --timeout-s SECS   give up this long after the first broadcast [60]
@@ -74,6 +77,7 @@ struct Options {
     per_turn: usize,
     timeout: Duration,
     log: LevelFilter,
+    security: Security,
 }
 
 enum Parsed {
@@ -100,6 +104,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
         per_turn: 1,
         timeout: Duration::from_secs(60),
         log: LevelFilter::Warn,
+        security: Config::default().security,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -114,7 +119,10 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
         };
         match name.as_str() {
             "--help" | "-h" => return Ok(Parsed::Help),
-            "--plaintext" if inline.is_none() => continue,
+            "--plaintext" if inline.is_none() => {
+                o.security = Security::Plaintext;
+                continue;
+            }
             "--plaintext" => return Err("--plaintext takes no value".into()),
             "--nodes" | "--degree" | "--broadcasts" | "--size" | "--seed" | "--per-turn"
             | "--timeout-s" | "--log" => {}
@@ -323,7 +331,7 @@ fn nanos_since(epoch: Instant) -> u64 {
 
 fn config_for(o: &Options) -> Config {
     let mut config = Config {
-        security: Security::Plaintext,
+        security: o.security,
         max_inbound: Config::default().max_inbound.max(o.nodes),
         max_outbound: Config::default().max_outbound.max(o.nodes),
         max_pending_handshakes: Config::default().max_pending_handshakes.max(o.nodes),
@@ -349,13 +357,14 @@ fn run(o: &Options) -> Result<bool, String> {
     let degrees: Vec<usize> = neighbours.iter().map(HashSet::len).collect();
     let max_degree = degrees.iter().copied().max().unwrap_or(0);
     eprintln!(
-        "cluster: {} nodes, {} links, degree min {} avg {:.1} max {}, seed {}",
+        "cluster: {} nodes, {} links, degree min {} avg {:.1} max {}, seed {}, security {}",
         o.nodes,
         dials.len(),
         degrees.iter().copied().min().unwrap_or(0),
         2.0 * dials.len() as f64 / o.nodes as f64,
         max_degree,
         o.seed,
+        o.security,
     );
 
     // Start the nodes and wire them up.
@@ -518,7 +527,8 @@ fn run(o: &Options) -> Result<bool, String> {
         if Instant::now() >= report {
             report += Duration::from_secs(1);
             eprintln!(
-                "cluster: t={:.1}s broadcast {next}/{} delivered {}/{expected}",
+                "cluster: {} t={:.1}s broadcast {next}/{} delivered {}/{expected}",
+                o.security,
                 first_broadcast.map_or(0.0, |t| t.elapsed().as_secs_f64()),
                 o.broadcasts,
                 tally.deliveries,

@@ -7,14 +7,22 @@
 //! Run `--help` for the options, the commands and the output format. The format is a
 //! contract: scripts and tests read it, so every line is flushed as soon as it is written.
 //!
+//! The handshake is noise-xx unless `--plaintext` is given: the peer id is the static
+//! public key, proven by the handshake. `--key-file PATH` keeps that key (and so the id)
+//! across restarts, creating the file if it is missing; without it each run has a fresh
+//! key. `--allow PEER_ID` (repeatable) closes every peer whose id is not listed.
+//!
 //! stdin is read on its own thread, which parses each line and hands the command over a
 //! channel to the loop; the loop runs it on the [`Network`] directly, so a `request`
 //! learns its id at once and `request-sent` is always printed before its `response`.
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+#[cfg(feature = "noise")]
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
@@ -32,8 +40,17 @@ options:
   --listen ADDR               address to listen on; port 0 picks a free one [127.0.0.1:0]
   --peer ADDR                 dial ADDR at start (repeatable)
   --network-id N              u32 network id of the preamble [1]
-  --plaintext                 plaintext handshake (the only mode until noise lands)
-  --key-file PATH             noise static key (ignored until noise lands)
+  --plaintext                 plaintext handshake: peer ids are claimed, not proven,
+                              and traffic is not encrypted (trusted networks and
+                              tests only) [default: noise-xx, ids proven, encrypted]
+  --key-file PATH             the node's static key, in the p2p-noise-key-v1 format;
+                              created (mode 0600) if missing, so the peer id stays the
+                              same across restarts [default: a fresh key each run].
+                              With --plaintext its public key is the claimed id.
+                              A malformed or unreadable file is an error (exit 2)
+  --allow PEER_ID             only keep peers with this id, 64 hex digits (repeatable);
+                              any other peer is closed right after the handshake,
+                              inbound or outbound [default: any peer]
   --max-frame BYTES           largest frame body accepted [8388608]
   --max-rejected N            rejected frames before a peer is closed [100]
   --max-inbound N             inbound connection limit [128]
@@ -87,6 +104,9 @@ struct Options {
     peers: Vec<SocketAddr>,
     config: Config,
     log: LevelFilter,
+    /// `--key-file`: loaded (or created) after the logger is up, so its warnings show.
+    #[cfg(feature = "noise")]
+    key_file: Option<PathBuf>,
 }
 
 enum Parsed {
@@ -127,6 +147,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     let mut log = LevelFilter::Warn;
     let mut ping_given = false;
     let mut idle_given = false;
+    let mut key_file = None;
+    let mut allowlist: Option<HashSet<PeerId>> = None;
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -156,6 +178,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
             "--peer",
             "--network-id",
             "--key-file",
+            "--allow",
             "--max-frame",
             "--max-rejected",
             "--max-inbound",
@@ -182,9 +205,18 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
             "--listen" => listen = parse_addr(v).map_err(|e| format!("--listen: {e}"))?,
             "--peer" => peers.push(parse_addr(v).map_err(|e| format!("--peer: {e}"))?),
             "--network-id" => config.network_id = parse_number(&name, v)?,
-            "--key-file" => eprintln!(
-                "warning: --key-file {v} is ignored: static keys arrive with the noise handshake"
-            ),
+            "--key-file" => {
+                if v.is_empty() {
+                    return Err("--key-file: empty path".into());
+                }
+                key_file = Some(v.to_string());
+            }
+            "--allow" => {
+                let id: PeerId = v
+                    .parse()
+                    .map_err(|e| format!("--allow: bad peer id {v:?}: {e}"))?;
+                allowlist.get_or_insert_with(HashSet::new).insert(id);
+            }
             "--max-frame" => config.max_frame_size = parse_number(&name, v)?,
             "--max-rejected" => config.max_rejected_frames = parse_number(&name, v)?,
             "--max-inbound" => config.max_inbound = parse_number(&name, v)?,
@@ -215,6 +247,13 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     if ping_given && !idle_given && config.ping_interval >= config.idle_timeout {
         config.idle_timeout = config.ping_interval.saturating_mul(3);
     }
+    config.allowlist = allowlist;
+    #[cfg(feature = "noise")]
+    let key_file = key_file.map(PathBuf::from);
+    #[cfg(not(feature = "noise"))]
+    if key_file.is_some() {
+        return Err("--key-file needs the `noise` feature, which this build lacks".into());
+    }
     // A frame of max-frame bytes plus its 5-byte header must fit the write buffers.
     let frame = config.max_frame_size.saturating_add(5);
     config.max_write_buffer = config.max_write_buffer.max(frame);
@@ -228,6 +267,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
         peers,
         config,
         log,
+        #[cfg(feature = "noise")]
+        key_file,
     })))
 }
 
@@ -514,7 +555,8 @@ fn shut_down(net: &mut Network) -> io::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args_os().skip(1).collect()) {
+    #[cfg_attr(not(feature = "noise"), allow(unused_mut))]
+    let mut options = match parse_args(std::env::args_os().skip(1).collect()) {
         Ok(Parsed::Run(options)) => options,
         Ok(Parsed::Help) => {
             print!("{USAGE}");
@@ -527,6 +569,26 @@ fn main() -> ExitCode {
         }
     };
     init_log(options.log);
+    if options.config.security == Security::Plaintext {
+        eprintln!(
+            "node: warning: plaintext mode: peer ids are claimed, not proven, and traffic is not encrypted"
+        );
+    }
+    #[cfg(feature = "noise")]
+    if let Some(path) = &options.key_file {
+        match p2p::Keypair::load_or_generate(path) {
+            Ok(keypair) => options.config.keypair = Some(keypair),
+            // The file given is unusable: a usage error, like a bad option.
+            Err(e @ (p2p::KeyError::Io { .. } | p2p::KeyError::Malformed { .. })) => {
+                eprintln!("node: {e}");
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("node: cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
 
     let mut net = match Network::new(options.config) {
         Ok(net) => net,

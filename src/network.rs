@@ -76,6 +76,8 @@ pub struct Stats {
     pub failed_handshakes: u64,
     /// GOSSIP frames dropped as already seen.
     pub duplicate_gossip: u64,
+    /// Peers closed after the handshake because they are not on the allowlist.
+    pub not_allowed: u64,
     /// Gossip ids remembered now (at most `gossip_cache_size`).
     pub gossip_ids: usize,
     /// Bytes received and not yet taken as frames, over all connections.
@@ -114,6 +116,7 @@ pub(crate) struct Node {
     refused_inbound: u64,
     failed_handshakes: u64,
     duplicate_gossip: u64,
+    not_allowed: u64,
     shutting_down: bool,
     out: Vec<Output>,
     targets: Vec<ConnId>,
@@ -145,6 +148,7 @@ impl Node {
             refused_inbound: 0,
             failed_handshakes: 0,
             duplicate_gossip: 0,
+            not_allowed: 0,
             shutting_down: false,
             out: Vec::new(),
             targets: Vec::new(),
@@ -348,6 +352,7 @@ impl Node {
             && !allowed.contains(&peer)
         {
             log::info!("closing {peer:?}: not on the allowlist");
+            self.not_allowed += 1;
             self.close(conn, CloseReason::NotAllowed, None, now);
             return;
         }
@@ -906,6 +911,7 @@ impl Node {
             refused_inbound: self.refused_inbound,
             failed_handshakes: self.failed_handshakes,
             duplicate_gossip: self.duplicate_gossip,
+            not_allowed: self.not_allowed,
             gossip_ids: self.gossip.len(),
             buffered_bytes: self.sockets.iter().map(|(_, e)| e.socket.buffered()).sum(),
             pending_requests: self

@@ -972,6 +972,7 @@ mod noise {
                 .any(|e| matches!(e, Event::PeerConnected { .. }))
         );
         assert!(!pair.b.node.is_connected(&ka.peer_id()));
+        assert_eq!(pair.b.node.stats().not_allowed, 1, "counted");
         // A (dialling) allows only a stranger: its dial ends NotAllowed.
         let (mut pair, _, kb) = noise_pair(only(stranger), noise());
         pair.step();
