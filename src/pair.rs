@@ -932,6 +932,38 @@ mod noise {
     }
 
     #[test]
+    fn frames_before_a_tampered_record_are_delivered_then_the_connection_closes() {
+        let (mut pair, ka, _) = noise_pair(noise(), noise());
+        pair.step();
+        pair.b.events.clear();
+        let b_id = pair.b.node.local_id();
+        pair.a
+            .node
+            .send(&b_id, Bytes::from_static(b"good"))
+            .unwrap();
+        let good = take_output(&mut pair.a.node, pair.a.conn, pair.now);
+        pair.a.node.send(&b_id, Bytes::from_static(b"bad")).unwrap();
+        let mut bad = take_output(&mut pair.a.node, pair.a.conn, pair.now);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        // Both records in one read.
+        inject(&mut pair.b, &[good, bad].concat(), pair.now);
+        assert_eq!(
+            pair.b.events,
+            vec![
+                Event::Message {
+                    peer: ka.peer_id(),
+                    payload: Bytes::from_static(b"good")
+                },
+                Event::PeerDisconnected {
+                    peer: ka.peer_id(),
+                    reason: CloseReason::DecryptFailed
+                }
+            ]
+        );
+    }
+
+    #[test]
     fn a_tampered_handshake_message_fails_the_handshake() {
         let (mut pair, _, _) = noise_pair(noise(), noise());
         let now = pair.now;

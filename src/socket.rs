@@ -110,6 +110,8 @@ pub(crate) struct Socket {
     /// Frames waiting to be sealed into records (noise): payloads stay shared until then.
     staged: OutQueue,
     transport: Transport,
+    /// A record failed to open; the connection closes once the frames before it are out.
+    decrypt_failed: bool,
     decoder: Decoder,
     reason: Option<CloseReason>,
     /// Connect, handshake or close deadline, depending on the phase.
@@ -166,6 +168,7 @@ impl Socket {
             tx: OutQueue::default(),
             staged: OutQueue::default(),
             transport: Transport::Plaintext,
+            decrypt_failed: false,
             decoder: Decoder::new(config.max_frame_size),
             reason: None,
             deadline: now + config.connect_timeout,
@@ -337,8 +340,9 @@ impl Socket {
                 self.plain.reserve(need - self.plain.len());
             }
             if self.transport.open(&mut self.rx, &mut self.plain).is_err() {
-                self.close(CloseReason::DecryptFailed, None, now, out);
-                return false;
+                // Fatal, but only after the frames of the records before it: what is
+                // delivered must not depend on how TCP split the bytes.
+                self.decrypt_failed = true;
             }
         }
         for _ in 0..max {
@@ -358,7 +362,12 @@ impl Socket {
                 }
                 Some(Decoded::Frame(frame)) => self.on_frame(frame, now, out, events),
                 Some(Decoded::Rejected(reason)) => self.reject(reason, now, out, events),
-                None => return false,
+                None => {
+                    if self.decrypt_failed {
+                        self.close(CloseReason::DecryptFailed, None, now, out);
+                    }
+                    return false;
+                }
             }
         }
         true
