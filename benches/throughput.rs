@@ -1,29 +1,53 @@
-//! One-way MESSAGE throughput between two [`Network`]s over loopback, beside a raw-mio
-//! baseline run in the same invocation.
+//! One-way MESSAGE throughput between two [`Network`]s over loopback, plaintext and
+//! noise-xx, beside a raw-mio baseline and the cipher's ceiling, run in the same
+//! invocation.
 //!
-//! For each payload size (64 B, 1 KiB, 64 KiB, 1 MiB) the group `throughput` has two
+//! For each payload size (64 B, 1 KiB, 64 KiB, 1 MiB) the group `throughput` has three
 //! benchmarks:
 //!
 //! * `p2p/<size>`: a sending `Network` on the bench thread calls [`Network::send`] and,
 //!   every 256 KiB of payload, [`Network::poll`] with a zero timeout to flush; when `send`
 //!   returns [`SendError::Full`] it polls until the socket takes more. A receiving
 //!   `Network` on its own thread polls and counts the payload bytes of every
-//!   [`Event::Message`].
+//!   [`Event::Message`]. Both ends use [`Security::Plaintext`], chosen explicitly.
+//! * `noise/<size>` (feature `noise`): the same with [`Security::NoiseXx`], each end
+//!   with the keypair it generates at start: frames cross in encrypted records.
 //! * `baseline/<size>`: the same traffic as a hand-written mio program would move it:
 //!   frames of a `u32` length and the payload, small payloads copied into one write
 //!   buffer, large ones (4 KiB and up, like the library) written with `writev` beside
 //!   their header, read into a reused buffer and parsed until `WouldBlock`.
 //!
-//! Both receivers run on their own thread and both senders on the bench thread; a
-//! connection is set up once per benchmark, outside the timed part. One iteration
-//! sends a fixed number of messages and ends when the receiver has counted every
-//! payload byte, so the time covers the whole trip. Criterion reports payload bytes per
-//! second (`Throughput::Bytes`; the frame headers are not counted).
+//! All receivers run on their own thread and all senders on the bench thread; a
+//! connection (and its handshake) is set up once per benchmark, outside the timed part.
+//! One iteration sends a fixed number of messages and ends when the receiver has
+//! counted every payload byte, so the time covers the whole trip. Criterion reports
+//! payload bytes per second (`Throughput::Bytes`; frame headers, record headers and
+//! tags are not counted).
 //!
-//! Read the result as the ratio `p2p/<size>` ÷ `baseline/<size>` of the two throughputs:
-//! the share of a raw socket's speed the library keeps. It is a measurement, not a
-//! pass/fail check; the targets are ≥ 0.5 at 64 B, ≥ 0.85 at 1 KiB and ≥ 0.9 at 64 KiB
-//! and 1 MiB.
+//! The group `ceiling` (feature `noise`) measures snow's transport encryption alone, on
+//! one core, without sockets: a `TransportState` pair from a whole noise-xx handshake
+//! in memory, then `write_message` of 65 519-byte plaintexts into 65 535-byte records,
+//! the largest the record layer makes (PROTOCOL.md §3). `ring/64KiB` uses the resolver
+//! the crate uses (ring's ChaChaPoly), `default/64KiB` snow's default resolver alone.
+//! `<resolver>-seal-open/64KiB` seals and then opens each record (both directions on
+//! one core); `ring-seal-open-tight/64KiB` opens into a buffer of exactly the
+//! plaintext's length, without room for the tag. Throughput is plaintext bytes.
+//!
+//! Read the results as ratios of throughputs: `p2p/<size>` ÷ `baseline/<size>`, the
+//! share of a raw socket's speed the library keeps (targets ≥ 0.5 at 64 B, ≥ 0.85 at
+//! 1 KiB and ≥ 0.9 at 64 KiB and 1 MiB), and `noise/64KiB` ÷ `ceiling/ring/64KiB`, the
+//! share of the cipher's speed the encrypted stream keeps (target ≥ 0.85). They are
+//! measurements, not pass/fail checks.
+//!
+//! The `noise/*` figures vary from run to run more than the others: the record layer
+//! copies each record's bytes in user space (gathering, and inside snow), and a copy
+//! whose source and destination sit within a few bytes of the same offset in a 4 KiB
+//! page runs many times slower on some CPUs (4K aliasing: glibc's `rep movsb` on AMD
+//! Zen). Which buffers land where depends on the heap, and stays the same for a whole
+//! connection, so a run is slowed throughout or not at all. To tell this apart from
+//! a real change, run again, or with
+//! `GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=2000000` (copies without
+//! `rep movsb`).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
@@ -35,7 +59,10 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use p2p::{Bytes, Config, Event, Network, PeerId, SendError};
+use p2p::{Bytes, Config, Event, Network, PeerId, Security, SendError};
+
+#[cfg(feature = "noise")]
+mod common;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -153,12 +180,16 @@ struct P2pRig {
 }
 
 impl P2pRig {
-    fn new(size: usize) -> P2pRig {
-        let mut receiving = Network::new(Config::default()).expect("create the receiving network");
+    fn new(size: usize, security: Security) -> P2pRig {
+        let config = Config {
+            security,
+            ..Config::default()
+        };
+        let mut receiving = Network::new(config.clone()).expect("create the receiving network");
         let addr = receiving
             .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
             .expect("listen on loopback");
-        let mut net = Network::new(Config::default()).expect("create the sending network");
+        let mut net = Network::new(config).expect("create the sending network");
         net.dial(addr).expect("dial the receiving network");
 
         let receiver_id = receiving.local_id();
@@ -500,11 +531,20 @@ fn throughput(c: &mut Criterion) {
         let count = per_iter / size;
         group.throughput(Throughput::Bytes((count * size) as u64));
 
-        let mut rig = P2pRig::new(size);
+        let mut rig = P2pRig::new(size, Security::Plaintext);
         group.bench_function(format!("p2p/{label}"), |b| {
             b.iter_custom(|iters| timed(iters, || rig.run(count)))
         });
         drop(rig);
+
+        #[cfg(feature = "noise")]
+        {
+            let mut rig = P2pRig::new(size, Security::NoiseXx);
+            group.bench_function(format!("noise/{label}"), |b| {
+                b.iter_custom(|iters| timed(iters, || rig.run(count)))
+            });
+            drop(rig);
+        }
 
         let mut rig = BaselineRig::new(size);
         group.bench_function(format!("baseline/{label}"), |b| {
@@ -515,5 +555,88 @@ fn throughput(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, throughput);
+/// The largest record body (a u16 length).
+#[cfg(feature = "noise")]
+const RECORD: usize = u16::MAX as usize;
+/// The AEAD tag each record carries.
+#[cfg(feature = "noise")]
+const TAG: usize = 16;
+/// The most plaintext one record carries: 65 519 bytes.
+#[cfg(feature = "noise")]
+const RECORD_PLAINTEXT: usize = RECORD - TAG;
+
+/// snow's transport encryption alone, one 65 519-byte plaintext per iteration.
+#[cfg(feature = "noise")]
+fn ceiling(c: &mut Criterion) {
+    use common::Resolver;
+    use std::hint::black_box;
+
+    let mut group = c.benchmark_group("ceiling");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Bytes(RECORD_PLAINTEXT as u64));
+    // One arena, each buffer on its own 4 KiB boundary plus 0, 1 or 2 KiB. Buffers
+    // allocated one after the other can sit a few bytes past a multiple of 4 KiB from
+    // each other, and a copy between them (snow copies the plaintext into the record
+    // before sealing it in place) then runs many times slower (4K aliasing; glibc's
+    // `rep movsb` on AMD): that would measure the allocator rather than the cipher.
+    const SLOT: usize = 80 * KIB;
+    let mut arena = vec![0u8; 3 * SLOT + 4 * KIB];
+    let skip = arena.as_ptr().align_offset(4 * KIB);
+    let (plaintext, rest) = arena[skip..].split_at_mut(SLOT);
+    let (record, opened) = rest.split_at_mut(SLOT);
+    let plaintext = &mut plaintext[..RECORD_PLAINTEXT];
+    plaintext.fill(0xa5);
+    let plaintext = &*plaintext;
+    let record = &mut record[KIB..KIB + RECORD];
+    let opened = &mut opened[2 * KIB..2 * KIB + RECORD];
+    let pair = |resolver: Resolver| {
+        let (i, r) = (resolver.keypair(), resolver.keypair());
+        common::handshake(resolver, &i.private, &r.private)
+    };
+
+    for resolver in Resolver::ALL {
+        let (mut sealing, _) = pair(resolver);
+        group.bench_function(format!("{}/64KiB", resolver.label()), |b| {
+            b.iter(|| {
+                sealing
+                    .write_message(black_box(plaintext), record)
+                    .expect("seal a record")
+            })
+        });
+    }
+    for resolver in Resolver::ALL {
+        let (mut sealing, mut opening) = pair(resolver);
+        group.bench_function(format!("{}-seal-open/64KiB", resolver.label()), |b| {
+            b.iter(|| {
+                let n = sealing
+                    .write_message(black_box(plaintext), record)
+                    .expect("seal a record");
+                opening
+                    .read_message(&record[..n], opened)
+                    .expect("open a record")
+            })
+        });
+    }
+    // As src/secure.rs opens records: into exactly the plaintext's length.
+    let (mut sealing, mut opening) = pair(Resolver::Ring);
+    group.bench_function("ring-seal-open-tight/64KiB", |b| {
+        b.iter(|| {
+            let n = sealing
+                .write_message(black_box(plaintext), record)
+                .expect("seal a record");
+            opening
+                .read_message(&record[..n], &mut opened[..n - TAG])
+                .expect("open a record")
+        })
+    });
+    group.finish();
+}
+
+#[cfg(not(feature = "noise"))]
+fn ceiling(_: &mut Criterion) {}
+
+criterion_group!(benches, ceiling, throughput);
 criterion_main!(benches);

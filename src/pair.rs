@@ -24,6 +24,10 @@ struct End {
     events: Vec<Event>,
     /// While false, bytes for this end stay in the sender's queue (a peer that does not read).
     reading: bool,
+    /// Bytes this end has sent so far.
+    sent: usize,
+    /// One write of this end's stream ends exactly here (a TCP segment boundary).
+    cut: usize,
 }
 
 /// Node `a` dialled node `b`; `step` moves bytes both ways, `elapse` moves time.
@@ -92,6 +96,8 @@ impl Pair {
                 addr: addr_a,
                 events: Vec::new(),
                 reading: true,
+                sent: 0,
+                cut: 0,
             },
             b: End {
                 node: node_b,
@@ -99,6 +105,8 @@ impl Pair {
                 addr: addr_b,
                 events: Vec::new(),
                 reading: true,
+                sent: 0,
+                cut: 0,
             },
             now,
             chunk: usize::MAX,
@@ -197,7 +205,11 @@ fn transfer(from: &mut End, to: &mut End, now: Instant, chunk: usize) -> bool {
         from.node.seal(from.conn, now);
         let mut bytes = peek(&from.node, from.conn);
         bytes.truncate(chunk);
+        if from.sent < from.cut {
+            bytes.truncate(from.cut - from.sent);
+        }
         if !bytes.is_empty() {
+            from.sent += bytes.len();
             from.node.written(from.conn, bytes.len());
             deliver(&mut to.node, to.conn, &bytes, now);
             moved = true;
@@ -854,6 +866,24 @@ mod noise {
             pair.chunk = chunk;
             pair.step();
             assert!(connected_both_ways(&pair, &ka, &kb), "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn the_handshake_survives_a_cut_at_every_byte_of_either_stream() {
+        // Preamble, u16 length and message: 12 + 2 + 32 + 2 + 64 from the initiator,
+        // 12 + 2 + 96 from the responder.
+        for cut in 1..=112 {
+            for (cut_a, cut_b) in [(cut, 0), (0, cut), (cut, cut)] {
+                let (mut pair, ka, kb) = noise_pair(noise(), noise());
+                pair.a.cut = cut_a;
+                pair.b.cut = cut_b;
+                pair.step();
+                assert!(
+                    connected_both_ways(&pair, &ka, &kb),
+                    "cut at {cut_a} / {cut_b}"
+                );
+            }
         }
     }
 
