@@ -102,6 +102,12 @@ impl OutQueue {
         }
     }
 
+    /// The first contiguous run of queued bytes.
+    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
+    pub(crate) fn front_chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&self.tail[..], |c| &c[..])
+    }
+
     /// Copies up to `dst.len()` queued bytes from the front into `dst`, leaving them
     /// queued; returns how many.
     #[cfg_attr(not(feature = "noise"), allow(dead_code))]

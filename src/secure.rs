@@ -338,7 +338,9 @@ impl Transport {
                     return Ok(());
                 }
                 let start = plain.len();
-                plain.resize(start + len - TAG_LEN, 0);
+                // Room for the tag too: snow then decrypts straight into `plain`
+                // instead of copying the record aside first.
+                plain.resize(start + len, 0);
                 let opened = noise
                     .state
                     .read_message(&rx[2..2 + len], &mut plain[start..]);
@@ -370,8 +372,16 @@ impl Transport {
             #[cfg(feature = "noise")]
             Transport::Noise(noise) => {
                 while !staged.is_empty() && tx.len() < SEAL_AHEAD {
-                    let n = staged.copy_front(&mut noise.scratch);
-                    let plaintext = &noise.scratch[..n];
+                    // A large shared payload is encrypted where it lies; small frames
+                    // are gathered into one record first.
+                    let want = staged.len().min(MAX_RECORD_PLAINTEXT);
+                    let front = staged.front_chunk();
+                    let (plaintext, n) = if front.len() >= want {
+                        (&front[..want], want)
+                    } else {
+                        let n = staged.copy_front(&mut noise.scratch);
+                        (&noise.scratch[..n], n)
+                    };
                     let state = &mut noise.state;
                     let mut failed = false;
                     tx.push_with(2 + n + TAG_LEN, |out| {
