@@ -938,20 +938,30 @@ mod noise {
         );
     }
 
+    /// The record A sends B for a MESSAGE, as it would cross the wire.
+    fn record(pair: &mut Pair, payload: &'static [u8]) -> Vec<u8> {
+        let b_id = pair.b.node.local_id();
+        pair.a
+            .node
+            .send(&b_id, Bytes::from_static(payload))
+            .unwrap();
+        take_output(&mut pair.a.node, pair.a.conn, pair.now)
+    }
+
+    /// `record` with its last (tag) byte flipped.
+    fn tampered(mut record: Vec<u8>) -> Vec<u8> {
+        let last = record.len() - 1;
+        record[last] ^= 1;
+        record
+    }
+
     #[test]
     fn a_tampered_record_closes_with_decrypt_failed() {
         let (mut pair, ka, _) = noise_pair(noise(), noise());
         pair.step();
         pair.b.events.clear();
-        let b_id = pair.b.node.local_id();
-        pair.a
-            .node
-            .send(&b_id, Bytes::from_static(b"hello"))
-            .unwrap();
-        let mut record = take_output(&mut pair.a.node, pair.a.conn, pair.now);
-        let last = record.len() - 1;
-        record[last] ^= 1;
-        inject(&mut pair.b, &record, pair.now);
+        let bad = tampered(record(&mut pair, b"hello"));
+        inject(&mut pair.b, &bad, pair.now);
         assert_eq!(
             pair.b.events,
             vec![Event::PeerDisconnected {
@@ -966,16 +976,8 @@ mod noise {
         let (mut pair, ka, _) = noise_pair(noise(), noise());
         pair.step();
         pair.b.events.clear();
-        let b_id = pair.b.node.local_id();
-        pair.a
-            .node
-            .send(&b_id, Bytes::from_static(b"good"))
-            .unwrap();
-        let good = take_output(&mut pair.a.node, pair.a.conn, pair.now);
-        pair.a.node.send(&b_id, Bytes::from_static(b"bad")).unwrap();
-        let mut bad = take_output(&mut pair.a.node, pair.a.conn, pair.now);
-        let last = bad.len() - 1;
-        bad[last] ^= 1;
+        let good = record(&mut pair, b"good");
+        let bad = tampered(record(&mut pair, b"bad"));
         // Both records in one read.
         inject(&mut pair.b, &[good, bad].concat(), pair.now);
         assert_eq!(
