@@ -567,10 +567,10 @@ impl Node {
 
     /// Seals `conn`'s staged frames into records ahead of a write.
     pub(crate) fn seal(&mut self, conn: ConnId, now: Instant) {
-        if self
-            .entry(conn)
-            .is_some_and(|e| e.socket.queued() > e.socket.transmit().len())
-        {
+        // Only when it can make progress: `with_socket` marks the socket dirty, and a
+        // socket re-dirtied by a seal that sealed nothing (a peer not reading) would
+        // keep the shell's write pass spinning.
+        if self.entry(conn).is_some_and(|e| e.socket.wants_seal()) {
             self.with_socket(conn, now, |s, _, out, _| s.seal(out));
         }
     }

@@ -956,6 +956,33 @@ mod noise {
     }
 
     #[test]
+    fn a_peer_that_stops_reading_leaves_nothing_to_seal_and_nothing_dirty() {
+        let (mut pair, _, kb) = noise_pair(noise(), noise());
+        pair.step();
+        let now = pair.now;
+        for _ in 0..40 {
+            pair.a
+                .node
+                .send(&kb.peer_id(), Bytes::from(vec![7u8; 50_000]))
+                .unwrap();
+        }
+        // B reads nothing: A seals up to its mark, then has nothing more it can do.
+        pair.a.node.seal(pair.a.conn, now);
+        let sealed = pair.a.node.transmit(pair.a.conn).unwrap().len();
+        assert!(sealed >= crate::secure::SEAL_AHEAD, "{sealed}");
+        let mut dirty = Vec::new();
+        pair.a.node.take_dirty(&mut dirty);
+        pair.a.node.seal(pair.a.conn, now);
+        dirty.clear();
+        pair.a.node.take_dirty(&mut dirty);
+        assert!(
+            dirty.is_empty(),
+            "a seal that sealed nothing must not ask for another write pass"
+        );
+        assert_eq!(pair.a.node.transmit(pair.a.conn).unwrap().len(), sealed);
+    }
+
+    #[test]
     fn a_tampered_record_closes_with_decrypt_failed() {
         let (mut pair, ka, _) = noise_pair(noise(), noise());
         pair.step();

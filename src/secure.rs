@@ -21,8 +21,8 @@ const MAX_RECORD: usize = u16::MAX as usize;
 pub(crate) const MAX_RECORD_PLAINTEXT: usize = MAX_RECORD - TAG_LEN;
 /// How much ciphertext is sealed ahead of the socket: enough for one large write, so
 /// queued payloads stay shared until shortly before they leave.
-#[cfg(feature = "noise")]
-const SEAL_AHEAD: usize = 256 * 1024;
+#[cfg_attr(not(feature = "noise"), allow(dead_code))]
+pub(crate) const SEAL_AHEAD: usize = 256 * 1024;
 
 /// This node's identity as the handshake needs it.
 #[derive(Clone)]

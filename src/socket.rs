@@ -623,6 +623,13 @@ impl Socket {
         self.abort(CloseReason::Io(kind), out);
     }
 
+    /// Whether [`Socket::seal`] would seal anything: frames are staged and the wire
+    /// buffer is below its seal-ahead mark.
+    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
+    pub(crate) fn wants_seal(&self) -> bool {
+        !self.staged.is_empty() && self.tx.len() < crate::secure::SEAL_AHEAD
+    }
+
     /// Seals staged frames into records, ahead of a write (noise; nothing to do in
     /// plaintext).
     pub(crate) fn seal(&mut self, out: &mut Vec<Output>) {
