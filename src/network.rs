@@ -97,6 +97,14 @@ struct Entry {
     dirty: bool,
 }
 
+/// The live entry of `conn`, if its slot still holds that generation. A free function
+/// over the slab, so callers can borrow other fields of the node beside it.
+fn slot_mut(sockets: &mut Slab<Entry>, conn: ConnId) -> Option<&mut Entry> {
+    sockets
+        .get_mut(conn.key)
+        .filter(|e| e.generation == conn.generation)
+}
+
 /// The node: every decision of the network, with no socket and no clock.
 #[derive(Debug)]
 pub(crate) struct Node {
@@ -253,6 +261,9 @@ impl Node {
             return false;
         }
         let entry = self.sockets.remove(conn.key);
+        if let Some(reason) = entry.socket.close_reason() {
+            log::trace!("freed connection with {}: {reason}", entry.socket.addr());
+        }
         self.queued_total -= entry.socket.queued();
         self.closed_totals.add(entry.socket.stats());
         true
@@ -265,9 +276,7 @@ impl Node {
     }
 
     fn entry_mut(&mut self, conn: ConnId) -> Option<&mut Entry> {
-        self.sockets
-            .get_mut(conn.key)
-            .filter(|e| e.generation == conn.generation)
+        slot_mut(&mut self.sockets, conn)
     }
 
     /// The phase of a connection; `None` for a stale id.
@@ -287,11 +296,7 @@ impl Node {
     /// Moves the connections whose output, phase or interest may have changed into `into`.
     pub(crate) fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
         for conn in self.dirty.drain(..) {
-            if let Some(entry) = self
-                .sockets
-                .get_mut(conn.key)
-                .filter(|e| e.generation == conn.generation)
-            {
+            if let Some(entry) = slot_mut(&mut self.sockets, conn) {
                 entry.dirty = false;
                 into.push(conn);
             }
@@ -305,11 +310,8 @@ impl Node {
         now: Instant,
         f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>, &mut Vec<Event>) -> R,
     ) -> Option<R> {
+        let entry = slot_mut(&mut self.sockets, conn)?;
         let mut out = std::mem::take(&mut self.out);
-        let entry = self
-            .sockets
-            .get_mut(conn.key)
-            .filter(|e| e.generation == conn.generation)?;
         let before = entry.socket.queued();
         let result = f(&mut entry.socket, &mut self.rng, &mut out, &mut self.events);
         let after = entry.socket.queued();

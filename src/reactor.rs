@@ -80,6 +80,15 @@ fn local_key(config: &Config) -> Result<LocalKey, Error> {
     })
 }
 
+/// The stream of `conn`, if its slot still holds that generation. A free function over
+/// the streams, so callers can borrow the node core beside it.
+fn stream_mut(streams: &mut [Option<Stream>], conn: ConnId) -> Option<&mut Stream> {
+    streams
+        .get_mut(conn.key)?
+        .as_mut()
+        .filter(|s| s.generation == conn.generation)
+}
+
 fn token(conn: ConnId) -> Token {
     Token(conn.key | (conn.generation as usize) << 32)
 }
@@ -435,10 +444,7 @@ impl Network {
     }
 
     fn stream(&mut self, conn: ConnId) -> Option<&mut Stream> {
-        self.streams
-            .get_mut(conn.key)?
-            .as_mut()
-            .filter(|s| s.generation == conn.generation)
+        stream_mut(&mut self.streams, conn)
     }
 
     fn accept(&mut self) {
@@ -503,12 +509,7 @@ impl Network {
         stream.read_turn = turn;
         let mut budget = self.node.config().read_budget;
         loop {
-            let Some(Stream { tcp, .. }) = self
-                .streams
-                .get_mut(conn.key)
-                .and_then(|s| s.as_mut())
-                .filter(|s| s.generation == conn.generation)
-            else {
+            let Some(Stream { tcp, .. }) = stream_mut(&mut self.streams, conn) else {
                 return;
             };
             let Some((buf, want)) = self.node.recv_buf(conn, READ_CHUNK.min(budget)) else {
@@ -557,12 +558,7 @@ impl Network {
         loop {
             // Encryption happens here, as bytes move towards the socket.
             self.node.seal(conn, now);
-            let Some(Stream { tcp, .. }) = self
-                .streams
-                .get_mut(conn.key)
-                .and_then(|s| s.as_mut())
-                .filter(|s| s.generation == conn.generation)
-            else {
+            let Some(Stream { tcp, .. }) = stream_mut(&mut self.streams, conn) else {
                 return;
             };
             let Some(queue) = self.node.transmit(conn) else {
@@ -614,12 +610,7 @@ impl Network {
     fn update_interest(&mut self, conn: ConnId) {
         let wants_write = self.node.transmit(conn).is_some_and(|q| !q.is_empty());
         let registry: &Registry = self.poll.registry();
-        let Some(stream) = self
-            .streams
-            .get_mut(conn.key)
-            .and_then(|s| s.as_mut())
-            .filter(|s| s.generation == conn.generation)
-        else {
+        let Some(stream) = stream_mut(&mut self.streams, conn) else {
             return;
         };
         let interest = if wants_write {

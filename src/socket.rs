@@ -113,6 +113,7 @@ pub(crate) struct Socket {
     /// A record failed to open; the connection closes once the frames before it are out.
     decrypt_failed: bool,
     decoder: Decoder,
+    /// The error that ended the connection, kept from the moment it left service.
     reason: Option<CloseReason>,
     /// Connect, handshake or close deadline, depending on the phase.
     deadline: Instant,
@@ -211,6 +212,11 @@ impl Socket {
     /// The remote id, once the handshake finished.
     pub(crate) fn remote(&self) -> Option<PeerId> {
         self.remote
+    }
+
+    /// Why the connection ended, once it left service.
+    pub(crate) fn close_reason(&self) -> Option<&CloseReason> {
+        self.reason.as_ref()
     }
 
     /// The counters.
@@ -355,12 +361,13 @@ impl Socket {
                 &mut self.rx
             };
             match self.decoder.decode(frames) {
-                Some(Decoded::Frame(Frame::Gossip { id, hops, payload })) => {
-                    self.stats.frames_in += 1;
-                    out.push(Output::Gossip { id, hops, payload });
-                    return true;
+                Some(Decoded::Frame(frame)) => {
+                    let gossip = matches!(frame, Frame::Gossip { .. });
+                    self.on_frame(frame, now, out, events);
+                    if gossip {
+                        return true;
+                    }
                 }
-                Some(Decoded::Frame(frame)) => self.on_frame(frame, now, out, events),
                 Some(Decoded::Rejected(reason)) => self.reject(reason, now, out, events),
                 None => {
                     if self.decrypt_failed {
@@ -373,7 +380,7 @@ impl Socket {
         true
     }
 
-    /// The remote id of an open connection.
+    /// The remote id (zeros before the handshake finished).
     fn peer(&self) -> PeerId {
         self.remote.unwrap_or(PeerId::from_bytes([0; 32]))
     }
@@ -496,17 +503,12 @@ impl Socket {
 
     /// Whether `extra` more bytes fit under the per-peer cap.
     fn check_room(&self, extra: usize) -> Result<(), SendError> {
-        let remote = match (self.phase, self.remote) {
-            (Phase::Open, Some(remote)) => remote,
-            (_, remote) => {
-                return Err(SendError::NotConnected(
-                    remote.unwrap_or(PeerId::from_bytes([0; 32])),
-                ));
-            }
-        };
+        if self.phase != Phase::Open {
+            return Err(SendError::NotConnected(self.peer()));
+        }
         if self.queued() + extra > self.limits.max_write_buffer {
             return Err(SendError::Full {
-                peer: remote,
+                peer: self.peer(),
                 queued: self.queued(),
                 cap: self.limits.max_write_buffer,
             });
@@ -537,9 +539,7 @@ impl Socket {
         now: Instant,
     ) -> Result<(), SendError> {
         if self.pending.len() >= self.limits.max_pending_requests {
-            return Err(SendError::TooManyRequests(
-                self.remote.unwrap_or(PeerId::from_bytes([0; 32])),
-            ));
+            return Err(SendError::TooManyRequests(self.peer()));
         }
         self.send(&Frame::Request { id, payload })?;
         self.pending.insert(id);
