@@ -6,8 +6,9 @@
 //!   protocol name and hashing a 24-byte prologue, as the crate does), carries the
 //!   three XX messages and switches both to transport mode: one whole handshake,
 //!   both sides' work (each side generates an ephemeral key and does three X25519
-//!   operations). `snow-ring` is the resolver the crate uses (`snow::Builder::new`
-//!   with `ring-accelerated`), `snow-default` snow's default resolver alone.
+//!   operations). `snow-p2p` is the resolver the crate uses ([`p2p::NoiseResolver`]),
+//!   `snow-ring` what `snow::Builder::new` gives with `ring-accelerated`, and
+//!   `snow-default` snow's default resolver alone.
 //! * `connect/<security>`: the crate's own handshake path, which is not public, is
 //!   measured through two `Network`s on loopback, both polled (zero timeout) by the
 //!   bench thread. One iteration dials, and the timed part ends when both ends have
@@ -20,7 +21,7 @@
 //!
 //! `<security>` is `plaintext` or `noise` (feature `noise`); the difference between
 //! the two is what the noise handshake adds to a connection's set-up. The target is
-//! ≥ 3000 handshakes per second (`handshake/snow-ring`); it is a measurement, not a
+//! ≥ 3000 handshakes per second (`handshake/snow-p2p`); it is a measurement, not a
 //! pass/fail check.
 
 use std::net::SocketAddr;
@@ -48,15 +49,9 @@ fn snow_handshakes(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(1));
     for resolver in Resolver::ALL {
-        let (i, r) = (resolver.keypair(), resolver.keypair());
+        let (i, r) = (common::keypair(), common::keypair());
         group.bench_function(format!("snow-{}", resolver.label()), |b| {
-            b.iter(|| {
-                black_box(common::handshake(
-                    resolver,
-                    black_box(&i.private),
-                    black_box(&r.private),
-                ))
-            })
+            b.iter(|| black_box(common::handshake(resolver, black_box(&i), black_box(&r))))
         });
     }
     group.finish();

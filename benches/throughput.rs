@@ -593,8 +593,8 @@ fn ceiling(c: &mut Criterion) {
     let record = &mut record[KIB..KIB + RECORD];
     let opened = &mut opened[2 * KIB..2 * KIB + RECORD];
     let pair = |resolver: Resolver| {
-        let (i, r) = (resolver.keypair(), resolver.keypair());
-        common::handshake(resolver, &i.private, &r.private)
+        let (i, r) = (common::keypair(), common::keypair());
+        common::handshake(resolver, &i, &r)
     };
 
     for resolver in Resolver::ALL {

@@ -42,6 +42,8 @@ mod pair;
 mod peer;
 mod queue;
 mod reactor;
+#[cfg(feature = "noise")]
+mod resolver;
 mod rng;
 mod secure;
 mod socket;
@@ -62,5 +64,7 @@ pub use keypair::{KeyError, Keypair};
 pub use network::Stats;
 pub use peer::{ParsePeerIdError, PeerId};
 pub use reactor::{Network, PeerInfo};
+#[cfg(feature = "noise")]
+pub use resolver::NoiseResolver;
 pub use socket::{PeerStats, Phase};
 pub use wire::{GoodbyeReason, Reject, Security};

@@ -68,6 +68,8 @@ impl std::fmt::Debug for Handshake {
 pub(crate) struct NoiseHandshake {
     initiator: bool,
     secret: [u8; 32],
+    /// The public half of `secret`: our id (`Config` refuses another id in noise mode).
+    public: [u8; 32],
     state: Option<snow::HandshakeState>,
 }
 
@@ -100,6 +102,7 @@ impl Handshake {
             Security::NoiseXx => Handshake::Noise(Box::new(NoiseHandshake {
                 initiator,
                 secret: key.secret,
+                public: *key.id.as_bytes(),
                 state: None,
             })),
             // Without the feature, `Config::validate` refuses noise-xx, so no node
@@ -189,7 +192,8 @@ impl NoiseHandshake {
         let params = NOISE_PARAMS
             .parse()
             .map_err(|e: snow::Error| noise_error(e))?;
-        let builder = snow::Builder::new(params)
+        let resolver = crate::resolver::NoiseResolver::with_static(self.secret, self.public);
+        let builder = snow::Builder::with_resolver(params, Box::new(resolver))
             .local_private_key(&self.secret)
             .map_err(noise_error)?
             .prologue(&prologue)

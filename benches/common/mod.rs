@@ -1,13 +1,15 @@
 //! What the noise benches share: snow built on either resolver, and a whole noise-xx
 //! handshake run in memory, both ends on the calling thread.
 //!
-//! The crate builds its handshakes with `snow::Builder::new`, which (with snow's
-//! `ring-accelerated` feature) is [`Resolver::Ring`]: ring's ChaChaPoly and random
-//! numbers, the default resolver's X25519 and BLAKE2s.
+//! The crate builds its handshakes on [`p2p::NoiseResolver`] ([`Resolver::P2p`]):
+//! ring's ChaChaPoly, the default resolver's BLAKE2s, and its own X25519 on dalek's
+//! Edwards form. [`Resolver::Ring`] is what `snow::Builder::new` gives with snow's
+//! `ring-accelerated` feature (ring's ChaChaPoly, snow's X25519 and BLAKE2s).
 
+use p2p::{Keypair, NoiseResolver};
 use snow::params::NoiseParams;
 use snow::resolvers::{BoxedCryptoResolver, DefaultResolver, FallbackResolver, RingResolver};
-use snow::{Builder, Keypair, TransportState};
+use snow::{Builder, TransportState};
 
 /// The crate's noise protocol (PROTOCOL.md §2.2).
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
@@ -19,6 +21,8 @@ const MESSAGE: usize = 256;
 /// Which snow crypto resolver builds the state.
 #[derive(Clone, Copy, Debug)]
 pub enum Resolver {
+    /// The crate's own, knowing the static key it is built for.
+    P2p,
     /// Ring first, the default resolver for what ring lacks (X25519, BLAKE2s).
     Ring,
     /// The default (pure Rust) resolver alone.
@@ -26,19 +30,21 @@ pub enum Resolver {
 }
 
 impl Resolver {
-    /// Both, ring first.
-    pub const ALL: [Resolver; 2] = [Resolver::Ring, Resolver::Default];
+    /// All three, fastest first.
+    pub const ALL: [Resolver; 3] = [Resolver::P2p, Resolver::Ring, Resolver::Default];
 
     /// The name in bench ids.
     pub fn label(self) -> &'static str {
         match self {
+            Resolver::P2p => "p2p",
             Resolver::Ring => "ring",
             Resolver::Default => "default",
         }
     }
 
-    fn boxed(self) -> BoxedCryptoResolver {
+    fn boxed(self, key: &Keypair) -> BoxedCryptoResolver {
         match self {
+            Resolver::P2p => Box::new(NoiseResolver::for_key(key)),
             Resolver::Ring => Box::new(FallbackResolver::new(
                 Box::new(RingResolver),
                 Box::new(DefaultResolver),
@@ -47,32 +53,31 @@ impl Resolver {
         }
     }
 
-    /// A builder for the crate's protocol, parsing its name as the crate does.
-    pub fn builder<'a>(self) -> Builder<'a> {
+    /// A builder for the crate's protocol with `key` as the static key, parsing the
+    /// protocol name as the crate does.
+    pub fn builder(self, key: &Keypair) -> Builder<'_> {
         let params: NoiseParams = NOISE_PARAMS.parse().expect("parse the noise params");
-        Builder::with_resolver(params, self.boxed())
+        Builder::with_resolver(params, self.boxed(key))
+            .local_private_key(key.secret())
+            .expect("set the static key")
     }
+}
 
-    /// A fresh static keypair.
-    pub fn keypair(self) -> Keypair {
-        self.builder()
-            .generate_keypair()
-            .expect("generate a keypair")
-    }
+/// A fresh static keypair.
+pub fn keypair() -> Keypair {
+    Keypair::generate().expect("generate a keypair")
 }
 
 /// One whole noise-xx handshake between `initiator` and `responder` (static secrets),
 /// in memory: build both states, carry the three messages, switch both to transport.
 pub fn handshake(
     resolver: Resolver,
-    initiator: &[u8],
-    responder: &[u8],
+    initiator: &Keypair,
+    responder: &Keypair,
 ) -> (TransportState, TransportState) {
-    let build = |secret| {
+    let build = |key| {
         resolver
-            .builder()
-            .local_private_key(secret)
-            .expect("set the static key")
+            .builder(key)
             .prologue(&PROLOGUE)
             .expect("set the prologue")
     };
