@@ -102,42 +102,30 @@ impl OutQueue {
         }
     }
 
-    /// The first contiguous run of queued bytes.
+    /// Appends a copy of the first `n` bytes queued in `src` (at most what it holds;
+    /// `src` keeps them), lets `edit` change the copy in place, and returns what `edit`
+    /// returns. The record layer seals frames this way: one copy, then encryption in
+    /// place.
     #[cfg_attr(not(feature = "noise"), allow(dead_code))]
-    pub(crate) fn front_chunk(&self) -> &[u8] {
-        self.chunks.front().map_or(&self.tail[..], |c| &c[..])
-    }
-
-    /// Copies up to `dst.len()` queued bytes from the front into `dst`, leaving them
-    /// queued; returns how many.
-    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
-    pub(crate) fn copy_front(&self, dst: &mut [u8]) -> usize {
-        let mut n = 0;
-        for chunk in self
-            .chunks
-            .iter()
-            .map(|c| &c[..])
-            .chain(Some(&self.tail[..]))
-        {
-            let take = chunk.len().min(dst.len() - n);
-            dst[n..n + take].copy_from_slice(&chunk[..take]);
-            n += take;
-            if n == dst.len() {
+    pub(crate) fn push_copy_of_front<R>(
+        &mut self,
+        src: &OutQueue,
+        n: usize,
+        edit: impl FnOnce(&mut [u8]) -> R,
+    ) -> R {
+        let start = self.tail.len();
+        let mut left = n.min(src.len);
+        self.tail.reserve(left);
+        for chunk in src.chunks.iter().map(|c| &c[..]).chain(Some(&src.tail[..])) {
+            if left == 0 {
                 break;
             }
+            let take = chunk.len().min(left);
+            self.tail.extend_from_slice(&chunk[..take]);
+            left -= take;
         }
-        n
-    }
-
-    /// Appends up to `max` bytes written by `fill` into a fresh region at the end;
-    /// `fill` returns how many it wrote.
-    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
-    pub(crate) fn push_with(&mut self, max: usize, fill: impl FnOnce(&mut [u8]) -> usize) {
-        let start = self.tail.len();
-        self.tail.resize(start + max, 0);
-        let n = fill(&mut self.tail[start..]).min(max);
-        self.tail.truncate(start + n);
-        self.len += n;
+        self.len += self.tail.len() - start;
+        edit(&mut self.tail[start..])
     }
 
     /// Drops everything queued.
@@ -185,9 +173,17 @@ mod tests {
         Frame::Ping(9).encode(&mut expect);
         Frame::Message(big).encode(&mut expect);
         assert_eq!(q.len(), expect.len());
-        let mut front = [0u8; 9];
-        assert_eq!(q.copy_front(&mut front), 9);
-        assert_eq!(&front[..], &expect[..9]);
+        // A copy of the front crosses chunk boundaries and leaves the source whole.
+        let mut copy = OutQueue::default();
+        copy.push_slice(b"#");
+        for n in [3, 9, expect.len(), expect.len() + 10] {
+            let seen = copy.push_copy_of_front(&q, n, |region| region.to_vec());
+            assert_eq!(&seen[..], &expect[..n.min(expect.len())]);
+        }
+        assert_eq!(q.len(), expect.len());
+        let copied = 3 + 9 + 2 * expect.len();
+        assert_eq!(copy.len(), 1 + copied);
+        assert_eq!(drain(&mut copy, usize::MAX).len(), 1 + copied);
         let small = Bytes::from_static(b"gossip");
         q.push_frame_shared(&Frame::Message(small.clone()));
         assert_eq!(q.chunks.back().map(|c| c.as_ptr()), Some(small.as_ptr()));

@@ -261,7 +261,7 @@ impl NoiseHandshake {
     }
 
     fn finish(&mut self) -> Result<Established, HandshakeError> {
-        let state = self
+        let mut state = self
             .state
             .take()
             .ok_or(HandshakeError::Noise("no handshake state".into()))?;
@@ -269,12 +269,23 @@ impl NoiseHandshake {
             .get_remote_static()
             .and_then(|key| key.try_into().ok())
             .ok_or(HandshakeError::Noise("no remote static key".into()))?;
-        let transport = state.into_transport_mode().map_err(noise_error)?;
+        // Noise's Split: the initiator sends with the first key, the responder with the
+        // second. The record layer seals with ring directly, in place (see
+        // `Transport::seal`), so it takes the raw keys instead of snow's transport.
+        let (first, second) = state.dangerously_get_raw_split();
+        let (send, recv) = if self.initiator {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        let key = |bytes: &[u8; 32]| {
+            RecordKey::new(bytes).ok_or(HandshakeError::Noise("bad transport key".into()))
+        };
         Ok(Established {
             remote: PeerId::from_bytes(remote),
             transport: Transport::Noise(Box::new(NoiseTransport {
-                state: transport,
-                scratch: vec![0u8; MAX_RECORD_PLAINTEXT],
+                send: key(&send)?,
+                recv: key(&recv)?,
             })),
         })
     }
@@ -290,17 +301,70 @@ pub(crate) enum Transport {
     Noise(Box<NoiseTransport>),
 }
 
-/// Noise transport keys and a buffer to gather one record's plaintext.
+/// The two directions of a noise transport (PROTOCOL.md §3).
 #[cfg(feature = "noise")]
 pub(crate) struct NoiseTransport {
-    state: snow::TransportState,
-    scratch: Vec<u8>,
+    send: RecordKey,
+    recv: RecordKey,
 }
 
 #[cfg(feature = "noise")]
 impl std::fmt::Debug for NoiseTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("NoiseTransport")
+    }
+}
+
+/// One direction's ChaChaPoly key and nonce counter: Noise's CipherState with an empty
+/// associated data, as `snow`'s transport mode keeps it, but sealing and opening in
+/// place, which snow cannot (it copies every record once more).
+#[cfg(feature = "noise")]
+struct RecordKey {
+    key: ring::aead::LessSafeKey,
+    nonce: u64,
+}
+
+#[cfg(feature = "noise")]
+impl RecordKey {
+    fn new(bytes: &[u8; 32]) -> Option<RecordKey> {
+        let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, bytes).ok()?;
+        Some(RecordKey {
+            key: ring::aead::LessSafeKey::new(key),
+            nonce: 0,
+        })
+    }
+
+    /// The next nonce: Noise's ChaChaPoly nonce is 32 zero bits and the counter in
+    /// little-endian. 2^64 - 1 is reserved (Noise §5.1), so the counter stops there.
+    fn next_nonce(&mut self) -> Option<ring::aead::Nonce> {
+        if self.nonce == u64::MAX {
+            return None;
+        }
+        let mut bytes = [0u8; 12];
+        bytes[4..].copy_from_slice(&self.nonce.to_le_bytes());
+        self.nonce += 1;
+        Some(ring::aead::Nonce::assume_unique_for_key(bytes))
+    }
+
+    /// Encrypts `in_out` in place and returns its tag.
+    fn seal(&mut self, in_out: &mut [u8]) -> Result<[u8; TAG_LEN], EncryptFailed> {
+        let nonce = self.next_nonce().ok_or(EncryptFailed)?;
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce, ring::aead::Aad::empty(), in_out)
+            .map_err(|_| EncryptFailed)?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Decrypts a record body (ciphertext and tag) in place; returns the plaintext length.
+    fn open(&mut self, in_out: &mut [u8]) -> Result<usize, DecryptFailed> {
+        let nonce = self.next_nonce().ok_or(DecryptFailed)?;
+        self.key
+            .open_in_place(nonce, ring::aead::Aad::empty(), in_out)
+            .map(|plain| plain.len())
+            .map_err(|_| DecryptFailed)
     }
 }
 
@@ -341,18 +405,14 @@ impl Transport {
                 if rx.len() < 2 + len {
                     return Ok(());
                 }
+                // One copy, then decryption in place.
                 let start = plain.len();
-                // Room for the tag too: snow then decrypts straight into `plain`
-                // instead of copying the record aside first.
-                plain.resize(start + len, 0);
-                let opened = noise
-                    .state
-                    .read_message(&rx[2..2 + len], &mut plain[start..]);
-                match opened {
+                plain.extend_from_slice(&rx[2..2 + len]);
+                match noise.recv.open(&mut plain[start..]) {
                     Ok(n) => plain.truncate(start + n),
-                    Err(_) => {
+                    Err(e) => {
                         plain.truncate(start);
-                        return Err(DecryptFailed);
+                        return Err(e);
                     }
                 }
                 rx.advance(2 + len);
@@ -376,33 +436,13 @@ impl Transport {
             #[cfg(feature = "noise")]
             Transport::Noise(noise) => {
                 while !staged.is_empty() && tx.len() < SEAL_AHEAD {
-                    // A large shared payload is encrypted where it lies; small frames
-                    // are gathered into one record first.
-                    let want = staged.len().min(MAX_RECORD_PLAINTEXT);
-                    let front = staged.front_chunk();
-                    let (plaintext, n) = if front.len() >= want {
-                        (&front[..want], want)
-                    } else {
-                        let n = staged.copy_front(&mut noise.scratch);
-                        (&noise.scratch[..n], n)
-                    };
-                    let state = &mut noise.state;
-                    let mut failed = false;
-                    tx.push_with(2 + n + TAG_LEN, |out| {
-                        match state.write_message(plaintext, &mut out[2..]) {
-                            Ok(len) => {
-                                out[..2].copy_from_slice(&(len as u16).to_be_bytes());
-                                2 + len
-                            }
-                            Err(_) => {
-                                failed = true;
-                                0
-                            }
-                        }
-                    });
-                    if failed {
-                        return Err(EncryptFailed);
-                    }
+                    // Frames are copied once, straight into the record, and encrypted
+                    // where they landed.
+                    let n = staged.len().min(MAX_RECORD_PLAINTEXT);
+                    tx.push_slice(&((n + TAG_LEN) as u16).to_be_bytes());
+                    let tag =
+                        tx.push_copy_of_front(staged, n, |plaintext| noise.send.seal(plaintext))?;
+                    tx.push_slice(&tag);
                     staged.advance(n);
                 }
                 Ok(())
@@ -442,5 +482,40 @@ mod tests {
             }
         }
         assert!(rx.is_empty());
+    }
+
+    #[cfg(feature = "noise")]
+    #[test]
+    fn record_keys_seal_in_place_open_in_place_and_stop_before_the_reserved_nonce() {
+        let mut send = RecordKey::new(&[9; 32]).unwrap();
+        let mut recv = RecordKey::new(&[9; 32]).unwrap();
+        for round in 0..3u8 {
+            let mut record = vec![round; 100];
+            let tag = send.seal(&mut record).unwrap();
+            assert_ne!(record, vec![round; 100], "encrypted in place");
+            record.extend_from_slice(&tag);
+            assert_eq!(recv.open(&mut record), Ok(100));
+            assert_eq!(&record[..100], &[round; 100][..]);
+        }
+        // A flipped bit fails, as does a record replayed under the next nonce.
+        let mut record = vec![1u8; 10];
+        let tag = send.seal(&mut record).unwrap();
+        record.extend_from_slice(&tag);
+        let mut tampered = record.clone();
+        tampered[3] ^= 1;
+        let mut beside = RecordKey::new(&[9; 32]).unwrap();
+        beside.nonce = recv.nonce;
+        assert_eq!(beside.open(&mut tampered), Err(DecryptFailed));
+        assert_eq!(recv.open(&mut record.clone()), Ok(10));
+        assert_eq!(recv.open(&mut record), Err(DecryptFailed), "replayed");
+        // The last usable nonce is 2^64 - 2; after it both directions refuse.
+        send.nonce = u64::MAX - 1;
+        recv.nonce = u64::MAX - 1;
+        let mut last = vec![2u8; 5];
+        let tag = send.seal(&mut last).unwrap();
+        last.extend_from_slice(&tag);
+        assert_eq!(recv.open(&mut last), Ok(5));
+        assert_eq!(send.seal(&mut [0u8; 5]), Err(EncryptFailed));
+        assert_eq!(recv.open(&mut [0u8; 21]), Err(DecryptFailed));
     }
 }

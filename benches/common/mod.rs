@@ -6,6 +6,9 @@
 //! Edwards form. [`Resolver::Ring`] is what `snow::Builder::new` gives with snow's
 //! `ring-accelerated` feature (ring's ChaChaPoly, snow's X25519 and BLAKE2s).
 
+// Each bench uses part of this module (throughput's ceiling leaves out `P2p`).
+#![allow(dead_code)]
+
 use p2p::{Keypair, NoiseResolver};
 use snow::params::NoiseParams;
 use snow::resolvers::{BoxedCryptoResolver, DefaultResolver, FallbackResolver, RingResolver};
