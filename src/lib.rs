@@ -46,6 +46,7 @@ mod reactor;
 mod resolver;
 mod rng;
 mod secure;
+pub mod sim;
 mod socket;
 pub mod wire;
 

@@ -132,6 +132,8 @@ pub(crate) struct Node {
     /// duplicate the peer has not closed yet): their responses go back the same way.
     /// Bounded by `max_pending_requests`; empty in the steady state.
     routes: HashMap<(PeerId, u64), ConnId>,
+    /// Whether handshakes take their ephemeral keys from `rng` (the simulator).
+    seed_handshakes: bool,
 }
 
 impl Node {
@@ -161,6 +163,7 @@ impl Node {
             out: Vec::new(),
             targets: Vec::new(),
             routes: HashMap::new(),
+            seed_handshakes: false,
         }
     }
 
@@ -231,7 +234,8 @@ impl Node {
         if busy {
             return Err(DialError::AlreadyDialing(addr));
         }
-        Ok(self.insert(Socket::outbound(&self.config, &self.key, addr, now)))
+        let key = self.handshake_key();
+        Ok(self.insert(Socket::outbound(&self.config, &key, addr, now)))
     }
 
     /// A connection was accepted. `None`: refused, the shell drops it before any byte is sent.
@@ -244,7 +248,23 @@ impl Node {
             log::debug!("refused inbound connection from {addr}");
             return None;
         }
-        Some(self.insert(Socket::inbound(&self.config, &self.key, addr, now)))
+        let key = self.handshake_key();
+        Some(self.insert(Socket::inbound(&self.config, &key, addr, now)))
+    }
+
+    /// Draws every handshake's ephemeral key from this node's seeded generator from
+    /// now on, instead of the operating system: the simulator's runs then repeat.
+    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
+    pub(crate) fn seed_handshakes(&mut self) {
+        self.seed_handshakes = true;
+    }
+
+    /// The identity a new connection's handshake uses.
+    fn handshake_key(&mut self) -> LocalKey {
+        LocalKey {
+            ephemeral_seed: self.seed_handshakes.then(|| self.rng.next_u64()),
+            ..self.key.clone()
+        }
     }
 
     /// Frees the slot of a dial whose connect call failed at once, with no event.

@@ -64,6 +64,7 @@ fn key(id: PeerId) -> LocalKey {
     LocalKey {
         id,
         secret: [0; 32],
+        ephemeral_seed: None,
     }
 }
 
@@ -829,6 +830,7 @@ mod noise {
         LocalKey {
             id: keypair.peer_id(),
             secret: *keypair.secret(),
+            ephemeral_seed: None,
         }
     }
 

@@ -67,6 +67,7 @@ fn local_key(config: &Config) -> Result<LocalKey, Error> {
             return Ok(LocalKey {
                 id: config.peer_id.unwrap_or(keypair.peer_id()),
                 secret: *keypair.secret(),
+                ephemeral_seed: None,
             });
         }
     }
@@ -77,6 +78,7 @@ fn local_key(config: &Config) -> Result<LocalKey, Error> {
     Ok(LocalKey {
         id,
         secret: [0; 32],
+        ephemeral_seed: None,
     })
 }
 

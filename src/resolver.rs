@@ -54,6 +54,8 @@ pub struct NoiseResolver {
     known: Option<([u8; 32], [u8; 32])>,
     /// The last remote key mapped to the Edwards form, shared by the handshake's keys.
     remote: Arc<Mutex<Option<Remote>>>,
+    /// A seed for ephemeral keys (the simulator); `None`: the operating system.
+    seed: Option<u64>,
 }
 
 /// A remote public key and its Edwards form (`None`: not on the curve).
@@ -85,13 +87,24 @@ impl NoiseResolver {
         NoiseResolver {
             known: Some((secret, public)),
             remote: Arc::default(),
+            seed: None,
         }
+    }
+
+    /// Ephemeral keys from a generator seeded with `seed` instead of the operating
+    /// system: only for the simulator, whose runs must repeat bit for bit.
+    pub(crate) fn with_seed(mut self, seed: Option<u64>) -> NoiseResolver {
+        self.seed = seed;
+        self
     }
 }
 
 impl CryptoResolver for NoiseResolver {
     fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        DefaultResolver.resolve_rng()
+        match self.seed {
+            Some(seed) => Some(Box::new(Seeded(crate::rng::Rng::from_seed(seed)))),
+            None => DefaultResolver.resolve_rng(),
+        }
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
@@ -116,6 +129,16 @@ impl CryptoResolver for NoiseResolver {
         RingResolver
             .resolve_cipher(choice)
             .or_else(|| DefaultResolver.resolve_cipher(choice))
+    }
+}
+
+/// Seeded "randomness" for simulated handshakes: predictable, never for real keys.
+struct Seeded(crate::rng::Rng);
+
+impl Random for Seeded {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill(dest);
+        Ok(())
     }
 }
 

@@ -32,6 +32,10 @@ pub(crate) struct LocalKey {
     /// The static X25519 secret (unused in plaintext mode).
     #[cfg_attr(not(feature = "noise"), allow(dead_code))]
     pub secret: [u8; 32],
+    /// Where a handshake's ephemeral key comes from: `None`, the operating system;
+    /// a seed only in the simulator, whose runs must repeat bit for bit.
+    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
+    pub ephemeral_seed: Option<u64>,
 }
 
 impl std::fmt::Debug for LocalKey {
@@ -70,6 +74,8 @@ pub(crate) struct NoiseHandshake {
     secret: [u8; 32],
     /// The public half of `secret`: our id (`Config` refuses another id in noise mode).
     public: [u8; 32],
+    /// See [`LocalKey::ephemeral_seed`].
+    ephemeral_seed: Option<u64>,
     state: Option<snow::HandshakeState>,
 }
 
@@ -103,6 +109,7 @@ impl Handshake {
                 initiator,
                 secret: key.secret,
                 public: *key.id.as_bytes(),
+                ephemeral_seed: key.ephemeral_seed,
                 state: None,
             })),
             // Without the feature, `Config::validate` refuses noise-xx, so no node
@@ -192,7 +199,8 @@ impl NoiseHandshake {
         let params = NOISE_PARAMS
             .parse()
             .map_err(|e: snow::Error| noise_error(e))?;
-        let resolver = crate::resolver::NoiseResolver::with_static(self.secret, self.public);
+        let resolver = crate::resolver::NoiseResolver::with_static(self.secret, self.public)
+            .with_seed(self.ephemeral_seed);
         let builder = snow::Builder::with_resolver(params, Box::new(resolver))
             .local_private_key(&self.secret)
             .map_err(noise_error)?
@@ -459,6 +467,7 @@ mod tests {
         LocalKey {
             id: PeerId::from_bytes([n; 32]),
             secret: [n; 32],
+            ephemeral_seed: None,
         }
     }
 

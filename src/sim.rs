@@ -1,0 +1,936 @@
+//! A deterministic simulator: the real node core on in-memory links and a virtual clock.
+//!
+//! [`Sim`] runs many nodes — the same core, socket state machines, handshakes (noise
+//! included), gossip and requests as [`Network`](crate::Network) — in one thread, with
+//! no socket, no thread and no clock: mio is replaced by links that carry bytes with a
+//! latency, a seeded jitter and a bandwidth, and time moves only when the simulator
+//! runs the next scheduled action. Every source of randomness (gossip ids, ping
+//! nonces, noise keys and ephemerals, link jitter, faults) comes from one generator
+//! seeded with [`SimConfig::seed`], so a seed fixes the whole run, and
+//! [`Sim::trace_hash`] identifies it: the same seed gives the same hash, bit for bit,
+//! in any process.
+//!
+//! The one clock read is at [`Sim::new`], to have an `Instant` to count from; nothing
+//! depends on its value, and traces record time as an offset from it.
+//!
+//! ```
+//! use p2p::sim::{Sim, SimConfig};
+//! use p2p::{Bytes, Event};
+//!
+//! let mut sim = Sim::new(SimConfig { seed: 7, ..SimConfig::default() });
+//! let (a, b, c) = (sim.add_node(), sim.add_node(), sim.add_node());
+//! sim.dial(a, b).unwrap();
+//! sim.dial(b, c).unwrap();
+//! assert!(sim.run_until(|sim| sim.node(a).peers() == 1 && sim.node(c).peers() == 1, 10_000));
+//!
+//! sim.broadcast(a, Bytes::from_static(b"block 1")).unwrap();
+//! let reached = |sim: &Sim| sim.node(c).events().iter().any(|e| matches!(e, Event::Broadcast { .. }));
+//! assert!(sim.run_until(reached, 10_000));
+//! println!("run {:016x}", sim.trace_hash());
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::error::{DialError, SendError};
+use crate::event::{Event, GossipId, RequestId};
+use crate::network::{ConnId, Node, Stats};
+use crate::peer::PeerId;
+use crate::rng::Rng;
+use crate::secure::LocalKey;
+use crate::socket::Phase;
+
+/// How the simulated network behaves.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Fixes every random choice of the run.
+    pub seed: u64,
+    /// One-way delay of every link.
+    pub latency: Duration,
+    /// Up to this much more delay, drawn per delivery (bytes stay in order).
+    pub jitter: Duration,
+    /// Bytes per second each link carries in each direction.
+    pub bandwidth: u64,
+    /// Bytes a direction holds in flight and unread (the socket buffers): a sender
+    /// that fills it waits, so a slow reader pushes back.
+    pub window: usize,
+    /// The probability, in millionths, that a dial is refused although its target is up.
+    pub refuse_per_million: u32,
+    /// The configuration every node starts from (`Config::default()`: noise-xx when
+    /// the feature is on, with keys drawn from the seed).
+    pub node: Config,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 0,
+            latency: Duration::from_millis(5),
+            jitter: Duration::from_millis(1),
+            bandwidth: 125_000_000,
+            window: 256 * 1024,
+            refuse_per_million: 0,
+            node: Config::default(),
+        }
+    }
+}
+
+/// A node's index in the simulation.
+pub type NodeIndex = usize;
+
+/// Why [`Sim::dial`] did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SimDialError {
+    /// No such node, or it is crashed.
+    #[error("node {0} does not exist or is down")]
+    NoNode(NodeIndex),
+    /// The node core refused the dial.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+}
+
+/// What the simulator does at a point in virtual time.
+#[derive(Debug)]
+enum Action {
+    /// A dial's first packet reaches the listener.
+    Syn { link: usize },
+    /// The listener's answer reaches the dialler: connected.
+    SynAck { link: usize },
+    /// The dial was refused.
+    Refused { link: usize },
+    /// Bytes reach the receiving end of `dir`.
+    Deliver {
+        link: usize,
+        dir: usize,
+        bytes: Bytes,
+    },
+    /// The sender of `dir` shut its write side, in order after its bytes.
+    Fin { link: usize, dir: usize },
+    /// The receiving end of `dir` sees the connection reset.
+    Reset { link: usize, dir: usize },
+    /// A node's timers may be due.
+    Timer { node: NodeIndex },
+}
+
+/// An action and when it runs; ties run in the order they were scheduled.
+#[derive(Debug)]
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    action: Action,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// The actions to come, earliest first.
+#[derive(Debug, Default)]
+struct Agenda {
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+}
+
+impl Agenda {
+    fn push(&mut self, at: Instant, action: Action) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            action,
+        }));
+    }
+}
+
+/// One direction of a link.
+#[derive(Debug)]
+struct Direction {
+    /// Bytes sent and not yet read by the other end.
+    in_flight: usize,
+    /// When the link finishes putting the bytes sent so far on the wire.
+    busy_until: Instant,
+    /// When the last bytes sent arrive: later bytes never overtake them.
+    last_arrival: Instant,
+    /// The write side was shut.
+    fin: bool,
+}
+
+/// A connection: end 0 dialled end 1.
+#[derive(Debug)]
+struct Link {
+    /// The node dialled.
+    target: NodeIndex,
+    /// Each end's node and connection; `None` once that end is gone.
+    ends: [Option<(NodeIndex, ConnId)>; 2],
+    dirs: [Direction; 2],
+}
+
+/// A simulated node: the core and what the simulator keeps beside it.
+struct SimNode {
+    /// `None` while crashed.
+    node: Option<Node>,
+    key: LocalKey,
+    config: Config,
+    addr: SocketAddr,
+    events: Vec<Event>,
+    /// This node's links, by its connection id.
+    links: HashMap<ConnId, usize>,
+    /// The timer scheduled for it, if any.
+    timer: Option<Instant>,
+    /// Which side of a partition it is on.
+    side: u8,
+    /// Bytes a second it reads; `None`: as fast as they come.
+    read_rate: Option<u64>,
+    /// When it is done reading what it was given.
+    read_busy_until: Instant,
+}
+
+/// A read-only view of one simulated node.
+pub struct NodeView<'a> {
+    sim_node: &'a SimNode,
+}
+
+impl NodeView<'_> {
+    /// The node's peer id.
+    pub fn id(&self) -> PeerId {
+        self.sim_node.key.id
+    }
+
+    /// Whether it is up (not crashed).
+    pub fn is_up(&self) -> bool {
+        self.sim_node.node.is_some()
+    }
+
+    /// Every event it reported, oldest first (the caller may clear them through
+    /// [`Sim::take_events`]).
+    pub fn events(&self) -> &[Event] {
+        &self.sim_node.events
+    }
+
+    /// How many peers it is connected to.
+    pub fn peers(&self) -> usize {
+        self.sim_node.node.as_ref().map_or(0, |n| n.peers().count())
+    }
+
+    /// The ids of the peers it is connected to.
+    pub fn peer_ids(&self) -> Vec<PeerId> {
+        self.sim_node
+            .node
+            .as_ref()
+            .map(|n| n.peers().map(|(id, _, _)| id).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether it is connected to `peer`.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.sim_node
+            .node
+            .as_ref()
+            .is_some_and(|n| n.is_connected(peer))
+    }
+
+    /// Its counters (zero while crashed).
+    pub fn stats(&self) -> Stats {
+        self.sim_node
+            .node
+            .as_ref()
+            .map(|n| n.stats())
+            .unwrap_or_default()
+    }
+
+    /// How many connections its core holds, in any phase.
+    pub fn connections(&self) -> usize {
+        self.sim_node.links.len()
+    }
+}
+
+/// The simulation: nodes, links, a virtual clock and the schedule. See the
+/// [module documentation](self).
+pub struct Sim {
+    config: SimConfig,
+    epoch: Instant,
+    now: Instant,
+    rng: Rng,
+    nodes: Vec<SimNode>,
+    by_addr: HashMap<SocketAddr, NodeIndex>,
+    links: slab::Slab<Link>,
+    agenda: Agenda,
+    /// Deliveries held by a partition, in order, until it heals.
+    held: Vec<Action>,
+    trace: u64,
+    traced: u64,
+    steps: u64,
+    scratch: Vec<ConnId>,
+}
+
+/// FNV-1a: a stable hash, the same in every process and Rust version.
+fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+impl Sim {
+    /// An empty simulation.
+    pub fn new(config: SimConfig) -> Sim {
+        let epoch = Instant::now();
+        Sim {
+            rng: Rng::from_seed(config.seed),
+            config,
+            epoch,
+            now: epoch,
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            links: slab::Slab::new(),
+            agenda: Agenda::default(),
+            held: Vec::new(),
+            trace: FNV_OFFSET,
+            traced: 0,
+            steps: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Adds a node with the simulation's node configuration and returns its index.
+    pub fn add_node(&mut self) -> NodeIndex {
+        let config = self.config.node.clone();
+        self.add_node_with(config)
+    }
+
+    /// Adds a node with its own configuration (its security, limits and timers; its
+    /// key is drawn from the seed, so `keypair` and `peer_id` are ignored).
+    pub fn add_node_with(&mut self, config: Config) -> NodeIndex {
+        let index = self.nodes.len();
+        let mut secret = [0u8; 32];
+        self.rng.fill(&mut secret);
+        let id = match config.security {
+            #[cfg(feature = "noise")]
+            crate::wire::Security::NoiseXx => {
+                PeerId::from_bytes(crate::resolver::public_key(&secret))
+            }
+            _ => {
+                let mut id = [0u8; 32];
+                self.rng.fill(&mut id);
+                PeerId::from_bytes(id)
+            }
+        };
+        let key = LocalKey {
+            id,
+            secret,
+            ephemeral_seed: None,
+        };
+        let octets = (index as u32 + 1).to_be_bytes();
+        let addr = SocketAddr::from((Ipv4Addr::new(10, octets[1], octets[2], octets[3]), 7000));
+        self.by_addr.insert(addr, index);
+        self.nodes.push(SimNode {
+            node: None,
+            key,
+            config,
+            addr,
+            events: Vec::new(),
+            links: HashMap::new(),
+            timer: None,
+            side: 0,
+            read_rate: None,
+            read_busy_until: self.now,
+        });
+        self.boot(index);
+        index
+    }
+
+    /// Starts (or restarts) node `index` with a fresh core and its old key.
+    fn boot(&mut self, index: NodeIndex) {
+        let seed = self.rng.next_u64();
+        let sim_node = &mut self.nodes[index];
+        let mut node = Node::new(
+            sim_node.config.clone(),
+            sim_node.key.clone(),
+            Rng::from_seed(seed),
+        );
+        node.seed_handshakes();
+        sim_node.node = Some(node);
+        sim_node.timer = None;
+    }
+
+    /// How many nodes there are (crashed ones included).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// A view of node `index`. Panics if there is no such node (a caller's bug).
+    pub fn node(&self, index: NodeIndex) -> NodeView<'_> {
+        NodeView {
+            sim_node: &self.nodes[index],
+        }
+    }
+
+    /// Takes the events node `index` reported so far.
+    pub fn take_events(&mut self, index: NodeIndex) -> Vec<Event> {
+        std::mem::take(&mut self.nodes[index].events)
+    }
+
+    /// The virtual time since the simulation started.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.epoch
+    }
+
+    /// The hash of every event every node reported so far, with its node and virtual
+    /// time, and of every delivery of bytes (its link, length and first 64 bytes): the
+    /// run's fingerprint.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace
+    }
+
+    /// How many events the trace holds.
+    pub fn trace_len(&self) -> u64 {
+        self.traced
+    }
+
+    /// How many actions ran.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    fn schedule(&mut self, at: Instant, action: Action) {
+        self.agenda.push(at, action);
+    }
+
+    fn core(&mut self, index: NodeIndex) -> Option<&mut Node> {
+        self.nodes.get_mut(index).and_then(|n| n.node.as_mut())
+    }
+
+    /// Node `from` dials node `to`; the result arrives as events, as with
+    /// [`Network::dial`](crate::Network::dial).
+    pub fn dial(&mut self, from: NodeIndex, to: NodeIndex) -> Result<(), SimDialError> {
+        let addr = self.nodes.get(to).ok_or(SimDialError::NoNode(to))?.addr;
+        let now = self.now;
+        let node = self.core(from).ok_or(SimDialError::NoNode(from))?;
+        let conn = node.dial(addr, now)?;
+        let link = self.links.insert(Link {
+            target: to,
+            ends: [Some((from, conn)), None],
+            dirs: [self.direction(), self.direction()],
+        });
+        self.nodes[from].links.insert(conn, link);
+        self.schedule(now + self.config.latency, Action::Syn { link });
+        self.settle(from);
+        Ok(())
+    }
+
+    fn direction(&self) -> Direction {
+        Direction {
+            in_flight: 0,
+            busy_until: self.now,
+            last_arrival: self.now,
+            fin: false,
+        }
+    }
+
+    /// Node `index` broadcasts `payload` to the network.
+    pub fn broadcast(&mut self, index: NodeIndex, payload: Bytes) -> Result<GossipId, SendError> {
+        let now = self.now;
+        let node = self.core(index).ok_or(SendError::ShuttingDown)?;
+        let id = node.broadcast(payload, now)?;
+        self.settle(index);
+        Ok(id)
+    }
+
+    /// Node `index` sends a MESSAGE to `peer`.
+    pub fn send(
+        &mut self,
+        index: NodeIndex,
+        peer: &PeerId,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let node = self.core(index).ok_or(SendError::ShuttingDown)?;
+        node.send(peer, payload)?;
+        self.settle(index);
+        Ok(())
+    }
+
+    /// Node `index` sends a REQUEST to `peer`; the answer arrives as an event.
+    pub fn request(
+        &mut self,
+        index: NodeIndex,
+        peer: &PeerId,
+        id: RequestId,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let now = self.now;
+        let node = self.core(index).ok_or(SendError::ShuttingDown)?;
+        node.request_with_id(peer, id, payload, now)?;
+        self.settle(index);
+        Ok(())
+    }
+
+    /// Node `index` answers request `id` of `peer`.
+    pub fn respond(
+        &mut self,
+        index: NodeIndex,
+        peer: &PeerId,
+        id: RequestId,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let node = self.core(index).ok_or(SendError::ShuttingDown)?;
+        node.respond(peer, id, payload)?;
+        self.settle(index);
+        Ok(())
+    }
+
+    /// Node `index` closes every connection to `peer`.
+    pub fn disconnect(&mut self, index: NodeIndex, peer: &PeerId) -> bool {
+        let now = self.now;
+        let Some(node) = self.core(index) else {
+            return false;
+        };
+        let done = node.disconnect(peer, now);
+        self.settle(index);
+        done
+    }
+
+    /// Node `index` reads at most `rate` bytes a second from now on (`None`: at once):
+    /// its peers' windows fill and their queues grow, as behind a slow peer.
+    pub fn set_read_rate(&mut self, index: NodeIndex, rate: Option<u64>) {
+        self.nodes[index].read_rate = rate.filter(|&r| r > 0);
+    }
+
+    /// Splits the network: nodes in `island` reach each other, the others reach each
+    /// other, and no byte crosses between the two until [`Sim::heal`]. Bytes sent
+    /// across wait, as TCP retransmits would; new dials across are refused.
+    pub fn partition(&mut self, island: &[NodeIndex]) {
+        for n in &mut self.nodes {
+            n.side = 0;
+        }
+        for &i in island {
+            if let Some(n) = self.nodes.get_mut(i) {
+                n.side = 1;
+            }
+        }
+    }
+
+    /// Ends a partition: the bytes it held arrive, in order, from now on.
+    pub fn heal(&mut self) {
+        for n in &mut self.nodes {
+            n.side = 0;
+        }
+        let now = self.now;
+        for action in std::mem::take(&mut self.held) {
+            self.schedule(now, action);
+        }
+    }
+
+    /// Resets the connection between `a` and `b` (either dialled), as a middlebox
+    /// would: each end sees the reset, `a` at once and `b` one latency later. False if
+    /// they share no connection.
+    pub fn reset(&mut self, a: NodeIndex, b: NodeIndex) -> bool {
+        let found = self.links.iter().find_map(|(key, link)| {
+            let (x, y) = (link.ends[0]?.0, link.ends[1]?.0);
+            if (x, y) == (a, b) {
+                Some((key, 1usize))
+            } else if (x, y) == (b, a) {
+                Some((key, 0usize))
+            } else {
+                None
+            }
+        });
+        let Some((link, dir_to_a)) = found else {
+            return false;
+        };
+        let now = self.now;
+        self.schedule(
+            now,
+            Action::Reset {
+                link,
+                dir: dir_to_a,
+            },
+        );
+        self.schedule(
+            now + self.config.latency,
+            Action::Reset {
+                link,
+                dir: 1 - dir_to_a,
+            },
+        );
+        true
+    }
+
+    /// Crashes node `index`: its core is dropped with everything queued, and each of
+    /// its peers sees a reset one latency later (its host's kernel answers for it).
+    pub fn crash(&mut self, index: NodeIndex) {
+        let Some(sim_node) = self.nodes.get_mut(index) else {
+            return;
+        };
+        if sim_node.node.take().is_none() {
+            return;
+        }
+        let links: Vec<usize> = sim_node.links.drain().map(|(_, l)| l).collect();
+        let at = self.now + self.config.latency;
+        for link in links {
+            let Some(l) = self.links.get_mut(link) else {
+                continue;
+            };
+            let side = usize::from(l.ends[1].is_some_and(|(n, _)| n == index));
+            l.ends[side] = None;
+            if l.ends.iter().all(Option::is_none) {
+                self.links.remove(link);
+                continue;
+            }
+            // The direction towards the other end.
+            self.schedule(at, Action::Reset { link, dir: side });
+        }
+    }
+
+    /// Restarts a crashed node `index` with its old key and a fresh core.
+    pub fn restart(&mut self, index: NodeIndex) {
+        if self.nodes.get(index).is_some_and(|n| n.node.is_none()) {
+            self.boot(index);
+        }
+    }
+
+    /// Runs the next scheduled action; false if nothing is scheduled.
+    pub fn step(&mut self) -> bool {
+        let Some(Reverse(next)) = self.agenda.queue.pop() else {
+            return false;
+        };
+        self.now = self.now.max(next.at);
+        self.steps += 1;
+        self.run(next.action);
+        true
+    }
+
+    /// Steps until `done` holds (true) or `limit` steps ran (false).
+    pub fn run_until(&mut self, mut done: impl FnMut(&Sim) -> bool, limit: u64) -> bool {
+        for _ in 0..limit {
+            if done(self) {
+                return true;
+            }
+            if !self.step() {
+                return done(self);
+            }
+        }
+        done(self)
+    }
+
+    /// Steps through everything scheduled up to `d` from now, then sets the clock there.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self
+            .agenda
+            .queue
+            .peek()
+            .is_some_and(|Reverse(next)| next.at <= end)
+        {
+            self.step();
+        }
+        self.now = end;
+    }
+
+    fn run(&mut self, action: Action) {
+        let now = self.now;
+        if let Action::Deliver { link, dir, .. }
+        | Action::Fin { link, dir }
+        | Action::Reset { link, dir } = action
+            && self.across_partition(link, dir)
+        {
+            self.held.push(action);
+            return;
+        }
+        match action {
+            Action::Syn { link } => {
+                let Some(l) = self.links.get(link) else {
+                    return;
+                };
+                let (to, Some((from, _))) = (l.target, l.ends[0]) else {
+                    return;
+                };
+                let from_addr = self.nodes[from].addr;
+                let refused = self.config.refuse_per_million > 0
+                    && (self.rng.next_u64() % 1_000_000)
+                        < u64::from(self.config.refuse_per_million);
+                let accepted = if refused || self.nodes[to].side != self.nodes[from].side {
+                    None
+                } else {
+                    self.core(to)
+                        .and_then(|n| n.accept(from_addr, now))
+                        .map(|c| (to, c))
+                };
+                let back = now + self.config.latency;
+                match accepted {
+                    Some((to, c)) => {
+                        if let Some(l) = self.links.get_mut(link) {
+                            l.ends[1] = Some((to, c));
+                        }
+                        self.nodes[to].links.insert(c, link);
+                        self.schedule(back, Action::SynAck { link });
+                        self.settle(to);
+                    }
+                    None => self.schedule(back, Action::Refused { link }),
+                }
+            }
+            Action::SynAck { link } => {
+                if let Some((from, conn)) = self.links.get(link).and_then(|l| l.ends[0])
+                    && let Some(node) = self.core(from)
+                {
+                    node.connected(conn, now);
+                    self.settle(from);
+                }
+            }
+            Action::Refused { link } => {
+                if let Some((from, conn)) = self.links.get(link).and_then(|l| l.ends[0])
+                    && let Some(node) = self.core(from)
+                {
+                    node.connect_failed(conn, std::io::ErrorKind::ConnectionRefused, now);
+                    self.settle(from);
+                }
+            }
+            Action::Deliver { link, dir, bytes } => self.deliver(link, dir, bytes),
+            Action::Fin { link, dir } => {
+                if let Some((to, conn)) = self.receiver(link, dir)
+                    && let Some(node) = self.core(to)
+                {
+                    node.eof(conn, now);
+                    self.settle(to);
+                }
+            }
+            Action::Reset { link, dir } => {
+                if let Some((to, conn)) = self.receiver(link, dir)
+                    && let Some(node) = self.core(to)
+                {
+                    node.io_error(conn, std::io::ErrorKind::ConnectionReset, now);
+                    self.settle(to);
+                }
+            }
+            Action::Timer { node: index } => {
+                if self.nodes[index].timer == Some(now) {
+                    self.nodes[index].timer = None;
+                    if let Some(node) = self.core(index) {
+                        node.timeout(now);
+                    }
+                    self.settle(index);
+                }
+            }
+        }
+    }
+
+    /// Whether `dir` of `link` crosses the partition (its sender's side is not its
+    /// receiver's; a crashed sender counts from where it was).
+    fn across_partition(&self, link: usize, dir: usize) -> bool {
+        let Some(l) = self.links.get(link) else {
+            return false;
+        };
+        let to = l.ends[1 - dir].map(|(n, _)| n);
+        let from = l.ends[dir]
+            .map(|(n, _)| n)
+            .or(if dir == 0 { None } else { Some(l.target) });
+        match (from, to) {
+            (Some(from), Some(to)) => self.nodes[from].side != self.nodes[to].side,
+            _ => false,
+        }
+    }
+
+    /// The end that reads `dir` of `link`, if it is still there.
+    fn receiver(&self, link: usize, dir: usize) -> Option<(NodeIndex, ConnId)> {
+        self.links.get(link).and_then(|l| l.ends[1 - dir])
+    }
+
+    fn deliver(&mut self, link: usize, dir: usize, bytes: Bytes) {
+        let Some((to, conn)) = self.receiver(link, dir) else {
+            return;
+        };
+        // A slow reader takes the bytes later; they stay in flight until then.
+        if let Some(rate) = self.nodes[to].read_rate {
+            let now = self.now;
+            let ready = self.nodes[to].read_busy_until;
+            if ready > now {
+                self.schedule(ready, Action::Deliver { link, dir, bytes });
+                return;
+            }
+            let cost =
+                Duration::from_nanos((bytes.len() as u64).saturating_mul(1_000_000_000) / rate);
+            self.nodes[to].read_busy_until = now + cost;
+        }
+        let now = self.now;
+        // The wire bytes join the trace too (their start: handshake messages and
+        // record headers), so a run whose keys were not seeded would not repeat.
+        let head = &bytes[..bytes.len().min(64)];
+        let mut hash = fnv(
+            self.trace,
+            &((now - self.epoch).as_nanos() as u64).to_le_bytes(),
+        );
+        hash = fnv(hash, &(link as u64 * 2 + dir as u64).to_le_bytes());
+        hash = fnv(hash, &(bytes.len() as u64).to_le_bytes());
+        self.trace = fnv(hash, head);
+        if let Some(node) = self.core(to)
+            && let Some((buf, _)) = node.recv_buf(conn, usize::MAX)
+        {
+            buf.extend_from_slice(&bytes);
+            node.received(conn, bytes.len(), now);
+        }
+        let sender = self.links.get_mut(link).and_then(|l| {
+            l.dirs[dir].in_flight -= bytes.len();
+            l.ends[dir]
+        });
+        self.settle(to);
+        // The sender's window opened.
+        if let Some((sender, _)) = sender {
+            self.settle(sender);
+        }
+    }
+
+    /// After anything touched node `index`: moves its output onto its links, frees
+    /// its closed sockets, records its events and schedules its next timer.
+    fn settle(&mut self, index: NodeIndex) {
+        let Some(node) = self.nodes[index].node.as_mut() else {
+            return;
+        };
+        let mut dirty = std::mem::take(&mut self.scratch);
+        node.take_dirty(&mut dirty);
+        // Also every open link with room: a window that opened leaves no dirty mark.
+        dirty.extend(self.nodes[index].links.keys().copied());
+        dirty.sort_unstable_by_key(|c| (c.key, c.generation));
+        dirty.dedup();
+        for &conn in &dirty {
+            self.pump(index, conn);
+        }
+        dirty.clear();
+        self.scratch = dirty;
+        self.record(index);
+        let next = self.nodes[index]
+            .node
+            .as_ref()
+            .and_then(|n| n.next_deadline());
+        if let Some(at) = next {
+            let at = at.max(self.now);
+            if self.nodes[index].timer.is_none_or(|t| t > at) {
+                self.nodes[index].timer = Some(at);
+                self.schedule(at, Action::Timer { node: index });
+            }
+        }
+    }
+
+    /// Moves what `conn` of node `index` has to send onto its link, as far as the
+    /// window allows, and its half-close or close after it.
+    fn pump(&mut self, index: NodeIndex, conn: ConnId) {
+        let now = self.now;
+        let Some(&link) = self.nodes[index].links.get(&conn) else {
+            return;
+        };
+        let dir = usize::from(self.links[link].ends[1].is_some_and(|e| e == (index, conn)));
+        let connected = self.links[link].ends[1].is_some();
+        let Some(node) = self.nodes[index].node.as_mut() else {
+            return;
+        };
+        if connected && node.phase(conn) != Some(Phase::Opening) {
+            loop {
+                node.seal(conn, now);
+                let room = self.config.window - self.links[link].dirs[dir].in_flight;
+                let Some(queue) = node.transmit(conn) else {
+                    break;
+                };
+                let n = queue.len().min(room);
+                if n == 0 {
+                    break;
+                }
+                let mut bytes = Vec::with_capacity(n);
+                let mut slices = [std::io::IoSlice::new(&[]); 16];
+                let count = queue.slices(&mut slices);
+                for s in &slices[..count] {
+                    let take = s.len().min(n - bytes.len());
+                    bytes.extend_from_slice(&s[..take]);
+                }
+                let n = bytes.len();
+                node.written(conn, n);
+                let d = &mut self.links[link].dirs[dir];
+                d.in_flight += n;
+                let wire = Duration::from_nanos(
+                    (n as u64).saturating_mul(1_000_000_000) / self.config.bandwidth.max(1),
+                );
+                d.busy_until = d.busy_until.max(now) + wire;
+                let jitter = if self.config.jitter.is_zero() {
+                    Duration::ZERO
+                } else {
+                    Duration::from_nanos(
+                        self.rng.next_u64() % (self.config.jitter.as_nanos() as u64 + 1),
+                    )
+                };
+                let at = (d.busy_until + self.config.latency + jitter).max(d.last_arrival);
+                d.last_arrival = at;
+                self.agenda.push(
+                    at,
+                    Action::Deliver {
+                        link,
+                        dir,
+                        bytes: Bytes::from(bytes),
+                    },
+                );
+            }
+            if node.wants_shutdown(conn) && !self.links[link].dirs[dir].fin {
+                node.write_shut(conn, now);
+                let d = &mut self.links[link].dirs[dir];
+                d.fin = true;
+                let at = d.last_arrival.max(now + self.config.latency);
+                self.agenda.push(at, Action::Fin { link, dir });
+            }
+        }
+        if node.phase(conn) == Some(Phase::Closed) {
+            node.remove(conn);
+            self.nodes[index].links.remove(&conn);
+            let l = &mut self.links[link];
+            l.ends[dir] = None;
+            // A close without a shut write side reaches the other end as its end.
+            if !l.dirs[dir].fin && l.ends[1 - dir].is_some() {
+                l.dirs[dir].fin = true;
+                let at = l.dirs[dir].last_arrival.max(now + self.config.latency);
+                self.agenda.push(at, Action::Fin { link, dir });
+            }
+            if l.ends.iter().all(Option::is_none) {
+                self.links.remove(link);
+            }
+        }
+    }
+
+    /// Appends node `index`'s new events to its list and to the trace.
+    fn record(&mut self, index: NodeIndex) {
+        let sim_node = &mut self.nodes[index];
+        let Some(node) = sim_node.node.as_mut() else {
+            return;
+        };
+        let start = sim_node.events.len();
+        node.drain_events(&mut sim_node.events);
+        let at = (self.now - self.epoch).as_nanos() as u64;
+        for event in &sim_node.events[start..] {
+            let mut hash = fnv(self.trace, &at.to_le_bytes());
+            hash = fnv(hash, &(index as u64).to_le_bytes());
+            hash = fnv(hash, format!("{event:?}").as_bytes());
+            self.trace = hash;
+            self.traced += 1;
+        }
+    }
+}

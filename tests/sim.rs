@@ -1,0 +1,216 @@
+//! The simulator: runs repeat bit for bit, and the real core behaves under faults.
+
+use std::time::Duration;
+
+use p2p::sim::{Sim, SimConfig};
+use p2p::{Bytes, CloseReason, Config, Event, RequestId, Security};
+
+/// A ring of `n` nodes plus a chord from each to the node halfway round.
+fn network(seed: u64, n: usize, node: Config) -> Sim {
+    let mut sim = Sim::new(SimConfig {
+        seed,
+        node,
+        ..SimConfig::default()
+    });
+    for _ in 0..n {
+        sim.add_node();
+    }
+    for i in 0..n {
+        sim.dial(i, (i + 1) % n).unwrap();
+        if i < n / 2 {
+            sim.dial(i, i + n / 2).unwrap();
+        }
+    }
+    let all_up = |sim: &Sim| (0..sim.len()).all(|i| sim.node(i).peers() >= 2);
+    assert!(
+        sim.run_until(all_up, 1_000_000),
+        "seed {seed}: not all connected"
+    );
+    sim
+}
+
+fn broadcasts(sim: &Sim, i: usize) -> Vec<Bytes> {
+    sim.node(i)
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Broadcast { payload, .. } => Some(payload.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs a whole scenario and returns its fingerprint.
+fn scenario(seed: u64) -> (u64, u64) {
+    let mut sim = network(seed, 12, Config::default());
+    for k in 0..5u8 {
+        sim.broadcast(usize::from(k), Bytes::from(vec![k; 100]))
+            .unwrap();
+        sim.run_for(Duration::from_millis(3));
+    }
+    sim.run_for(Duration::from_secs(1));
+    (sim.trace_hash(), sim.trace_len())
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace_and_another_seed_another() {
+    let first = scenario(42);
+    assert_eq!(scenario(42), first);
+    assert!(first.1 > 12 * 5, "the trace holds the run: {first:?}");
+    assert_ne!(scenario(43).0, first.0);
+}
+
+#[test]
+fn the_trace_hash_is_the_same_in_another_process() {
+    // This test binary, run again with one test: a fresh process, fresh heap and
+    // fresh OS randomness for anything that would wrongly use it.
+    if let Ok(seed) = std::env::var("P2P_SIM_PRINT_SEED") {
+        let seed: u64 = seed.parse().unwrap();
+        println!("trace={:016x}", scenario(seed).0);
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let output = std::process::Command::new(exe)
+        .args([
+            "the_trace_hash_is_the_same_in_another_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("P2P_SIM_PRINT_SEED", "42")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let expect = format!("trace={:016x}", scenario(42).0);
+    assert!(stdout.contains(&expect), "{expect} not in {stdout}");
+}
+
+#[test]
+fn every_broadcast_reaches_every_node_once_over_noise() {
+    let n = 16;
+    let mut sim = network(7, n, Config::default());
+    for k in 0..n {
+        sim.broadcast(k, Bytes::from(format!("block {k}"))).unwrap();
+    }
+    let done = |sim: &Sim| (0..n).all(|i| broadcasts(sim, i).len() >= n - 1);
+    assert!(sim.run_until(done, 1_000_000));
+    sim.run_for(Duration::from_secs(1));
+    for i in 0..n {
+        let mut got = broadcasts(&sim, i);
+        got.sort();
+        let mut expect: Vec<Bytes> = (0..n)
+            .filter(|&k| k != i)
+            .map(|k| Bytes::from(format!("block {k}")))
+            .collect();
+        expect.sort();
+        assert_eq!(got, expect, "node {i}");
+    }
+}
+
+#[test]
+fn a_request_gets_one_response_across_the_simulated_link() {
+    let mut sim = network(3, 4, Config::default());
+    let b = sim.node(1).id();
+    sim.request(0, &b, RequestId(9), Bytes::from_static(b"height?"))
+        .unwrap();
+    let asked = |sim: &Sim| {
+        sim.node(1)
+            .events()
+            .iter()
+            .any(|e| matches!(e, Event::Request { .. }))
+    };
+    assert!(sim.run_until(asked, 100_000));
+    let a = sim.node(0).id();
+    sim.respond(1, &a, RequestId(9), Bytes::from_static(b"7"))
+        .unwrap();
+    sim.run_for(Duration::from_secs(1));
+    let responses: Vec<_> = sim
+        .node(0)
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Response { .. } | Event::RequestFailed { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(
+        responses,
+        vec![Event::Response {
+            peer: b,
+            id: RequestId(9),
+            payload: Bytes::from_static(b"7")
+        }]
+    );
+}
+
+#[test]
+fn a_crashed_node_is_seen_reset_and_rejoins_with_its_old_id() {
+    let mut sim = network(5, 6, Config::default());
+    let id = sim.node(2).id();
+    sim.crash(2);
+    sim.run_for(Duration::from_millis(50));
+    let lost = |sim: &Sim, i: usize| {
+        sim.node(i).events().iter().any(|e| {
+            matches!(e, Event::PeerDisconnected { peer, reason: CloseReason::Io(_) } if *peer == id)
+        })
+    };
+    assert!(
+        lost(&sim, 1) && lost(&sim, 3),
+        "both ring neighbours saw the reset"
+    );
+    assert!(!sim.node(1).is_connected(&id));
+    sim.restart(2);
+    sim.dial(2, 1).unwrap();
+    sim.run_for(Duration::from_millis(50));
+    assert!(sim.node(1).is_connected(&id), "same key, same id");
+}
+
+#[test]
+fn a_partition_holds_bytes_until_it_heals() {
+    let config = Config {
+        security: Security::Plaintext,
+        ..Config::default()
+    };
+    let mut sim = network(9, 6, config);
+    sim.partition(&[0, 1, 2]);
+    sim.broadcast(0, Bytes::from_static(b"split")).unwrap();
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(broadcasts(&sim, 1).len(), 1, "same side");
+    for i in 3..6 {
+        assert!(broadcasts(&sim, i).is_empty(), "node {i} is across");
+    }
+    sim.heal();
+    sim.run_for(Duration::from_millis(200));
+    for i in 1..6 {
+        assert_eq!(
+            broadcasts(&sim, i),
+            vec![Bytes::from_static(b"split")],
+            "node {i}"
+        );
+    }
+}
+
+#[test]
+fn a_slow_reader_fills_its_peer_queue_to_the_cap_and_no_further() {
+    let config = Config {
+        security: Security::Plaintext,
+        max_write_buffer: 1 << 20,
+        ..Config::default()
+    };
+    let mut sim = network(11, 4, config);
+    sim.set_read_rate(1, Some(100_000));
+    let b = sim.node(1).id();
+    let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+    let mut full = false;
+    for _ in 0..200 {
+        match sim.send(0, &b, chunk.clone()) {
+            Ok(()) => {}
+            Err(p2p::SendError::Full { .. }) => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        sim.run_for(Duration::from_millis(1));
+    }
+    assert!(full, "the per-peer cap pushed back");
+    assert!(sim.node(0).stats().queued_bytes <= 1 << 20);
+}
