@@ -35,9 +35,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use snow::params::DHChoice;
-use snow::resolvers::{CryptoResolver, DefaultResolver};
-
 use crate::peer::{PeerId, hex};
 
 /// The noise protocol whose static key a [`Keypair`] is.
@@ -136,14 +133,9 @@ impl Keypair {
     /// The keypair with this X25519 secret key; the public key is derived from it
     /// (X25519 with the base point, clamping the secret as RFC 7748 specifies).
     pub fn from_secret(secret: [u8; 32]) -> Result<Keypair, KeyError> {
-        let mut dh = DefaultResolver
-            .resolve_dh(&DHChoice::Curve25519)
-            .ok_or(KeyError::NoCurve25519)?;
-        dh.set(&secret);
-        let public: [u8; 32] = dh.pubkey().try_into().map_err(|_| KeyError::NoCurve25519)?;
         Ok(Keypair {
             secret,
-            id: PeerId::from_bytes(public),
+            id: PeerId::from_bytes(crate::resolver::public_key(&secret)),
         })
     }
 

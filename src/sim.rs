@@ -31,6 +31,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -291,6 +292,16 @@ fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Feeds formatted text to [`fnv`] as it is written, without building a string.
+struct FnvWriter(u64);
+
+impl std::fmt::Write for FnvWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 = fnv(self.0, s.as_bytes());
+        Ok(())
+    }
+}
 
 impl Sim {
     /// An empty simulation.
@@ -695,38 +706,20 @@ impl Sim {
                 }
             }
             Action::SynAck { link } => {
-                if let Some((from, conn)) = self.links.get(link).and_then(|l| l.ends[0])
-                    && let Some(node) = self.core(from)
-                {
-                    node.connected(conn, now);
-                    self.settle(from);
-                }
+                self.at_end(self.receiver(link, 1), |node, conn| {
+                    node.connected(conn, now)
+                });
             }
-            Action::Refused { link } => {
-                if let Some((from, conn)) = self.links.get(link).and_then(|l| l.ends[0])
-                    && let Some(node) = self.core(from)
-                {
-                    node.connect_failed(conn, std::io::ErrorKind::ConnectionRefused, now);
-                    self.settle(from);
-                }
-            }
+            Action::Refused { link } => self.at_end(self.receiver(link, 1), |node, conn| {
+                node.connect_failed(conn, std::io::ErrorKind::ConnectionRefused, now)
+            }),
             Action::Deliver { link, dir, bytes } => self.deliver(link, dir, bytes),
             Action::Fin { link, dir } => {
-                if let Some((to, conn)) = self.receiver(link, dir)
-                    && let Some(node) = self.core(to)
-                {
-                    node.eof(conn, now);
-                    self.settle(to);
-                }
+                self.at_end(self.receiver(link, dir), |node, conn| node.eof(conn, now));
             }
-            Action::Reset { link, dir } => {
-                if let Some((to, conn)) = self.receiver(link, dir)
-                    && let Some(node) = self.core(to)
-                {
-                    node.io_error(conn, std::io::ErrorKind::ConnectionReset, now);
-                    self.settle(to);
-                }
-            }
+            Action::Reset { link, dir } => self.at_end(self.receiver(link, dir), |node, conn| {
+                node.io_error(conn, std::io::ErrorKind::ConnectionReset, now)
+            }),
             Action::Timer { node: index } => {
                 if self.nodes[index].timer == Some(now) {
                     self.nodes[index].timer = None;
@@ -755,7 +748,18 @@ impl Sim {
         }
     }
 
-    /// The end that reads `dir` of `link`, if it is still there.
+    /// Runs `f` on the core holding `end`, if it is up, then settles that node.
+    fn at_end(&mut self, end: Option<(NodeIndex, ConnId)>, f: impl FnOnce(&mut Node, ConnId)) {
+        if let Some((index, conn)) = end
+            && let Some(node) = self.core(index)
+        {
+            f(node, conn);
+            self.settle(index);
+        }
+    }
+
+    /// The end that reads `dir` of `link` (the dialler for `dir` 1), if it is still
+    /// there.
     fn receiver(&self, link: usize, dir: usize) -> Option<(NodeIndex, ConnId)> {
         self.links.get(link).and_then(|l| l.ends[1 - dir])
     }
@@ -798,8 +802,11 @@ impl Sim {
             l.ends[dir]
         });
         self.settle(to);
-        // The sender's window opened.
-        if let Some((sender, _)) = sender {
+        // The sender's window opened: what waited on it leaves now.
+        if let Some((sender, conn)) = sender
+            && self.nodes[sender].node.is_some()
+        {
+            self.pump(sender, conn);
             self.settle(sender);
         }
     }
@@ -812,10 +819,6 @@ impl Sim {
         };
         let mut dirty = std::mem::take(&mut self.scratch);
         node.take_dirty(&mut dirty);
-        // Also every open link with room: a window that opened leaves no dirty mark.
-        dirty.extend(self.nodes[index].links.keys().copied());
-        dirty.sort_unstable_by_key(|c| (c.key, c.generation));
-        dirty.dedup();
         for &conn in &dirty {
             self.pump(index, conn);
         }
@@ -928,8 +931,10 @@ impl Sim {
         for event in &sim_node.events[start..] {
             let mut hash = fnv(self.trace, &at.to_le_bytes());
             hash = fnv(hash, &(index as u64).to_le_bytes());
-            hash = fnv(hash, format!("{event:?}").as_bytes());
-            self.trace = hash;
+            let mut writer = FnvWriter(hash);
+            // Writing into a hash cannot fail.
+            let _ = write!(writer, "{event:?}");
+            self.trace = writer.0;
             self.traced += 1;
         }
     }
