@@ -162,7 +162,8 @@ fn main() -> ExitCode {
     );
 
     // Faults, at fixed points of the broadcast phase.
-    let mut crashed_at: HashMap<usize, (usize, usize)> = HashMap::new();
+    // crashed_at[i]: the broadcast at which crash victim i went down.
+    let mut crashed_at: HashMap<usize, usize> = HashMap::new();
     let crash_victims: Vec<usize> = if o.faults {
         vec![choice.below(n), choice.below(n)]
     } else {
@@ -171,7 +172,7 @@ fn main() -> ExitCode {
     if o.faults {
         sim.set_read_rate(choice.below(n), Some(1_000_000));
     }
-    // up_from[i]: the first broadcast node i can be expected to get.
+    // up_from[i]: the first broadcast a restarted node i can be expected to get again.
     let mut up_from = vec![0usize; n];
     let mut origins = Vec::with_capacity(o.broadcasts);
     // reach[k]: the nodes connected, through any path, to broadcast k's origin when it
@@ -184,7 +185,8 @@ fn main() -> ExitCode {
                 let island: Vec<usize> = (0..n / 10).map(|_| choice.below(n)).collect();
                 sim.partition(&island);
             }
-            if k == o.broadcasts / 5 + 50 || (k == o.broadcasts - 1 && k < o.broadcasts / 5 + 50) {
+            // (A run too short to reach this heals after its last broadcast.)
+            if k == o.broadcasts / 5 + 50 {
                 sim.heal();
             }
             if k == o.broadcasts / 3 {
@@ -196,7 +198,7 @@ fn main() -> ExitCode {
                 }
                 for &v in &crash_victims {
                     sim.crash(v);
-                    crashed_at.entry(v).or_insert((k, k));
+                    crashed_at.entry(v).or_insert(k);
                 }
             }
             if k == o.broadcasts / 3 + 20 {
@@ -246,15 +248,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        // A crash victim may miss what was sent shortly before it went down.
-        let down = crashed_at.get(&i).map(|&(from, _)| from.saturating_sub(5));
+        // A crash victim may miss what was sent shortly before it went down, and
+        // everything until it is back (`first`).
+        let down = crashed_at.get(&i).map(|&at| at.saturating_sub(5));
         for (k, &count) in seen.iter().enumerate() {
             if count > 1 {
                 duplicates += count as usize - 1;
             }
             let was_down = down.is_some_and(|d| k >= d && k < first);
-            let expect =
-                origins[k] != i && reach[k][i] && k >= first && !was_down && sim.node(i).is_up();
+            let expect = origins[k] != i && reach[k][i] && !was_down && sim.node(i).is_up();
             if expect {
                 expected += 1;
                 if count >= 1 {
