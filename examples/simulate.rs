@@ -17,11 +17,13 @@
 //! sim: seed=7 nodes=1000 broadcasts=100 delivered=99900/99900 duplicates=0 virtual_ms=.. wall_ms=.. trace=<16 hex digits>
 //! ```
 //!
-//! A broadcast is expected at every node that was connected, through any path, to its
-//! origin when it was sent and stayed up to the end of the run, its origin excepted. The exit status is 0 exactly when every
-//! expected delivery happened, once. The same seed prints the same trace.
+//! A broadcast is expected at every node that stayed connected to its origin from the
+//! moment it left to the end of the run: through connections that were open then and
+//! that neither end lost or reopened since ([`Sim::reachable_unchanged_since`]). With
+//! faults, nodes dial their lost peers again after the heal, as a node's reconnection
+//! policy would. The exit status is 0 exactly when every expected delivery happened,
+//! once. The same seed prints the same trace.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -82,22 +84,15 @@ impl Choice {
     }
 }
 
-/// Which nodes `origin` can reach over the connections open now.
-fn component(sim: &Sim, origin: usize, index_of: &HashMap<p2p::PeerId, usize>) -> Vec<bool> {
-    let mut seen = vec![false; sim.len()];
-    seen[origin] = true;
-    let mut stack = vec![origin];
-    while let Some(i) = stack.pop() {
-        for peer in sim.node(i).peer_ids() {
-            if let Some(&j) = index_of.get(&peer)
-                && !seen[j]
-            {
-                seen[j] = true;
-                stack.push(j);
-            }
+/// Node `i` dials again those of its `dials` it is not connected to, as a node's
+/// reconnection policy would.
+fn redial(sim: &mut Sim, i: usize, dials: &[usize]) {
+    for &j in dials {
+        let peer = sim.node(j).id();
+        if sim.node(j).is_up() && !sim.node(i).is_connected(&peer) {
+            let _ = sim.dial(i, j);
         }
     }
-    seen
 }
 
 fn main() -> ExitCode {
@@ -162,8 +157,6 @@ fn main() -> ExitCode {
     );
 
     // Faults, at fixed points of the broadcast phase.
-    // crashed_at[i]: the broadcast at which crash victim i went down.
-    let mut crashed_at: HashMap<usize, usize> = HashMap::new();
     let crash_victims: Vec<usize> = if o.faults {
         vec![choice.below(n), choice.below(n)]
     } else {
@@ -172,13 +165,9 @@ fn main() -> ExitCode {
     if o.faults {
         sim.set_read_rate(choice.below(n), Some(1_000_000));
     }
-    // up_from[i]: the first broadcast a restarted node i can be expected to get again.
-    let mut up_from = vec![0usize; n];
     let mut origins = Vec::with_capacity(o.broadcasts);
-    // reach[k]: the nodes connected, through any path, to broadcast k's origin when it
-    // was sent.
-    let mut reach: Vec<Vec<bool>> = Vec::with_capacity(o.broadcasts);
-    let index_of: HashMap<p2p::PeerId, usize> = (0..n).map(|i| (sim.node(i).id(), i)).collect();
+    // marks[k]: the trace's length when broadcast k left.
+    let mut marks = Vec::with_capacity(o.broadcasts);
     for k in 0..o.broadcasts {
         if o.faults {
             if k == o.broadcasts / 5 {
@@ -188,6 +177,9 @@ fn main() -> ExitCode {
             // (A run too short to reach this heals after its last broadcast.)
             if k == o.broadcasts / 5 + 50 {
                 sim.heal();
+                for (i, list) in dials.iter().enumerate() {
+                    redial(&mut sim, i, list);
+                }
             }
             if k == o.broadcasts / 3 {
                 for _ in 0..10 {
@@ -198,18 +190,12 @@ fn main() -> ExitCode {
                 }
                 for &v in &crash_victims {
                     sim.crash(v);
-                    crashed_at.entry(v).or_insert(k);
                 }
             }
             if k == o.broadcasts / 3 + 20 {
                 for &v in &crash_victims {
                     sim.restart(v);
-                    for &j in &dials[v] {
-                        let _ = sim.dial(v, j);
-                    }
-                    // Reconnecting takes a few round trips: expect it from the next
-                    // broadcasts on, after a settling gap.
-                    up_from[v] = k + 10;
+                    redial(&mut sim, v, &dials[v]);
                 }
             }
         }
@@ -223,19 +209,23 @@ fn main() -> ExitCode {
             eprintln!("simulate: broadcast {k} refused at node {origin}");
         }
         origins.push(origin);
-        reach.push(component(&sim, origin, &index_of));
+        marks.push(sim.trace_len());
         sim.run_for(Duration::from_millis(10));
     }
     if o.faults {
         sim.heal();
     }
     sim.run_for(Duration::from_secs(5));
+    // reach[k]: the nodes that stayed connected to broadcast k's origin since it left.
+    let reach: Vec<Vec<bool>> = (0..o.broadcasts)
+        .map(|k| sim.reachable_unchanged_since(origins[k], marks[k]))
+        .collect();
 
     // Count.
     let mut expected = 0usize;
     let mut delivered = 0usize;
     let mut duplicates = 0usize;
-    for (i, &first) in up_from.iter().enumerate() {
+    for i in 0..n {
         let mut seen = vec![0u32; o.broadcasts];
         for event in sim.node(i).events() {
             if let Event::Broadcast { payload, .. } = event
@@ -248,15 +238,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        // A crash victim may miss what was sent shortly before it went down, and
-        // everything until it is back (`first`).
-        let down = crashed_at.get(&i).map(|&at| at.saturating_sub(5));
         for (k, &count) in seen.iter().enumerate() {
             if count > 1 {
                 duplicates += count as usize - 1;
             }
-            let was_down = down.is_some_and(|d| k >= d && k < first);
-            let expect = origins[k] != i && reach[k][i] && !was_down && sim.node(i).is_up();
+            let expect = origins[k] != i && reach[k][i];
             if expect {
                 expected += 1;
                 if count >= 1 {

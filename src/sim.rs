@@ -44,7 +44,7 @@ use crate::network::{ConnId, Node, Stats};
 use crate::peer::PeerId;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
-use crate::socket::Phase;
+use crate::socket::{PeerStats, Phase};
 
 /// How the simulated network behaves.
 #[derive(Clone, Debug)]
@@ -177,8 +177,8 @@ struct Direction {
 /// A connection: end 0 dialled end 1.
 #[derive(Debug)]
 struct Link {
-    /// The node dialled.
-    target: NodeIndex,
+    /// The dialler and the node dialled, for as long as the link exists.
+    nodes: [NodeIndex; 2],
     /// Each end's node and connection; `None` once that end is gone.
     ends: [Option<(NodeIndex, ConnId)>; 2],
     dirs: [Direction; 2],
@@ -257,9 +257,26 @@ impl NodeView<'_> {
             .unwrap_or_default()
     }
 
-    /// How many connections its core holds, in any phase.
+    /// How many connections the simulator carries for it, in any phase. Its core's
+    /// own count is [`Stats::connections`]; the two agree unless a closed socket was
+    /// left behind.
     pub fn connections(&self) -> usize {
         self.sim_node.links.len()
+    }
+
+    /// Bytes queued for `peer` and not yet on the wire; `None` if not connected.
+    pub fn queued(&self, peer: &PeerId) -> Option<usize> {
+        self.sim_node.node.as_ref().and_then(|n| n.queued(peer))
+    }
+
+    /// The counters of the connection serving `peer`; `None` if not connected.
+    pub fn peer_stats(&self, peer: &PeerId) -> Option<PeerStats> {
+        self.sim_node.node.as_ref().and_then(|n| n.peer_stats(peer))
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.sim_node.config
     }
 }
 
@@ -272,6 +289,10 @@ pub struct Sim {
     rng: Rng,
     nodes: Vec<SimNode>,
     by_addr: HashMap<SocketAddr, NodeIndex>,
+    by_id: HashMap<PeerId, NodeIndex>,
+    /// When node `.0` last reported `.1` connected or disconnected, as an index into
+    /// the trace's events.
+    changed: HashMap<(NodeIndex, PeerId), u64>,
     links: slab::Slab<Link>,
     agenda: Agenda,
     /// Deliveries held by a partition, in order, until it heals.
@@ -314,6 +335,8 @@ impl Sim {
             now: epoch,
             nodes: Vec::new(),
             by_addr: HashMap::new(),
+            by_id: HashMap::new(),
+            changed: HashMap::new(),
             links: slab::Slab::new(),
             agenda: Agenda::default(),
             held: Vec::new(),
@@ -355,6 +378,7 @@ impl Sim {
         let octets = (index as u32 + 1).to_be_bytes();
         let addr = SocketAddr::from((Ipv4Addr::new(10, octets[1], octets[2], octets[3]), 7000));
         self.by_addr.insert(addr, index);
+        self.by_id.insert(id, index);
         self.nodes.push(SimNode {
             node: None,
             key,
@@ -429,6 +453,74 @@ impl Sim {
         self.steps
     }
 
+    /// The index of the node whose id is `peer`.
+    pub fn index_of(&self, peer: &PeerId) -> Option<NodeIndex> {
+        self.by_id.get(peer).copied()
+    }
+
+    /// How many links exist, counting one whose ends are closing: zero once every
+    /// connection of every node is closed and freed.
+    pub fn open_links(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Which nodes `origin` reaches now, through connections both ends count as
+    /// connected (`origin` itself included; nothing if it is down).
+    pub fn reachable(&self, origin: NodeIndex) -> Vec<bool> {
+        self.reach(origin, u64::MAX)
+    }
+
+    /// Which nodes `origin` reaches now through connections that neither end
+    /// reported opened or lost since the trace held `mark` events: the nodes that
+    /// stayed connected to it since then. Take `mark` from [`Sim::trace_len`] when a
+    /// broadcast leaves, and this gives, later, the nodes it must have reached.
+    ///
+    /// ```
+    /// # use p2p::sim::{Sim, SimConfig};
+    /// # let mut sim = Sim::new(SimConfig::default());
+    /// # let (a, b) = (sim.add_node(), sim.add_node());
+    /// # sim.dial(a, b).unwrap();
+    /// # sim.run_until(|sim| sim.node(b).peers() == 1, 10_000);
+    /// let mark = sim.trace_len();
+    /// sim.broadcast(a, p2p::Bytes::from_static(b"x")).unwrap();
+    /// sim.reset(a, b);
+    /// sim.run_for(std::time::Duration::from_secs(1));
+    /// assert!(!sim.reachable_unchanged_since(a, mark)[b]); // b may have missed it
+    /// ```
+    pub fn reachable_unchanged_since(&self, origin: NodeIndex, mark: u64) -> Vec<bool> {
+        self.reach(origin, mark)
+    }
+
+    fn reach(&self, origin: NodeIndex, mark: u64) -> Vec<bool> {
+        let mut seen = vec![false; self.nodes.len()];
+        if self.nodes.get(origin).is_none_or(|n| n.node.is_none()) {
+            return seen;
+        }
+        let steady =
+            |i: NodeIndex, peer: PeerId| self.changed.get(&(i, peer)).is_none_or(|&at| at < mark);
+        seen[origin] = true;
+        let mut stack = vec![origin];
+        while let Some(i) = stack.pop() {
+            let (id, Some(core)) = (self.nodes[i].key.id, self.nodes[i].node.as_ref()) else {
+                continue;
+            };
+            for (peer, _, _) in core.peers() {
+                let Some(&j) = self.by_id.get(&peer) else {
+                    continue;
+                };
+                let mutual = self.nodes[j]
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| n.is_connected(&id));
+                if !seen[j] && mutual && steady(i, peer) && steady(j, id) {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            }
+        }
+        seen
+    }
+
     fn schedule(&mut self, at: Instant, action: Action) {
         self.agenda.push(at, action);
     }
@@ -445,7 +537,7 @@ impl Sim {
         let node = self.core(from).ok_or(SimDialError::NoNode(from))?;
         let conn = node.dial(addr, now)?;
         let link = self.links.insert(Link {
-            target: to,
+            nodes: [from, to],
             ends: [Some((from, conn)), None],
             dirs: [self.direction(), self.direction()],
         });
@@ -513,6 +605,16 @@ impl Sim {
         node.respond(peer, id, payload)?;
         self.settle(index);
         Ok(())
+    }
+
+    /// Node `index` shuts down: every connection closes gracefully (GOODBYE 0) and
+    /// new ones are refused, as [`Network::shutdown`](crate::Network::shutdown) does.
+    pub fn shutdown(&mut self, index: NodeIndex) {
+        let now = self.now;
+        if let Some(node) = self.core(index) {
+            node.shutdown(now);
+            self.settle(index);
+        }
     }
 
     /// Node `index` closes every connection to `peer`.
@@ -678,7 +780,7 @@ impl Sim {
                 let Some(l) = self.links.get(link) else {
                     return;
                 };
-                let (to, Some((from, _))) = (l.target, l.ends[0]) else {
+                let (to, Some((from, _))) = (l.nodes[1], l.ends[0]) else {
                     return;
                 };
                 let from_addr = self.nodes[from].addr;
@@ -733,19 +835,11 @@ impl Sim {
     }
 
     /// Whether `dir` of `link` crosses the partition (its sender's side is not its
-    /// receiver's; a crashed sender counts from where it was).
+    /// receiver's; a crashed end counts from where it was).
     fn across_partition(&self, link: usize, dir: usize) -> bool {
-        let Some(l) = self.links.get(link) else {
-            return false;
-        };
-        let to = l.ends[1 - dir].map(|(n, _)| n);
-        let from = l.ends[dir]
-            .map(|(n, _)| n)
-            .or(if dir == 0 { None } else { Some(l.target) });
-        match (from, to) {
-            (Some(from), Some(to)) => self.nodes[from].side != self.nodes[to].side,
-            _ => false,
-        }
+        self.links
+            .get(link)
+            .is_some_and(|l| self.nodes[l.nodes[dir]].side != self.nodes[l.nodes[1 - dir]].side)
     }
 
     /// Runs `f` on the core holding `end`, if it is up, then settles that node.
@@ -929,6 +1023,10 @@ impl Sim {
         node.drain_events(&mut sim_node.events);
         let at = (self.now - self.epoch).as_nanos() as u64;
         for event in &sim_node.events[start..] {
+            if let Event::PeerConnected { peer, .. } | Event::PeerDisconnected { peer, .. } = event
+            {
+                self.changed.insert((index, *peer), self.traced);
+            }
             let mut hash = fnv(self.trace, &at.to_le_bytes());
             hash = fnv(hash, &(index as u64).to_le_bytes());
             let mut writer = FnvWriter(hash);
