@@ -225,25 +225,29 @@ fn main() -> ExitCode {
     let mut expected = 0usize;
     let mut delivered = 0usize;
     let mut duplicates = 0usize;
-    for i in 0..n {
-        let mut seen = vec![0u32; o.broadcasts];
-        for event in sim.node(i).events() {
-            if let Event::Broadcast { payload, .. } = event
-                && payload.len() >= 4
-            {
-                let k =
-                    u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
-                if k < o.broadcasts {
-                    seen[k] += 1;
+    // seen[i][k]: how many times node i delivered broadcast k.
+    let seen: Vec<Vec<u32>> = (0..n)
+        .map(|i| {
+            let mut seen = vec![0u32; o.broadcasts];
+            for event in sim.node(i).events() {
+                if let Event::Broadcast { payload, .. } = event
+                    && payload.len() >= 4
+                {
+                    let k = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+                        as usize;
+                    if k < o.broadcasts {
+                        seen[k] += 1;
+                    }
                 }
             }
-        }
-        for (k, &count) in seen.iter().enumerate() {
-            if count > 1 {
-                duplicates += count as usize - 1;
-            }
-            let expect = origins[k] != i && reach[k][i];
-            if expect {
+            seen
+        })
+        .collect();
+    for (k, reached) in reach.iter().enumerate() {
+        for (i, &expect) in reached.iter().enumerate() {
+            let count = seen[i][k];
+            duplicates += count.saturating_sub(1) as usize;
+            if expect && origins[k] != i {
                 expected += 1;
                 if count >= 1 {
                     delivered += 1;

@@ -49,7 +49,7 @@ type PeerTable = HashMap<PeerId, ConnId, BuildHasherDefault<PeerIdHasher>>;
 
 /// A connection's slot and generation; a stale id never reaches the socket that
 /// reused its slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct ConnId {
     /// The slab key.
     pub key: usize,

@@ -30,7 +30,7 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -192,8 +192,9 @@ struct SimNode {
     config: Config,
     addr: SocketAddr,
     events: Vec<Event>,
-    /// This node's links, by its connection id.
-    links: HashMap<ConnId, usize>,
+    /// This node's links, by its connection id; ordered, because a crash walks them
+    /// and the order it schedules in is part of the run.
+    links: BTreeMap<ConnId, usize>,
     /// The timer scheduled for it, if any.
     timer: Option<Instant>,
     /// Which side of a partition it is on.
@@ -385,7 +386,7 @@ impl Sim {
             config,
             addr,
             events: Vec::new(),
-            links: HashMap::new(),
+            links: BTreeMap::new(),
             timer: None,
             side: 0,
             read_rate: None,
@@ -703,7 +704,7 @@ impl Sim {
         if sim_node.node.take().is_none() {
             return;
         }
-        let links: Vec<usize> = sim_node.links.drain().map(|(_, l)| l).collect();
+        let links: Vec<usize> = std::mem::take(&mut sim_node.links).into_values().collect();
         let at = self.now + self.config.latency;
         for link in links {
             let Some(l) = self.links.get_mut(link) else {

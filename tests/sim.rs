@@ -40,7 +40,7 @@ fn broadcasts(sim: &Sim, i: usize) -> Vec<Bytes> {
         .collect()
 }
 
-/// Runs a whole scenario and returns its fingerprint.
+/// Runs a whole scenario, faults included, and returns its fingerprint.
 fn scenario(seed: u64) -> (u64, u64) {
     let mut sim = network(seed, 12, Config::default());
     for k in 0..5u8 {
@@ -48,6 +48,18 @@ fn scenario(seed: u64) -> (u64, u64) {
             .unwrap();
         sim.run_for(Duration::from_millis(3));
     }
+    // Every kind of fault, each of which schedules work in an order the run depends on.
+    sim.partition(&[5, 6]);
+    sim.crash(3);
+    sim.reset(0, 1);
+    sim.set_read_rate(8, Some(10_000));
+    sim.broadcast(9, Bytes::from(vec![9; 5000])).unwrap();
+    sim.run_for(Duration::from_millis(50));
+    sim.restart(3);
+    for peer in [4, 9] {
+        let _ = sim.dial(3, peer);
+    }
+    sim.heal();
     sim.run_for(Duration::from_secs(1));
     (sim.trace_hash(), sim.trace_len())
 }
