@@ -63,9 +63,13 @@ pub struct Config {
     pub max_pending_requests: usize,
     /// How long a graceful close may take to flush and hear the peer close. Default 5 s.
     pub close_timeout: Duration,
-    /// Bytes queued for one peer before `send` refuses with `Full`. Default 16 MiB.
+    /// Bytes queued for one peer, which its queue never passes: `send` refuses with
+    /// `Full` once a frame (with its records' overhead under noise) would leave less
+    /// than 256 bytes, kept for keepalives and the GOODBYE. Default 16 MiB.
     pub max_write_buffer: usize,
-    /// Bytes queued for all peers together before sends are refused. Default 256 MiB.
+    /// Bytes queued for all peers together, which the queues never pass: sends are
+    /// refused with `GlobalFull` once they would leave less than 256 bytes per
+    /// connection for control frames. Default 256 MiB.
     pub max_write_buffer_total: usize,
     /// Bytes read from one socket per turn of the loop, so one busy peer cannot
     /// starve the others; each event those bytes produce counts its size too, so tiny
@@ -128,7 +132,8 @@ pub enum ConfigError {
     FrameTooLarge(usize),
     /// The per-peer write buffer cannot hold one frame of the maximum size.
     #[error(
-        "max_write_buffer ({buffer}) must hold at least one frame of max_frame_size ({frame}) plus its header"
+        "max_write_buffer ({buffer}) must hold at least one frame of max_frame_size ({frame}) with its header and records, plus {room} bytes kept for control frames",
+        room = crate::socket::CONTROL_ROOM
     )]
     WriteBufferBelowFrame {
         /// The configured per-peer write buffer.
@@ -230,7 +235,10 @@ impl Config {
         if self.max_frame_size > (u32::MAX - 1) as usize {
             return Err(ConfigError::FrameTooLarge(self.max_frame_size));
         }
-        if self.max_write_buffer < self.max_frame_size + LEN_FIELD + 1 {
+        let frame = self.max_frame_size + LEN_FIELD + 1;
+        if self.max_write_buffer
+            < frame + crate::secure::record_overhead(frame) + crate::socket::CONTROL_ROOM
+        {
             return Err(ConfigError::WriteBufferBelowFrame {
                 buffer: self.max_write_buffer,
                 frame: self.max_frame_size,

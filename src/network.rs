@@ -16,7 +16,7 @@ use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
-use crate::socket::{Output, PeerStats, Phase, Socket};
+use crate::socket::{CONTROL_ROOM, GOODBYE_ROOM, Output, PeerStats, Phase, Socket};
 use crate::wire::{Frame, GoodbyeReason, LEN_FIELD};
 
 /// Frames decoded per batch before their outputs are handled.
@@ -66,7 +66,8 @@ pub struct Stats {
     pub connections: usize,
     /// Connections still dialling or handshaking.
     pub handshaking: usize,
-    /// Bytes queued for all peers.
+    /// Bytes queued for all peers (under noise, frames not yet sealed count with the
+    /// overhead of the records they may take): at most `max_write_buffer_total`.
     pub queued_bytes: usize,
     /// Counters summed over every connection, open or closed.
     pub totals: PeerStats,
@@ -330,7 +331,15 @@ impl Node {
         now: Instant,
         f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>, &mut Vec<Event>) -> R,
     ) -> Option<R> {
+        let connections = self.sockets.len();
         let entry = slot_mut(&mut self.sockets, conn)?;
+        // PINGs and PONGs stay under the global cap too, leaving every connection
+        // room for its GOODBYE.
+        entry.socket.set_control_budget(
+            self.config
+                .max_write_buffer_total
+                .saturating_sub(self.queued_total + GOODBYE_ROOM * connections),
+        );
         let mut out = std::mem::take(&mut self.out);
         let before = entry.socket.queued();
         let result = f(&mut entry.socket, &mut self.rng, &mut out, &mut self.events);
@@ -687,8 +696,13 @@ impl Node {
         Ok(())
     }
 
-    fn check_total(&self, extra: usize) -> Result<(), SendError> {
-        if self.queued_total + extra > self.config.max_write_buffer_total {
+    /// Whether a frame of `len` wire bytes fits under the global cap on `conn`, whose
+    /// queue grows by it and, under noise, by the records it may take.
+    fn check_total(&self, conn: ConnId, len: usize) -> Result<(), SendError> {
+        let growth = self.entry(conn).map_or(len, |e| e.socket.growth(len));
+        // Every connection keeps room for its control frames under this cap too.
+        let room = CONTROL_ROOM * self.sockets.len();
+        if self.queued_total + growth + room > self.config.max_write_buffer_total {
             return Err(SendError::GlobalFull {
                 queued: self.queued_total,
                 cap: self.config.max_write_buffer_total,
@@ -713,10 +727,11 @@ impl Node {
     ) -> Result<(), SendError> {
         let len = frame.wire_len();
         self.check_frame(len - LEN_FIELD - 1)?;
-        self.check_total(len)?;
+        self.check_total(conn, len)?;
         let entry = self.entry_mut(conn).ok_or(SendError::NotConnected(*peer))?;
+        let growth = entry.socket.growth(len);
         entry.socket.send(&frame)?;
-        self.queued_total += len;
+        self.queued_total += growth;
         self.mark_dirty(conn);
         Ok(())
     }
@@ -736,7 +751,7 @@ impl Node {
     ) -> Result<(), SendError> {
         let conn = self.open_conn(peer)?;
         self.check_frame(8 + payload.len())?;
-        self.check_total(LEN_FIELD + 1 + 8 + payload.len())?;
+        self.check_total(conn, LEN_FIELD + 1 + 8 + payload.len())?;
         self.with_socket(conn, now, |s, _, _, _| s.request(id.0, payload, now))
             .unwrap_or(Err(SendError::NotConnected(*peer)))
     }
@@ -822,7 +837,7 @@ impl Node {
                 .map(|(_, &c)| c),
         );
         for &conn in &targets {
-            let fits = self.check_total(frame.wire_len());
+            let fits = self.check_total(conn, frame.wire_len());
             self.with_socket(conn, now, |s, _, _, _| {
                 match fits.and_then(|()| s.send_shared(frame)) {
                     Ok(()) => {}

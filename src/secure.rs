@@ -19,6 +19,29 @@ const MAX_RECORD: usize = u16::MAX as usize;
 /// The most plaintext one record carries.
 #[cfg(feature = "noise")]
 pub(crate) const MAX_RECORD_PLAINTEXT: usize = MAX_RECORD - TAG_LEN;
+/// The bytes one record adds to the frames it carries: a length field and a tag (zero
+/// without noise, where nothing is sealed).
+#[cfg(feature = "noise")]
+pub(crate) const RECORD_OVERHEAD: usize = 2 + TAG_LEN;
+/// Without noise, nothing is sealed.
+#[cfg(not(feature = "noise"))]
+pub(crate) const RECORD_OVERHEAD: usize = 0;
+
+/// The bytes records add to `plain` bytes of frames sealed into them: a length field
+/// and a tag each. [`Transport::seal`] fills every record but the one that empties the
+/// staged frames, so frames staged now take at most this many records, whenever they
+/// are sealed and in however many calls.
+#[cfg(feature = "noise")]
+pub(crate) fn record_overhead(plain: usize) -> usize {
+    plain.div_ceil(MAX_RECORD_PLAINTEXT) * RECORD_OVERHEAD
+}
+
+/// Without noise, nothing is sealed.
+#[cfg(not(feature = "noise"))]
+pub(crate) fn record_overhead(_plain: usize) -> usize {
+    0
+}
+
 /// How much ciphertext is sealed ahead of the socket: enough for one large write, so
 /// queued payloads stay shared until shortly before they leave.
 #[cfg_attr(not(feature = "noise"), allow(dead_code))]

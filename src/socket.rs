@@ -13,7 +13,9 @@ use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::{Handshake, LocalKey, Transport};
-use crate::wire::{Decoded, Decoder, Frame, GoodbyeReason, PREAMBLE_LEN, Preamble, Reject};
+use crate::wire::{
+    Decoded, Decoder, Frame, GoodbyeReason, LEN_FIELD, PREAMBLE_LEN, Preamble, Reject,
+};
 
 /// Where a connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +79,20 @@ impl PeerStats {
     }
 }
 
+/// What a GOODBYE may add to a queue: its frame, and a record of its own under noise.
+pub(crate) const GOODBYE_ROOM: usize = LEN_FIELD + 2 + crate::secure::RECORD_OVERHEAD;
+
+/// Room every queue keeps beside application frames, which are refused before they
+/// would take it, so that no queue ever passes its cap: the handshake's last message
+/// (it may still be leaving when the connection opens; at most 98 bytes and the
+/// 12-byte preamble), one PING (sent once per silence), one PONG (one answered at a
+/// time) and the GOODBYE, each in a record of its own under noise.
+pub(crate) const CONTROL_ROOM: usize = 256;
+
+const _: () = assert!(
+    CONTROL_ROOM >= 110 + 2 * (LEN_FIELD + 1 + 8 + crate::secure::RECORD_OVERHEAD) + GOODBYE_ROOM
+);
+
 /// The limits and timers a socket needs from [`Config`].
 #[derive(Clone, Copy, Debug)]
 struct Limits {
@@ -119,6 +135,9 @@ pub(crate) struct Socket {
     deadline: Instant,
     last_recv: Instant,
     pinged: bool,
+    /// How much control frames may add to the node's queues under the global cap, as
+    /// the node last said ([`Socket::set_control_budget`]).
+    control_budget: usize,
     read_closed: bool,
     write_shut: bool,
     pending: HashSet<u64>,
@@ -175,6 +194,7 @@ impl Socket {
             deadline: now + config.connect_timeout,
             last_recv: now,
             pinged: false,
+            control_budget: usize::MAX,
             read_closed: false,
             write_shut: false,
             pending: HashSet::new(),
@@ -224,9 +244,25 @@ impl Socket {
         &self.stats
     }
 
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be written, counting the record overhead that frames staged
+    /// for sealing will take: what the write caps bound.
     pub(crate) fn queued(&self) -> usize {
-        self.tx.len() + self.staged.len()
+        self.queued_with(0)
+    }
+
+    /// What [`Socket::queued`] would be with `extra` more bytes of frames queued.
+    fn queued_with(&self, extra: usize) -> usize {
+        if self.transport.encrypts() {
+            let staged = self.staged.len() + extra;
+            self.tx.len() + staged + crate::secure::record_overhead(staged)
+        } else {
+            self.tx.len() + extra
+        }
+    }
+
+    /// How much [`Socket::queued`] grows when a frame of `len` wire bytes is queued.
+    pub(crate) fn growth(&self, len: usize) -> usize {
+        self.queued_with(len) - self.queued()
     }
 
     /// Requests waiting for a response.
@@ -396,8 +432,9 @@ impl Socket {
             Frame::Ping(nonce) => {
                 self.stats.frames_in += 1;
                 // A PONG is tiny, but a peer that pings and never reads must not grow our buffer.
-                if self.queued() < self.limits.max_write_buffer {
-                    self.queue(&Frame::Pong(nonce));
+                let pong = Frame::Pong(nonce);
+                if self.control_fits(pong.wire_len()) {
+                    self.queue(&pong);
                 } else {
                     self.stats.dropped_sends += 1;
                 }
@@ -501,12 +538,13 @@ impl Socket {
         self.stats.frames_out += 1;
     }
 
-    /// Whether `extra` more bytes fit under the per-peer cap.
+    /// Whether `extra` more bytes of application frames fit under the per-peer cap,
+    /// leaving room for the control frames ([`CONTROL_ROOM`]).
     fn check_room(&self, extra: usize) -> Result<(), SendError> {
         if self.phase != Phase::Open {
             return Err(SendError::NotConnected(self.peer()));
         }
-        if self.queued() + extra > self.limits.max_write_buffer {
+        if self.queued_with(extra) + CONTROL_ROOM > self.limits.max_write_buffer {
             return Err(SendError::Full {
                 peer: self.peer(),
                 queued: self.queued(),
@@ -514,6 +552,24 @@ impl Socket {
             });
         }
         Ok(())
+    }
+
+    /// Whether a PING or PONG of `len` wire bytes fits under both caps, leaving room
+    /// for a GOODBYE; if so, takes it from the global budget.
+    fn control_fits(&mut self, len: usize) -> bool {
+        let growth = self.growth(len);
+        let fits = self.queued_with(len) + GOODBYE_ROOM <= self.limits.max_write_buffer
+            && growth <= self.control_budget;
+        if fits {
+            self.control_budget -= growth;
+        }
+        fits
+    }
+
+    /// How much control frames may add to the node's queues before the global cap,
+    /// from now until the node says again.
+    pub(crate) fn set_control_budget(&mut self, budget: usize) {
+        self.control_budget = budget;
     }
 
     /// Queues a frame if it fits under the per-peer cap.
@@ -691,7 +747,12 @@ impl Socket {
                     );
                 } else if !self.pinged && now >= self.last_recv + self.limits.ping_interval {
                     self.pinged = true;
-                    self.queue(&Frame::Ping(rng.next_u64()));
+                    // Behind a full queue a PING could not leave anyway; the idle
+                    // timeout still runs.
+                    let ping = Frame::Ping(rng.next_u64());
+                    if self.control_fits(ping.wire_len()) {
+                        self.queue(&ping);
+                    }
                 }
             }
             Phase::Closing if now >= self.deadline => self.phase = Phase::Closed,
