@@ -114,12 +114,18 @@ fn main() -> ExitCode {
         max_pending_handshakes: 4 * o.degree + 16,
         ..Config::default()
     };
-    let mut sim = Sim::new(SimConfig {
+    let mut sim = match Sim::new(SimConfig {
         seed: o.seed,
         refuse_per_million: if o.faults { 10_000 } else { 0 },
         node,
         ..SimConfig::default()
-    });
+    }) {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("simulate: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let n = o.nodes;
     for _ in 0..n {
         sim.add_node();

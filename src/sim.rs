@@ -17,16 +17,17 @@
 //! use p2p::sim::{Sim, SimConfig};
 //! use p2p::{Bytes, Event};
 //!
-//! let mut sim = Sim::new(SimConfig { seed: 7, ..SimConfig::default() });
+//! let mut sim = Sim::new(SimConfig { seed: 7, ..SimConfig::default() })?;
 //! let (a, b, c) = (sim.add_node(), sim.add_node(), sim.add_node());
-//! sim.dial(a, b).unwrap();
-//! sim.dial(b, c).unwrap();
+//! sim.dial(a, b)?;
+//! sim.dial(b, c)?;
 //! assert!(sim.run_until(|sim| sim.node(a).peers() == 1 && sim.node(c).peers() == 1, 10_000));
 //!
-//! sim.broadcast(a, Bytes::from_static(b"block 1")).unwrap();
+//! sim.broadcast(a, Bytes::from_static(b"block 1"))?;
 //! let reached = |sim: &Sim| sim.node(c).events().iter().any(|e| matches!(e, Event::Broadcast { .. }));
 //! assert!(sim.run_until(reached, 10_000));
 //! println!("run {:016x}", sim.trace_hash());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::cmp::Reverse;
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::error::{DialError, SendError};
 use crate::event::{Event, GossipId, RequestId};
 use crate::network::{ConnId, Node, Stats};
@@ -184,6 +185,54 @@ struct Link {
     dirs: [Direction; 2],
 }
 
+/// The links, by an id never reused: an action scheduled for a link that is gone must
+/// find nothing, not the link that took its place.
+#[derive(Debug, Default)]
+struct Links {
+    map: BTreeMap<usize, Link>,
+    next: usize,
+}
+
+impl Links {
+    fn insert(&mut self, link: Link) -> usize {
+        let id = self.next;
+        self.next += 1;
+        self.map.insert(id, link);
+        id
+    }
+
+    fn get(&self, id: usize) -> Option<&Link> {
+        self.map.get(&id)
+    }
+
+    fn get_mut(&mut self, id: usize) -> Option<&mut Link> {
+        self.map.get_mut(&id)
+    }
+
+    fn remove(&mut self, id: usize) {
+        self.map.remove(&id);
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+impl std::ops::Index<usize> for Links {
+    type Output = Link;
+
+    /// The link a node's connection maps to, which exists while the map holds it.
+    fn index(&self, id: usize) -> &Link {
+        &self.map[&id]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Links {
+    fn index_mut(&mut self, id: usize) -> &mut Link {
+        self.map.get_mut(&id).expect("a node's link is in the map")
+    }
+}
+
 /// A simulated node: the core and what the simulator keeps beside it.
 struct SimNode {
     /// `None` while crashed.
@@ -210,7 +259,7 @@ pub struct NodeView<'a> {
     sim_node: &'a SimNode,
 }
 
-impl NodeView<'_> {
+impl<'a> NodeView<'a> {
     /// The node's peer id.
     pub fn id(&self) -> PeerId {
         self.sim_node.key.id
@@ -223,7 +272,7 @@ impl NodeView<'_> {
 
     /// Every event it reported, oldest first (the caller may clear them through
     /// [`Sim::take_events`]).
-    pub fn events(&self) -> &[Event] {
+    pub fn events(&self) -> &'a [Event] {
         &self.sim_node.events
     }
 
@@ -276,7 +325,7 @@ impl NodeView<'_> {
     }
 
     /// The configuration it runs with.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &'a Config {
         &self.sim_node.config
     }
 }
@@ -294,7 +343,7 @@ pub struct Sim {
     /// When node `.0` last reported `.1` connected or disconnected, as an index into
     /// the trace's events.
     changed: HashMap<(NodeIndex, PeerId), u64>,
-    links: slab::Slab<Link>,
+    links: Links,
     agenda: Agenda,
     /// Deliveries held by a partition, in order, until it heals.
     held: Vec<Action>,
@@ -326,10 +375,12 @@ impl std::fmt::Write for FnvWriter {
 }
 
 impl Sim {
-    /// An empty simulation.
-    pub fn new(config: SimConfig) -> Sim {
+    /// An empty simulation; fails if the node configuration is one
+    /// [`Network::new`](crate::Network::new) would refuse.
+    pub fn new(config: SimConfig) -> Result<Sim, ConfigError> {
+        config.node.validate()?;
         let epoch = Instant::now();
-        Sim {
+        Ok(Sim {
             rng: Rng::from_seed(config.seed),
             config,
             epoch,
@@ -338,25 +389,32 @@ impl Sim {
             by_addr: HashMap::new(),
             by_id: HashMap::new(),
             changed: HashMap::new(),
-            links: slab::Slab::new(),
+            links: Links::default(),
             agenda: Agenda::default(),
             held: Vec::new(),
             trace: FNV_OFFSET,
             traced: 0,
             steps: 0,
             scratch: Vec::new(),
-        }
+        })
     }
 
     /// Adds a node with the simulation's node configuration and returns its index.
     pub fn add_node(&mut self) -> NodeIndex {
         let config = self.config.node.clone();
-        self.add_node_with(config)
+        self.add(config)
     }
 
     /// Adds a node with its own configuration (its security, limits and timers; its
-    /// key is drawn from the seed, so `keypair` and `peer_id` are ignored).
-    pub fn add_node_with(&mut self, config: Config) -> NodeIndex {
+    /// key is drawn from the seed, so a `keypair` or plaintext `peer_id` is ignored);
+    /// fails if [`Network::new`](crate::Network::new) would refuse the configuration.
+    pub fn add_node_with(&mut self, config: Config) -> Result<NodeIndex, ConfigError> {
+        config.validate()?;
+        Ok(self.add(config))
+    }
+
+    /// Adds a node whose configuration was validated.
+    fn add(&mut self, config: Config) -> NodeIndex {
         let index = self.nodes.len();
         let mut secret = [0u8; 32];
         self.rng.fill(&mut secret);
@@ -478,7 +536,7 @@ impl Sim {
     ///
     /// ```
     /// # use p2p::sim::{Sim, SimConfig};
-    /// # let mut sim = Sim::new(SimConfig::default());
+    /// # let mut sim = Sim::new(SimConfig::default()).unwrap();
     /// # let (a, b) = (sim.add_node(), sim.add_node());
     /// # sim.dial(a, b).unwrap();
     /// # sim.run_until(|sim| sim.node(b).peers() == 1, 10_000);
@@ -492,28 +550,37 @@ impl Sim {
         self.reach(origin, mark)
     }
 
+    /// Whether `a` and `b` count each other as connected now, and neither reported
+    /// that connection opened or lost since the trace held `mark` events (`u64::MAX`:
+    /// connected now, whenever since).
+    pub fn connected_unchanged_since(&self, a: NodeIndex, b: NodeIndex, mark: u64) -> bool {
+        let (Some(x), Some(y)) = (self.nodes.get(a), self.nodes.get(b)) else {
+            return false;
+        };
+        let (ida, idb) = (x.key.id, y.key.id);
+        let holds =
+            |n: &SimNode, peer: &PeerId| n.node.as_ref().is_some_and(|c| c.is_connected(peer));
+        let steady =
+            |i: NodeIndex, peer: PeerId| self.changed.get(&(i, peer)).is_none_or(|&at| at < mark);
+        holds(x, &idb) && holds(y, &ida) && steady(a, idb) && steady(b, ida)
+    }
+
     fn reach(&self, origin: NodeIndex, mark: u64) -> Vec<bool> {
         let mut seen = vec![false; self.nodes.len()];
         if self.nodes.get(origin).is_none_or(|n| n.node.is_none()) {
             return seen;
         }
-        let steady =
-            |i: NodeIndex, peer: PeerId| self.changed.get(&(i, peer)).is_none_or(|&at| at < mark);
         seen[origin] = true;
         let mut stack = vec![origin];
         while let Some(i) = stack.pop() {
-            let (id, Some(core)) = (self.nodes[i].key.id, self.nodes[i].node.as_ref()) else {
+            let Some(core) = self.nodes[i].node.as_ref() else {
                 continue;
             };
             for (peer, _, _) in core.peers() {
-                let Some(&j) = self.by_id.get(&peer) else {
-                    continue;
-                };
-                let mutual = self.nodes[j]
-                    .node
-                    .as_ref()
-                    .is_some_and(|n| n.is_connected(&id));
-                if !seen[j] && mutual && steady(i, peer) && steady(j, id) {
+                if let Some(&j) = self.by_id.get(&peer)
+                    && !seen[j]
+                    && self.connected_unchanged_since(i, j, mark)
+                {
                     seen[j] = true;
                     stack.push(j);
                 }
@@ -664,7 +731,7 @@ impl Sim {
     /// would: each end sees the reset, `a` at once and `b` one latency later. False if
     /// they share no connection.
     pub fn reset(&mut self, a: NodeIndex, b: NodeIndex) -> bool {
-        let found = self.links.iter().find_map(|(key, link)| {
+        let found = self.links.map.iter().find_map(|(&key, link)| {
             let (x, y) = (link.ends[0]?.0, link.ends[1]?.0);
             if (x, y) == (a, b) {
                 Some((key, 1usize))

@@ -11,7 +11,8 @@ fn network(seed: u64, n: usize, node: Config) -> Sim {
         seed,
         node,
         ..SimConfig::default()
-    });
+    })
+    .expect("a valid node configuration");
     for _ in 0..n {
         sim.add_node();
     }
@@ -204,6 +205,7 @@ fn a_partition_holds_bytes_until_it_heals() {
 fn a_slow_reader_fills_its_peer_queue_to_the_cap_and_no_further() {
     let config = Config {
         security: Security::Plaintext,
+        max_frame_size: 128 * 1024,
         max_write_buffer: 1 << 20,
         ..Config::default()
     };
@@ -225,4 +227,54 @@ fn a_slow_reader_fills_its_peer_queue_to_the_cap_and_no_further() {
     }
     assert!(full, "the per-peer cap pushed back");
     assert!(sim.node(0).stats().queued_bytes <= 1 << 20);
+}
+
+#[test]
+fn a_queue_filled_to_its_cap_stays_within_it_through_keepalives_and_the_goodbye() {
+    const CAP: usize = 64 * 1024;
+    for security in [Security::Plaintext, Config::default().security] {
+        let node = Config {
+            security,
+            max_frame_size: 16 * 1024,
+            max_write_buffer: CAP,
+            ping_interval: Duration::from_millis(100),
+            idle_timeout: Duration::from_millis(400),
+            ..Config::default()
+        };
+        let mut sim = Sim::new(SimConfig {
+            seed: 13,
+            node,
+            ..SimConfig::default()
+        })
+        .expect("a valid node configuration");
+        let (a, b) = (sim.add_node(), sim.add_node());
+        sim.dial(a, b).unwrap();
+        assert!(sim.run_until(|s| s.node(a).peers() == 1, 100_000));
+        let id = sim.node(b).id();
+        // b stops reading, then a fills its queue to b as close to the cap as frames
+        // of every size allow.
+        sim.set_read_rate(b, Some(1));
+        for size in [4096, 1024, 256, 64, 16, 1] {
+            while sim.send(a, &id, Bytes::from(vec![7; size])).is_ok() {}
+        }
+        // Its only queue: the node's total is that queue, open or closing.
+        let queued = |sim: &Sim| sim.node(a).stats().queued_bytes;
+        assert!(queued(&sim) > CAP - 512, "filled: {}", queued(&sim));
+        // a hears nothing from b (a partition), so it pings, then closes with GOODBYE
+        // 4 after the idle timeout; at no step may the queue pass the cap.
+        sim.partition(&[b]);
+        let closed = |sim: &Sim| sim.node(a).stats().connections == 0;
+        sim.run_until(|s| queued(s) > CAP || closed(s), 1_000_000);
+        assert!(queued(&sim) <= CAP, "{security:?}: {} queued", queued(&sim));
+        assert!(
+            sim.node(a).events().iter().any(|e| matches!(
+                e,
+                Event::PeerDisconnected {
+                    reason: CloseReason::IdleTimeout,
+                    ..
+                }
+            )),
+            "{security:?}: the idle timeout closed it"
+        );
+    }
 }
