@@ -172,6 +172,8 @@ fn main() -> ExitCode {
         sim.set_read_rate(choice.below(n), Some(1_000_000));
     }
     let mut origins = Vec::with_capacity(o.broadcasts);
+    // earlier[i]: the events of node i's cores before its last restart.
+    let mut earlier: Vec<Vec<Event>> = vec![Vec::new(); n];
     // marks[k]: the trace's length when broadcast k left.
     let mut marks = Vec::with_capacity(o.broadcasts);
     for k in 0..o.broadcasts {
@@ -200,6 +202,10 @@ fn main() -> ExitCode {
             }
             if k == o.broadcasts / 3 + 20 {
                 for &v in &crash_victims {
+                    // A restarted node is a new process: what it delivered before is
+                    // no duplicate of what it delivers now.
+                    let before = sim.take_events(v);
+                    earlier[v].extend(before);
                     sim.restart(v);
                     redial(&mut sim, v, &dials[v]);
                 }
@@ -231,28 +237,30 @@ fn main() -> ExitCode {
     let mut expected = 0usize;
     let mut delivered = 0usize;
     let mut duplicates = 0usize;
-    // seen[i][k]: how many times node i delivered broadcast k.
-    let seen: Vec<Vec<u32>> = (0..n)
-        .map(|i| {
-            let mut seen = vec![0u32; o.broadcasts];
-            for event in sim.node(i).events() {
-                if let Event::Broadcast { payload, .. } = event
-                    && payload.len() >= 4
-                {
-                    let k = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
-                        as usize;
-                    if k < o.broadcasts {
-                        seen[k] += 1;
-                    }
+    // How many times each broadcast is in `events`.
+    let count = |events: &[Event]| {
+        let mut seen = vec![0u32; o.broadcasts];
+        for event in events {
+            if let Event::Broadcast { payload, .. } = event
+                && payload.len() >= 4
+            {
+                let k =
+                    u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
+                if k < o.broadcasts {
+                    seen[k] += 1;
                 }
             }
-            seen
-        })
-        .collect();
+        }
+        seen
+    };
+    // seen[i][k]: how many times node i's current core delivered broadcast k; before:
+    // its earlier cores.
+    let seen: Vec<Vec<u32>> = (0..n).map(|i| count(sim.node(i).events())).collect();
+    let before: Vec<Vec<u32>> = earlier.iter().map(|e| count(e)).collect();
     for (k, reached) in reach.iter().enumerate() {
         for (i, &expect) in reached.iter().enumerate() {
-            let count = seen[i][k];
-            duplicates += count.saturating_sub(1) as usize;
+            duplicates += (seen[i][k].saturating_sub(1) + before[i][k].saturating_sub(1)) as usize;
+            let count = seen[i][k] + before[i][k];
             if expect && origins[k] != i {
                 expected += 1;
                 if count >= 1 {

@@ -23,7 +23,7 @@ use p2p::sim::{NodeIndex, Sim, SimConfig};
 use p2p::{Bytes, Config, Event, GossipId, PeerId, RequestId, Security};
 
 /// The seeds CI runs; `P2P_SIM_SEEDS` ("7" or "0..1000") replaces them.
-const SEEDS: std::ops::Range<u64> = 0..24;
+const SEEDS: std::ops::Range<u64> = 0..64;
 
 const PER_PEER_CAP: usize = 64 * 1024;
 const TOTAL_CAP: usize = 160 * 1024;
