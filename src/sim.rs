@@ -110,6 +110,8 @@ enum Action {
         link: usize,
         dir: usize,
         bytes: Bytes,
+        /// Its place in the direction's stream.
+        n: u64,
     },
     /// The sender of `dir` shut its write side, in order after its bytes.
     Fin { link: usize, dir: usize },
@@ -173,6 +175,12 @@ struct Direction {
     last_arrival: Instant,
     /// The write side was shut.
     fin: bool,
+    /// Deliveries sent and read so far, and those that arrived ahead of their turn
+    /// (held by a partition or parked behind a slow reader while later ones were not):
+    /// the receiver reads them in the order they were sent, as TCP reassembles them.
+    sent: u64,
+    read: u64,
+    early: BTreeMap<u64, Bytes>,
 }
 
 /// A connection: end 0 dialled end 1.
@@ -621,6 +629,9 @@ impl Sim {
             busy_until: self.now,
             last_arrival: self.now,
             fin: false,
+            sent: 0,
+            read: 0,
+            early: BTreeMap::new(),
         }
     }
 
@@ -713,6 +724,11 @@ impl Sim {
             if let Some(n) = self.nodes.get_mut(i) {
                 n.side = 1;
             }
+        }
+        // What the previous partition held is judged again, in order, under this one.
+        let now = self.now;
+        for action in std::mem::take(&mut self.held) {
+            self.schedule(now, action);
         }
     }
 
@@ -883,7 +899,12 @@ impl Sim {
             Action::Refused { link } => self.at_end(self.receiver(link, 1), |node, conn| {
                 node.connect_failed(conn, std::io::ErrorKind::ConnectionRefused, now)
             }),
-            Action::Deliver { link, dir, bytes } => self.deliver(link, dir, bytes),
+            Action::Deliver {
+                link,
+                dir,
+                bytes,
+                n,
+            } => self.deliver(link, dir, bytes, n),
             Action::Fin { link, dir } => {
                 self.at_end(self.receiver(link, dir), |node, conn| node.eof(conn, now));
             }
@@ -926,16 +947,30 @@ impl Sim {
         self.links.get(link).and_then(|l| l.ends[1 - dir])
     }
 
-    fn deliver(&mut self, link: usize, dir: usize, bytes: Bytes) {
+    fn deliver(&mut self, link: usize, dir: usize, bytes: Bytes, n: u64) {
         let Some((to, conn)) = self.receiver(link, dir) else {
             return;
         };
+        // Bytes that overtook earlier ones wait for them.
+        let d = &mut self.links[link].dirs[dir];
+        if n != d.read {
+            d.early.insert(n, bytes);
+            return;
+        }
         // A slow reader takes the bytes later; they stay in flight until then.
         if let Some(rate) = self.nodes[to].read_rate {
             let now = self.now;
             let ready = self.nodes[to].read_busy_until;
             if ready > now {
-                self.schedule(ready, Action::Deliver { link, dir, bytes });
+                self.schedule(
+                    ready,
+                    Action::Deliver {
+                        link,
+                        dir,
+                        bytes,
+                        n,
+                    },
+                );
                 return;
             }
             let cost =
@@ -970,6 +1005,15 @@ impl Sim {
         {
             self.pump(sender, conn);
             self.settle(sender);
+        }
+        // The next bytes, if they arrived ahead of these.
+        let next = self.links.get_mut(link).and_then(|l| {
+            let d = &mut l.dirs[dir];
+            d.read += 1;
+            d.early.remove(&d.read).map(|b| (b, d.read))
+        });
+        if let Some((bytes, n)) = next {
+            self.deliver(link, dir, bytes, n);
         }
     }
 
@@ -1047,12 +1091,15 @@ impl Sim {
                 };
                 let at = (d.busy_until + self.config.latency + jitter).max(d.last_arrival);
                 d.last_arrival = at;
+                let n = d.sent;
+                d.sent += 1;
                 self.agenda.push(
                     at,
                     Action::Deliver {
                         link,
                         dir,
                         bytes: Bytes::from(bytes),
+                        n,
                     },
                 );
             }
