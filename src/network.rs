@@ -700,15 +700,25 @@ impl Node {
     /// queue grows by it and, under noise, by the records it may take.
     fn check_total(&self, conn: ConnId, len: usize) -> Result<(), SendError> {
         let growth = self.entry(conn).map_or(len, |e| e.socket.growth(len));
-        // Every connection keeps room for its control frames under this cap too.
-        let room = CONTROL_ROOM * self.sockets.len();
-        if self.queued_total + growth + room > self.config.max_write_buffer_total {
-            return Err(SendError::GlobalFull {
-                queued: self.queued_total,
-                cap: self.config.max_write_buffer_total,
-            });
+        if growth > self.total_room() {
+            return Err(self.global_full());
         }
         Ok(())
+    }
+
+    /// What application frames may still add under the global cap: every connection
+    /// keeps room for its control frames under it too.
+    fn total_room(&self) -> usize {
+        self.config
+            .max_write_buffer_total
+            .saturating_sub(self.queued_total + CONTROL_ROOM * self.sockets.len())
+    }
+
+    fn global_full(&self) -> SendError {
+        SendError::GlobalFull {
+            queued: self.queued_total,
+            cap: self.config.max_write_buffer_total,
+        }
     }
 
     /// Queues a frame for one peer, within both caps. Sending produces no output, so
@@ -727,9 +737,13 @@ impl Node {
     ) -> Result<(), SendError> {
         let len = frame.wire_len();
         self.check_frame(len - LEN_FIELD - 1)?;
-        self.check_total(conn, len)?;
+        // One lookup on this hot path: the global check is made with the entry in hand.
+        let (room, full) = (self.total_room(), self.global_full());
         let entry = self.entry_mut(conn).ok_or(SendError::NotConnected(*peer))?;
         let growth = entry.socket.growth(len);
+        if growth > room {
+            return Err(full);
+        }
         entry.socket.send(&frame)?;
         self.queued_total += growth;
         self.mark_dirty(conn);
