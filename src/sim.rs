@@ -175,6 +175,9 @@ struct Direction {
     last_arrival: Instant,
     /// The write side was shut.
     fin: bool,
+    /// The FIN arrived while earlier bytes were still unread: the reader sees the end
+    /// of the stream once it has read them, as over TCP.
+    fin_pending: bool,
     /// Deliveries sent and read so far, and those that arrived ahead of their turn
     /// (held by a partition or parked behind a slow reader while later ones were not):
     /// the receiver reads them in the order they were sent, as TCP reassembles them.
@@ -629,6 +632,7 @@ impl Sim {
             busy_until: self.now,
             last_arrival: self.now,
             fin: false,
+            fin_pending: false,
             sent: 0,
             read: 0,
             early: BTreeMap::new(),
@@ -906,7 +910,14 @@ impl Sim {
                 n,
             } => self.deliver(link, dir, bytes, n),
             Action::Fin { link, dir } => {
-                self.at_end(self.receiver(link, dir), |node, conn| node.eof(conn, now));
+                let unread = self.links.get_mut(link).is_some_and(|l| {
+                    let d = &mut l.dirs[dir];
+                    d.fin_pending = d.read < d.sent;
+                    d.fin_pending
+                });
+                if !unread {
+                    self.at_end(self.receiver(link, dir), |node, conn| node.eof(conn, now));
+                }
             }
             Action::Reset { link, dir } => self.at_end(self.receiver(link, dir), |node, conn| {
                 node.io_error(conn, std::io::ErrorKind::ConnectionReset, now)
@@ -1006,14 +1017,21 @@ impl Sim {
             self.pump(sender, conn);
             self.settle(sender);
         }
-        // The next bytes, if they arrived ahead of these.
+        // The next bytes, if they arrived ahead of these; or the end of the stream, if
+        // it arrived ahead of them and these were the last.
+        let mut eof = false;
         let next = self.links.get_mut(link).and_then(|l| {
             let d = &mut l.dirs[dir];
             d.read += 1;
+            eof = d.fin_pending && d.read == d.sent;
+            d.fin_pending &= !eof;
             d.early.remove(&d.read).map(|b| (b, d.read))
         });
         if let Some((bytes, n)) = next {
             self.deliver(link, dir, bytes, n);
+        } else if eof {
+            let now = self.now;
+            self.at_end(self.receiver(link, dir), |node, conn| node.eof(conn, now));
         }
     }
 

@@ -278,3 +278,58 @@ fn a_queue_filled_to_its_cap_stays_within_it_through_keepalives_and_the_goodbye(
         );
     }
 }
+
+#[test]
+fn a_slow_reader_reads_every_byte_before_the_end_of_the_stream() {
+    for security in [Security::Plaintext, Config::default().security] {
+        let node = Config {
+            security,
+            ..Config::default()
+        };
+        let mut sim = Sim::new(SimConfig {
+            seed: 17,
+            node,
+            ..SimConfig::default()
+        })
+        .expect("a valid node configuration");
+        let (a, b) = (sim.add_node(), sim.add_node());
+        sim.dial(a, b).unwrap();
+        assert!(sim.run_until(|s| s.node(b).peers() == 1, 100_000));
+        let (id_a, id_b) = (sim.node(a).id(), sim.node(b).id());
+        // b reads 10 kB a second, so the messages arrive long before b reads them;
+        // a says goodbye and closes while they are still parked at b.
+        sim.set_read_rate(b, Some(10_000));
+        for k in 0..8u8 {
+            sim.send(a, &id_b, Bytes::from(vec![k; 1000])).unwrap();
+        }
+        assert!(sim.disconnect(a, &id_b));
+        let gone = |s: &Sim| s.node(b).peers() == 0;
+        assert!(
+            sim.run_until(gone, 100_000),
+            "{security:?}: b saw the close"
+        );
+        let got: Vec<u8> = sim
+            .node(b)
+            .events()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { payload, .. } => Some(payload[0]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            got,
+            (0..8).collect::<Vec<_>>(),
+            "{security:?}: all, in order"
+        );
+        let last = sim.node(b).events().last().cloned();
+        assert!(
+            matches!(
+                last,
+                Some(Event::PeerDisconnected { ref peer, reason: CloseReason::Goodbye(_) })
+                    if *peer == id_a
+            ),
+            "{security:?}: the GOODBYE came after the data: {last:?}"
+        );
+    }
+}
