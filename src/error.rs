@@ -47,6 +47,13 @@ pub enum CloseReason {
     /// The peer's rejected frames reached the limit; we sent GOODBYE 3.
     #[error("too many rejected frames")]
     Misbehaving,
+    /// The peer connected again and kept its new connection, so it had lost this one
+    /// without its close reaching us (its host lost power, or its address changed).
+    /// The new connection serves the peer from now on, announced by a `PeerConnected`
+    /// right after this; we closed this one with GOODBYE 1. What was queued on it and
+    /// not yet written is gone.
+    #[error("replaced by the peer's new connection")]
+    Replaced,
     /// The peer said GOODBYE with this reason.
     #[error("goodbye from peer: {0}")]
     Goodbye(GoodbyeReason),

@@ -391,6 +391,11 @@ impl Node {
             return self.duplicate(conn, other, peer, now);
         }
         self.peers.insert(peer, conn);
+        self.announce(conn, peer);
+    }
+
+    /// Tells the application that `conn` serves `peer` from now on.
+    fn announce(&mut self, conn: ConnId, peer: PeerId) {
         let Some(entry) = self.entry_mut(conn) else {
             return;
         };
@@ -439,7 +444,12 @@ impl Node {
             entry.announced = true;
         }
         let Some(loser) = loser else {
+            // If the peer still holds the old one, it closes this one at once. If it
+            // answers this PING on it instead, it kept this one: by the duplicate
+            // rule it no longer holds the old one (see `received`). Its GOODBYE on
+            // this one left before the PING arrived, so it comes first.
             log::debug!("second connection from {peer:?}; waiting for it to close one");
+            self.with_socket(conn, now, |s, rng, _, _| s.probe(rng));
             return;
         };
         if loser == other {
@@ -504,9 +514,18 @@ impl Node {
         }
         match remote {
             Some(peer) if self.peers.get(&peer) == Some(&conn) => {
-                // A duplicate the peer has not closed yet takes over, unseen by the application.
-                if let Some(alternate) = self.serving(peer, conn).first().copied() {
+                // A second connection the peer dialled takes over. If the peer closed
+                // this one by the duplicate rule, its session goes on unseen by the
+                // application; otherwise this session ended and the peer's other
+                // connection is a new one.
+                let alternate = self.serving(peer, conn).first().copied();
+                if let Some(alternate) = alternate.filter(|_| !self.shutting_down) {
                     self.peers.insert(peer, alternate);
+                    if reason != CloseReason::Goodbye(GoodbyeReason::DuplicateConnection) {
+                        log::info!("disconnected from {peer:?}: {reason}; it is connected again");
+                        self.events.push(Event::PeerDisconnected { peer, reason });
+                        self.announce(alternate, peer);
+                    }
                     return;
                 }
                 self.peers.remove(&peer);
@@ -565,8 +584,50 @@ impl Node {
                 s.take_frames(now, out, events, FRAME_BATCH)
             }) == Some(true)
         {}
+        if let Some(peer) = self.kept_by_peer(conn) {
+            self.replace(peer, conn, before, now);
+        }
         self.route_requests(conn, before);
         self.events.len().saturating_sub(before)
+    }
+
+    /// The peer of `conn`, if `conn` is a second connection it dialled, not the one
+    /// serving it, and it answered the PING we probed it with: it kept `conn`, so by
+    /// the duplicate rule it no longer holds the serving one.
+    fn kept_by_peer(&self, conn: ConnId) -> Option<PeerId> {
+        let entry = self.entry(conn)?;
+        let peer = entry.socket.remote()?;
+        let kept = entry.announced
+            && entry.socket.phase() == Phase::Open
+            && entry.socket.probe_answered()
+            && self.peers.get(&peer) != Some(&conn);
+        kept.then_some(peer)
+    }
+
+    /// `conn` replaces the connection serving `peer`, which the peer lost without its
+    /// close reaching us: that one is closed, and the application is told the session
+    /// ended and a new one began, before the events `conn`'s frames produced (those
+    /// from `first_event` on).
+    fn replace(&mut self, peer: PeerId, conn: ConnId, first_event: usize, now: Instant) {
+        let Some(&old) = self.peers.get(&peer) else {
+            return;
+        };
+        let news = self.events.split_off(first_event);
+        self.peers.insert(peer, conn);
+        // Its requests fail now; with `peers` moved on, its close adds no other event.
+        self.close(
+            old,
+            CloseReason::Replaced,
+            Some(GoodbyeReason::DuplicateConnection),
+            now,
+        );
+        log::info!("{peer:?} connected again; its old connection is closed");
+        self.events.push(Event::PeerDisconnected {
+            peer,
+            reason: CloseReason::Replaced,
+        });
+        self.announce(conn, peer);
+        self.events.extend(news);
     }
 
     /// Remembers where requests came in, for those that came over a duplicate.

@@ -761,10 +761,11 @@ mod properties {
     }
 }
 
-#[test]
-fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_in() {
-    // A dials B at two addresses (x first, then y). Both ends finish y's handshake
-    // first, so by handshake order x would be "newer"; by dial order y is.
+/// A dials B at two addresses (x first, then y) and both ends finish y's handshake
+/// first, so by handshake order x would be "newer"; by dial order y is. Then bytes flow
+/// on y first, or on x first (`x_first`: y's path is the slower by far). Returns B's
+/// events once the connections settled.
+fn two_dials_to_one_peer(x_first: bool) -> Vec<Event> {
     let now = Instant::now();
     let (addr_a, bx, by): (SocketAddr, SocketAddr, SocketAddr) = (
         "10.0.0.1:1".parse().unwrap(),
@@ -783,8 +784,13 @@ fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_i
     pump(&mut a, a_x, &mut b, b_x, now);
     pump(&mut b, b_y, &mut a, a_y, now); // A: y first
     pump(&mut b, b_x, &mut a, a_x, now);
+    let order = if x_first {
+        [(a_x, b_x), (a_y, b_y)]
+    } else {
+        [(a_y, b_y), (a_x, b_x)]
+    };
     for _ in 0..3 {
-        for (ac, bc) in [(a_x, b_x), (a_y, b_y)] {
+        for (ac, bc) in order {
             pump(&mut a, ac, &mut b, bc, now);
             pump(&mut b, bc, &mut a, ac, now);
         }
@@ -796,10 +802,6 @@ fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_i
     assert_eq!(b.phase(b_x), Some(Phase::Open));
     assert_ne!(b.phase(b_y), Some(Phase::Open));
     let b_events: Vec<Event> = events(&mut b);
-    assert!(
-        matches!(b_events[..], [Event::PeerConnected { .. }]),
-        "{b_events:?}"
-    );
     // Sends from B now take the surviving connection.
     b.send(&id(1), Bytes::from_static(b"hi")).unwrap();
     pump(&mut b, b_x, &mut a, a_x, now);
@@ -810,6 +812,38 @@ fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_i
             peer: id(2),
             payload: Bytes::from_static(b"hi")
         })
+    );
+    b_events
+}
+
+#[test]
+fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_in() {
+    // A's GOODBYE on y reaches B before A's answer to B's probe on x: B keeps x quietly.
+    let b_events = two_dials_to_one_peer(false);
+    assert!(
+        matches!(b_events[..], [Event::PeerConnected { .. }]),
+        "{b_events:?}"
+    );
+}
+
+#[test]
+fn a_probe_answered_before_the_goodbye_arrives_ends_the_session_visibly() {
+    // A's answer on x outruns its GOODBYE on y: to B that is a peer that lost y, so B
+    // closes y itself and says so; the two ends still keep the same connection.
+    let b_events = two_dials_to_one_peer(true);
+    assert!(
+        matches!(
+            b_events[..],
+            [
+                Event::PeerConnected { .. },
+                Event::PeerDisconnected {
+                    reason: CloseReason::Replaced,
+                    ..
+                },
+                Event::PeerConnected { .. },
+            ]
+        ),
+        "{b_events:?}"
     );
 }
 

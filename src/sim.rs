@@ -785,6 +785,19 @@ impl Sim {
     /// Crashes node `index`: its core is dropped with everything queued, and each of
     /// its peers sees a reset one latency later (its host's kernel answers for it).
     pub fn crash(&mut self, index: NodeIndex) {
+        self.halt(index, true);
+    }
+
+    /// Crashes node `index` as a host that loses power does: its core is dropped and
+    /// its peers are told nothing. Their connections to it look alive until their own
+    /// keepalives give up; bytes sent on them are lost, and once a window's worth is
+    /// unacknowledged their queues grow, as towards a dead host.
+    pub fn power_off(&mut self, index: NodeIndex) {
+        self.halt(index, false);
+    }
+
+    /// Drops node `index`'s core; `reset` tells its peers.
+    fn halt(&mut self, index: NodeIndex, reset: bool) {
         let Some(sim_node) = self.nodes.get_mut(index) else {
             return;
         };
@@ -804,11 +817,14 @@ impl Sim {
                 continue;
             }
             // The direction towards the other end.
-            self.schedule(at, Action::Reset { link, dir: side });
+            if reset {
+                self.schedule(at, Action::Reset { link, dir: side });
+            }
         }
     }
 
-    /// Restarts a crashed node `index` with its old key and a fresh core.
+    /// Restarts a crashed (or powered-off) node `index` with its old key and a fresh
+    /// core.
     pub fn restart(&mut self, index: NodeIndex) {
         if self.nodes.get(index).is_some_and(|n| n.node.is_none()) {
             self.boot(index);

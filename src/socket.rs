@@ -135,6 +135,10 @@ pub(crate) struct Socket {
     deadline: Instant,
     last_recv: Instant,
     pinged: bool,
+    /// The nonce of a PING sent by [`Socket::probe`] and not yet answered; then
+    /// whether its PONG came.
+    probe: Option<u64>,
+    probe_answered: bool,
     /// How much control frames may add to the node's queues under the global cap, as
     /// the node last said ([`Socket::set_control_budget`]).
     control_budget: usize,
@@ -194,6 +198,8 @@ impl Socket {
             deadline: now + config.connect_timeout,
             last_recv: now,
             pinged: false,
+            probe: None,
+            probe_answered: false,
             control_budget: usize::MAX,
             read_closed: false,
             write_shut: false,
@@ -439,7 +445,13 @@ impl Socket {
                     self.stats.dropped_sends += 1;
                 }
             }
-            Frame::Pong(_) => self.stats.frames_in += 1,
+            Frame::Pong(nonce) => {
+                self.stats.frames_in += 1;
+                if self.probe == Some(nonce) {
+                    self.probe = None;
+                    self.probe_answered = true;
+                }
+            }
             Frame::Response { id, payload } => {
                 if self.pending.remove(&id) {
                     self.stats.frames_in += 1;
@@ -747,17 +759,33 @@ impl Socket {
                     );
                 } else if !self.pinged && now >= self.last_recv + self.limits.ping_interval {
                     self.pinged = true;
-                    // Behind a full queue a PING could not leave anyway; the idle
-                    // timeout still runs.
-                    let ping = Frame::Ping(rng.next_u64());
-                    if self.control_fits(ping.wire_len()) {
-                        self.queue(&ping);
-                    }
+                    self.ping(rng);
                 }
             }
             Phase::Closing if now >= self.deadline => self.phase = Phase::Closed,
             _ => {}
         }
+    }
+
+    /// Queues a PING and returns its nonce. Behind a full queue it could not leave
+    /// anyway, so then it is not queued; the idle timeout still runs.
+    fn ping(&mut self, rng: &mut Rng) -> Option<u64> {
+        let nonce = rng.next_u64();
+        let ping = Frame::Ping(nonce);
+        self.control_fits(ping.wire_len())
+            .then(|| self.queue(&ping))?;
+        Some(nonce)
+    }
+
+    /// Pings the peer now and remembers the nonce, so that
+    /// [`Socket::probe_answered`] tells when the peer answered on this connection.
+    pub(crate) fn probe(&mut self, rng: &mut Rng) {
+        self.probe = self.ping(rng);
+    }
+
+    /// Whether the PING of [`Socket::probe`] was answered.
+    pub(crate) fn probe_answered(&self) -> bool {
+        self.probe_answered
     }
 
     /// When [`Socket::timeout`] next has work.

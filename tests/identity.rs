@@ -247,6 +247,8 @@ fn duplicate_of_same_initiator_is_left_for_the_initiator_to_close() {
         "no second PeerConnected, and the node does not close either connection"
     );
     let _ = second.inbox.split_to(HELLO_LEN);
+    let (probe, _) = collect_frames(&mut [&mut net], &mut second, 400, |f, _| !f.is_empty());
+    assert!(matches!(probe[..], [Frame::Ping(_)]), "{probe:?}");
     assert!(!second.closed && !first.closed);
     assert_eq!(net.peers().len(), 1);
 
@@ -583,9 +585,98 @@ fn peer_with_two_connections(config: Config, r: PeerId) -> (Network, Raw, Raw) {
         second.inbox.len() >= HELLO_LEN
     });
     let _ = second.inbox.split_to(HELLO_LEN);
-    // One more turn so the node has read the second hello, not only sent its own.
-    run_turns(&mut [&mut net], 3);
+    // The node probes the second: a peer that answered would have lost the first.
+    let (probe, _) = collect_frames(&mut [&mut net], &mut second, 400, |f, _| !f.is_empty());
+    assert!(matches!(probe[..], [Frame::Ping(_)]), "{probe:?}");
     (net, first, second)
+}
+
+#[test]
+fn a_peer_answering_the_probe_on_its_second_connection_lost_the_first() {
+    // The peer dialled again and kept the new connection, so its old one is dead at
+    // its end (its host restarted, say) though it looks alive here.
+    let r = id(0x45);
+    let (mut net, addr) = node();
+    let (mut first, _) = Raw::handshake(&mut net, addr, r);
+    let mut second = Raw::connect(addr);
+    second.send(&hello(net.config().network_id, r));
+    run_until(&mut [&mut net], 400, |_, _| {
+        second.pump();
+        second.inbox.len() >= HELLO_LEN
+    });
+    let _ = second.inbox.split_to(HELLO_LEN);
+    let (frames, _) = collect_frames(&mut [&mut net], &mut second, 400, |f, _| !f.is_empty());
+    let [Frame::Ping(nonce)] = frames[..] else {
+        panic!("no probe: {frames:?}");
+    };
+    // A PONG that is not the answer proves nothing.
+    second.send_frame(&Frame::Pong(nonce.wrapping_add(1)));
+    let log = run_turns(&mut [&mut net], 5);
+    assert!(log.is_empty(), "{log:?}");
+    assert!(!first.closed);
+    // The answer: the first is closed with GOODBYE 1, and the application hears the
+    // old session end and the new one begin.
+    second.send_frame(&Frame::Pong(nonce));
+    let (old_frames, log) = frames_until_closed(&mut net, &mut first);
+    assert_eq!(
+        old_frames,
+        vec![Frame::Goodbye(GoodbyeReason::DuplicateConnection)]
+    );
+    let events = of(&log, 0);
+    assert!(
+        matches!(
+            events[..],
+            [
+                Event::PeerDisconnected {
+                    peer: p1,
+                    reason: CloseReason::Replaced
+                },
+                Event::PeerConnected {
+                    peer: p2,
+                    direction: Direction::Inbound,
+                    ..
+                },
+            ] if p1 == r && p2 == r
+        ),
+        "{events:?}"
+    );
+    net.send(&r, "over the new one").unwrap();
+    let (got, _) = collect_frames(&mut [&mut net], &mut second, 400, |f, _| !f.is_empty());
+    assert_eq!(
+        got,
+        vec![Frame::Message(Bytes::from_static(b"over the new one"))]
+    );
+}
+
+#[test]
+fn the_second_connection_carries_on_as_a_new_session_when_the_first_dies() {
+    let r = id(0x44);
+    let (mut net, first, mut second) = peer_with_two_connections(plain(), r);
+    // The first ends without the duplicate rule's GOODBYE: the session on it ended.
+    drop(first);
+    let log = run_until(&mut [&mut net], 400, |_, log| {
+        has(log, 0, |e| matches!(e, Event::PeerConnected { .. }))
+    });
+    let events = of(&log, 0);
+    assert!(
+        matches!(
+            events[..],
+            [
+                Event::PeerDisconnected {
+                    peer: p1,
+                    reason: CloseReason::PeerClosed
+                },
+                Event::PeerConnected { peer: p2, .. },
+            ] if p1 == r && p2 == r
+        ),
+        "{events:?}"
+    );
+    net.send(&r, "over the second").unwrap();
+    let (got, _) = collect_frames(&mut [&mut net], &mut second, 400, |f, _| !f.is_empty());
+    assert_eq!(
+        got,
+        vec![Frame::Message(Bytes::from_static(b"over the second"))]
+    );
 }
 
 #[test]

@@ -333,3 +333,71 @@ fn a_slow_reader_reads_every_byte_before_the_end_of_the_stream() {
         );
     }
 }
+
+#[test]
+fn a_peer_back_from_a_power_loss_is_served_on_its_new_connection() {
+    for security in [Security::Plaintext, Config::default().security] {
+        let mut sim = Sim::new(SimConfig {
+            seed: 19,
+            node: Config {
+                security,
+                ..Config::default()
+            },
+            ..SimConfig::default()
+        })
+        .expect("a valid node configuration");
+        let (a, b) = (sim.add_node(), sim.add_node());
+        sim.dial(a, b).unwrap();
+        assert!(sim.run_until(|s| s.node(b).peers() == 1, 100_000));
+        let id_a = sim.node(a).id();
+        // a's host loses power: b hears nothing, and its connection to a looks alive.
+        sim.power_off(a);
+        sim.run_for(Duration::from_millis(100));
+        assert!(sim.node(b).is_connected(&id_a));
+        sim.restart(a);
+        sim.dial(a, b).unwrap();
+        // Well within b's keepalive (15 s), which alone would find the old one dead.
+        sim.run_for(Duration::from_secs(1));
+        let seen: Vec<&Event> = sim
+            .node(b)
+            .events()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::PeerConnected { .. } | Event::PeerDisconnected { .. }
+                )
+            })
+            .collect();
+        assert!(
+            matches!(
+                seen[..],
+                [
+                    Event::PeerConnected { .. },
+                    Event::PeerDisconnected { peer: p1, reason: CloseReason::Replaced },
+                    Event::PeerConnected { peer: p2, .. },
+                ] if *p1 == id_a && *p2 == id_a
+            ),
+            "{security:?}: b was told the old session ended and a new one began: {seen:?}"
+        );
+        // The old one waits out the close timeout for its GOODBYE, then is gone.
+        let closing = Config::default().close_timeout;
+        sim.run_for(closing);
+        assert_eq!(
+            sim.node(b).connections(),
+            1,
+            "{security:?}: the old one is closed"
+        );
+        assert_eq!(sim.open_links(), 1, "{security:?}");
+        // What b sends now reaches a.
+        sim.send(b, &id_a, Bytes::from_static(b"welcome back"))
+            .unwrap();
+        let got = |s: &Sim| {
+            s.node(a)
+                .events()
+                .iter()
+                .any(|e| matches!(e, Event::Message { payload, .. } if payload[..] == b"welcome back"[..]))
+        };
+        assert!(sim.run_until(got, 100_000), "{security:?}: a got it");
+    }
+}

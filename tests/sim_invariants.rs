@@ -1,8 +1,8 @@
 //! The core's invariants under every fault the simulator has, checked over many seeds.
 //!
 //! Each seed builds a network, runs broadcasts, requests and a random schedule of faults
-//! (refused dials, resets, disconnects, partitions that heal, crashes and restarts, a
-//! slow reader filled to its cap), and checks:
+//! (refused dials, resets, disconnects, partitions that heal, crashes, power losses and
+//! restarts, a slow reader filled to its cap), and checks:
 //!
 //! - no node delivers a broadcast twice;
 //! - every broadcast reaches every node that stayed connected to its origin;
@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use p2p::sim::{NodeIndex, Sim, SimConfig};
-use p2p::{Bytes, Config, Event, GossipId, PeerId, RequestId, Security};
+use p2p::{Bytes, CloseReason, Config, Event, GossipId, PeerId, RequestId, Security};
 
 /// The seeds CI runs; `P2P_SIM_SEEDS` ("7" or "0..1000") replaces them.
 const SEEDS: std::ops::Range<u64> = 0..64;
@@ -65,6 +65,9 @@ struct Tally {
     failures: usize,
     refused_full: usize,
     crashes: usize,
+    power_offs: usize,
+    /// Sessions ended because the peer came back on a new connection.
+    replaced: usize,
     partitions: usize,
     resets: usize,
 }
@@ -246,19 +249,26 @@ impl Run {
     /// One random fault, or none.
     fn fault(&mut self, slow: &mut Option<NodeIndex>) {
         let n = self.n();
-        match self.pick.below(14) {
+        let fault = self.pick.below(14);
+        match fault {
             0 => {
                 let island: Vec<NodeIndex> = (0..1 + n / 4).map(|_| self.pick.below(n)).collect();
                 self.sim.partition(&island);
                 self.tally.partitions += 1;
             }
             1 | 2 => self.sim.heal(),
-            3 => {
+            3 | 10 => {
                 let v = self.pick.below(n);
                 if self.sim.node(v).is_up() {
-                    self.sim.crash(v);
+                    // 10: the host loses power, and its peers are told nothing.
+                    if fault == 10 {
+                        self.sim.power_off(v);
+                        self.tally.power_offs += 1;
+                    } else {
+                        self.sim.crash(v);
+                        self.tally.crashes += 1;
+                    }
                     self.crashed_at[v] = Some(self.sim.trace_len());
-                    self.tally.crashes += 1;
                 }
             }
             4 | 5 => {
@@ -529,6 +539,18 @@ fn run(seed: u64) -> Result<Tally, String> {
     }
     run.check_broadcasts()?;
     run.check_requests()?;
+    run.tally.replaced = (0..run.n())
+        .flat_map(|i| run.sim.node(i).events())
+        .filter(|e| {
+            matches!(
+                e,
+                Event::PeerDisconnected {
+                    reason: CloseReason::Replaced,
+                    ..
+                }
+            )
+        })
+        .count();
     run.check_teardown()?;
     Ok(run.tally)
 }
@@ -558,6 +580,8 @@ fn invariants_hold_under_faults_over_many_seeds() {
                 total.failures += t.failures;
                 total.refused_full += t.refused_full;
                 total.crashes += t.crashes;
+                total.power_offs += t.power_offs;
+                total.replaced += t.replaced;
                 total.partitions += t.partitions;
                 total.resets += t.resets;
             }
@@ -580,7 +604,11 @@ fn invariants_hold_under_faults_over_many_seeds() {
             "no queue reached its cap: {total:?}"
         );
         assert!(
-            total.crashes > 0 && total.partitions > 0 && total.resets > 0,
+            total.crashes > 0
+                && total.power_offs > 0
+                && total.replaced > 0
+                && total.partitions > 0
+                && total.resets > 0,
             "{total:?}"
         );
     }
