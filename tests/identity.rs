@@ -574,8 +574,9 @@ fn same_initiator_duplicates_over_two_addresses_keep_one_connection() {
 }
 
 /// A node serving a raw peer over two connections (the peer dialled twice and has not
-/// closed either yet): (node, first, second), both hellos consumed.
-fn peer_with_two_connections(config: Config, r: PeerId) -> (Network, Raw, Raw) {
+/// closed either yet): (node, first, second, the nonce of the PING the node probed the
+/// second with), both hellos and the PING consumed.
+fn peer_with_two_connections(config: Config, r: PeerId) -> (Network, Raw, Raw, u64) {
     let (mut net, addr) = listening(config);
     let (first, _) = Raw::handshake(&mut net, addr, r);
     let mut second = Raw::connect(addr);
@@ -587,8 +588,36 @@ fn peer_with_two_connections(config: Config, r: PeerId) -> (Network, Raw, Raw) {
     let _ = second.inbox.split_to(HELLO_LEN);
     // The node probes the second: a peer that answered would have lost the first.
     let (probe, _) = collect_frames(&mut [&mut net], &mut second, 400, |f, _| !f.is_empty());
-    assert!(matches!(probe[..], [Frame::Ping(_)]), "{probe:?}");
-    (net, first, second)
+    let [Frame::Ping(nonce)] = probe[..] else {
+        panic!("no probe: {probe:?}");
+    };
+    (net, first, second, nonce)
+}
+
+/// `events` are exactly: `r`'s session ended for `reason`, and a new one began.
+#[track_caller]
+fn assert_new_session(events: &[Event], r: PeerId, reason: CloseReason) {
+    assert!(
+        matches!(
+            events,
+            [
+                Event::PeerDisconnected { peer: p1, reason: why },
+                Event::PeerConnected { peer: p2, direction: Direction::Inbound, .. },
+            ] if *p1 == r && *p2 == r && *why == reason
+        ),
+        "{events:?}"
+    );
+}
+
+/// What the node sends to `r` now arrives on `raw`.
+#[track_caller]
+fn assert_served_on(net: &mut Network, raw: &mut Raw, r: PeerId) {
+    net.send(&r, "served here").unwrap();
+    let (got, _) = collect_frames(&mut [net], raw, 400, |f, _| !f.is_empty());
+    assert_eq!(
+        got,
+        vec![Frame::Message(Bytes::from_static(b"served here"))]
+    );
 }
 
 #[test]
@@ -596,19 +625,7 @@ fn a_peer_answering_the_probe_on_its_second_connection_lost_the_first() {
     // The peer dialled again and kept the new connection, so its old one is dead at
     // its end (its host restarted, say) though it looks alive here.
     let r = id(0x45);
-    let (mut net, addr) = node();
-    let (mut first, _) = Raw::handshake(&mut net, addr, r);
-    let mut second = Raw::connect(addr);
-    second.send(&hello(net.config().network_id, r));
-    run_until(&mut [&mut net], 400, |_, _| {
-        second.pump();
-        second.inbox.len() >= HELLO_LEN
-    });
-    let _ = second.inbox.split_to(HELLO_LEN);
-    let (frames, _) = collect_frames(&mut [&mut net], &mut second, 400, |f, _| !f.is_empty());
-    let [Frame::Ping(nonce)] = frames[..] else {
-        panic!("no probe: {frames:?}");
-    };
+    let (mut net, mut first, mut second, nonce) = peer_with_two_connections(plain(), r);
     // A PONG that is not the answer proves nothing.
     second.send_frame(&Frame::Pong(nonce.wrapping_add(1)));
     let log = run_turns(&mut [&mut net], 5);
@@ -622,67 +639,27 @@ fn a_peer_answering_the_probe_on_its_second_connection_lost_the_first() {
         old_frames,
         vec![Frame::Goodbye(GoodbyeReason::DuplicateConnection)]
     );
-    let events = of(&log, 0);
-    assert!(
-        matches!(
-            events[..],
-            [
-                Event::PeerDisconnected {
-                    peer: p1,
-                    reason: CloseReason::Replaced
-                },
-                Event::PeerConnected {
-                    peer: p2,
-                    direction: Direction::Inbound,
-                    ..
-                },
-            ] if p1 == r && p2 == r
-        ),
-        "{events:?}"
-    );
-    net.send(&r, "over the new one").unwrap();
-    let (got, _) = collect_frames(&mut [&mut net], &mut second, 400, |f, _| !f.is_empty());
-    assert_eq!(
-        got,
-        vec![Frame::Message(Bytes::from_static(b"over the new one"))]
-    );
+    assert_new_session(&of(&log, 0), r, CloseReason::Replaced);
+    assert_served_on(&mut net, &mut second, r);
 }
 
 #[test]
 fn the_second_connection_carries_on_as_a_new_session_when_the_first_dies() {
     let r = id(0x44);
-    let (mut net, first, mut second) = peer_with_two_connections(plain(), r);
+    let (mut net, first, mut second, _) = peer_with_two_connections(plain(), r);
     // The first ends without the duplicate rule's GOODBYE: the session on it ended.
     drop(first);
     let log = run_until(&mut [&mut net], 400, |_, log| {
         has(log, 0, |e| matches!(e, Event::PeerConnected { .. }))
     });
-    let events = of(&log, 0);
-    assert!(
-        matches!(
-            events[..],
-            [
-                Event::PeerDisconnected {
-                    peer: p1,
-                    reason: CloseReason::PeerClosed
-                },
-                Event::PeerConnected { peer: p2, .. },
-            ] if p1 == r && p2 == r
-        ),
-        "{events:?}"
-    );
-    net.send(&r, "over the second").unwrap();
-    let (got, _) = collect_frames(&mut [&mut net], &mut second, 400, |f, _| !f.is_empty());
-    assert_eq!(
-        got,
-        vec![Frame::Message(Bytes::from_static(b"over the second"))]
-    );
+    assert_new_session(&of(&log, 0), r, CloseReason::PeerClosed);
+    assert_served_on(&mut net, &mut second, r);
 }
 
 #[test]
 fn disconnect_closes_every_connection_of_the_peer() {
     let r = id(0x46);
-    let (mut net, mut first, mut second) = peer_with_two_connections(plain(), r);
+    let (mut net, mut first, mut second, _) = peer_with_two_connections(plain(), r);
     assert!(net.disconnect(&r));
     let mut got = (Vec::new(), Vec::new());
     let log = run_until(&mut [&mut net], 400, |_, _| {
@@ -705,7 +682,7 @@ fn disconnect_closes_every_connection_of_the_peer() {
 #[test]
 fn a_response_goes_back_over_the_connection_its_request_came_on() {
     let r = id(0x47);
-    let (mut net, mut first, mut second) = peer_with_two_connections(plain(), r);
+    let (mut net, mut first, mut second, _) = peer_with_two_connections(plain(), r);
     second.send_frame(&Frame::Request {
         id: 7,
         payload: Bytes::from_static(b"q"),
@@ -749,7 +726,7 @@ fn a_peer_misbehaving_on_one_connection_loses_both() {
         max_rejected_frames: 1,
         ..plain()
     };
-    let (mut net, mut first, mut second) = peer_with_two_connections(config, r);
+    let (mut net, mut first, mut second, _) = peer_with_two_connections(config, r);
     second.send(&raw_frame(0x55, b""));
     let mut got = (Vec::new(), Vec::new());
     let log = run_until(&mut [&mut net], 400, |_, _| {
