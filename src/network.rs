@@ -95,6 +95,8 @@ struct Entry {
     announced: bool,
     /// Creation order, to tell which of two dials came later.
     created: u64,
+    /// When it was dialled or accepted.
+    since: Instant,
     dirty: bool,
 }
 
@@ -180,7 +182,7 @@ impl Node {
 
     // ---- connections coming and going ----
 
-    fn insert(&mut self, socket: Socket) -> ConnId {
+    fn insert(&mut self, socket: Socket, now: Instant) -> ConnId {
         let generation = self.next_generation;
         // Generation 0 is never used, so no live id equals a zeroed one.
         self.next_generation = self.next_generation.checked_add(1).unwrap_or(1);
@@ -191,6 +193,7 @@ impl Node {
             announced: false,
             dirty: false,
             created: self.created,
+            since: now,
         });
         self.created += 1;
         let conn = ConnId { key, generation };
@@ -236,7 +239,7 @@ impl Node {
             return Err(DialError::AlreadyDialing(addr));
         }
         let key = self.handshake_key();
-        Ok(self.insert(Socket::outbound(&self.config, &key, addr, now)))
+        Ok(self.insert(Socket::outbound(&self.config, &key, addr, now), now))
     }
 
     /// A connection was accepted. `None`: refused, the shell drops it before any byte is sent.
@@ -250,7 +253,7 @@ impl Node {
             return None;
         }
         let key = self.handshake_key();
-        Some(self.insert(Socket::inbound(&self.config, &key, addr, now)))
+        Some(self.insert(Socket::inbound(&self.config, &key, addr, now), now))
     }
 
     /// Draws every handshake's ephemeral key from this node's seeded generator from
@@ -452,16 +455,29 @@ impl Node {
             self.with_socket(conn, now, |s, rng, _, _| s.probe(rng));
             return;
         };
+        let mut losers = vec![loser];
         if loser == other {
             self.peers.insert(peer, conn);
+            // Every other connection initiated by the loser's initiator loses to this
+            // one too: a second one the peer dialled, still waiting for the peer to
+            // close one, must not outlive the rule's verdict.
+            if new_initiator != old_initiator {
+                losers.extend(
+                    self.serving(peer, conn)
+                        .into_iter()
+                        .filter(|&c| initiator(self, c) == old_initiator),
+                );
+            }
         }
-        log::debug!("duplicate connection to {peer:?}; closing one");
-        self.close(
-            loser,
-            CloseReason::DuplicateConnection,
-            Some(GoodbyeReason::DuplicateConnection),
-            now,
-        );
+        log::debug!("duplicate connection to {peer:?}; closing {}", losers.len());
+        for loser in losers {
+            self.close(
+                loser,
+                CloseReason::DuplicateConnection,
+                Some(GoodbyeReason::DuplicateConnection),
+                now,
+            );
+        }
     }
 
     /// Closes `conn` gracefully, saying `goodbye` if it is open.
@@ -591,17 +607,29 @@ impl Node {
         self.events.len().saturating_sub(before)
     }
 
-    /// The peer of `conn`, if `conn` is a second connection it dialled, not the one
-    /// serving it, and it answered the PING we probed it with: it kept `conn`, so by
-    /// the duplicate rule it no longer holds the serving one.
+    /// The peer of `conn`, if `conn` is a second connection it dialled, the one
+    /// serving it is one it dialled a handshake timeout or more earlier, and it
+    /// answered the PING we probed `conn` with: it kept `conn`, so by the duplicate
+    /// rule it no longer holds the serving one. (The serving one's handshake had ended
+    /// at the peer, done or failed, before it dialled `conn`; so the peer did not
+    /// answer while about to keep the serving one, which a plaintext handshake, done
+    /// at each end on its own, would allow.)
     fn kept_by_peer(&self, conn: ConnId) -> Option<PeerId> {
         let entry = self.entry(conn)?;
         let peer = entry.socket.remote()?;
-        let kept = entry.announced
-            && entry.socket.phase() == Phase::Open
-            && entry.socket.probe_answered()
-            && self.peers.get(&peer) != Some(&conn);
-        kept.then_some(peer)
+        let answered =
+            entry.announced && entry.socket.phase() == Phase::Open && entry.socket.probe_answered();
+        if !answered {
+            return None;
+        }
+        let serving = *self.peers.get(&peer)?;
+        if serving == conn {
+            return None;
+        }
+        let serving = self.entry(serving)?;
+        let settled = serving.socket.direction() == Direction::Inbound
+            && serving.since + self.config.handshake_timeout <= entry.since;
+        settled.then_some(peer)
     }
 
     /// `conn` replaces the connection serving `peer`, which the peer lost without its

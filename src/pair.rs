@@ -818,8 +818,52 @@ fn two_dials_to_one_peer(x_first: bool) -> Vec<Event> {
 
 #[test]
 fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_in() {
-    // A's GOODBYE on y reaches B before A's answer to B's probe on x: B keeps x quietly.
-    let b_events = two_dials_to_one_peer(false);
+    // Whether A's GOODBYE on y or its answer to B's probe on x reaches B first, B keeps
+    // x quietly: y was accepted too soon after x for the answer to mean A lost x.
+    for x_first in [false, true] {
+        let b_events = two_dials_to_one_peer(x_first);
+        assert!(
+            matches!(b_events[..], [Event::PeerConnected { .. }]),
+            "x first: {x_first}: {b_events:?}"
+        );
+    }
+}
+
+#[test]
+fn a_plaintext_hello_delayed_on_the_first_dial_does_not_drop_the_peer() {
+    // A dials B at x, then y. B finishes x, then y, and probes y; B's hello on x is
+    // late, so A finishes y first and answers the probe, then finishes x and closes y.
+    let now = Instant::now();
+    let (addr_a, bx, by): (SocketAddr, SocketAddr, SocketAddr) = (
+        "10.0.0.1:1".parse().unwrap(),
+        "10.0.0.2:2".parse().unwrap(),
+        "10.0.0.2:3".parse().unwrap(),
+    );
+    let mut a = Node::new(config(), key(id(1)), Rng::from_seed(1));
+    let mut b = Node::new(config(), key(id(2)), Rng::from_seed(2));
+    let a_x = a.dial(bx, now).unwrap();
+    let a_y = a.dial(by, now).unwrap();
+    let b_x = b.accept(addr_a, now).unwrap();
+    let b_y = b.accept(addr_a, now).unwrap();
+    a.connected(a_x, now);
+    a.connected(a_y, now);
+    pump(&mut a, a_x, &mut b, b_x, now); // B: x, serving
+    pump(&mut a, a_y, &mut b, b_y, now); // B: y, probed
+    pump(&mut b, b_y, &mut a, a_y, now); // A: y first; it answers the probe
+    pump(&mut a, a_y, &mut b, b_y, now); // B: the answer
+    for _ in 0..3 {
+        for (ac, bc) in [(a_x, b_x), (a_y, b_y)] {
+            pump(&mut b, bc, &mut a, ac, now);
+            pump(&mut a, ac, &mut b, bc, now);
+        }
+    }
+    assert!(a.is_connected(&id(2)) && b.is_connected(&id(1)));
+    assert_eq!(
+        (a.phase(a_x), b.phase(b_x)),
+        (Some(Phase::Open), Some(Phase::Open))
+    );
+    assert_ne!(b.phase(b_y), Some(Phase::Open));
+    let b_events = events(&mut b);
     assert!(
         matches!(b_events[..], [Event::PeerConnected { .. }]),
         "{b_events:?}"
@@ -827,23 +871,114 @@ fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_i
 }
 
 #[test]
-fn a_probe_answered_before_the_goodbye_arrives_ends_the_session_visibly() {
-    // A's answer on x outruns its GOODBYE on y: to B that is a peer that lost y, so B
-    // closes y itself and says so; the two ends still keep the same connection.
-    let b_events = two_dials_to_one_peer(true);
+fn a_peer_back_on_a_new_connection_replaces_the_old_one_before_its_frames_arrive() {
+    // P (2) dialled N (1). P loses power, and N hears nothing of it; a handshake
+    // timeout later P is back and dials again. Its answer to N's probe on the new
+    // connection and its first message arrive in one read.
+    let now = Instant::now();
+    let later = now + config().handshake_timeout;
+    let (addr_n, addr_p): (SocketAddr, SocketAddr) =
+        ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
+    let mut n = Node::new(config(), key(id(1)), Rng::from_seed(1));
+    let mut p = Node::new(config(), key(id(2)), Rng::from_seed(2));
+    let p_1 = p.dial(addr_n, now).unwrap();
+    let n_1 = n.accept(addr_p, now).unwrap();
+    p.connected(p_1, now);
+    for _ in 0..3 {
+        pump(&mut p, p_1, &mut n, n_1, now);
+        pump(&mut n, n_1, &mut p, p_1, now);
+    }
+    assert_eq!(events(&mut n).len(), 1);
+    let mut p = Node::new(config(), key(id(2)), Rng::from_seed(3));
+    let p_2 = p.dial(addr_n, later).unwrap();
+    let n_2 = n.accept(addr_p, later).unwrap();
+    p.connected(p_2, later);
+    pump(&mut p, p_2, &mut n, n_2, later); // N: the second connection, probed
+    pump(&mut n, n_2, &mut p, p_2, later); // P: connected; it answers the probe
+    p.send(&id(1), Bytes::from_static(b"back")).unwrap();
+    pump(&mut p, p_2, &mut n, n_2, later); // N: the answer and the message
+    let n_events = events(&mut n);
     assert!(
         matches!(
-            b_events[..],
+            &n_events[..],
             [
-                Event::PeerConnected { .. },
                 Event::PeerDisconnected {
-                    reason: CloseReason::Replaced,
-                    ..
+                    peer: p1,
+                    reason: CloseReason::Replaced
                 },
-                Event::PeerConnected { .. },
-            ]
+                Event::PeerConnected { peer: p2, .. },
+                Event::Message { peer: p3, payload },
+            ] if [*p1, *p2, *p3] == [id(2); 3] && payload[..] == b"back"[..]
         ),
-        "{b_events:?}"
+        "{n_events:?}"
+    );
+    // The old one says GOODBYE 1 to nobody; what N sends goes over the new one.
+    assert_eq!(
+        take_output(&mut n, n_1, later),
+        frame_bytes(&Frame::Goodbye(GoodbyeReason::DuplicateConnection))
+    );
+    n.send(&id(2), Bytes::from_static(b"welcome")).unwrap();
+    pump(&mut n, n_2, &mut p, p_2, later);
+    assert!(events(&mut p).contains(&Event::Message {
+        peer: id(1),
+        payload: Bytes::from_static(b"welcome")
+    }));
+}
+
+#[test]
+fn our_dial_that_wins_over_the_peers_connection_wins_over_its_second_one_too() {
+    // P (2) dialled N (1) on c1. P loses power, comes back and dials N again (c2)
+    // while N dials P (c3). N's id is the smaller, so c3 beats c1 and c2 at N, and c2
+    // at P; P's late answer to N's probe on c2 must not unseat c3.
+    let now = Instant::now();
+    let later = now + config().handshake_timeout + Duration::from_secs(1);
+    let (addr_n, addr_p): (SocketAddr, SocketAddr) =
+        ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
+    let mut n = Node::new(config(), key(id(1)), Rng::from_seed(1));
+    let mut p = Node::new(config(), key(id(2)), Rng::from_seed(2));
+    let p_1 = p.dial(addr_n, now).unwrap();
+    let n_1 = n.accept(addr_p, now).unwrap();
+    p.connected(p_1, now);
+    for _ in 0..3 {
+        pump(&mut p, p_1, &mut n, n_1, now);
+        pump(&mut n, n_1, &mut p, p_1, now);
+    }
+    assert!(n.is_connected(&id(2)));
+    let mut p = Node::new(config(), key(id(2)), Rng::from_seed(3)); // back from a power loss
+    let p_2 = p.dial(addr_n, later).unwrap();
+    let n_2 = n.accept(addr_p, later).unwrap();
+    p.connected(p_2, later);
+    let n_3 = n.dial(addr_p, later).unwrap();
+    let p_3 = p.accept(addr_n, later).unwrap();
+    n.connected(n_3, later);
+    pump(&mut p, p_2, &mut n, n_2, later); // N: c2, probed
+    pump(&mut n, n_2, &mut p, p_2, later); // P: c2; it answers the probe
+    pump(&mut p, p_3, &mut n, n_3, later); // N: c3 beats c1, and c2
+    assert_ne!(
+        n.phase(n_2),
+        Some(Phase::Open),
+        "N closed c2 by the rule itself"
+    );
+    pump(&mut p, p_2, &mut n, n_2, later); // N: the answer, too late
+    for _ in 0..3 {
+        for (nc, pc) in [(n_3, p_3), (n_2, p_2)] {
+            pump(&mut n, nc, &mut p, pc, later);
+            pump(&mut p, pc, &mut n, nc, later);
+        }
+    }
+    assert!(n.is_connected(&id(2)) && p.is_connected(&id(1)));
+    assert_eq!(
+        (n.phase(n_3), p.phase(p_3)),
+        (Some(Phase::Open), Some(Phase::Open))
+    );
+    assert_ne!(n.phase(n_2), Some(Phase::Open));
+    assert_ne!(n.phase(n_1), Some(Phase::Open));
+    let n_events = events(&mut n);
+    assert!(
+        !n_events
+            .iter()
+            .any(|e| matches!(e, Event::PeerDisconnected { .. })),
+        "{n_events:?}"
     );
 }
 

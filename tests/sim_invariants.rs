@@ -115,7 +115,9 @@ fn config(seed: u64) -> Config {
         ping_interval: Duration::from_millis(200),
         idle_timeout: Duration::from_millis(600),
         close_timeout: Duration::from_millis(500),
-        handshake_timeout: Duration::from_secs(1),
+        // Short enough that a connection is old enough to be replaced (a peer back
+        // from a power loss) within the run.
+        handshake_timeout: Duration::from_millis(100),
         connect_timeout: Duration::from_secs(1),
         ..Config::default()
     }
