@@ -8,6 +8,8 @@
 //! - every broadcast reaches every node that stayed connected to its origin;
 //! - every request ends in exactly one response or one failure, and nothing else
 //!   answers;
+//! - each core reports each peer connected and disconnected in turns, and every peer
+//!   gone once it shut down;
 //! - a closed socket leaves nothing behind: the core's slab holds exactly the
 //!   connections the links carry, and is empty once every node shut down;
 //! - no write queue, read buffer, gossip cache or request table grows past its cap.
@@ -502,6 +504,37 @@ impl Run {
         }
         Ok(())
     }
+
+    /// Each core told its application of each peer in turns: connected, disconnected,
+    /// connected again and so on, ending disconnected once it shut down.
+    fn check_sessions(&self) -> Result<(), String> {
+        for i in 0..self.n() {
+            let mut connected: HashSet<PeerId> = HashSet::new();
+            for (k, event) in self.sim.node(i).events()[self.booted[i]..]
+                .iter()
+                .enumerate()
+            {
+                let turn = match event {
+                    Event::PeerConnected { peer, .. } => connected.insert(*peer),
+                    Event::PeerDisconnected { peer, .. } => connected.remove(peer),
+                    _ => true,
+                };
+                if !turn {
+                    return Err(format!(
+                        "node {i}'s event {k} since its boot repeats the last one for that peer: {event:?}"
+                    ));
+                }
+            }
+            // A node still crashed had its core dropped, with nothing left to report.
+            if !connected.is_empty() && self.sim.node(i).is_up() {
+                return Err(format!(
+                    "node {i} shut down, yet {} peers were never reported gone",
+                    connected.len()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One seed, start to finish.
@@ -554,6 +587,7 @@ fn run(seed: u64) -> Result<Tally, String> {
         })
         .count();
     run.check_teardown()?;
+    run.check_sessions()?;
     Ok(run.tally)
 }
 
