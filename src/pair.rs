@@ -680,6 +680,17 @@ fn pump(from: &mut Node, fc: ConnId, to: &mut Node, tc: ConnId, now: Instant) {
     deliver(to, tc, &bytes, now);
 }
 
+/// Pumps each pair of connections both ways, `a`'s side first, a few times over: what
+/// is in flight arrives and the answers to it too.
+fn settle(a: &mut Node, b: &mut Node, pairs: &[(ConnId, ConnId)], now: Instant) {
+    for _ in 0..3 {
+        for &(ac, bc) in pairs {
+            pump(a, ac, b, bc, now);
+            pump(b, bc, a, ac, now);
+        }
+    }
+}
+
 #[test]
 fn stale_ids_never_reach_a_reused_slot() {
     let now = Instant::now();
@@ -761,11 +772,20 @@ mod properties {
     }
 }
 
-/// A dials B at two addresses (x first, then y) and both ends finish y's handshake
-/// first, so by handshake order x would be "newer"; by dial order y is. Then bytes flow
-/// on y first, or on x first (`x_first`: y's path is the slower by far). Returns B's
-/// events once the connections settled.
-fn two_dials_to_one_peer(x_first: bool) -> Vec<Event> {
+/// A (1) and B (2) with two connections A dialled, x first, then y; B accepted y
+/// first if `y_first`. Nothing sent yet.
+struct TwoDials {
+    now: Instant,
+    bx: SocketAddr,
+    a: Node,
+    b: Node,
+    a_x: ConnId,
+    a_y: ConnId,
+    b_x: ConnId,
+    b_y: ConnId,
+}
+
+fn two_dials(y_first: bool) -> TwoDials {
     let now = Instant::now();
     let (addr_a, bx, by): (SocketAddr, SocketAddr, SocketAddr) = (
         "10.0.0.1:1".parse().unwrap(),
@@ -776,10 +796,42 @@ fn two_dials_to_one_peer(x_first: bool) -> Vec<Event> {
     let mut b = Node::new(config(), key(id(2)), Rng::from_seed(2));
     let a_x = a.dial(bx, now).unwrap();
     let a_y = a.dial(by, now).unwrap();
-    let b_y = b.accept(addr_a, now).unwrap();
-    let b_x = b.accept(addr_a, now).unwrap();
+    let (b_x, b_y) = if y_first {
+        let b_y = b.accept(addr_a, now).unwrap();
+        (b.accept(addr_a, now).unwrap(), b_y)
+    } else {
+        let b_x = b.accept(addr_a, now).unwrap();
+        (b_x, b.accept(addr_a, now).unwrap())
+    };
     a.connected(a_x, now);
     a.connected(a_y, now);
+    TwoDials {
+        now,
+        bx,
+        a,
+        b,
+        a_x,
+        a_y,
+        b_x,
+        b_y,
+    }
+}
+
+/// A dials B at two addresses (x first, then y) and both ends finish y's handshake
+/// first, so by handshake order x would be "newer"; by dial order y is. Then bytes flow
+/// on y first, or on x first (`x_first`: y's path is the slower by far). Returns B's
+/// events once the connections settled.
+fn two_dials_to_one_peer(x_first: bool) -> Vec<Event> {
+    let TwoDials {
+        now,
+        bx,
+        mut a,
+        mut b,
+        a_x,
+        a_y,
+        b_x,
+        b_y,
+    } = two_dials(true);
     pump(&mut a, a_y, &mut b, b_y, now); // B: y first
     pump(&mut a, a_x, &mut b, b_x, now);
     pump(&mut b, b_y, &mut a, a_y, now); // A: y first
@@ -789,12 +841,7 @@ fn two_dials_to_one_peer(x_first: bool) -> Vec<Event> {
     } else {
         [(a_y, b_y), (a_x, b_x)]
     };
-    for _ in 0..3 {
-        for (ac, bc) in order {
-            pump(&mut a, ac, &mut b, bc, now);
-            pump(&mut b, bc, &mut a, ac, now);
-        }
-    }
+    settle(&mut a, &mut b, &order, now);
     // A, the initiator of both, closed the one it dialled later; B followed.
     assert_eq!(a.peers().map(|p| p.1).collect::<Vec<_>>(), vec![bx]);
     assert_eq!(a.phase(a_y), Some(Phase::Closing));
@@ -833,30 +880,21 @@ fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_i
 fn a_plaintext_hello_delayed_on_the_first_dial_does_not_drop_the_peer() {
     // A dials B at x, then y. B finishes x, then y, and probes y; B's hello on x is
     // late, so A finishes y first and answers the probe, then finishes x and closes y.
-    let now = Instant::now();
-    let (addr_a, bx, by): (SocketAddr, SocketAddr, SocketAddr) = (
-        "10.0.0.1:1".parse().unwrap(),
-        "10.0.0.2:2".parse().unwrap(),
-        "10.0.0.2:3".parse().unwrap(),
-    );
-    let mut a = Node::new(config(), key(id(1)), Rng::from_seed(1));
-    let mut b = Node::new(config(), key(id(2)), Rng::from_seed(2));
-    let a_x = a.dial(bx, now).unwrap();
-    let a_y = a.dial(by, now).unwrap();
-    let b_x = b.accept(addr_a, now).unwrap();
-    let b_y = b.accept(addr_a, now).unwrap();
-    a.connected(a_x, now);
-    a.connected(a_y, now);
+    let TwoDials {
+        now,
+        mut a,
+        mut b,
+        a_x,
+        a_y,
+        b_x,
+        b_y,
+        ..
+    } = two_dials(false);
     pump(&mut a, a_x, &mut b, b_x, now); // B: x, serving
     pump(&mut a, a_y, &mut b, b_y, now); // B: y, probed
     pump(&mut b, b_y, &mut a, a_y, now); // A: y first; it answers the probe
     pump(&mut a, a_y, &mut b, b_y, now); // B: the answer
-    for _ in 0..3 {
-        for (ac, bc) in [(a_x, b_x), (a_y, b_y)] {
-            pump(&mut b, bc, &mut a, ac, now);
-            pump(&mut a, ac, &mut b, bc, now);
-        }
-    }
+    settle(&mut a, &mut b, &[(a_x, b_x), (a_y, b_y)], now);
     assert!(a.is_connected(&id(2)) && b.is_connected(&id(1)));
     assert_eq!(
         (a.phase(a_x), b.phase(b_x)),
@@ -870,6 +908,26 @@ fn a_plaintext_hello_delayed_on_the_first_dial_does_not_drop_the_peer() {
     );
 }
 
+/// N's and P's addresses.
+const N_ADDR: &str = "10.0.0.1:1";
+const P_ADDR: &str = "10.0.0.2:2";
+
+/// N (1), connected to P (2), which dialled it at `now`, and N's connection. P is
+/// gone as if it lost power: N heard nothing of it.
+fn dialled_by_p(now: Instant) -> (Node, ConnId) {
+    let mut n = Node::new(config(), key(id(1)), Rng::from_seed(1));
+    let mut p = Node::new(config(), key(id(2)), Rng::from_seed(2));
+    let p_1 = p.dial(N_ADDR.parse().unwrap(), now).unwrap();
+    let n_1 = n.accept(P_ADDR.parse().unwrap(), now).unwrap();
+    p.connected(p_1, now);
+    for _ in 0..3 {
+        pump(&mut p, p_1, &mut n, n_1, now);
+        pump(&mut n, n_1, &mut p, p_1, now);
+    }
+    assert!(n.is_connected(&id(2)));
+    (n, n_1)
+}
+
 #[test]
 fn a_peer_back_on_a_new_connection_replaces_the_old_one_before_its_frames_arrive() {
     // P (2) dialled N (1). P loses power, and N hears nothing of it; a handshake
@@ -877,17 +935,8 @@ fn a_peer_back_on_a_new_connection_replaces_the_old_one_before_its_frames_arrive
     // connection and its first message arrive in one read.
     let now = Instant::now();
     let later = now + config().handshake_timeout;
-    let (addr_n, addr_p): (SocketAddr, SocketAddr) =
-        ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
-    let mut n = Node::new(config(), key(id(1)), Rng::from_seed(1));
-    let mut p = Node::new(config(), key(id(2)), Rng::from_seed(2));
-    let p_1 = p.dial(addr_n, now).unwrap();
-    let n_1 = n.accept(addr_p, now).unwrap();
-    p.connected(p_1, now);
-    for _ in 0..3 {
-        pump(&mut p, p_1, &mut n, n_1, now);
-        pump(&mut n, n_1, &mut p, p_1, now);
-    }
+    let (addr_n, addr_p) = (N_ADDR.parse().unwrap(), P_ADDR.parse().unwrap());
+    let (mut n, n_1) = dialled_by_p(now);
     assert_eq!(events(&mut n).len(), 1);
     let mut p = Node::new(config(), key(id(2)), Rng::from_seed(3));
     let p_2 = p.dial(addr_n, later).unwrap();
@@ -932,18 +981,8 @@ fn our_dial_that_wins_over_the_peers_connection_wins_over_its_second_one_too() {
     // at P; P's late answer to N's probe on c2 must not unseat c3.
     let now = Instant::now();
     let later = now + config().handshake_timeout + Duration::from_secs(1);
-    let (addr_n, addr_p): (SocketAddr, SocketAddr) =
-        ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
-    let mut n = Node::new(config(), key(id(1)), Rng::from_seed(1));
-    let mut p = Node::new(config(), key(id(2)), Rng::from_seed(2));
-    let p_1 = p.dial(addr_n, now).unwrap();
-    let n_1 = n.accept(addr_p, now).unwrap();
-    p.connected(p_1, now);
-    for _ in 0..3 {
-        pump(&mut p, p_1, &mut n, n_1, now);
-        pump(&mut n, n_1, &mut p, p_1, now);
-    }
-    assert!(n.is_connected(&id(2)));
+    let (addr_n, addr_p) = (N_ADDR.parse().unwrap(), P_ADDR.parse().unwrap());
+    let (mut n, n_1) = dialled_by_p(now);
     let mut p = Node::new(config(), key(id(2)), Rng::from_seed(3)); // back from a power loss
     let p_2 = p.dial(addr_n, later).unwrap();
     let n_2 = n.accept(addr_p, later).unwrap();
@@ -960,12 +999,7 @@ fn our_dial_that_wins_over_the_peers_connection_wins_over_its_second_one_too() {
         "N closed c2 by the rule itself"
     );
     pump(&mut p, p_2, &mut n, n_2, later); // N: the answer, too late
-    for _ in 0..3 {
-        for (nc, pc) in [(n_3, p_3), (n_2, p_2)] {
-            pump(&mut n, nc, &mut p, pc, later);
-            pump(&mut p, pc, &mut n, nc, later);
-        }
-    }
+    settle(&mut n, &mut p, &[(n_3, p_3), (n_2, p_2)], later);
     assert!(n.is_connected(&id(2)) && p.is_connected(&id(1)));
     assert_eq!(
         (n.phase(n_3), p.phase(p_3)),
