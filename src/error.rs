@@ -49,8 +49,9 @@ pub enum CloseReason {
     Misbehaving,
     /// The peer connected again and kept its new connection, so it had lost this one
     /// without its close reaching us (its host lost power, or its address changed):
-    /// it answered our PING on the new one, and this one had been open for a
-    /// handshake timeout or more. The new connection serves the peer from now on,
+    /// under noise, it answered our PING on the new one, and this one had been open
+    /// for a handshake timeout or more. (In plaintext such a connection ends by
+    /// `IdleTimeout` instead.) The new connection serves the peer from now on,
     /// announced by a `PeerConnected` right after this; we closed this one with
     /// GOODBYE 1. What was queued on it and not yet written is gone.
     #[error("replaced by the peer's new connection")]

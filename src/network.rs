@@ -17,7 +17,7 @@ use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
 use crate::socket::{CONTROL_ROOM, GOODBYE_ROOM, Output, PeerStats, Phase, Socket};
-use crate::wire::{Frame, GoodbyeReason, LEN_FIELD};
+use crate::wire::{Frame, GoodbyeReason, LEN_FIELD, Security};
 
 /// Frames decoded per batch before their outputs are handled.
 const FRAME_BATCH: usize = 64;
@@ -449,10 +449,14 @@ impl Node {
         let Some(loser) = loser else {
             // If the peer still holds the old one, it closes this one at once. If it
             // answers this PING on it instead, it kept this one: by the duplicate
-            // rule it no longer holds the old one (see `received`). Its GOODBYE on
-            // this one left before the PING arrived, so it comes first.
+            // rule it no longer holds the old one (see `received`). Under noise only:
+            // there the initiator finishes each handshake before we do, so it already
+            // chose when the PING arrives; in plaintext it may still be finishing the
+            // old one's handshake and keep that one after answering.
             log::debug!("second connection from {peer:?}; waiting for it to close one");
-            self.with_socket(conn, now, |s, rng, _, _| s.probe(rng));
+            if self.config.security == Security::NoiseXx {
+                self.with_socket(conn, now, |s, rng, _, _| s.probe(rng));
+            }
             return;
         };
         let mut losers = vec![loser];
@@ -610,10 +614,9 @@ impl Node {
     /// The peer of `conn`, if `conn` is a second connection it dialled, the one
     /// serving it is one it dialled a handshake timeout or more earlier, and it
     /// answered the PING we probed `conn` with: it kept `conn`, so by the duplicate
-    /// rule it no longer holds the serving one. (The serving one's handshake had ended
-    /// at the peer, done or failed, before it dialled `conn`; so the peer did not
-    /// answer while about to keep the serving one, which a plaintext handshake, done
-    /// at each end on its own, would allow.)
+    /// rule it no longer holds the serving one. (The age keeps two dials the peer made
+    /// together, whose GOODBYE may be slower than its answer, from being taken for a
+    /// replacement.)
     fn kept_by_peer(&self, conn: ConnId) -> Option<PeerId> {
         let entry = self.entry(conn)?;
         let peer = entry.socket.remote()?;

@@ -865,8 +865,8 @@ fn two_dials_to_one_peer(x_first: bool) -> Vec<Event> {
 
 #[test]
 fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_in() {
-    // Whether A's GOODBYE on y or its answer to B's probe on x reaches B first, B keeps
-    // x quietly: y was accepted too soon after x for the answer to mean A lost x.
+    // Whether bytes on y or on x reach B first after the handshakes, B keeps x
+    // quietly once A's GOODBYE on y arrives.
     for x_first in [false, true] {
         let b_events = two_dials_to_one_peer(x_first);
         assert!(
@@ -878,8 +878,9 @@ fn two_dials_to_one_peer_leave_one_connection_whatever_order_handshakes_finish_i
 
 #[test]
 fn a_plaintext_hello_delayed_on_the_first_dial_does_not_drop_the_peer() {
-    // A dials B at x, then y. B finishes x, then y, and probes y; B's hello on x is
-    // late, so A finishes y first and answers the probe, then finishes x and closes y.
+    // A dials B at x, then y. B finishes x, then y; B's hello on x is late, so A
+    // finishes y first and serves B on it (it would answer a probe there), then
+    // finishes x and closes y. In plaintext B does not probe, so it keeps x.
     let TwoDials {
         now,
         mut a,
@@ -891,9 +892,9 @@ fn a_plaintext_hello_delayed_on_the_first_dial_does_not_drop_the_peer() {
         ..
     } = two_dials(false);
     pump(&mut a, a_x, &mut b, b_x, now); // B: x, serving
-    pump(&mut a, a_y, &mut b, b_y, now); // B: y, probed
-    pump(&mut b, b_y, &mut a, a_y, now); // A: y first; it answers the probe
-    pump(&mut a, a_y, &mut b, b_y, now); // B: the answer
+    pump(&mut a, a_y, &mut b, b_y, now); // B: y, waiting for A to close one
+    pump(&mut b, b_y, &mut a, a_y, now); // A: y first
+    pump(&mut a, a_y, &mut b, b_y, now);
     settle(&mut a, &mut b, &[(a_x, b_x), (a_y, b_y)], now);
     assert!(a.is_connected(&id(2)) && b.is_connected(&id(1)));
     assert_eq!(
@@ -912,11 +913,12 @@ fn a_plaintext_hello_delayed_on_the_first_dial_does_not_drop_the_peer() {
 const N_ADDR: &str = "10.0.0.1:1";
 const P_ADDR: &str = "10.0.0.2:2";
 
-/// N (1), connected to P (2), which dialled it at `now`, and N's connection. P is
-/// gone as if it lost power: N heard nothing of it.
-fn dialled_by_p(now: Instant) -> (Node, ConnId) {
-    let mut n = Node::new(config(), key(id(1)), Rng::from_seed(1));
-    let mut p = Node::new(config(), key(id(2)), Rng::from_seed(2));
+/// N, connected to P, which dialled it at `now`, and N's connection. P is gone as if
+/// it lost power: N heard nothing of it.
+fn dialled_by_p(now: Instant, config: Config, n_key: LocalKey, p_key: LocalKey) -> (Node, ConnId) {
+    let p_id = p_key.id;
+    let mut n = Node::new(config.clone(), n_key, Rng::from_seed(1));
+    let mut p = Node::new(config, p_key, Rng::from_seed(2));
     let p_1 = p.dial(N_ADDR.parse().unwrap(), now).unwrap();
     let n_1 = n.accept(P_ADDR.parse().unwrap(), now).unwrap();
     p.connected(p_1, now);
@@ -924,65 +926,19 @@ fn dialled_by_p(now: Instant) -> (Node, ConnId) {
         pump(&mut p, p_1, &mut n, n_1, now);
         pump(&mut n, n_1, &mut p, p_1, now);
     }
-    assert!(n.is_connected(&id(2)));
+    assert!(n.is_connected(&p_id));
     (n, n_1)
-}
-
-#[test]
-fn a_peer_back_on_a_new_connection_replaces_the_old_one_before_its_frames_arrive() {
-    // P (2) dialled N (1). P loses power, and N hears nothing of it; a handshake
-    // timeout later P is back and dials again. Its answer to N's probe on the new
-    // connection and its first message arrive in one read.
-    let now = Instant::now();
-    let later = now + config().handshake_timeout;
-    let (addr_n, addr_p) = (N_ADDR.parse().unwrap(), P_ADDR.parse().unwrap());
-    let (mut n, n_1) = dialled_by_p(now);
-    assert_eq!(events(&mut n).len(), 1);
-    let mut p = Node::new(config(), key(id(2)), Rng::from_seed(3));
-    let p_2 = p.dial(addr_n, later).unwrap();
-    let n_2 = n.accept(addr_p, later).unwrap();
-    p.connected(p_2, later);
-    pump(&mut p, p_2, &mut n, n_2, later); // N: the second connection, probed
-    pump(&mut n, n_2, &mut p, p_2, later); // P: connected; it answers the probe
-    p.send(&id(1), Bytes::from_static(b"back")).unwrap();
-    pump(&mut p, p_2, &mut n, n_2, later); // N: the answer and the message
-    let n_events = events(&mut n);
-    assert!(
-        matches!(
-            &n_events[..],
-            [
-                Event::PeerDisconnected {
-                    peer: p1,
-                    reason: CloseReason::Replaced
-                },
-                Event::PeerConnected { peer: p2, .. },
-                Event::Message { peer: p3, payload },
-            ] if [*p1, *p2, *p3] == [id(2); 3] && payload[..] == b"back"[..]
-        ),
-        "{n_events:?}"
-    );
-    // The old one says GOODBYE 1 to nobody; what N sends goes over the new one.
-    assert_eq!(
-        take_output(&mut n, n_1, later),
-        frame_bytes(&Frame::Goodbye(GoodbyeReason::DuplicateConnection))
-    );
-    n.send(&id(2), Bytes::from_static(b"welcome")).unwrap();
-    pump(&mut n, n_2, &mut p, p_2, later);
-    assert!(events(&mut p).contains(&Event::Message {
-        peer: id(1),
-        payload: Bytes::from_static(b"welcome")
-    }));
 }
 
 #[test]
 fn our_dial_that_wins_over_the_peers_connection_wins_over_its_second_one_too() {
     // P (2) dialled N (1) on c1. P loses power, comes back and dials N again (c2)
     // while N dials P (c3). N's id is the smaller, so c3 beats c1 and c2 at N, and c2
-    // at P; P's late answer to N's probe on c2 must not unseat c3.
+    // at P; c2 must not outlive the verdict at N.
     let now = Instant::now();
     let later = now + config().handshake_timeout + Duration::from_secs(1);
     let (addr_n, addr_p) = (N_ADDR.parse().unwrap(), P_ADDR.parse().unwrap());
-    let (mut n, n_1) = dialled_by_p(now);
+    let (mut n, n_1) = dialled_by_p(now, config(), key(id(1)), key(id(2)));
     let mut p = Node::new(config(), key(id(2)), Rng::from_seed(3)); // back from a power loss
     let p_2 = p.dial(addr_n, later).unwrap();
     let n_2 = n.accept(addr_p, later).unwrap();
@@ -990,15 +946,15 @@ fn our_dial_that_wins_over_the_peers_connection_wins_over_its_second_one_too() {
     let n_3 = n.dial(addr_p, later).unwrap();
     let p_3 = p.accept(addr_n, later).unwrap();
     n.connected(n_3, later);
-    pump(&mut p, p_2, &mut n, n_2, later); // N: c2, probed
-    pump(&mut n, n_2, &mut p, p_2, later); // P: c2; it answers the probe
+    pump(&mut p, p_2, &mut n, n_2, later); // N: c2, waiting for P to close one
+    pump(&mut n, n_2, &mut p, p_2, later); // P: c2
     pump(&mut p, p_3, &mut n, n_3, later); // N: c3 beats c1, and c2
     assert_ne!(
         n.phase(n_2),
         Some(Phase::Open),
         "N closed c2 by the rule itself"
     );
-    pump(&mut p, p_2, &mut n, n_2, later); // N: the answer, too late
+    pump(&mut p, p_2, &mut n, n_2, later);
     settle(&mut n, &mut p, &[(n_3, p_3), (n_2, p_2)], later);
     assert!(n.is_connected(&id(2)) && p.is_connected(&id(1)));
     assert_eq!(
@@ -1035,6 +991,58 @@ mod noise {
             secret: *keypair.secret(),
             ephemeral_seed: None,
         }
+    }
+
+    #[test]
+    fn a_peer_back_on_a_new_connection_replaces_the_old_one_before_its_frames_arrive() {
+        // P dialled N. P loses power, and N hears nothing of it; a handshake timeout
+        // later P is back and dials again. Its answer to N's probe on the new
+        // connection and its first message arrive in one read.
+        let (kn, kp) = (Keypair::generate().unwrap(), Keypair::generate().unwrap());
+        let (n_id, p_id) = (kn.peer_id(), kp.peer_id());
+        let now = Instant::now();
+        let later = now + noise().handshake_timeout;
+        let (mut n, n_1) = dialled_by_p(now, noise(), local(&kn), local(&kp));
+        assert_eq!(events(&mut n).len(), 1);
+        let mut p = Node::new(noise(), local(&kp), Rng::from_seed(3));
+        let p_2 = p.dial(N_ADDR.parse().unwrap(), later).unwrap();
+        let n_2 = n.accept(P_ADDR.parse().unwrap(), later).unwrap();
+        p.connected(p_2, later);
+        // The handshake, until N has the second connection (and probes it).
+        for _ in 0..4 {
+            pump(&mut p, p_2, &mut n, n_2, later);
+            if n.phase(n_2) == Some(Phase::Open) {
+                break;
+            }
+            pump(&mut n, n_2, &mut p, p_2, later);
+        }
+        assert!(events(&mut n).is_empty(), "nothing told yet");
+        pump(&mut n, n_2, &mut p, p_2, later); // P: the probe; it answers
+        p.send(&n_id, Bytes::from_static(b"back")).unwrap();
+        pump(&mut p, p_2, &mut n, n_2, later); // N: the answer and the message
+        let n_events = events(&mut n);
+        assert!(
+            matches!(
+                &n_events[..],
+                [
+                    Event::PeerDisconnected {
+                        peer: p1,
+                        reason: CloseReason::Replaced
+                    },
+                    Event::PeerConnected { peer: p2, .. },
+                    Event::Message { peer: p3, payload },
+                ] if [*p1, *p2, *p3] == [p_id; 3] && payload[..] == b"back"[..]
+            ),
+            "{n_events:?}"
+        );
+        // The old one is closing with its GOODBYE to nobody; N now sends on the new one.
+        assert_eq!(n.phase(n_1), Some(Phase::Closing));
+        n.send(&p_id, Bytes::from_static(b"welcome")).unwrap();
+        pump(&mut n, n_2, &mut p, p_2, later);
+        assert!(events(&mut p).contains(&Event::Message {
+            peer: n_id,
+            payload: Bytes::from_static(b"welcome")
+        }));
     }
 
     /// Two noise nodes, not yet stepped; with their keypairs.
