@@ -360,7 +360,7 @@ impl Node {
         let Some(entry) = self.entry(conn) else {
             return;
         };
-        let peer = entry.socket.remote().unwrap_or(PeerId::from_bytes([0; 32]));
+        let peer = entry.socket.peer();
         match output {
             Output::Established(peer) => self.established(conn, peer, now),
             Output::Closed(reason) => self.closed(conn, reason, now),
@@ -468,7 +468,6 @@ impl Node {
             if new_initiator != old_initiator {
                 losers.extend(
                     self.serving(peer, conn)
-                        .into_iter()
                         .filter(|&c| initiator(self, c) == old_initiator),
                 );
             }
@@ -496,10 +495,10 @@ impl Node {
     }
 
     /// The open connections serving `peer`, besides `conn`.
-    fn serving(&self, peer: PeerId, conn: ConnId) -> Vec<ConnId> {
+    fn serving(&self, peer: PeerId, conn: ConnId) -> impl Iterator<Item = ConnId> + '_ {
         self.sockets
             .iter()
-            .filter(|(key, e)| {
+            .filter(move |(key, e)| {
                 *key != conn.key
                     && e.announced
                     && e.socket.phase() == Phase::Open
@@ -509,7 +508,6 @@ impl Node {
                 key,
                 generation: e.generation,
             })
-            .collect()
     }
 
     fn closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
@@ -523,7 +521,8 @@ impl Node {
         }
         if let (Some(peer), CloseReason::Misbehaving, true) = (remote, &reason, announced) {
             // A misbehaving peer loses every connection, not only the one it misbehaved on.
-            for other in self.serving(peer, conn) {
+            let others: Vec<ConnId> = self.serving(peer, conn).collect();
+            for other in others {
                 self.close(
                     other,
                     CloseReason::Misbehaving,
@@ -538,7 +537,7 @@ impl Node {
                 // this one by the duplicate rule, its session goes on unseen by the
                 // application; otherwise this session ended and the peer's other
                 // connection is a new one.
-                let alternate = self.serving(peer, conn).first().copied();
+                let alternate = self.serving(peer, conn).next();
                 if let Some(alternate) = alternate.filter(|_| !self.shutting_down) {
                     self.peers.insert(peer, alternate);
                     if reason != CloseReason::Goodbye(GoodbyeReason::DuplicateConnection) {
@@ -827,19 +826,36 @@ impl Node {
         peer: &PeerId,
         frame: Frame,
     ) -> Result<(), SendError> {
-        let len = frame.wire_len();
-        self.check_frame(len - LEN_FIELD - 1)?;
-        // One lookup on this hot path: the global check is made with the entry in hand.
+        self.check_frame(frame.wire_len() - LEN_FIELD - 1)?;
+        self.queue_on(conn, &frame, false)
+            .unwrap_or(Err(SendError::NotConnected(*peer)))
+    }
+
+    /// Queues `frame` on `conn` if it fits under both caps (`None`: no such
+    /// connection), `shared` if its payload goes to many peers. One slab lookup, the
+    /// global check made with the entry in hand: this is the hot path of every send
+    /// and of every neighbour of a broadcast.
+    fn queue_on(
+        &mut self,
+        conn: ConnId,
+        frame: &Frame,
+        shared: bool,
+    ) -> Option<Result<(), SendError>> {
         let (room, full) = (self.total_room(), self.global_full());
-        let entry = self.entry_mut(conn).ok_or(SendError::NotConnected(*peer))?;
-        let growth = entry.socket.growth(len);
-        if growth > room {
-            return Err(full);
+        let entry = slot_mut(&mut self.sockets, conn)?;
+        let growth = entry.socket.growth(frame.wire_len());
+        let queued = if growth > room {
+            Err(full)
+        } else if shared {
+            entry.socket.send_shared(frame)
+        } else {
+            entry.socket.send(frame)
+        };
+        if queued.is_ok() {
+            self.queued_total += growth;
+            self.mark_dirty(conn);
         }
-        entry.socket.send(&frame)?;
-        self.queued_total += growth;
-        self.mark_dirty(conn);
-        Ok(())
+        Some(queued)
     }
 
     /// Queues a MESSAGE.
@@ -901,7 +917,7 @@ impl Node {
             hops: self.config.gossip_hops,
             payload,
         };
-        self.flood(&frame, None, now);
+        self.flood(&frame, None);
         Ok(GossipId(id))
     }
 
@@ -927,14 +943,14 @@ impl Node {
                         hops: hops - 1,
                         payload,
                     };
-                    self.flood(&frame, Some(from), now);
+                    self.flood(&frame, Some(from));
                 }
             }
         }
     }
 
     /// Queues `frame` to every peer but `except`, sharing its payload.
-    fn flood(&mut self, frame: &Frame, except: Option<PeerId>, now: Instant) {
+    fn flood(&mut self, frame: &Frame, except: Option<PeerId>) {
         let mut targets = std::mem::take(&mut self.targets);
         targets.extend(
             self.peers
@@ -943,16 +959,13 @@ impl Node {
                 .map(|(_, &c)| c),
         );
         for &conn in &targets {
-            let fits = self.check_total(conn, frame.wire_len());
-            self.with_socket(conn, now, |s, _, _, _| {
-                match fits.and_then(|()| s.send_shared(frame)) {
-                    Ok(()) => {}
-                    Err(e) => {
-                        log::debug!("gossip not queued: {e}");
-                        s.count_dropped();
-                    }
+            if let Some(Err(e)) = self.queue_on(conn, frame, true) {
+                log::debug!("gossip not queued: {e}");
+                if let Some(entry) = self.entry_mut(conn) {
+                    entry.socket.count_dropped();
+                    self.mark_dirty(conn);
                 }
-            });
+            }
         }
         targets.clear();
         self.targets = targets;
@@ -964,7 +977,8 @@ impl Node {
             return false;
         };
         // Duplicates first, so the serving connection has none to fail over to.
-        for other in self.serving(*peer, conn) {
+        let others: Vec<ConnId> = self.serving(*peer, conn).collect();
+        for other in others {
             self.close(
                 other,
                 CloseReason::Disconnected,

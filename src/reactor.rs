@@ -220,8 +220,7 @@ impl Network {
     /// new connection, and in no event if the new one takes over (the peer stays
     /// connected throughout).
     pub fn dial(&mut self, addr: SocketAddr) -> Result<(), DialError> {
-        // Deadlines start now, not at the last turn of the loop.
-        self.now = Instant::now();
+        self.tick();
         let conn = self.node.dial(addr, self.now)?;
         let tcp = match TcpStream::connect(addr) {
             Ok(tcp) => tcp,
@@ -249,8 +248,7 @@ impl Network {
         peer: &PeerId,
         payload: impl Into<Bytes>,
     ) -> Result<RequestId, SendError> {
-        // Deadlines start now, not at the last turn of the loop.
-        self.now = Instant::now();
+        self.tick();
         let id = RequestId(self.request_ids.fetch_add(1, Ordering::Relaxed));
         self.node
             .request_with_id(peer, id, payload.into(), self.now)?;
@@ -270,15 +268,13 @@ impl Network {
     /// Broadcasts to the whole network (PROTOCOL.md §5). A neighbour whose write buffer
     /// is full misses it and its `dropped_sends` counter says so.
     pub fn broadcast(&mut self, payload: impl Into<Bytes>) -> Result<GossipId, SendError> {
-        // Deadlines start now, not at the last turn of the loop.
-        self.now = Instant::now();
+        self.tick();
         self.node.broadcast(payload.into(), self.now)
     }
 
     /// Closes the connection to `peer` gracefully (GOODBYE 0); false if not connected.
     pub fn disconnect(&mut self, peer: &PeerId) -> bool {
-        // Deadlines start now, not at the last turn of the loop.
-        self.now = Instant::now();
+        self.tick();
         self.node.disconnect(peer, self.now)
     }
 
@@ -286,8 +282,7 @@ impl Network {
     /// flushed, then GOODBYE 0. Keep calling [`Network::poll`] until
     /// [`Network::is_shut_down`].
     pub fn shutdown(&mut self) {
-        // Deadlines start now, not at the last turn of the loop.
-        self.now = Instant::now();
+        self.tick();
         for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -299,7 +294,7 @@ impl Network {
     /// later turns of [`Network::poll`]. For a sender that must not wait for its next
     /// turn (a vote, say); otherwise `poll` does it, coalescing more frames per write.
     pub fn flush(&mut self) {
-        self.now = Instant::now();
+        self.tick();
         self.write_dirty();
     }
 
@@ -443,6 +438,12 @@ impl Network {
             retry: false,
         });
         Ok(())
+    }
+
+    /// Reads the clock for a command from the application: the deadlines it starts
+    /// count from now, not from the last turn of the loop.
+    fn tick(&mut self) {
+        self.now = Instant::now();
     }
 
     fn stream(&mut self, conn: ConnId) -> Option<&mut Stream> {

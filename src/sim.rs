@@ -537,7 +537,7 @@ impl Sim {
     /// Which nodes `origin` reaches now, through connections both ends count as
     /// connected (`origin` itself included; nothing if it is down).
     pub fn reachable(&self, origin: NodeIndex) -> Vec<bool> {
-        self.reach(origin, u64::MAX)
+        self.reach(origin, u64::MAX, |_, _| true)
     }
 
     /// Which nodes `origin` reaches now through connections that neither end
@@ -558,7 +558,19 @@ impl Sim {
     /// assert!(!sim.reachable_unchanged_since(a, mark)[b]); // b may have missed it
     /// ```
     pub fn reachable_unchanged_since(&self, origin: NodeIndex, mark: u64) -> Vec<bool> {
-        self.reach(origin, mark)
+        self.reach(origin, mark, |_, _| true)
+    }
+
+    /// [`Sim::reachable_unchanged_since`], through only the connections between nodes
+    /// `i` and `j` for which `through(i, j)` holds: for instance those on which no
+    /// broadcast was dropped at a full queue, which PROTOCOL.md lets miss one.
+    pub fn reachable_unchanged_since_through(
+        &self,
+        origin: NodeIndex,
+        mark: u64,
+        through: impl Fn(NodeIndex, NodeIndex) -> bool,
+    ) -> Vec<bool> {
+        self.reach(origin, mark, through)
     }
 
     /// Whether `a` and `b` count each other as connected now, and neither reported
@@ -576,7 +588,12 @@ impl Sim {
         holds(x, &idb) && holds(y, &ida) && steady(a, idb) && steady(b, ida)
     }
 
-    fn reach(&self, origin: NodeIndex, mark: u64) -> Vec<bool> {
+    fn reach(
+        &self,
+        origin: NodeIndex,
+        mark: u64,
+        through: impl Fn(NodeIndex, NodeIndex) -> bool,
+    ) -> Vec<bool> {
         let mut seen = vec![false; self.nodes.len()];
         if self.nodes.get(origin).is_none_or(|n| n.node.is_none()) {
             return seen;
@@ -591,6 +608,7 @@ impl Sim {
                 if let Some(&j) = self.by_id.get(&peer)
                     && !seen[j]
                     && self.connected_unchanged_since(i, j, mark)
+                    && through(i, j)
                 {
                     seen[j] = true;
                     stack.push(j);

@@ -93,6 +93,17 @@ const _: () = assert!(
     CONTROL_ROOM >= 110 + 2 * (LEN_FIELD + 1 + 8 + crate::secure::RECORD_OVERHEAD) + GOODBYE_ROOM
 );
 
+/// A PING sent to learn whether the peer reads a connection ([`Socket::probe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    /// None sent (or it could not be queued).
+    None,
+    /// Sent with this nonce, not answered yet.
+    Sent(u64),
+    /// Its PONG came.
+    Answered,
+}
+
 /// The limits and timers a socket needs from [`Config`].
 #[derive(Clone, Copy, Debug)]
 struct Limits {
@@ -135,10 +146,8 @@ pub(crate) struct Socket {
     deadline: Instant,
     last_recv: Instant,
     pinged: bool,
-    /// The nonce of a PING sent by [`Socket::probe`] and not yet answered; then
-    /// whether its PONG came.
-    probe: Option<u64>,
-    probe_answered: bool,
+    /// Where the PING of [`Socket::probe`] is.
+    probe: Probe,
     /// How much control frames may add to the node's queues under the global cap, as
     /// the node last said ([`Socket::set_control_budget`]).
     control_budget: usize,
@@ -198,8 +207,7 @@ impl Socket {
             deadline: now + config.connect_timeout,
             last_recv: now,
             pinged: false,
-            probe: None,
-            probe_answered: false,
+            probe: Probe::None,
             control_budget: usize::MAX,
             read_closed: false,
             write_shut: false,
@@ -423,7 +431,7 @@ impl Socket {
     }
 
     /// The remote id (zeros before the handshake finished).
-    fn peer(&self) -> PeerId {
+    pub(crate) fn peer(&self) -> PeerId {
         self.remote.unwrap_or(PeerId::from_bytes([0; 32]))
     }
 
@@ -447,9 +455,8 @@ impl Socket {
             }
             Frame::Pong(nonce) => {
                 self.stats.frames_in += 1;
-                if self.probe == Some(nonce) {
-                    self.probe = None;
-                    self.probe_answered = true;
+                if self.probe == Probe::Sent(nonce) {
+                    self.probe = Probe::Answered;
                 }
             }
             Frame::Response { id, payload } => {
@@ -780,12 +787,12 @@ impl Socket {
     /// Pings the peer now and remembers the nonce, so that
     /// [`Socket::probe_answered`] tells when the peer answered on this connection.
     pub(crate) fn probe(&mut self, rng: &mut Rng) {
-        self.probe = self.ping(rng);
+        self.probe = self.ping(rng).map_or(Probe::None, Probe::Sent);
     }
 
     /// Whether the PING of [`Socket::probe`] was answered.
     pub(crate) fn probe_answered(&self) -> bool {
-        self.probe_answered
+        self.probe == Probe::Answered
     }
 
     /// When [`Socket::timeout`] next has work.

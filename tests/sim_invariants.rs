@@ -410,27 +410,15 @@ impl Run {
             !dropped(a, b) && !dropped(b, a)
         };
         for (k, &(origin, id, mark)) in self.broadcasts.iter().enumerate() {
-            let mut seen = vec![false; n];
-            seen[origin] = true;
-            let mut stack = vec![origin];
-            while let Some(i) = stack.pop() {
-                for peer in self.sim.node(i).peer_ids() {
-                    let Some(j) = self.sim.index_of(&peer) else {
-                        continue;
-                    };
-                    if !seen[j]
-                        && self.sim.connected_unchanged_since(i, j, mark)
-                        && lossless(&self.sim, i, j)
-                    {
-                        seen[j] = true;
-                        stack.push(j);
-                        self.tally.expected += 1;
-                        if !got[j].contains(&id) {
-                            return Err(format!(
-                                "node {j} stayed connected to node {origin} but missed its broadcast #{k} {id:?}"
-                            ));
-                        }
-                    }
+            let must = self
+                .sim
+                .reachable_unchanged_since_through(origin, mark, |i, j| lossless(&self.sim, i, j));
+            for j in (0..n).filter(|&j| j != origin && must[j]) {
+                self.tally.expected += 1;
+                if !got[j].contains(&id) {
+                    return Err(format!(
+                        "node {j} stayed connected to node {origin} but missed its broadcast #{k} {id:?}"
+                    ));
                 }
             }
         }
