@@ -922,10 +922,7 @@ fn dialled_by_p(now: Instant, config: Config, n_key: LocalKey, p_key: LocalKey) 
     let p_1 = p.dial(N_ADDR.parse().unwrap(), now).unwrap();
     let n_1 = n.accept(P_ADDR.parse().unwrap(), now).unwrap();
     p.connected(p_1, now);
-    for _ in 0..3 {
-        pump(&mut p, p_1, &mut n, n_1, now);
-        pump(&mut n, n_1, &mut p, p_1, now);
-    }
+    settle(&mut p, &mut n, &[(p_1, n_1)], now);
     assert!(n.is_connected(&p_id));
     (n, n_1)
 }

@@ -6,15 +6,9 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use p2p::wire::{Frame, GoodbyeReason, kind};
-use p2p::{CloseReason, Config, Event, Network, Reject};
+use p2p::{CloseReason, Config, Event, Reject};
 
 const R: u8 = 0x42;
-
-fn setup(config: Config) -> (Network, Raw) {
-    let (mut net, addr) = listening(config);
-    let (raw, _) = Raw::handshake(&mut net, addr, id(R));
-    (net, raw)
-}
 
 fn message(payload: &'static [u8]) -> Vec<u8> {
     encode(&Frame::Message(Bytes::from_static(payload)))
@@ -23,7 +17,7 @@ fn message(payload: &'static [u8]) -> Vec<u8> {
 /// Sends `bad` then a valid MESSAGE: the node reports exactly one FrameRejected with
 /// `expected`, keeps the connection, delivers the MESSAGE and sends nothing back.
 fn assert_rejected(bad: &[u8], expected: Reject) {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     raw.send(bad);
     raw.send(&message(b"after"));
     let log = run_until(&mut [&mut net], 400, |_, log| {
@@ -170,7 +164,7 @@ fn unmatched_response_is_rejected() {
 
 #[test]
 fn smallest_valid_bodies_are_accepted() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     // MESSAGE with an empty payload, GOSSIP of exactly 17, REQUEST of exactly 8,
     // PING and PONG of exactly 8.
     raw.send(&raw_frame(kind::MESSAGE, b""));
@@ -210,10 +204,13 @@ fn smallest_valid_bodies_are_accepted() {
 
 #[test]
 fn body_of_exactly_max_frame_size_is_accepted_one_more_is_oversize() {
-    let (mut net, mut raw) = setup(Config {
-        max_frame_size: 1024,
-        ..plain()
-    });
+    let (mut net, mut raw) = with_raw_peer(
+        Config {
+            max_frame_size: 1024,
+            ..plain()
+        },
+        id(R),
+    );
     raw.send(&raw_frame(kind::MESSAGE, &[1; 1024]));
     raw.send(&raw_frame(kind::MESSAGE, &[2; 1025]));
     raw.send(&message(b"after"));
@@ -249,10 +246,13 @@ const BUFFER_BOUND: usize = 1024 + 5 + 64 * 1024;
 
 #[test]
 fn oversize_frame_is_skipped_as_it_streams_then_the_next_frame_is_delivered() {
-    let (mut net, mut raw) = setup(Config {
-        max_frame_size: 1024,
-        ..plain()
-    });
+    let (mut net, mut raw) = with_raw_peer(
+        Config {
+            max_frame_size: 1024,
+            ..plain()
+        },
+        id(R),
+    );
     let body = 2 * 1024 * 1024;
     let mut bytes = ((body + 1) as u32).to_be_bytes().to_vec();
     bytes.push(kind::MESSAGE);
@@ -291,10 +291,13 @@ fn oversize_frame_is_skipped_as_it_streams_then_the_next_frame_is_delivered() {
 
 #[test]
 fn oversize_frame_is_rejected_from_its_header_and_never_buffered() {
-    let (mut net, mut raw) = setup(Config {
-        max_frame_size: 1024,
-        ..plain()
-    });
+    let (mut net, mut raw) = with_raw_peer(
+        Config {
+            max_frame_size: 1024,
+            ..plain()
+        },
+        id(R),
+    );
     // Declares a ~4 GiB frame; only the header is sent at first.
     let mut header = u32::MAX.to_be_bytes().to_vec();
     header.push(kind::MESSAGE);
@@ -344,10 +347,13 @@ fn oversize_frame_is_rejected_from_its_header_and_never_buffered() {
 
 #[test]
 fn rejected_frames_reaching_the_limit_close_with_goodbye_3() {
-    let (mut net, mut raw) = setup(Config {
-        max_rejected_frames: 3,
-        ..plain()
-    });
+    let (mut net, mut raw) = with_raw_peer(
+        Config {
+            max_rejected_frames: 3,
+            ..plain()
+        },
+        id(R),
+    );
     raw.send(&[0, 0, 0, 0]);
     raw.send(&raw_frame(0x55, b""));
     raw.send(&encode(&Frame::Response {
@@ -401,10 +407,13 @@ fn rejected_frames_reaching_the_limit_close_with_goodbye_3() {
 
 #[test]
 fn rejections_below_the_limit_keep_the_connection() {
-    let (mut net, mut raw) = setup(Config {
-        max_rejected_frames: 3,
-        ..plain()
-    });
+    let (mut net, mut raw) = with_raw_peer(
+        Config {
+            max_rejected_frames: 3,
+            ..plain()
+        },
+        id(R),
+    );
     raw.send(&[0, 0, 0, 0]);
     raw.send(&[0, 0, 0, 0]);
     raw.send(&message(b"still welcome"));
@@ -426,7 +435,7 @@ fn rejections_below_the_limit_keep_the_connection() {
 
 #[test]
 fn a_frame_split_into_single_bytes_is_delivered_once_whole() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     let bytes = message(b"byte by byte");
     let mut log = Log::new();
     for &b in &bytes {
@@ -450,10 +459,13 @@ fn a_frame_split_into_single_bytes_is_delivered_once_whole() {
 fn a_burst_over_the_read_budget_is_delivered_without_more_input() {
     // The read budget cuts reading short; with edge-triggered readiness the node must
     // come back to the socket on its own.
-    let (mut net, mut raw) = setup(Config {
-        read_budget: 4096,
-        ..plain()
-    });
+    let (mut net, mut raw) = with_raw_peer(
+        Config {
+            read_budget: 4096,
+            ..plain()
+        },
+        id(R),
+    );
     let mut burst = Vec::new();
     for i in 0..200u32 {
         let mut payload = vec![0x11u8; 1000];
@@ -482,7 +494,7 @@ fn a_burst_over_the_read_budget_is_delivered_without_more_input() {
 fn a_flood_of_tiny_frames_yields_bounded_events_per_turn_and_loses_none() {
     // 5-byte empty MESSAGEs become ~100-byte events: the read budget counts the events
     // too, so one turn cannot turn 1 MiB of input into ~20 MiB of events.
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     const FRAMES: usize = 400_000;
     raw.send(&message(b"").repeat(FRAMES));
     let mut events = Vec::new();

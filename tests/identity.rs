@@ -262,12 +262,7 @@ fn duplicate_of_same_initiator_is_left_for_the_initiator_to_close() {
         "{log:?}"
     );
     assert!(net.is_connected(&r));
-    net.send(&r, "to the second").unwrap();
-    let (frames, _) = collect_frames(&mut [&mut net], &mut second, 400, |f, _| !f.is_empty());
-    assert_eq!(
-        frames,
-        vec![Frame::Message(Bytes::from_static(b"to the second"))]
-    );
+    assert_served_on(&mut net, &mut second, r, "to the second");
 }
 
 #[test]
@@ -308,12 +303,7 @@ fn duplicate_keeps_the_new_connection_when_its_initiator_is_smaller() {
     });
     assert_eq!(&new.inbox[..HELLO_LEN], &expected[..]);
     let _ = new.inbox.split_to(HELLO_LEN);
-    net.send(&r, "over the new one").unwrap();
-    let (got, _) = collect_frames(&mut [&mut net], &mut new, 400, |f, _| !f.is_empty());
-    assert_eq!(
-        got,
-        vec![Frame::Message(Bytes::from_static(b"over the new one"))]
-    );
+    assert_served_on(&mut net, &mut new, r, "over the new one");
 }
 
 #[test]
@@ -330,14 +320,7 @@ fn duplicate_closes_the_new_connection_when_its_initiator_is_larger() {
     net.dial(listener.addr).unwrap();
     let (mut new, mut log) = listener.accept(&mut [&mut net]);
     new.send(&hello(net.config().network_id, r));
-    let expected = hello_of(&net);
-    log.extend(run_until(&mut [&mut net], 400, |_, _| {
-        new.pump();
-        new.inbox.len() >= HELLO_LEN
-    }));
-    assert_eq!(&new.inbox[..HELLO_LEN], &expected[..]);
-    let _ = new.inbox.split_to(HELLO_LEN);
-    let (frames, more) = frames_until_closed(&mut net, &mut new);
+    let (frames, more) = hello_then_frames_until_closed(&mut net, &mut new);
     log.extend(more);
     assert_eq!(
         frames,
@@ -365,12 +348,7 @@ fn duplicate_closes_the_new_connection_when_its_initiator_is_larger() {
     assert_eq!(peers.len(), 1);
     assert_eq!(peers[0].direction, Direction::Inbound);
     // The old connection still carries traffic.
-    net.send(&r, "over the old one").unwrap();
-    let (got, _) = collect_frames(&mut [&mut net], &mut old, 400, |f, _| !f.is_empty());
-    assert_eq!(
-        got,
-        vec![Frame::Message(Bytes::from_static(b"over the old one"))]
-    );
+    assert_served_on(&mut net, &mut old, r, "over the old one");
 }
 
 #[test]
@@ -461,9 +439,7 @@ fn two_dials_of_ours_to_one_peer_keep_the_older() {
         }]
     );
     assert_eq!(net.peers()[0].addr, first_listener.addr);
-    net.send(&r, "first").unwrap();
-    let (got, _) = collect_frames(&mut [&mut net], &mut first, 400, |f, _| !f.is_empty());
-    assert_eq!(got, vec![Frame::Message(Bytes::from_static(b"first"))]);
+    assert_served_on(&mut net, &mut first, r, "first");
 }
 
 #[test]
@@ -607,12 +583,12 @@ fn assert_new_session(events: &[Event], r: PeerId, reason: CloseReason) {
 
 /// What the node sends to `r` now arrives on `raw`.
 #[track_caller]
-fn assert_served_on(net: &mut Network, raw: &mut Raw, r: PeerId) {
-    net.send(&r, "served here").unwrap();
+fn assert_served_on(net: &mut Network, raw: &mut Raw, r: PeerId, text: &'static str) {
+    net.send(&r, text).unwrap();
     let (got, _) = collect_frames(&mut [net], raw, 400, |f, _| !f.is_empty());
     assert_eq!(
         got,
-        vec![Frame::Message(Bytes::from_static(b"served here"))]
+        vec![Frame::Message(Bytes::from_static(text.as_bytes()))]
     );
 }
 
@@ -645,7 +621,7 @@ fn the_second_connection_carries_on_as_a_new_session_when_the_first_dies() {
         has(log, 0, |e| matches!(e, Event::PeerConnected { .. }))
     });
     assert_new_session(&of(&log, 0), r, CloseReason::PeerClosed);
-    assert_served_on(&mut net, &mut second, r);
+    assert_served_on(&mut net, &mut second, r, "served here");
 }
 
 #[test]

@@ -11,12 +11,6 @@ use p2p::{CloseReason, Config, Event, Network};
 
 const R: u8 = 0x42;
 
-fn setup(config: Config) -> (Network, Raw) {
-    let (mut net, addr) = listening(config);
-    let (raw, _) = Raw::handshake(&mut net, addr, id(R));
-    (net, raw)
-}
-
 fn short_keepalive() -> Config {
     Config {
         ping_interval: Duration::from_millis(50),
@@ -27,7 +21,7 @@ fn short_keepalive() -> Config {
 
 #[test]
 fn ping_is_answered_with_pong_carrying_the_same_nonce() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     raw.send_frame(&Frame::Ping(0xDEAD_BEEF_1234_5678));
     raw.send_frame(&Frame::Ping(0));
     raw.send_frame(&Frame::Ping(u64::MAX));
@@ -45,11 +39,14 @@ fn ping_is_answered_with_pong_carrying_the_same_nonce() {
 
 #[test]
 fn silent_peer_is_sent_a_ping() {
-    let (mut net, mut raw) = setup(Config {
-        ping_interval: Duration::from_millis(50),
-        idle_timeout: Duration::from_secs(30),
-        ..plain()
-    });
+    let (mut net, mut raw) = with_raw_peer(
+        Config {
+            ping_interval: Duration::from_millis(50),
+            idle_timeout: Duration::from_secs(30),
+            ..plain()
+        },
+        id(R),
+    );
     let (frames, log) = collect_frames(&mut [&mut net], &mut raw, 2000, |f, _| !f.is_empty());
     assert!(matches!(frames[..], [Frame::Ping(_)]), "{frames:?}");
     assert!(log.is_empty(), "{log:?}");
@@ -68,7 +65,7 @@ fn silent_peer_is_sent_a_ping() {
 
 #[test]
 fn silent_peer_is_closed_with_goodbye_4_after_the_idle_timeout() {
-    let (mut net, mut raw) = setup(short_keepalive());
+    let (mut net, mut raw) = with_raw_peer(short_keepalive(), id(R));
     let (frames, mut log) = collect_frames(&mut [&mut net], &mut raw, 4000, |_, raw| raw.closed);
     assert!(
         matches!(frames.first(), Some(Frame::Ping(_))),

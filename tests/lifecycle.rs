@@ -14,12 +14,6 @@ use p2p::{CloseReason, Config, DialError, Event, Network, RequestError, SendErro
 
 const R: u8 = 0x42;
 
-fn setup(config: Config) -> (Network, Raw) {
-    let (mut net, addr) = listening(config);
-    let (raw, _) = Raw::handshake(&mut net, addr, id(R));
-    (net, raw)
-}
-
 fn until_disconnected(net: &mut Network, raw: &mut Raw) -> Log {
     run_until(&mut [net], 400, |_, log| {
         raw.pump();
@@ -31,7 +25,7 @@ fn until_disconnected(net: &mut Network, raw: &mut Raw) -> Log {
 
 #[test]
 fn goodbye_from_the_peer_is_reported_and_the_node_closes() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     raw.send_frame(&Frame::Goodbye(GoodbyeReason::TooManyPeers));
     // Anything after a GOODBYE is not taken.
     raw.send_frame(&Frame::Message(Bytes::from_static(b"after goodbye")));
@@ -50,7 +44,7 @@ fn goodbye_from_the_peer_is_reported_and_the_node_closes() {
 
 #[test]
 fn goodbye_with_an_undefined_reason_is_reported_as_sent() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     raw.send(&raw_frame(0x7F, &[200]));
     let log = until_disconnected(&mut net, &mut raw);
     assert_eq!(
@@ -64,7 +58,7 @@ fn goodbye_with_an_undefined_reason_is_reported_as_sent() {
 
 #[test]
 fn disconnect_sends_goodbye_0_then_closes() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     assert!(net.disconnect(&id(R)));
     let (frames, mut log) = collect_frames(&mut [&mut net], &mut raw, 400, |_, r| r.closed);
     assert_eq!(frames, vec![Frame::Goodbye(GoodbyeReason::Shutdown)]);
@@ -120,7 +114,7 @@ fn disconnecting_an_unknown_peer_is_false() {
 
 #[test]
 fn peer_closing_without_goodbye_is_peer_closed() {
-    let (mut net, raw) = setup(plain());
+    let (mut net, raw) = with_raw_peer(plain(), id(R));
     drop(raw);
     let log = run_until(&mut [&mut net], 400, |_, log| {
         has(log, 0, |e| matches!(e, Event::PeerDisconnected { .. }))
@@ -192,7 +186,7 @@ fn shutdown_flushes_every_queued_byte_then_says_goodbye() {
 
 #[test]
 fn shutdown_on_the_wire_is_messages_then_goodbye_0_then_eof() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     let n = 16;
     for i in 0..n {
         net.send(&id(R), numbered(i)).unwrap();
@@ -328,10 +322,13 @@ fn sending_to_an_unknown_peer_is_not_connected() {
 
 #[test]
 fn payloads_over_max_frame_size_are_too_large_and_not_sent() {
-    let (mut net, mut raw) = setup(Config {
-        max_frame_size: 1024,
-        ..plain()
-    });
+    let (mut net, mut raw) = with_raw_peer(
+        Config {
+            max_frame_size: 1024,
+            ..plain()
+        },
+        id(R),
+    );
     let too_large = Err(SendError::TooLarge {
         len: 1025,
         max: 1024,
@@ -377,11 +374,14 @@ fn seq(i: u64, size: usize) -> Bytes {
 fn a_peer_that_does_not_read_fills_its_buffer_and_nothing_is_lost() {
     const CAP: usize = 64 * 1024;
     const SIZE: usize = 16 * 1024;
-    let (mut net, mut raw) = setup(Config {
-        max_frame_size: SIZE,
-        max_write_buffer: CAP,
-        ..plain()
-    });
+    let (mut net, mut raw) = with_raw_peer(
+        Config {
+            max_frame_size: SIZE,
+            max_write_buffer: CAP,
+            ..plain()
+        },
+        id(R),
+    );
     // Send until refused; the raw peer reads nothing meanwhile, so kernel buffers fill.
     let mut sent = 0u64;
     let mut events = Vec::new();
@@ -473,12 +473,15 @@ fn the_global_cap_refuses_every_peer() {
 #[test]
 fn shutdown_with_a_peer_that_never_reads_ends_after_the_close_timeout() {
     const CAP: usize = 64 * 1024;
-    let (mut net, _raw) = setup(Config {
-        max_frame_size: 16 * 1024,
-        max_write_buffer: CAP,
-        close_timeout: Duration::from_millis(200),
-        ..plain()
-    });
+    let (mut net, _raw) = with_raw_peer(
+        Config {
+            max_frame_size: 16 * 1024,
+            max_write_buffer: CAP,
+            close_timeout: Duration::from_millis(200),
+            ..plain()
+        },
+        id(R),
+    );
     let mut events = Vec::new();
     let mut sent = 0;
     while net.send(&id(R), vec![0u8; 16 * 1024]).is_ok() {
@@ -657,7 +660,7 @@ fn handle_refuses_when_its_queue_is_full_or_the_network_is_gone() {
 
 #[test]
 fn flush_writes_what_was_queued_without_a_turn_of_the_loop() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     net.send(&id(R), "now").unwrap();
     let frame = Frame::Message(Bytes::from_static(b"now"));
     assert_eq!(net.queued_bytes(&id(R)), Some(frame.wire_len()));

@@ -12,12 +12,6 @@ use p2p::{CloseReason, Config, Event, Network, Reject, RequestError, RequestId, 
 
 const R: u8 = 0x42;
 
-fn setup(config: Config) -> (Network, Raw) {
-    let (mut net, addr) = listening(config);
-    let (raw, _) = Raw::handshake(&mut net, addr, id(R));
-    (net, raw)
-}
-
 /// Sends a request to the raw peer and waits until the raw peer has read it.
 fn request_read_by_raw(net: &mut Network, raw: &mut Raw, payload: &'static [u8]) -> RequestId {
     let rid = net.request(&id(R), payload).unwrap();
@@ -89,7 +83,7 @@ fn request_response_roundtrip_between_networks() {
 
 #[test]
 fn raw_request_is_delivered_with_its_id_and_answered_with_it() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     raw.send_frame(&Frame::Request {
         id: 77,
         payload: Bytes::from_static(b"question"),
@@ -119,7 +113,7 @@ fn raw_request_is_delivered_with_its_id_and_answered_with_it() {
 
 #[test]
 fn response_is_matched_to_our_request_once() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     let rid = request_read_by_raw(&mut net, &mut raw, b"q");
     let response = Frame::Response {
         id: rid.0,
@@ -151,10 +145,13 @@ fn response_is_matched_to_our_request_once() {
 
 #[test]
 fn unanswered_request_times_out() {
-    let (mut net, mut raw) = setup(Config {
-        request_timeout: Duration::from_millis(100),
-        ..plain()
-    });
+    let (mut net, mut raw) = with_raw_peer(
+        Config {
+            request_timeout: Duration::from_millis(100),
+            ..plain()
+        },
+        id(R),
+    );
     let rid = request_read_by_raw(&mut net, &mut raw, b"anyone?");
     let log = run_until(&mut [&mut net], 2000, |_, log| {
         raw.pump();
@@ -244,7 +241,7 @@ fn assert_failed_then_disconnected(log: &Log, rid: RequestId, reason: CloseReaso
 
 #[test]
 fn request_fails_when_the_peer_closes_first() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     let rid = request_read_by_raw(&mut net, &mut raw, b"q");
     // Everything sent to it was read, so this is a clean EOF.
     drop(raw);
@@ -257,7 +254,7 @@ fn request_fails_when_the_peer_closes_first() {
 
 #[test]
 fn request_fails_when_the_peer_says_goodbye() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     let rid = request_read_by_raw(&mut net, &mut raw, b"q");
     raw.send_frame(&Frame::Goodbye(GoodbyeReason::Shutdown));
     let log = run_until(&mut [&mut net], 400, |_, log| {
@@ -269,7 +266,7 @@ fn request_fails_when_the_peer_says_goodbye() {
 
 #[test]
 fn request_fails_when_we_disconnect() {
-    let (mut net, mut raw) = setup(plain());
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     let rid = request_read_by_raw(&mut net, &mut raw, b"q");
     assert!(net.disconnect(&id(R)));
     let log = run_until(&mut [&mut net], 400, |_, log| {
@@ -281,10 +278,13 @@ fn request_fails_when_we_disconnect() {
 
 #[test]
 fn pending_request_limit_refuses_more() {
-    let (mut net, mut raw) = setup(Config {
-        max_pending_requests: 2,
-        ..plain()
-    });
+    let (mut net, mut raw) = with_raw_peer(
+        Config {
+            max_pending_requests: 2,
+            ..plain()
+        },
+        id(R),
+    );
     let first = net.request(&id(R), "1").unwrap();
     net.request(&id(R), "2").unwrap();
     assert_eq!(
@@ -321,10 +321,13 @@ fn requests_to_unknown_peers_are_refused() {
 
 #[test]
 fn a_timed_out_request_is_not_failed_again_when_the_connection_closes() {
-    let (mut net, mut raw) = setup(Config {
-        request_timeout: Duration::from_millis(100),
-        ..plain()
-    });
+    let (mut net, mut raw) = with_raw_peer(
+        Config {
+            request_timeout: Duration::from_millis(100),
+            ..plain()
+        },
+        id(R),
+    );
     let rid = request_read_by_raw(&mut net, &mut raw, b"q");
     let mut log = run_until(&mut [&mut net], 2000, |_, log| {
         raw.pump();

@@ -2,17 +2,30 @@
 
 use std::time::Duration;
 
-use p2p::sim::{Sim, SimConfig};
+use p2p::sim::{NodeIndex, Sim, SimConfig};
 use p2p::{Bytes, CloseReason, Config, Event, RequestId, Security};
 
-/// A ring of `n` nodes plus a chord from each to the node halfway round.
-fn network(seed: u64, n: usize, node: Config) -> Sim {
-    let mut sim = Sim::new(SimConfig {
+/// An empty simulation whose nodes run with `node`.
+fn sim(seed: u64, node: Config) -> Sim {
+    Sim::new(SimConfig {
         seed,
         node,
         ..SimConfig::default()
     })
-    .expect("a valid node configuration");
+    .expect("a valid node configuration")
+}
+
+/// Two nodes, the first dialling the second (not yet connected).
+fn dialling_pair(seed: u64, node: Config) -> (Sim, NodeIndex, NodeIndex) {
+    let mut sim = sim(seed, node);
+    let (a, b) = (sim.add_node(), sim.add_node());
+    sim.dial(a, b).unwrap();
+    (sim, a, b)
+}
+
+/// A ring of `n` nodes plus a chord from each to the node halfway round.
+fn network(seed: u64, n: usize, node: Config) -> Sim {
+    let mut sim = sim(seed, node);
     for _ in 0..n {
         sim.add_node();
     }
@@ -241,14 +254,7 @@ fn a_queue_filled_to_its_cap_stays_within_it_through_keepalives_and_the_goodbye(
             idle_timeout: Duration::from_millis(400),
             ..Config::default()
         };
-        let mut sim = Sim::new(SimConfig {
-            seed: 13,
-            node,
-            ..SimConfig::default()
-        })
-        .expect("a valid node configuration");
-        let (a, b) = (sim.add_node(), sim.add_node());
-        sim.dial(a, b).unwrap();
+        let (mut sim, a, b) = dialling_pair(13, node);
         assert!(sim.run_until(|s| s.node(a).peers() == 1, 100_000));
         let id = sim.node(b).id();
         // b stops reading, then a fills its queue to b as close to the cap as frames
@@ -286,14 +292,7 @@ fn a_slow_reader_reads_every_byte_before_the_end_of_the_stream() {
             security,
             ..Config::default()
         };
-        let mut sim = Sim::new(SimConfig {
-            seed: 17,
-            node,
-            ..SimConfig::default()
-        })
-        .expect("a valid node configuration");
-        let (a, b) = (sim.add_node(), sim.add_node());
-        sim.dial(a, b).unwrap();
+        let (mut sim, a, b) = dialling_pair(17, node);
         assert!(sim.run_until(|s| s.node(b).peers() == 1, 100_000));
         let (id_a, id_b) = (sim.node(a).id(), sim.node(b).id());
         // b reads 10 kB a second, so the messages arrive long before b reads them;
@@ -344,14 +343,7 @@ fn a_peer_back_from_a_power_loss_is_served_on_its_new_connection() {
             security,
             ..Config::default()
         };
-        let mut sim = Sim::new(SimConfig {
-            seed: 19,
-            node: config.clone(),
-            ..SimConfig::default()
-        })
-        .expect("a valid node configuration");
-        let (a, b) = (sim.add_node(), sim.add_node());
-        sim.dial(a, b).unwrap();
+        let (mut sim, a, b) = dialling_pair(19, config.clone());
         assert!(sim.run_until(|s| s.node(b).peers() == 1, 100_000));
         let id_a = sim.node(a).id();
         // A while later, a's host loses power: b hears nothing, and its connection to

@@ -50,6 +50,14 @@ pub fn node() -> (Network, SocketAddr) {
     listening(plain())
 }
 
+/// A node listening with `config`, and a raw peer `r` that finished its handshake
+/// with it (hellos consumed).
+pub fn with_raw_peer(config: Config, r: PeerId) -> (Network, Raw) {
+    let (mut net, addr) = listening(config);
+    let (raw, _) = Raw::handshake(&mut net, addr, r);
+    (net, raw)
+}
+
 /// A peer id made of one repeated byte.
 pub fn id(byte: u8) -> PeerId {
     PeerId::from_bytes([byte; 32])
