@@ -265,20 +265,28 @@ fn duplicate_of_same_initiator_is_left_for_the_initiator_to_close() {
     assert_served_on(&mut net, &mut second, r, "to the second");
 }
 
+/// A node with id `us`, served by raw peer `r` on an inbound connection (`old`), that
+/// dialled `r` again: (node, old, the listener dialled, the new connection with `r`'s
+/// hello sent on it, the log so far).
+fn old_inbound_then_our_dial(us: PeerId, r: PeerId) -> (Network, Raw, RawListener, Raw, Log) {
+    let (mut net, addr) = listening(Config {
+        peer_id: Some(us),
+        ..plain()
+    });
+    let (old, _) = Raw::handshake(&mut net, addr, r);
+    let listener = RawListener::bind();
+    net.dial(listener.addr).unwrap();
+    let (mut new, log) = listener.accept(&mut [&mut net]);
+    new.send(&hello(net.config().network_id, r));
+    (net, old, listener, new, log)
+}
+
 #[test]
 fn duplicate_keeps_the_new_connection_when_its_initiator_is_smaller() {
     // We (0x10) dial a peer (0x20) that is already connected inbound (initiator 0x20):
     // the new outbound one has the smaller initiator and is kept.
-    let (mut net, addr) = listening(Config {
-        peer_id: Some(id(0x10)),
-        ..plain()
-    });
     let r = id(0x20);
-    let (mut old, _) = Raw::handshake(&mut net, addr, r);
-    let listener = RawListener::bind();
-    net.dial(listener.addr).unwrap();
-    let (mut new, mut log) = listener.accept(&mut [&mut net]);
-    new.send(&hello(net.config().network_id, r));
+    let (mut net, mut old, listener, mut new, mut log) = old_inbound_then_our_dial(id(0x10), r);
     let (old_frames, more) = frames_until_closed(&mut net, &mut old);
     log.extend(more);
     assert_eq!(
@@ -310,16 +318,8 @@ fn duplicate_keeps_the_new_connection_when_its_initiator_is_smaller() {
 fn duplicate_closes_the_new_connection_when_its_initiator_is_larger() {
     // We (0x30) dial a peer (0x20) already connected inbound (initiator 0x20): the old
     // one has the smaller initiator, so the new outbound one is closed with GOODBYE 1.
-    let (mut net, addr) = listening(Config {
-        peer_id: Some(id(0x30)),
-        ..plain()
-    });
     let r = id(0x20);
-    let (mut old, _) = Raw::handshake(&mut net, addr, r);
-    let listener = RawListener::bind();
-    net.dial(listener.addr).unwrap();
-    let (mut new, mut log) = listener.accept(&mut [&mut net]);
-    new.send(&hello(net.config().network_id, r));
+    let (mut net, mut old, listener, mut new, mut log) = old_inbound_then_our_dial(id(0x30), r);
     let (frames, more) = hello_then_frames_until_closed(&mut net, &mut new);
     log.extend(more);
     assert_eq!(
