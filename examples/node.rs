@@ -254,9 +254,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     if key_file.is_some() {
         return Err("--key-file needs the `noise` feature, which this build lacks".into());
     }
-    // A frame of max-frame bytes plus its 5-byte header must fit the write buffers.
-    let frame = config.max_frame_size.saturating_add(5);
-    config.max_write_buffer = config.max_write_buffer.max(frame);
+    // A frame of max-frame bytes must fit the write buffers.
+    config.max_write_buffer = config.max_write_buffer.max(config.min_write_buffer());
     config.max_write_buffer_total = config.max_write_buffer_total.max(config.max_write_buffer);
     config
         .validate()

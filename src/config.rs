@@ -177,6 +177,23 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 pub const MAX_COUNT: usize = 1 << 40;
 
 impl Config {
+    /// The smallest `max_write_buffer` [`Config::validate`] accepts with this
+    /// `max_frame_size` and security: one largest frame with its header, the records
+    /// it takes under noise, and the room kept for control frames.
+    ///
+    /// ```
+    /// let mut config = p2p::Config { max_frame_size: 16 << 20, ..p2p::Config::default() };
+    /// config.max_write_buffer = config.max_write_buffer.max(config.min_write_buffer());
+    /// config.max_write_buffer_total = config.max_write_buffer_total.max(config.max_write_buffer);
+    /// assert_eq!(config.validate(), Ok(()));
+    /// ```
+    pub fn min_write_buffer(&self) -> usize {
+        let frame = self.max_frame_size.saturating_add(LEN_FIELD + 1);
+        frame
+            .saturating_add(crate::secure::record_overhead(frame))
+            .saturating_add(crate::socket::CONTROL_ROOM)
+    }
+
     /// Checks every field, returning the first one that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.security == Security::NoiseXx {
@@ -235,10 +252,7 @@ impl Config {
         if self.max_frame_size > (u32::MAX - 1) as usize {
             return Err(ConfigError::FrameTooLarge(self.max_frame_size));
         }
-        let frame = self.max_frame_size + LEN_FIELD + 1;
-        if self.max_write_buffer
-            < frame + crate::secure::record_overhead(frame) + crate::socket::CONTROL_ROOM
-        {
+        if self.max_write_buffer < self.min_write_buffer() {
             return Err(ConfigError::WriteBufferBelowFrame {
                 buffer: self.max_write_buffer,
                 frame: self.max_frame_size,
@@ -288,6 +302,14 @@ mod tests {
         assert!(matches!(
             c.validate(),
             Err(ConfigError::WriteBufferBelowFrame { buffer: 1024, .. })
+        ));
+        let c = Config {
+            max_write_buffer: Config::default().min_write_buffer() - 1,
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::WriteBufferBelowFrame { .. })
         ));
         let c = Config {
             max_write_buffer_total: 1,
