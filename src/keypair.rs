@@ -35,10 +35,8 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::peer::{PeerId, hex};
-
-/// The noise protocol whose static key a [`Keypair`] is.
-const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
+use crate::peer::{PeerId, hex, nibble};
+use crate::secure::NOISE_PARAMS;
 
 /// Line 1 of a key file.
 const HEADER: &str = "p2p-noise-key-v1";
@@ -319,8 +317,8 @@ fn parse_field(line: &str, number: usize, name: &str) -> Result<[u8; 32], String
     let mut out = [0u8; 32];
     let digits = value.as_bytes();
     for (i, byte) in out.iter_mut().enumerate() {
-        let hi = hex_digit(digits[2 * i]);
-        let lo = hex_digit(digits[2 * i + 1]);
+        let hi = nibble(digits[2 * i]).ok();
+        let lo = nibble(digits[2 * i + 1]).ok();
         match (hi, lo) {
             (Some(hi), Some(lo)) => *byte = hi << 4 | lo,
             _ => {
@@ -333,15 +331,6 @@ fn parse_field(line: &str, number: usize, name: &str) -> Result<[u8; 32], String
         }
     }
     Ok(out)
-}
-
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Whether [`write_atomically`] may replace an existing file.

@@ -98,7 +98,8 @@ impl FromStr for PeerId {
     }
 }
 
-fn nibble(c: u8) -> Result<u8, ParsePeerIdError> {
+/// The value of one hex digit, either case.
+pub(crate) fn nibble(c: u8) -> Result<u8, ParsePeerIdError> {
     match c {
         b'0'..=b'9' => Ok(c - b'0'),
         b'a'..=b'f' => Ok(c - b'a' + 10),

@@ -49,8 +49,6 @@ struct Stream {
     interest: Interest,
     /// The turn this socket was last read in.
     read_turn: u64,
-    /// Whether it waits in the retry list.
-    retry: bool,
 }
 
 /// This node's identity: the noise keypair (given or generated) in noise-xx mode; in
@@ -356,15 +354,13 @@ impl Network {
         }
         self.now = Instant::now();
         self.turn += 1;
-        let again = std::mem::take(&mut self.ready);
-        for &conn in &again {
-            if let Some(stream) = self.stream(conn) {
-                stream.retry = false;
-            }
+        for conn in std::mem::take(&mut self.ready) {
             self.read(conn);
         }
         let mut woken = false;
-        let mut accept = self.accept_paused_until.is_some_and(|t| t <= self.now);
+        // A pause that ended retries the accept; one still running holds it back.
+        let paused = self.accept_paused_until.is_some_and(|t| t > self.now);
+        let mut accept = self.accept_paused_until.is_some();
         let mut readiness = std::mem::take(&mut self.readiness);
         for event in self.mio_events.iter() {
             match event.token() {
@@ -379,7 +375,7 @@ impl Network {
                 )),
             }
         }
-        if accept && self.accept_paused_until.is_none_or(|t| t <= self.now) {
+        if accept && !paused {
             self.accept_paused_until = None;
             self.accept();
         }
@@ -435,7 +431,6 @@ impl Network {
             tcp,
             interest,
             read_turn: 0,
-            retry: false,
         });
         Ok(())
     }
@@ -506,8 +501,10 @@ impl Network {
             return;
         };
         if stream.read_turn == turn {
-            // Read already this turn (from the retry list): its budget is spent.
-            return self.retry_read(conn);
+            // Read already this turn, from the retry list, after this turn's readiness
+            // was polled: to `WouldBlock`, or until its budget ran out and it queued
+            // itself for the next turn.
+            return;
         }
         stream.read_turn = turn;
         let mut budget = self.node.config().read_budget;
@@ -532,7 +529,9 @@ impl Network {
                     // must not turn one turn's read budget into many times its size.
                     budget = budget.saturating_sub(n + events * std::mem::size_of::<Event>());
                     if budget == 0 {
-                        return self.retry_read(conn);
+                        // Edge-triggered readiness will not repeat: read again next turn.
+                        self.ready.push(conn);
+                        return;
                     }
                 }
                 Err(e) => {
@@ -544,15 +543,6 @@ impl Network {
                     }
                 }
             }
-        }
-    }
-
-    fn retry_read(&mut self, conn: ConnId) {
-        if let Some(stream) = self.stream(conn)
-            && !stream.retry
-        {
-            stream.retry = true;
-            self.ready.push(conn);
         }
     }
 
