@@ -30,8 +30,7 @@
 //! the largest the record layer makes (PROTOCOL.md §3). `ring/64KiB` uses the resolver
 //! the crate uses (ring's ChaChaPoly), `default/64KiB` snow's default resolver alone.
 //! `<resolver>-seal-open/64KiB` seals and then opens each record (both directions on
-//! one core); `ring-seal-open-tight/64KiB` opens into a buffer of exactly the
-//! plaintext's length, without room for the tag. Throughput is plaintext bytes.
+//! one core). Throughput is plaintext bytes.
 //!
 //! Read the results as ratios of throughputs: `p2p/<size>` ÷ `baseline/<size>`, the
 //! share of a raw socket's speed the library keeps (targets ≥ 0.5 at 64 B, ≥ 0.85 at
@@ -620,18 +619,6 @@ fn ceiling(c: &mut Criterion) {
             })
         });
     }
-    // As src/secure.rs opens records: into exactly the plaintext's length.
-    let (mut sealing, mut opening) = pair(Resolver::Ring);
-    group.bench_function("ring-seal-open-tight/64KiB", |b| {
-        b.iter(|| {
-            let n = sealing
-                .write_message(black_box(plaintext), record)
-                .expect("seal a record");
-            opening
-                .read_message(&record[..n], &mut opened[..n - TAG])
-                .expect("open a record")
-        })
-    });
     group.finish();
 }
 
