@@ -43,12 +43,39 @@ pub struct Config {
     pub max_frame_size: usize,
     /// Rejected frames from one peer before it is closed with GOODBYE 3. Default 100.
     pub max_rejected_frames: u32,
-    /// Inbound connections (handshaking or open). Default 128.
+    /// Inbound connections (handshaking or open; one whose close was reported no
+    /// longer counts). Default 128.
     pub max_inbound: usize,
+    /// Inbound connections from one remote address (an IPv4 address, or an IPv6
+    /// prefix of [`Config::ipv6_prefix_len`] bits), so one host cannot take every
+    /// inbound slot. Default 32: many honest peers behind one NAT still connect.
+    pub max_inbound_per_ip: usize,
     /// Outbound connections (dialling, handshaking or open). Default 128.
     pub max_outbound: usize,
-    /// Connections still in preamble or handshake at once. Default 64.
+    /// Inbound connections still in preamble or handshake at once. When the table is
+    /// full, a connection from an address with fewer pending ones evicts the pending
+    /// one that made the least progress (`CloseReason::Evicted`). Our own dials have
+    /// their own budget, [`Config::max_pending_dials`]. Default 64.
     pub max_pending_handshakes: usize,
+    /// Inbound connections in preamble or handshake at once from one remote address.
+    /// Default 8.
+    pub max_pending_handshakes_per_ip: usize,
+    /// Our own dials still connecting or handshaking at once; inbound pressure never
+    /// takes from it. Default 64.
+    pub max_pending_dials: usize,
+    /// How many leading bits of an IPv6 address count as one remote address for the
+    /// per-address limits (a host usually holds a whole /64). Default 64.
+    pub ipv6_prefix_len: u8,
+    /// Handshakes one remote address may start per second (a token bucket holding
+    /// this many): accepts beyond it are refused at once and counted in
+    /// `Stats::rate_limited_accepts`. Default 16.
+    pub handshake_rate_per_ip: u32,
+    /// Inbound connections accepted per turn of the loop, so a flood of connections
+    /// costs at most a share of each turn. Default 64.
+    pub max_accepts_per_turn: usize,
+    /// Deadline for the peer's 12-byte preamble after the TCP connection is up,
+    /// shorter than the whole handshake's (`CloseReason::PreambleTimeout`). Default 1 s.
+    pub preamble_timeout: Duration,
     /// Deadline for the preamble and handshake after the TCP connection is up. Default 5 s.
     pub handshake_timeout: Duration,
     /// Deadline for a TCP dial to connect. Default 5 s.
@@ -71,13 +98,33 @@ pub struct Config {
     /// refused with `GlobalFull` once they would leave less than 256 bytes per
     /// connection for control frames. Default 256 MiB.
     pub max_write_buffer_total: usize,
+    /// Bytes held for frames still arriving, over all connections. Each connection may
+    /// hold one read chunk (64 KiB) of its own; what a large frame needs beyond that is
+    /// taken from this budget as its bytes arrive. When it is spent, connections that
+    /// need more stop being read until room returns (backpressure). Default 64 MiB.
+    pub max_read_buffer_total: usize,
+    /// An unfinished frame that gains less than 64 KiB (or does not finish) within
+    /// this time closes its connection (`CloseReason::FrameTimeout`); time spent
+    /// paused by the receive budget does not count. Default 30 s.
+    pub frame_timeout: Duration,
+    /// A connection whose write queue is not empty and has not moved for this long
+    /// is closed (`CloseReason::WriteTimeout`): the peer stopped reading. Default 45 s.
+    pub write_timeout: Duration,
     /// Bytes read from one socket per turn of the loop, so one busy peer cannot
     /// starve the others; each event those bytes produce counts its size too, so tiny
     /// frames cannot make a turn's events many times larger. Default 1 MiB.
     pub read_budget: usize,
     /// Hops given to a new broadcast. Default 16.
     pub gossip_hops: u8,
-    /// Gossip ids remembered to drop duplicates. Default 65536.
+    /// GOSSIP frames accepted from one peer per second (a token bucket holding this
+    /// many); excess frames are dropped and counted (`PeerStats::rate_limited`),
+    /// neither delivered nor relayed. Default 1000.
+    pub max_gossip_rate: u32,
+    /// GOSSIP bytes (frame bodies) accepted from one peer per second (a token bucket
+    /// holding this many, or one largest frame if more). Default 32 MiB.
+    pub max_gossip_bytes_rate: usize,
+    /// Gossip ids remembered to drop duplicates. When full, the oldest id of the peer
+    /// holding the most goes first, so one peer cannot flush the others'. Default 65536.
     pub gossip_cache_size: usize,
     /// How long a gossip id is remembered. Default 5 minutes.
     pub gossip_cache_age: Duration,
@@ -101,8 +148,15 @@ impl Default for Config {
             max_frame_size: 8 * 1024 * 1024,
             max_rejected_frames: 100,
             max_inbound: 128,
+            max_inbound_per_ip: 32,
             max_outbound: 128,
             max_pending_handshakes: 64,
+            max_pending_handshakes_per_ip: 8,
+            max_pending_dials: 64,
+            ipv6_prefix_len: 64,
+            handshake_rate_per_ip: 16,
+            max_accepts_per_turn: 64,
+            preamble_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(15),
@@ -112,8 +166,13 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             max_write_buffer: 16 * 1024 * 1024,
             max_write_buffer_total: 256 * 1024 * 1024,
+            max_read_buffer_total: 64 * 1024 * 1024,
+            frame_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(45),
             read_budget: 1024 * 1024,
             gossip_hops: 16,
+            max_gossip_rate: 1000,
+            max_gossip_bytes_rate: 32 * 1024 * 1024,
             gossip_cache_size: 65536,
             gossip_cache_age: Duration::from_secs(300),
             command_queue: 65536,
@@ -161,6 +220,9 @@ pub enum ConfigError {
     /// A `peer_id` was set in noise-xx mode, where the id is the keypair's public key.
     #[error("peer_id cannot be chosen in noise-xx mode: the id is the keypair's public key")]
     PeerIdInNoiseMode,
+    /// `ipv6_prefix_len` is over 128 bits.
+    #[error("ipv6_prefix_len {0} is over 128")]
+    PrefixTooLong(u8),
     /// Pings would never be sent before the idle timeout closes the peer.
     #[error("ping_interval ({ping:?}) must be shorter than idle_timeout ({idle:?})")]
     PingNotBeforeIdle {
@@ -208,6 +270,17 @@ impl Config {
             ("max_frame_size", self.max_frame_size),
             ("max_rejected_frames", self.max_rejected_frames as usize),
             ("max_pending_handshakes", self.max_pending_handshakes),
+            (
+                "max_pending_handshakes_per_ip",
+                self.max_pending_handshakes_per_ip,
+            ),
+            ("max_pending_dials", self.max_pending_dials),
+            ("max_inbound_per_ip", self.max_inbound_per_ip),
+            ("handshake_rate_per_ip", self.handshake_rate_per_ip as usize),
+            ("max_accepts_per_turn", self.max_accepts_per_turn),
+            ("max_read_buffer_total", self.max_read_buffer_total),
+            ("max_gossip_rate", self.max_gossip_rate as usize),
+            ("max_gossip_bytes_rate", self.max_gossip_bytes_rate),
             ("max_pending_requests", self.max_pending_requests),
             ("max_write_buffer", self.max_write_buffer),
             ("read_budget", self.read_budget),
@@ -233,7 +306,10 @@ impl Config {
             }
         }
         let nonzero_times = [
+            ("preamble_timeout", self.preamble_timeout),
             ("handshake_timeout", self.handshake_timeout),
+            ("frame_timeout", self.frame_timeout),
+            ("write_timeout", self.write_timeout),
             ("connect_timeout", self.connect_timeout),
             ("ping_interval", self.ping_interval),
             ("idle_timeout", self.idle_timeout),
@@ -263,6 +339,9 @@ impl Config {
                 total: self.max_write_buffer_total,
                 per_peer: self.max_write_buffer,
             });
+        }
+        if self.ipv6_prefix_len > 128 {
+            return Err(ConfigError::PrefixTooLong(self.ipv6_prefix_len));
         }
         if self.ping_interval >= self.idle_timeout {
             return Err(ConfigError::PingNotBeforeIdle {

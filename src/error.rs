@@ -41,6 +41,21 @@ pub enum CloseReason {
     /// The preamble and handshake did not finish in time.
     #[error("handshake timeout")]
     HandshakeTimeout,
+    /// The peer's preamble did not arrive within `preamble_timeout`.
+    #[error("preamble timeout")]
+    PreambleTimeout,
+    /// The inbound pending-handshake table was full and a connection from an address
+    /// with fewer pending ones took this one's place: it had made the least progress.
+    #[error("evicted for a newer handshake")]
+    Evicted,
+    /// A frame still arriving made no progress (64 KiB, or its end) within
+    /// `frame_timeout`.
+    #[error("frame timeout: an unfinished frame stopped arriving")]
+    FrameTimeout,
+    /// Our write queue to the peer was not empty and did not move for
+    /// `write_timeout`: the peer stopped reading. What was queued is gone.
+    #[error("write timeout: the peer stopped reading")]
+    WriteTimeout,
     /// Nothing was received for the idle timeout; we sent GOODBYE 4.
     #[error("idle timeout")]
     IdleTimeout,
@@ -140,8 +155,8 @@ pub enum DialError {
     /// `max_outbound` connections are already open or opening.
     #[error("outbound connection limit reached ({0})")]
     OutboundLimit(usize),
-    /// `max_pending_handshakes` connections are already handshaking.
-    #[error("pending handshake limit reached ({0})")]
+    /// `max_pending_dials` of our dials are still connecting or handshaking.
+    #[error("pending dial limit reached ({0})")]
     HandshakeLimit(usize),
     /// A connection to that address is already open or opening.
     #[error("already connected or dialling {0}")]

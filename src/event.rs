@@ -134,6 +134,15 @@ pub enum Event {
         /// Frames rejected on this connection so far.
         count: u32,
     },
+    /// A graceful close to `peer` (our `disconnect`, `shutdown`, or a GOODBYE we
+    /// sent) ran out of `close_timeout` with `bytes` still queued: they were never
+    /// sent. Also counted in `Stats::unflushed_bytes`.
+    Unflushed {
+        /// The peer.
+        peer: PeerId,
+        /// Bytes queued for it that were dropped.
+        bytes: usize,
+    },
     /// A broadcast queued through a [`Handle`](crate::Handle) was refused.
     BroadcastFailed {
         /// Why.

@@ -71,8 +71,20 @@ pub struct Stats {
     pub queued_bytes: usize,
     /// Counters summed over every connection, open or closed.
     pub totals: PeerStats,
-    /// Inbound connections refused at accept (limits or shutdown).
+    /// Inbound connections refused at accept (limits, rate or shutdown).
     pub refused_inbound: u64,
+    /// Of `refused_inbound`, those refused because their address started handshakes
+    /// over `handshake_rate_per_ip`.
+    pub rate_limited_accepts: u64,
+    /// Inbound handshakes evicted from a full pending table by a connection from an
+    /// address with fewer pending ones.
+    pub evicted_handshakes: u64,
+    /// Bytes that graceful closes could not flush before `close_timeout` (each close
+    /// also gives `Event::Unflushed`).
+    pub unflushed_bytes: u64,
+    /// Connections not read now because the receive budget
+    /// (`max_read_buffer_total`) is spent and they need more of it.
+    pub read_paused: usize,
     /// Connections that closed before their handshake finished.
     pub failed_handshakes: u64,
     /// GOSSIP frames dropped as already seen.
@@ -223,10 +235,8 @@ impl Node {
         if self.count(Direction::Outbound) >= self.config.max_outbound {
             return Err(DialError::OutboundLimit(self.config.max_outbound));
         }
-        if self.handshaking() >= self.config.max_pending_handshakes {
-            return Err(DialError::HandshakeLimit(
-                self.config.max_pending_handshakes,
-            ));
+        if self.handshaking() >= self.config.max_pending_dials {
+            return Err(DialError::HandshakeLimit(self.config.max_pending_dials));
         }
         // Two dials to one peer would both be initiated by us, and the two ends could
         // disagree on which is newer (PROTOCOL.md §2.3); one dial per address avoids it.
@@ -1066,6 +1076,10 @@ impl Node {
             queued_bytes: self.queued_total,
             totals,
             refused_inbound: self.refused_inbound,
+            rate_limited_accepts: 0,
+            evicted_handshakes: 0,
+            unflushed_bytes: 0,
+            read_paused: 0,
             failed_handshakes: self.failed_handshakes,
             duplicate_gossip: self.duplicate_gossip,
             not_allowed: self.not_allowed,

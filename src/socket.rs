@@ -65,6 +65,9 @@ pub struct PeerStats {
     pub rejected_frames: u64,
     /// Frames not queued because the write buffer was full (relayed gossip, PONGs).
     pub dropped_sends: u64,
+    /// GOSSIP frames dropped because the peer sent them over `max_gossip_rate` or
+    /// `max_gossip_bytes_rate`: neither delivered nor relayed.
+    pub rate_limited: u64,
 }
 
 impl PeerStats {
@@ -76,6 +79,7 @@ impl PeerStats {
         self.frames_out += other.frames_out;
         self.rejected_frames += other.rejected_frames;
         self.dropped_sends += other.dropped_sends;
+        self.rate_limited += other.rate_limited;
     }
 }
 

@@ -191,7 +191,7 @@ impl Raw {
         Raw::from_stream(stream)
     }
 
-    fn from_stream(stream: TcpStream) -> Raw {
+    pub fn from_stream(stream: TcpStream) -> Raw {
         // A read timeout is only a safety net: the stream is non-blocking anyway.
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))

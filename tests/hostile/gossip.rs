@@ -1,0 +1,4 @@
+//! Attack tests: gossip.
+
+#[allow(unused_imports)]
+use crate::common::*;

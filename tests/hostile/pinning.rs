@@ -1,0 +1,4 @@
+//! Attack tests: pinning.
+
+#[allow(unused_imports)]
+use crate::common::*;

@@ -1,0 +1,4 @@
+//! Attack tests: receive.
+
+#[allow(unused_imports)]
+use crate::common::*;

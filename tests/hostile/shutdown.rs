@@ -1,0 +1,4 @@
+//! Attack tests: shutdown.
+
+#[allow(unused_imports)]
+use crate::common::*;

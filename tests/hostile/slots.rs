@@ -1,0 +1,4 @@
+//! Attack tests: slots.
+
+#[allow(unused_imports)]
+use crate::common::*;

@@ -1,0 +1,73 @@
+//! What the attack tests share beyond `tests/common`: raw peers from other loopback
+//! addresses, the process's RSS, and running a heavy test in a process of its own.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+use crate::common::Raw;
+
+/// The loopback address `127.0.0.n`, a distinct remote host as far as a node's
+/// per-address limits go.
+pub fn host(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// A blocking TCP connection to `addr` from `source` (any free port).
+pub fn tcp_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// A raw peer connected to `addr` from `source`.
+pub fn raw_from(source: IpAddr, addr: SocketAddr) -> Raw {
+    Raw::from_stream(tcp_from(source, addr).expect("raw connect from source"))
+}
+
+/// This process's resident set size in bytes, where the platform tells it.
+pub fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// A deadline for a test's loops: every loop also has a count of turns, this is the
+/// second bound so that a stuck test ends.
+pub fn deadline(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+/// The variable that tells a test it runs in its own process.
+const CHILD: &str = "P2P_HOSTILE_CHILD";
+
+/// Runs the test `name` (its path, such as `writes::heavy_non_readers`) alone in a new
+/// process of this test binary and returns true in the parent, whose caller then
+/// returns; in that child it returns false and the caller runs the test body. RSS is
+/// per process, so a test that measures it must not share its process with others.
+/// The child's output is shown and its failure fails the parent.
+pub fn in_own_process(name: &str) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("current test binary");
+    let status = std::process::Command::new(exe)
+        .args([
+            name,
+            "--exact",
+            "--nocapture",
+            "--include-ignored",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .status()
+        .expect("spawn the test in its own process");
+    assert!(
+        status.success(),
+        "{name} failed in its own process: {status}"
+    );
+    true
+}

@@ -1,0 +1,4 @@
+//! Attack tests: writes.
+
+#[allow(unused_imports)]
+use crate::common::*;
