@@ -54,6 +54,21 @@ options:
   --max-frame BYTES           largest frame body accepted [8388608]
   --max-rejected N            rejected frames before a peer is closed [100]
   --max-inbound N             inbound connection limit [128]
+  --max-inbound-per-ip N      inbound connections from one address [32]
+  --max-pending-handshakes N  inbound connections handshaking at once [64]
+  --handshake-rate N          handshakes one address may start per second [16]
+  --max-write-buffer BYTES    bytes queued per peer [16777216, or one largest
+                              frame with its overhead if --max-frame needs more]
+  --max-write-buffer-total BYTES
+                              bytes queued for all peers [268435456, or
+                              --max-write-buffer if more]
+  --max-read-buffer-total BYTES
+                              bytes held for frames still arriving, all
+                              connections [67108864]
+  --max-gossip-rate N         GOSSIP frames per second accepted from one peer [1000]
+  --write-timeout-ms MS       close a peer whose queue has not moved for this [45000]
+  --frame-timeout-ms MS       close a peer whose unfinished frame gained under
+                              64 KiB in this time [30000]
   --handshake-timeout-ms MS   preamble + handshake deadline [5000]
   --ping-interval-ms MS       idle time before a PING [15000]
                               (if only --idle-timeout-ms is given and it is not
@@ -74,6 +89,7 @@ commands (stdin, one per line; end of input = quit):
   respond <peer-id-hex> <request-id> <text>
   disconnect <peer-id-hex>
   peers
+  stats
   quit
 
 events (stdout, one per line):
@@ -89,6 +105,13 @@ events (stdout, one per line):
   request-failed <peer-id-hex> <request-id> <reason words>
   rejected <peer-id-hex> <reason words>
   peers <n> <peer-id-hex>...
+  stats key=value ...         (answer to `stats`: connections, handshaking, peers,
+                              queued_bytes, buffered_bytes, gossip_ids, dropped_sends,
+                              rate_limited, refused_inbound, and more)
+  unflushed <peer-id-hex> <bytes>
+                              a graceful close ran out of time with <bytes> still
+                              queued for the peer: they were never sent (also a
+                              warning on stderr; `quit` then exits with status 1)
 
 <payload> shows bytes 0x20..=0x7e other than backslash as they are and every other
 byte as \\xHH (so a backslash is \\x5c). Errors and logs go to stderr.
@@ -147,6 +170,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     let mut log = LevelFilter::Warn;
     let mut ping_given = false;
     let mut idle_given = false;
+    let mut write_buffer_given = false;
+    let mut write_total_given = false;
     let mut key_file = None;
     let mut allowlist: Option<HashSet<PeerId>> = None;
 
@@ -182,6 +207,15 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
             "--max-frame",
             "--max-rejected",
             "--max-inbound",
+            "--max-inbound-per-ip",
+            "--max-pending-handshakes",
+            "--handshake-rate",
+            "--max-write-buffer",
+            "--max-write-buffer-total",
+            "--max-read-buffer-total",
+            "--max-gossip-rate",
+            "--write-timeout-ms",
+            "--frame-timeout-ms",
             "--handshake-timeout-ms",
             "--ping-interval-ms",
             "--idle-timeout-ms",
@@ -220,6 +254,21 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
             "--max-frame" => config.max_frame_size = parse_number(&name, v)?,
             "--max-rejected" => config.max_rejected_frames = parse_number(&name, v)?,
             "--max-inbound" => config.max_inbound = parse_number(&name, v)?,
+            "--max-inbound-per-ip" => config.max_inbound_per_ip = parse_number(&name, v)?,
+            "--max-pending-handshakes" => config.max_pending_handshakes = parse_number(&name, v)?,
+            "--handshake-rate" => config.handshake_rate_per_ip = parse_number(&name, v)?,
+            "--max-write-buffer" => {
+                config.max_write_buffer = parse_number(&name, v)?;
+                write_buffer_given = true;
+            }
+            "--max-write-buffer-total" => {
+                config.max_write_buffer_total = parse_number(&name, v)?;
+                write_total_given = true;
+            }
+            "--max-read-buffer-total" => config.max_read_buffer_total = parse_number(&name, v)?,
+            "--max-gossip-rate" => config.max_gossip_rate = parse_number(&name, v)?,
+            "--write-timeout-ms" => config.write_timeout = parse_millis(&name, v)?,
+            "--frame-timeout-ms" => config.frame_timeout = parse_millis(&name, v)?,
             "--handshake-timeout-ms" => config.handshake_timeout = parse_millis(&name, v)?,
             "--ping-interval-ms" => {
                 config.ping_interval = parse_millis(&name, v)?;
@@ -254,9 +303,14 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     if key_file.is_some() {
         return Err("--key-file needs the `noise` feature, which this build lacks".into());
     }
-    // A frame of max-frame bytes must fit the write buffers.
-    config.max_write_buffer = config.max_write_buffer.max(config.min_write_buffer());
-    config.max_write_buffer_total = config.max_write_buffer_total.max(config.max_write_buffer);
+    // A frame of max-frame bytes must fit the write buffers: defaults grow to hold
+    // one, sizes given on the command line are checked as given.
+    if !write_buffer_given {
+        config.max_write_buffer = config.max_write_buffer.max(config.min_write_buffer());
+    }
+    if !write_total_given {
+        config.max_write_buffer_total = config.max_write_buffer_total.max(config.max_write_buffer);
+    }
     config
         .validate()
         .map_err(|e| format!("invalid configuration: {e}"))?;
@@ -288,6 +342,7 @@ enum Command {
     Respond(PeerId, RequestId, Vec<u8>),
     Disconnect(PeerId),
     Peers,
+    Stats,
     Quit,
 }
 
@@ -352,10 +407,11 @@ fn parse_command(line: &[u8]) -> Result<Option<Command>, String> {
             Command::Respond(peer, RequestId(id), text.to_vec())
         }
         b"disconnect" => Command::Disconnect(parse_peer(trimmed)?),
-        b"peers" | b"quit" if !trimmed.is_empty() => {
+        b"peers" | b"stats" | b"quit" if !trimmed.is_empty() => {
             return Err(format!("{} takes no argument", escape(name)));
         }
         b"peers" => Command::Peers,
+        b"stats" => Command::Stats,
         b"quit" => Command::Quit,
         _ => return Err(format!("unknown command \"{}\"", escape(name))),
     };
@@ -426,8 +482,21 @@ fn emit(line: &str) {
     let _ = out.flush();
 }
 
-fn emit_event(event: Event) {
+/// What `shut_down` reports: bytes that graceful closes could not flush.
+#[derive(Default)]
+struct Lost {
+    bytes: u64,
+}
+
+fn emit_event(event: Event, lost: &mut Lost) {
     match event {
+        Event::Unflushed { peer, bytes } => {
+            lost.bytes += bytes as u64;
+            eprintln!(
+                "warning: {bytes} queued bytes for {peer} were not sent before close_timeout"
+            );
+            emit(&format!("unflushed {peer} {bytes}"));
+        }
         Event::PeerConnected {
             peer,
             addr,
@@ -511,12 +580,47 @@ fn run_command(net: &mut Network, command: Command) {
             }
             emit(&line);
         }
+        Command::Stats => emit(&stats_line(net)),
         Command::Quit => {}
     }
 }
 
+/// The answer to `stats`: one line of `key=value` pairs.
+fn stats_line(net: &Network) -> String {
+    let s = net.stats();
+    let pairs: [(&str, u64); 19] = [
+        ("connections", s.connections as u64),
+        ("handshaking", s.handshaking as u64),
+        ("peers", s.peers as u64),
+        ("queued_bytes", s.queued_bytes as u64),
+        ("buffered_bytes", s.buffered_bytes as u64),
+        ("gossip_ids", s.gossip_ids as u64),
+        ("dropped_sends", s.totals.dropped_sends),
+        (
+            "rate_limited",
+            s.totals.rate_limited + s.rate_limited_accepts,
+        ),
+        ("refused_inbound", s.refused_inbound),
+        ("rate_limited_gossip", s.totals.rate_limited),
+        ("rate_limited_accepts", s.rate_limited_accepts),
+        ("evicted_handshakes", s.evicted_handshakes),
+        ("failed_handshakes", s.failed_handshakes),
+        ("read_paused", s.read_paused as u64),
+        ("unflushed_bytes", s.unflushed_bytes),
+        ("rejected_frames", s.totals.rejected_frames),
+        ("pending_requests", s.pending_requests as u64),
+        ("bytes_in", s.totals.bytes_in),
+        ("bytes_out", s.totals.bytes_out),
+    ];
+    let mut line = String::from("stats");
+    for (key, value) in pairs {
+        line.push_str(&format!(" {key}={value}"));
+    }
+    line
+}
+
 /// Runs commands and polls until `quit` or end of input.
-fn serve(net: &mut Network, commands: &Receiver<Command>) -> io::Result<()> {
+fn serve(net: &mut Network, commands: &Receiver<Command>, lost: &mut Lost) -> io::Result<()> {
     let mut events = Vec::new();
     loop {
         loop {
@@ -528,13 +632,13 @@ fn serve(net: &mut Network, commands: &Receiver<Command>) -> io::Result<()> {
         }
         net.poll(&mut events, Some(TURN))?;
         for event in events.drain(..) {
-            emit_event(event);
+            emit_event(event, lost);
         }
     }
 }
 
 /// Shuts down gracefully: queued data flushed, GOODBYE 0 to every peer.
-fn shut_down(net: &mut Network) -> io::Result<()> {
+fn shut_down(net: &mut Network, lost: &mut Lost) -> io::Result<()> {
     net.shutdown();
     let limit = net.config().close_timeout + Duration::from_secs(1);
     let deadline = Instant::now() + limit;
@@ -547,7 +651,7 @@ fn shut_down(net: &mut Network) -> io::Result<()> {
         }
         net.poll(&mut events, Some(left.min(TURN)))?;
         for event in events.drain(..) {
-            emit_event(event);
+            emit_event(event, lost);
         }
     }
     Ok(())
@@ -621,8 +725,20 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    if let Err(e) = serve(&mut net, &commands).and_then(|()| shut_down(&mut net)) {
+    let mut lost = Lost::default();
+    if let Err(e) =
+        serve(&mut net, &commands, &mut lost).and_then(|()| shut_down(&mut net, &mut lost))
+    {
         eprintln!("node: poll failed: {e}");
+        return ExitCode::FAILURE;
+    }
+    // Connections still open when the wait above gave up lose what they hold too.
+    let held = net.stats().queued_bytes as u64;
+    if lost.bytes > 0 || held > 0 {
+        eprintln!(
+            "node: warning: {} queued bytes were never sent",
+            lost.bytes + held
+        );
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

@@ -259,8 +259,11 @@ struct SimNode {
     timer: Option<Instant>,
     /// Which side of a partition it is on.
     side: u8,
-    /// Bytes a second it reads; `None`: as fast as they come.
+    /// Bytes a second it reads; `None`: as fast as they come; `Some(0)`: not at all
+    /// (its deliveries wait in `unread`).
     read_rate: Option<u64>,
+    /// Deliveries a node that stopped reading has not taken, in arrival order.
+    unread: Vec<Action>,
     /// When it is done reading what it was given.
     read_busy_until: Instant,
 }
@@ -459,6 +462,7 @@ impl Sim {
             timer: None,
             side: 0,
             read_rate: None,
+            unread: Vec::new(),
             read_busy_until: self.now,
         });
         self.boot(index);
@@ -729,10 +733,28 @@ impl Sim {
         done
     }
 
-    /// Node `index` reads at most `rate` bytes a second from now on (`None`: at once):
-    /// its peers' windows fill and their queues grow, as behind a slow peer.
+    /// Node `index` reads at most `rate` bytes a second from now on (`None`: at once;
+    /// `Some(0)`: not at all, as [`Sim::stop_reading`]): its peers' windows fill and
+    /// their queues grow, as behind a slow peer. Bytes a stopped node did not read are
+    /// read from now on, in order.
     pub fn set_read_rate(&mut self, index: NodeIndex, rate: Option<u64>) {
-        self.nodes[index].read_rate = rate.filter(|&r| r > 0);
+        let Some(node) = self.nodes.get_mut(index) else {
+            return;
+        };
+        node.read_rate = rate;
+        if rate != Some(0) {
+            let now = self.now;
+            for action in std::mem::take(&mut self.nodes[index].unread) {
+                self.schedule(now, action);
+            }
+        }
+    }
+
+    /// Node `index` stops reading every connection, as a hostile peer that never
+    /// reads: its peers' windows fill, their queues towards it stop moving, and their
+    /// `write_timeout` closes them. Its own sends still leave.
+    pub fn stop_reading(&mut self, index: NodeIndex) {
+        self.set_read_rate(index, Some(0));
     }
 
     /// Splits the network: nodes in `island` reach each other, the others reach each
@@ -1000,6 +1022,17 @@ impl Sim {
         let d = &mut self.links[link].dirs[dir];
         if n != d.read {
             d.early.insert(n, bytes);
+            return;
+        }
+        // A node that stopped reading takes nothing; the bytes stay in flight.
+        if self.nodes[to].read_rate == Some(0) {
+            let delivery = Action::Deliver {
+                link,
+                dir,
+                bytes,
+                n,
+            };
+            self.nodes[to].unread.push(delivery);
             return;
         }
         // A slow reader takes the bytes later; they stay in flight until then.
