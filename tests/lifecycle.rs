@@ -629,7 +629,7 @@ fn shutdown_fails_dials_still_handshaking() {
 #[test]
 fn handshake_limit_refuses_dials_at_once() {
     let (mut net, _) = listening(Config {
-        max_pending_handshakes: 1,
+        max_pending_dials: 1,
         ..plain()
     });
     let l1 = RawListener::bind();
