@@ -372,18 +372,18 @@ fn handshake_tokens_refill_with_the_time_given() {
     };
     let mut node = Node::new(c, key(id(1)), Rng::from_seed(1));
     let from: SocketAddr = "10.0.0.5:1".parse().unwrap();
-    let accepted = |node: &mut Node, at: Instant| {
-        (0..10)
-            .filter(|_| node.accept(from, at).is_some())
-            .count()
-    };
+    let accepted =
+        |node: &mut Node, at: Instant| (0..10).filter(|_| node.accept(from, at).is_some()).count();
     assert_eq!(accepted(&mut node, now), 4, "the burst");
     assert_eq!(accepted(&mut node, now + Duration::from_millis(500)), 2);
     assert_eq!(accepted(&mut node, now + Duration::from_secs(10)), 4);
     let other: SocketAddr = "10.0.0.6:1".parse().unwrap();
     assert!(node.accept(other, now + Duration::from_secs(10)).is_some());
     let stats = node.stats();
-    assert_eq!((stats.refused_inbound, stats.rate_limited_accepts), (20, 20));
+    assert_eq!(
+        (stats.refused_inbound, stats.rate_limited_accepts),
+        (20, 20)
+    );
 }
 
 #[test]
@@ -399,7 +399,10 @@ fn ipv6_addresses_count_by_prefix_and_mapped_ipv4_as_ipv4() {
     assert!(!accept("[2001:db8:0:1:ffff::2]:2"), "the same /64");
     assert!(accept("[2001:db8:0:2::1]:1"));
     assert!(accept("10.0.0.5:1"));
-    assert!(!accept("[::ffff:10.0.0.5]:2"), "IPv4-mapped is the IPv4 host");
+    assert!(
+        !accept("[::ffff:10.0.0.5]:2"),
+        "IPv4-mapped is the IPv4 host"
+    );
 }
 
 #[test]

@@ -243,11 +243,23 @@ mod tests {
         let open = Held::of(Phase::Open);
         slots.add(Direction::Inbound, key, pending);
         slots.add(Direction::Outbound, key, Held::of(Phase::Opening));
-        assert_eq!(slots.at(key), AddrCount { inbound: 1, pending: 1 });
+        assert_eq!(
+            slots.at(key),
+            AddrCount {
+                inbound: 1,
+                pending: 1
+            }
+        );
         assert_eq!((slots.pending_inbound, slots.pending_dials), (1, 1));
         slots.remove(Direction::Inbound, key, pending);
         slots.add(Direction::Inbound, key, open);
-        assert_eq!(slots.at(key), AddrCount { inbound: 1, pending: 0 });
+        assert_eq!(
+            slots.at(key),
+            AddrCount {
+                inbound: 1,
+                pending: 0
+            }
+        );
         slots.remove(Direction::Inbound, key, open);
         slots.add(Direction::Inbound, key, Held::of(Phase::Closing));
         assert_eq!(slots.at(key), AddrCount::default());

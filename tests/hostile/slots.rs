@@ -31,7 +31,10 @@ fn until(
         assert!(Instant::now() < end, "condition not reached in {secs} s");
         turn(nets, &mut log);
     }
-    assert!(cond(nets, &log), "condition not reached in {max_turns} turns");
+    assert!(
+        cond(nets, &log),
+        "condition not reached in {max_turns} turns"
+    );
     log
 }
 
@@ -266,7 +269,11 @@ fn pending_handshakes_are_bounded_per_address() {
         elsewhere.received >= HELLO_LEN
     });
     let stats = net.stats();
-    assert_eq!((stats.handshaking, stats.refused_inbound), (3, 1), "{stats:?}");
+    assert_eq!(
+        (stats.handshaking, stats.refused_inbound),
+        (3, 1),
+        "{stats:?}"
+    );
     // A pending one that finishes its handshake frees its pending slot.
     first.send(&hello(net.config().network_id, id(1)));
     until(&mut [&mut net], 2000, 10, |n, _| n[0].is_connected(&id(1)));
@@ -367,7 +374,9 @@ fn a_peer_that_says_goodbye_and_holds_its_socket_frees_its_slot_at_once() {
         close_timeout: Duration::from_secs(3600),
         ..slots_config()
     });
-    let mut peers: Vec<Raw> = (1..=4).map(|n| honest_from(&mut net, addr, 2, id(n))).collect();
+    let mut peers: Vec<Raw> = (1..=4)
+        .map(|n| honest_from(&mut net, addr, 2, id(n)))
+        .collect();
     peers[0].send_frame(&Frame::Goodbye(GoodbyeReason::Shutdown));
     let log = until(&mut [&mut net], 2000, 10, |_, log| {
         peers[0].pump();
@@ -388,7 +397,10 @@ fn a_peer_that_says_goodbye_and_holds_its_socket_frees_its_slot_at_once() {
     // The others are still served.
     net.send(&id(2), Bytes::from_static(b"still here")).unwrap();
     let (frames, _) = collect_frames(&mut [&mut net], &mut peers[1], 2000, |f, _| !f.is_empty());
-    assert_eq!(frames, vec![Frame::Message(Bytes::from_static(b"still here"))]);
+    assert_eq!(
+        frames,
+        vec![Frame::Message(Bytes::from_static(b"still here"))]
+    );
 }
 
 #[test]
@@ -427,7 +439,9 @@ fn noise(rate: u32) -> Config {
 /// What an attacker sends: a valid noise preamble, then a first handshake message of
 /// 32 random bytes (costs it nothing, costs the responder its half of the handshake).
 fn junk_msg1(network_id: u32) -> Vec<u8> {
-    let mut out = Preamble::new(Security::NoiseXx, network_id).encode().to_vec();
+    let mut out = Preamble::new(Security::NoiseXx, network_id)
+        .encode()
+        .to_vec();
     out.extend_from_slice(&32u16.to_be_bytes());
     let junk = PeerId::random().expect("random bytes");
     out.extend_from_slice(junk.as_bytes());
@@ -477,7 +491,10 @@ fn a_handshake_flood_from_one_address_is_held_to_its_rate() {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let stats = net.stats();
-    assert!(connected_to(&log, 0, honest_id), "the honest peer connected during the flood");
+    assert!(
+        connected_to(&log, 0, honest_id),
+        "the honest peer connected during the flood"
+    );
     assert_eq!(
         stats.refused_inbound + stats.failed_handshakes,
         FLOOD as u64,
@@ -491,7 +508,11 @@ fn a_handshake_flood_from_one_address_is_held_to_its_rate() {
         (accepted as f64) <= bound,
         "{accepted} handshakes started from one address in {elapsed:.2} s, over {bound}: {stats:?}"
     );
-    assert_eq!(stats.rate_limited_accepts, FLOOD as u64 - accepted, "{stats:?}");
+    assert_eq!(
+        stats.rate_limited_accepts,
+        FLOOD as u64 - accepted,
+        "{stats:?}"
+    );
 }
 
 /// CPU time this thread used so far, from /proc (Linux), in clock ticks (1/100 s).
