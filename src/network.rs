@@ -78,7 +78,8 @@ pub struct Stats {
     /// over `handshake_rate_per_ip`.
     pub rate_limited_accepts: u64,
     /// Inbound handshakes evicted from a full pending table by a connection from an
-    /// address with fewer pending ones.
+    /// address with fewer pending ones (`CloseReason::Evicted`; each also counts in
+    /// `failed_handshakes`).
     pub evicted_handshakes: u64,
     /// Bytes that graceful closes could not flush before `close_timeout` (each close
     /// also gives `Event::Unflushed`).
