@@ -50,7 +50,8 @@ pub struct Config {
     /// prefix of [`Config::ipv6_prefix_len`] bits), so one host cannot take every
     /// inbound slot. Default 32: many honest peers behind one NAT still connect.
     pub max_inbound_per_ip: usize,
-    /// Outbound connections (dialling, handshaking or open). Default 128.
+    /// Outbound connections (dialling, handshaking or open; one whose close was
+    /// reported no longer counts). Default 128.
     pub max_outbound: usize,
     /// Inbound connections still in preamble or handshake at once. When the table is
     /// full, a connection from an address with fewer pending ones evicts the pending
@@ -67,11 +68,15 @@ pub struct Config {
     /// per-address limits (a host usually holds a whole /64). Default 64.
     pub ipv6_prefix_len: u8,
     /// Handshakes one remote address may start per second (a token bucket holding
-    /// this many): accepts beyond it are refused at once and counted in
-    /// `Stats::rate_limited_accepts`. Default 16.
+    /// this many, refilled at this rate): accepts beyond it are refused at once,
+    /// before any byte, and counted in `Stats::rate_limited_accepts`. Connections
+    /// refused by the other limits take no token. The node keeps buckets for at most
+    /// `max_inbound + max_pending_handshakes` addresses; when more want one, full
+    /// buckets are forgotten first, then the fullest. Default 16.
     pub handshake_rate_per_ip: u32,
-    /// Inbound connections accepted per turn of the loop, so a flood of connections
-    /// costs at most a share of each turn. Default 64.
+    /// Inbound connections accepted per turn of the loop (refused ones count), so a
+    /// flood of connections costs at most a share of each turn; the rest are
+    /// accepted in the next turns. Default 64.
     pub max_accepts_per_turn: usize,
     /// Deadline for the peer's 12-byte preamble after the TCP connection is up,
     /// shorter than the whole handshake's (`CloseReason::PreambleTimeout`). Default 1 s.

@@ -47,6 +47,7 @@ mod resolver;
 mod rng;
 mod secure;
 pub mod sim;
+mod slots;
 mod socket;
 pub mod wire;
 

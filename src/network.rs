@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -16,6 +16,7 @@ use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
+use crate::slots::{HandshakeRate, Held, Slots, addr_key};
 use crate::socket::{CONTROL_ROOM, GOODBYE_ROOM, Output, PeerStats, Phase, Socket};
 use crate::wire::{Frame, GoodbyeReason, LEN_FIELD, Security};
 
@@ -77,7 +78,8 @@ pub struct Stats {
     /// over `handshake_rate_per_ip`.
     pub rate_limited_accepts: u64,
     /// Inbound handshakes evicted from a full pending table by a connection from an
-    /// address with fewer pending ones.
+    /// address with fewer pending ones (`CloseReason::Evicted`; each also counts in
+    /// `failed_handshakes`).
     pub evicted_handshakes: u64,
     /// Bytes that graceful closes could not flush before `close_timeout` (each close
     /// also gives `Event::Unflushed`).
@@ -110,6 +112,10 @@ struct Entry {
     /// When it was dialled or accepted.
     since: Instant,
     dirty: bool,
+    /// The remote address as the per-address limits count it.
+    addr_key: IpAddr,
+    /// What it is counted as holding in [`Node::slots`] now.
+    held: Held,
 }
 
 /// The live entry of `conn`, if its slot still holds that generation. A free function
@@ -136,7 +142,13 @@ pub(crate) struct Node {
     dirty: Vec<ConnId>,
     queued_total: usize,
     closed_totals: PeerStats,
+    /// The connection and handshake slots held, by direction and remote address.
+    slots: Slots,
+    /// Handshake starts per remote address.
+    handshake_rate: HandshakeRate,
     refused_inbound: u64,
+    rate_limited_accepts: u64,
+    evicted_handshakes: u64,
     failed_handshakes: u64,
     duplicate_gossip: u64,
     not_allowed: u64,
@@ -156,6 +168,12 @@ impl Node {
     pub(crate) fn new(config: Config, key: LocalKey, rng: Rng) -> Self {
         let local = key.id;
         let gossip = Gossip::new(config.gossip_cache_size, config.gossip_cache_age);
+        let handshake_rate = HandshakeRate::new(
+            config.handshake_rate_per_ip,
+            config
+                .max_inbound
+                .saturating_add(config.max_pending_handshakes),
+        );
         Node {
             config,
             local,
@@ -170,7 +188,11 @@ impl Node {
             dirty: Vec::new(),
             queued_total: 0,
             closed_totals: PeerStats::default(),
+            slots: Slots::default(),
+            handshake_rate,
             refused_inbound: 0,
+            rate_limited_accepts: 0,
+            evicted_handshakes: 0,
             failed_handshakes: 0,
             duplicate_gossip: 0,
             not_allowed: 0,
@@ -199,6 +221,9 @@ impl Node {
         // Generation 0 is never used, so no live id equals a zeroed one.
         self.next_generation = self.next_generation.checked_add(1).unwrap_or(1);
         self.queued_total += socket.queued();
+        let addr_key = addr_key(socket.addr().ip(), self.config.ipv6_prefix_len);
+        let held = Held::of(socket.phase());
+        self.slots.add(socket.direction(), addr_key, held);
         let key = self.sockets.insert(Entry {
             generation,
             socket,
@@ -206,6 +231,8 @@ impl Node {
             dirty: false,
             created: self.created,
             since: now,
+            addr_key,
+            held,
         });
         self.created += 1;
         let conn = ConnId { key, generation };
@@ -213,18 +240,15 @@ impl Node {
         conn
     }
 
-    fn count(&self, direction: Direction) -> usize {
-        self.sockets
-            .iter()
-            .filter(|(_, e)| e.socket.direction() == direction)
-            .count()
+    /// Frees what `entry` held in the slot counts; it leaves the slab.
+    fn release_slots(&mut self, entry: &Entry) {
+        self.slots
+            .remove(entry.socket.direction(), entry.addr_key, entry.held);
     }
 
+    /// Connections dialling or handshaking, both ways.
     fn handshaking(&self) -> usize {
-        self.sockets
-            .iter()
-            .filter(|(_, e)| matches!(e.socket.phase(), Phase::Opening | Phase::Authenticating))
-            .count()
+        self.slots.pending_inbound + self.slots.pending_dials
     }
 
     /// Reserves a socket for a dial; the shell connects and reports back.
@@ -232,10 +256,11 @@ impl Node {
         if self.shutting_down {
             return Err(DialError::ShuttingDown);
         }
-        if self.count(Direction::Outbound) >= self.config.max_outbound {
+        // Our own budgets: inbound connections never take from them.
+        if self.slots.outbound >= self.config.max_outbound {
             return Err(DialError::OutboundLimit(self.config.max_outbound));
         }
-        if self.handshaking() >= self.config.max_pending_dials {
+        if self.slots.pending_dials >= self.config.max_pending_dials {
             return Err(DialError::HandshakeLimit(self.config.max_pending_dials));
         }
         // Two dials to one peer would both be initiated by us, and the two ends could
@@ -254,16 +279,85 @@ impl Node {
 
     /// A connection was accepted. `None`: refused, the shell drops it before any byte is sent.
     pub(crate) fn accept(&mut self, addr: SocketAddr, now: Instant) -> Option<ConnId> {
-        let refuse = self.shutting_down
-            || self.count(Direction::Inbound) >= self.config.max_inbound
-            || self.handshaking() >= self.config.max_pending_handshakes;
-        if refuse {
-            self.refused_inbound += 1;
-            log::debug!("refused inbound connection from {addr}");
-            return None;
+        let from = addr_key(addr.ip(), self.config.ipv6_prefix_len);
+        let victim = match self.admit(from, now) {
+            Ok(victim) => victim,
+            Err(why) => {
+                self.refused_inbound += 1;
+                log::debug!("refused inbound connection from {addr}: {why}");
+                return None;
+            }
+        };
+        if let Some(victim) = victim {
+            self.evicted_handshakes += 1;
+            log::debug!("evicting a pending handshake for one from {addr}");
+            self.with_socket(victim, now, |s, _, out, _| {
+                s.abort(CloseReason::Evicted, out)
+            });
         }
         let key = self.handshake_key();
         Some(self.insert(Socket::inbound(&self.config, &key, addr, now), now))
+    }
+
+    /// Whether a connection from the remote address `from` may start a handshake now,
+    /// and if so, which pending one it evicts; takes its handshake token. The
+    /// connection limits first, then the token, so that connections refused anyway do
+    /// not spend their address's tokens.
+    fn admit(&mut self, from: IpAddr, now: Instant) -> Result<Option<ConnId>, &'static str> {
+        if self.shutting_down {
+            return Err("shutting down");
+        }
+        if self.slots.inbound >= self.config.max_inbound {
+            return Err("max_inbound");
+        }
+        let here = self.slots.at(from);
+        if here.inbound >= self.config.max_inbound_per_ip {
+            return Err("max_inbound_per_ip");
+        }
+        if here.pending >= self.config.max_pending_handshakes_per_ip {
+            return Err("max_pending_handshakes_per_ip");
+        }
+        let victim = if self.slots.pending_inbound >= self.config.max_pending_handshakes {
+            Some(
+                self.eviction_victim(here.pending)
+                    .ok_or("max_pending_handshakes")?,
+            )
+        } else {
+            None
+        };
+        if !self.handshake_rate.take(from, now) {
+            self.rate_limited_accepts += 1;
+            return Err("handshake_rate_per_ip");
+        }
+        Ok(victim)
+    }
+
+    /// The pending inbound connection a newcomer whose address has `pending`
+    /// handshakes evicts from a full table: among the addresses holding the most, and
+    /// more than `pending`, the one that made the least progress (fewest bytes
+    /// received, then oldest). `None` if no address holds more. One pass over the
+    /// sockets, only when the table is full; a slab pass, so the choice repeats in
+    /// the simulator.
+    fn eviction_victim(&self, pending: usize) -> Option<ConnId> {
+        self.sockets
+            .iter()
+            .filter(|(_, e)| e.socket.direction() == Direction::Inbound && e.held.pending)
+            .map(|(key, e)| {
+                let holds = self.slots.at(e.addr_key).pending;
+                let rank = (
+                    std::cmp::Reverse(holds),
+                    e.socket.stats().bytes_in,
+                    e.created,
+                );
+                let conn = ConnId {
+                    key,
+                    generation: e.generation,
+                };
+                (rank, holds, conn)
+            })
+            .min_by_key(|&(rank, _, _)| rank)
+            .filter(|&(_, holds, _)| holds > pending)
+            .map(|(_, _, conn)| conn)
     }
 
     /// Draws every handshake's ephemeral key from this node's seeded generator from
@@ -285,6 +379,7 @@ impl Node {
     pub(crate) fn cancel(&mut self, conn: ConnId) {
         if self.entry(conn).is_some() {
             let entry = self.sockets.remove(conn.key);
+            self.release_slots(&entry);
             self.queued_total -= entry.socket.queued();
         }
     }
@@ -295,6 +390,7 @@ impl Node {
             return false;
         }
         let entry = self.sockets.remove(conn.key);
+        self.release_slots(&entry);
         if let Some(reason) = entry.socket.close_reason() {
             log::trace!("freed connection with {}: {reason}", entry.socket.addr());
         }
@@ -358,6 +454,14 @@ impl Node {
         let result = f(&mut entry.socket, &mut self.rng, &mut out, &mut self.events);
         let after = entry.socket.queued();
         self.queued_total = self.queued_total + after - before;
+        // Every phase change happens in here: keep the slot counts with it.
+        let held = Held::of(entry.socket.phase());
+        if held != entry.held {
+            let direction = entry.socket.direction();
+            self.slots.remove(direction, entry.addr_key, entry.held);
+            self.slots.add(direction, entry.addr_key, held);
+            entry.held = held;
+        }
         self.mark_dirty(conn);
         for output in out.drain(..) {
             self.handle_output(conn, output, now);
@@ -1076,8 +1180,8 @@ impl Node {
             queued_bytes: self.queued_total,
             totals,
             refused_inbound: self.refused_inbound,
-            rate_limited_accepts: 0,
-            evicted_handshakes: 0,
+            rate_limited_accepts: self.rate_limited_accepts,
+            evicted_handshakes: self.evicted_handshakes,
             unflushed_bytes: 0,
             read_paused: 0,
             failed_handshakes: self.failed_handshakes,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{CloseReason, RequestError};
+use crate::error::{CloseReason, DialError, RequestError};
 use crate::event::{Direction, Event};
 use crate::network::{ConnId, Node};
 use crate::peer::PeerId;
@@ -323,7 +323,12 @@ fn an_idle_peer_is_closed_with_goodbye_4() {
 
 #[test]
 fn handshake_deadline_fails_the_dial() {
-    let mut pair = Pair::new(config(), config());
+    // The preamble's own deadline is later here, so the whole handshake's is hit.
+    let slow_preamble = Config {
+        preamble_timeout: Duration::from_secs(10),
+        ..config()
+    };
+    let mut pair = Pair::new(slow_preamble, config());
     pair.a.reading = false; // B's preamble never arrives
     pair.step();
     pair.elapse(Duration::from_secs(2));
@@ -337,6 +342,91 @@ fn handshake_deadline_fails_the_dial() {
         }]
     );
     assert_eq!(pair.a.node.stats().connections, 0, "slot freed");
+}
+
+#[test]
+fn preamble_deadline_fails_the_dial_before_the_handshake_deadline() {
+    let mut pair = Pair::new(config(), config());
+    pair.a.reading = false; // B's preamble never arrives
+    pair.step();
+    pair.elapse(Duration::from_millis(900));
+    assert!(pair.a.events.is_empty());
+    pair.elapse(Duration::from_millis(100));
+    assert_eq!(
+        pair.a.events,
+        vec![Event::DialFailed {
+            addr: pair.b.addr,
+            reason: CloseReason::PreambleTimeout
+        }]
+    );
+    assert_eq!(pair.a.node.stats().connections, 0, "slot freed");
+}
+
+#[test]
+fn handshake_tokens_refill_with_the_time_given() {
+    let now = Instant::now();
+    let c = Config {
+        handshake_rate_per_ip: 4,
+        max_pending_handshakes_per_ip: 100,
+        ..config()
+    };
+    let mut node = Node::new(c, key(id(1)), Rng::from_seed(1));
+    let from: SocketAddr = "10.0.0.5:1".parse().unwrap();
+    let accepted =
+        |node: &mut Node, at: Instant| (0..10).filter(|_| node.accept(from, at).is_some()).count();
+    assert_eq!(accepted(&mut node, now), 4, "the burst");
+    assert_eq!(accepted(&mut node, now + Duration::from_millis(500)), 2);
+    assert_eq!(accepted(&mut node, now + Duration::from_secs(10)), 4);
+    let other: SocketAddr = "10.0.0.6:1".parse().unwrap();
+    assert!(node.accept(other, now + Duration::from_secs(10)).is_some());
+    let stats = node.stats();
+    assert_eq!(
+        (stats.refused_inbound, stats.rate_limited_accepts),
+        (20, 20)
+    );
+}
+
+#[test]
+fn ipv6_addresses_count_by_prefix_and_mapped_ipv4_as_ipv4() {
+    let now = Instant::now();
+    let c = Config {
+        max_inbound_per_ip: 1,
+        ..config()
+    };
+    let mut node = Node::new(c, key(id(1)), Rng::from_seed(1));
+    let mut accept = |addr: &str| node.accept(addr.parse().unwrap(), now).is_some();
+    assert!(accept("[2001:db8:0:1::1]:1"));
+    assert!(!accept("[2001:db8:0:1:ffff::2]:2"), "the same /64");
+    assert!(accept("[2001:db8:0:2::1]:1"));
+    assert!(accept("10.0.0.5:1"));
+    assert!(
+        !accept("[::ffff:10.0.0.5]:2"),
+        "IPv4-mapped is the IPv4 host"
+    );
+}
+
+#[test]
+fn inbound_pressure_never_refuses_our_dials() {
+    let now = Instant::now();
+    let c = Config {
+        max_pending_handshakes: 2,
+        max_pending_dials: 2,
+        max_inbound: 2,
+        max_outbound: 2,
+        ..config()
+    };
+    let mut node = Node::new(c, key(id(1)), Rng::from_seed(1));
+    for n in 0..4 {
+        let from: SocketAddr = format!("10.0.1.{n}:1").parse().unwrap();
+        node.accept(from, now);
+    }
+    assert_eq!(node.stats().handshaking, 2);
+    assert!(node.dial("10.0.2.1:1".parse().unwrap(), now).is_ok());
+    assert!(node.dial("10.0.2.2:1".parse().unwrap(), now).is_ok());
+    assert_eq!(
+        node.dial("10.0.2.3:1".parse().unwrap(), now),
+        Err(DialError::OutboundLimit(2))
+    );
 }
 
 #[test]

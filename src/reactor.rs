@@ -141,6 +141,13 @@ pub struct Network {
     /// After an accept error (EMFILE, say), accepting pauses until then, so a
     /// connection stuck in the backlog does not spin the loop.
     accept_paused_until: Option<Instant>,
+    /// The last turn's accepts stopped at `max_accepts_per_turn` with connections
+    /// perhaps left in a backlog: edge-triggered readiness will not repeat, so the
+    /// listeners are accepted from again next turn.
+    accept_again: bool,
+    /// The listener the next turn's accepts start from, so a busy one cannot keep
+    /// the others' backlogs waiting.
+    next_listener: usize,
     /// Turns of the loop so far; a socket is read at most once per turn.
     turn: u64,
     now: Instant,
@@ -176,6 +183,8 @@ impl Network {
             readiness: Vec::new(),
             ready: Vec::new(),
             accept_paused_until: None,
+            accept_again: false,
+            next_listener: 0,
             turn: 0,
             now: Instant::now(),
         })
@@ -360,7 +369,7 @@ impl Network {
         let mut woken = false;
         // A pause that ended retries the accept; one still running holds it back.
         let paused = self.accept_paused_until.is_some_and(|t| t > self.now);
-        let mut accept = self.accept_paused_until.is_some();
+        let mut accept = self.accept_paused_until.is_some() || self.accept_again;
         let mut readiness = std::mem::take(&mut self.readiness);
         for event in self.mio_events.iter() {
             match event.token() {
@@ -401,7 +410,7 @@ impl Network {
     }
 
     fn wait_time(&self, timeout: Option<Duration>) -> Option<Duration> {
-        if !self.ready.is_empty() || self.node.has_events() {
+        if !self.ready.is_empty() || self.node.has_events() || self.accept_again {
             return Some(Duration::ZERO);
         }
         let deadline = match (self.node.next_deadline(), self.accept_paused_until) {
@@ -445,9 +454,21 @@ impl Network {
         stream_mut(&mut self.streams, conn)
     }
 
+    /// Accepts from every listener until its backlog is empty, at most
+    /// `max_accepts_per_turn` connections in all (refused ones count: each costs an
+    /// accept), so a flood of connections takes a bounded share of each turn.
     fn accept(&mut self) {
-        for i in 0..self.listeners.len() {
+        self.accept_again = false;
+        let mut budget = self.node.config().max_accepts_per_turn;
+        let count = self.listeners.len();
+        for n in 0..count {
+            let i = (self.next_listener + n) % count;
             loop {
+                if budget == 0 {
+                    self.accept_again = true;
+                    self.next_listener = i;
+                    return;
+                }
                 let (tcp, addr) = match self.listeners[i].accept() {
                     Ok(accepted) => accepted,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -460,6 +481,7 @@ impl Network {
                         return;
                     }
                 };
+                budget -= 1;
                 // Refused: dropped here, before a byte is sent.
                 let Some(conn) = self.node.accept(addr, self.now) else {
                     continue;

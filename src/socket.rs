@@ -26,7 +26,8 @@ pub enum Phase {
     Authenticating,
     /// Frames flow.
     Open,
-    /// Flushing what is queued, then waiting for the peer to close.
+    /// Out of service (the node reported it gone): flushing what is queued, then
+    /// waiting for the peer to close, unless it said GOODBYE.
     Closing,
     /// Done; the socket can be freed.
     Closed,
@@ -115,6 +116,7 @@ struct Limits {
     max_write_buffer: usize,
     max_pending_requests: usize,
     handshake_timeout: Duration,
+    preamble_timeout: Duration,
     ping_interval: Duration,
     idle_timeout: Duration,
     request_timeout: Duration,
@@ -148,6 +150,8 @@ pub(crate) struct Socket {
     reason: Option<CloseReason>,
     /// Connect, handshake or close deadline, depending on the phase.
     deadline: Instant,
+    /// When the peer's preamble must have arrived (authenticating, until it has).
+    preamble_deadline: Instant,
     last_recv: Instant,
     pinged: bool,
     /// Where the PING of [`Socket::probe`] is.
@@ -157,6 +161,9 @@ pub(crate) struct Socket {
     control_budget: usize,
     read_closed: bool,
     write_shut: bool,
+    /// The peer said GOODBYE: nothing more comes, so once our side is flushed and
+    /// shut there is no EOF to wait for.
+    goodbye_received: bool,
     pending: HashSet<u64>,
     /// Request deadlines in send order; the timeout is fixed, so the front is the earliest.
     request_deadlines: VecDeque<(Instant, u64)>,
@@ -209,12 +216,14 @@ impl Socket {
             decoder: Decoder::new(config.max_frame_size),
             reason: None,
             deadline: now + config.connect_timeout,
+            preamble_deadline: now + config.connect_timeout,
             last_recv: now,
             pinged: false,
             probe: Probe::None,
             control_budget: usize::MAX,
             read_closed: false,
             write_shut: false,
+            goodbye_received: false,
             pending: HashSet::new(),
             request_deadlines: VecDeque::new(),
             rejected: 0,
@@ -224,6 +233,7 @@ impl Socket {
                 max_write_buffer: config.max_write_buffer,
                 max_pending_requests: config.max_pending_requests,
                 handshake_timeout: config.handshake_timeout,
+                preamble_timeout: config.preamble_timeout,
                 ping_interval: config.ping_interval,
                 idle_timeout: config.idle_timeout,
                 request_timeout: config.request_timeout,
@@ -300,6 +310,7 @@ impl Socket {
         }
         self.phase = Phase::Authenticating;
         self.deadline = now + self.limits.handshake_timeout;
+        self.preamble_deadline = now + self.limits.preamble_timeout;
         self.last_recv = now;
         self.tx.push_slice(&self.preamble);
         let mut start = BytesMut::new();
@@ -478,6 +489,7 @@ impl Socket {
             }
             Frame::Goodbye(reason) => {
                 self.stats.frames_in += 1;
+                self.goodbye_received = true;
                 self.close(CloseReason::Goodbye(reason), None, now, out);
             }
             Frame::Message(payload) => {
@@ -652,9 +664,12 @@ impl Socket {
         self.phase = Phase::Closing;
         self.deadline = now + self.limits.close_timeout;
         self.leave_service(reason, out);
-        if self.read_closed && self.queued() == 0 && self.write_shut {
-            self.phase = Phase::Closed;
-        }
+    }
+
+    /// Whether a closing connection has nothing left to wait for: our side is flushed
+    /// and shut, and the peer closed its side or said GOODBYE.
+    fn finished(&self) -> bool {
+        self.write_shut && (self.read_closed || self.goodbye_received)
     }
 
     /// Closes at once, dropping whatever is queued.
@@ -691,7 +706,7 @@ impl Socket {
     pub(crate) fn eof(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.read_closed = true;
         match self.phase {
-            Phase::Closing if self.write_shut => self.phase = Phase::Closed,
+            Phase::Closing if self.finished() => self.phase = Phase::Closed,
             Phase::Closing | Phase::Closed => {}
             _ => self.close(CloseReason::PeerClosed, None, now, out),
         }
@@ -736,7 +751,7 @@ impl Socket {
     /// The write side was shut.
     pub(crate) fn write_shut(&mut self) {
         self.write_shut = true;
-        if self.read_closed && self.phase == Phase::Closing {
+        if self.phase == Phase::Closing && self.finished() {
             self.phase = Phase::Closed;
         }
     }
@@ -747,6 +762,9 @@ impl Socket {
             Phase::Opening if now >= self.deadline => self.abort(CloseReason::ConnectTimeout, out),
             Phase::Authenticating if now >= self.deadline => {
                 self.abort(CloseReason::HandshakeTimeout, out)
+            }
+            Phase::Authenticating if !self.preamble_checked && now >= self.preamble_deadline => {
+                self.abort(CloseReason::PreambleTimeout, out)
             }
             Phase::Open => {
                 while let Some(&(at, id)) = self.request_deadlines.front() {
@@ -802,6 +820,9 @@ impl Socket {
     /// When [`Socket::timeout`] next has work.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         match self.phase {
+            Phase::Authenticating if !self.preamble_checked => {
+                Some(self.deadline.min(self.preamble_deadline))
+            }
             Phase::Opening | Phase::Authenticating | Phase::Closing => Some(self.deadline),
             Phase::Open => {
                 let keepalive = if self.pinged {
