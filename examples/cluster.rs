@@ -335,6 +335,11 @@ fn config_for(o: &Options) -> Config {
         max_inbound: Config::default().max_inbound.max(o.nodes),
         max_outbound: Config::default().max_outbound.max(o.nodes),
         max_pending_handshakes: Config::default().max_pending_handshakes.max(o.nodes),
+        // Every node is on 127.0.0.1: one address, as far as the per-address limits go.
+        max_inbound_per_ip: Config::default().max_inbound_per_ip.max(o.nodes),
+        max_pending_handshakes_per_ip: Config::default().max_pending_handshakes_per_ip.max(o.nodes),
+        max_pending_dials: Config::default().max_pending_dials.max(o.nodes),
+        handshake_rate_per_ip: Config::default().handshake_rate_per_ip.max(o.nodes as u32),
         ..Config::default()
     };
     let body = o.size + GOSSIP_OVERHEAD - 5;

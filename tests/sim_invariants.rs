@@ -2,7 +2,9 @@
 //!
 //! Each seed builds a network, runs broadcasts, requests and a random schedule of faults
 //! (refused dials, resets, disconnects, partitions that heal, crashes, power losses and
-//! restarts, a slow reader filled to its cap), and checks:
+//! restarts, a slow reader filled to its cap, and two hostile peers: one that stops
+//! reading, one that floods fresh broadcasts past its neighbours' gossip rate), and
+//! checks:
 //!
 //! - no node delivers a broadcast twice;
 //! - every broadcast reaches every node that stayed connected to its origin;
@@ -32,9 +34,13 @@ const FOUND: [u64; 2] = [408, 503];
 
 const PER_PEER_CAP: usize = 64 * 1024;
 const TOTAL_CAP: usize = 160 * 1024;
-const GOSSIP_CACHE: usize = 1024;
+const GOSSIP_CACHE: usize = 256;
 const PENDING_REQUESTS: usize = 8;
 const WINDOW: usize = 32 * 1024;
+/// Broadcasts a flooding node sends at once, and the GOSSIP frames a second its
+/// neighbours accept from one peer.
+const FLOOD: usize = 400;
+const GOSSIP_RATE: u32 = 100;
 
 /// splitmix64: the workload's own choices, from the seed.
 struct Pick(u64);
@@ -72,6 +78,12 @@ struct Tally {
     replaced: usize,
     partitions: usize,
     resets: usize,
+    /// Nodes that stopped reading, and the connections closed for it.
+    non_readers: usize,
+    write_timeouts: usize,
+    /// Gossip floods, and the GOSSIP frames dropped by their neighbours' rate limit.
+    floods: usize,
+    rate_limited: u64,
 }
 
 /// A request a node sent, and the trace's length then.
@@ -97,6 +109,8 @@ struct Run {
     /// new process, which remembers no broadcast it delivered before.
     booted: Vec<usize>,
     next_request: u64,
+    /// The node that stopped reading, while it reads nothing.
+    non_reader: Option<NodeIndex>,
     tally: Tally,
 }
 
@@ -121,6 +135,9 @@ fn config(seed: u64) -> Config {
         // from a power loss) within the run.
         handshake_timeout: Duration::from_millis(100),
         connect_timeout: Duration::from_secs(1),
+        // A peer that stops reading is closed within the run.
+        write_timeout: Duration::from_millis(300),
+        max_gossip_rate: GOSSIP_RATE,
         ..Config::default()
     }
 }
@@ -169,6 +186,7 @@ impl Run {
             answered: vec![0; n],
             booted: vec![0; n],
             next_request: 0,
+            non_reader: None,
             tally: Tally::default(),
         }
     }
@@ -325,6 +343,32 @@ impl Run {
                     self.sim.set_read_rate(v, None);
                 }
             }
+            11 if self.non_reader.is_none() && slow.is_none() => {
+                // A hostile peer that never reads: its neighbours' queues to it stop
+                // moving until their write timeout closes them.
+                let v = self.pick.below(n);
+                self.sim.stop_reading(v);
+                self.non_reader = Some(v);
+                self.tally.non_readers += 1;
+            }
+            12 => {
+                // A hostile peer floods fresh broadcasts, far past the rate its
+                // neighbours take from one peer; those are not expected anywhere.
+                let Some(f) = self.up_node() else {
+                    return;
+                };
+                for k in 0..FLOOD {
+                    let _ = self
+                        .sim
+                        .broadcast(f, Bytes::from((k as u32).to_be_bytes().to_vec()));
+                }
+                self.tally.floods += 1;
+            }
+            13 => {
+                if let Some(v) = self.non_reader.take() {
+                    self.sim.set_read_rate(v, None);
+                }
+            }
             _ => {}
         }
     }
@@ -386,7 +430,8 @@ impl Run {
 
     /// No duplicates, and every node that stayed connected to an origin got its
     /// broadcast. A connection that dropped a send because its peer's queue was full
-    /// (counted in `dropped_sends`) is not counted as carrying it.
+    /// (counted in `dropped_sends`), or dropped GOSSIP over its peer's rate (counted in
+    /// `rate_limited`), is not counted as carrying it.
     fn check_broadcasts(&mut self) -> Result<(), String> {
         let n = self.n();
         let mut got: Vec<HashSet<GossipId>> = vec![HashSet::new(); n];
@@ -405,7 +450,7 @@ impl Run {
             let dropped = |x: NodeIndex, y: NodeIndex| {
                 sim.node(x)
                     .peer_stats(&sim.node(y).id())
-                    .is_some_and(|s| s.dropped_sends > 0)
+                    .is_some_and(|s| s.dropped_sends > 0 || s.rate_limited > 0)
             };
             !dropped(a, b) && !dropped(b, a)
         };
@@ -550,9 +595,13 @@ fn run(seed: u64) -> Result<Tally, String> {
         run.answer();
         run.check_bounds()?;
     }
-    // Quiet down: the partition heals, the slow reader catches up, requests end.
+    // Quiet down: the partition heals, the slow reader catches up, the non-reader
+    // reads again, requests end.
     run.sim.heal();
     if let Some(v) = slow {
+        run.sim.set_read_rate(v, None);
+    }
+    if let Some(v) = run.non_reader.take() {
         run.sim.set_read_rate(v, None);
     }
     for _ in 0..10 {
@@ -574,6 +623,22 @@ fn run(seed: u64) -> Result<Tally, String> {
             )
         })
         .count();
+    run.tally.write_timeouts = (0..run.n())
+        .flat_map(|i| run.sim.node(i).events())
+        .filter(|e| {
+            matches!(
+                e,
+                Event::PeerDisconnected {
+                    reason: CloseReason::WriteTimeout,
+                    ..
+                }
+            )
+        })
+        .count();
+    run.tally.rate_limited = (0..run.n())
+        .filter(|&i| run.sim.node(i).is_up())
+        .map(|i| run.sim.node(i).stats().totals.rate_limited)
+        .sum();
     run.check_teardown()?;
     run.check_sessions()?;
     Ok(run.tally)
@@ -608,6 +673,10 @@ fn invariants_hold_under_faults_over_many_seeds() {
                 total.replaced += t.replaced;
                 total.partitions += t.partitions;
                 total.resets += t.resets;
+                total.non_readers += t.non_readers;
+                total.write_timeouts += t.write_timeouts;
+                total.floods += t.floods;
+                total.rate_limited += t.rate_limited;
             }
             Err(e) => {
                 eprintln!(
@@ -633,6 +702,14 @@ fn invariants_hold_under_faults_over_many_seeds() {
                 && total.replaced > 0
                 && total.partitions > 0
                 && total.resets > 0,
+            "{total:?}"
+        );
+        // The hostile peers ran, and the limits against them acted.
+        assert!(
+            total.non_readers > 0
+                && total.write_timeouts > 0
+                && total.floods > 0
+                && total.rate_limited > 0,
             "{total:?}"
         );
     }
