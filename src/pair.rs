@@ -187,7 +187,7 @@ fn peek(node: &Node, conn: ConnId) -> Vec<u8> {
 fn take_output(node: &mut Node, conn: ConnId, now: Instant) -> Vec<u8> {
     node.seal(conn, now);
     let bytes = peek(node, conn);
-    node.written(conn, bytes.len());
+    node.written(conn, bytes.len(), now);
     bytes
 }
 
@@ -211,7 +211,7 @@ fn transfer(from: &mut End, to: &mut End, now: Instant, chunk: usize) -> bool {
         }
         if !bytes.is_empty() {
             from.sent += bytes.len();
-            from.node.written(from.conn, bytes.len());
+            from.node.written(from.conn, bytes.len(), now);
             deliver(&mut to.node, to.conn, &bytes, now);
             moved = true;
         }
