@@ -2,7 +2,7 @@
 //! fair share of the global write budget, honest peers' relays keep going through, and
 //! a queue that does not move closes its connection with `WriteTimeout`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -33,23 +33,23 @@ pub fn non_reader(net: &mut Network, addr: SocketAddr, source: IpAddr, me: PeerI
     raw
 }
 
-/// PINGs a flooding peer sends at a time, once the previous batch left.
+/// PINGs a flooding peer sends at a time in the short tests.
 const PING_BATCH: u64 = 500;
 
-/// Sends `raw` (peer `hog` of `net`) another batch of PINGs once `net` took the last
-/// one, so the attack is paced by the node rather than piled up in kernel buffers;
+/// Sends `raw` (peer `hog` of `net`) another `batch` PINGs once `net` took the last
+/// ones, so the attack is paced by the node rather than piled up in kernel buffers;
 /// never reads.
-fn ping_flood(net: &Network, hog: PeerId, raw: &mut Raw, nonce: &mut u64) {
+fn ping_flood(net: &Network, hog: PeerId, raw: &mut Raw, nonce: &mut u64, batch: u64) {
     let taken = net.peer_stats(&hog).map_or(0, |s| s.frames_in);
     if raw.unsent() > 0 || taken < *nonce {
         return;
     }
-    let mut batch = Vec::with_capacity(PING_BATCH as usize * 13);
-    for _ in 0..PING_BATCH {
-        batch.extend_from_slice(&encode(&Frame::Ping(*nonce)));
+    let mut pings = Vec::with_capacity(batch as usize * 13);
+    for _ in 0..batch {
+        pings.extend_from_slice(&encode(&Frame::Ping(*nonce)));
         *nonce += 1;
     }
-    raw.send(&batch);
+    raw.send(&pings);
 }
 
 fn hog_id(i: usize) -> PeerId {
@@ -64,20 +64,46 @@ struct Outcome {
     max_hog_queue: usize,
     hog_drops: u64,
     honest_connected: bool,
+    /// The 99th percentile of delivery latency of the honest broadcasts delivered.
+    p99: Duration,
+    /// The process's largest RSS seen during the run.
+    max_rss: Option<u64>,
+}
+
+fn p99(latencies: &mut [Duration]) -> Duration {
+    latencies.sort_unstable();
+    let at = (latencies.len() * 99).div_ceil(100).saturating_sub(1);
+    latencies.get(at).copied().unwrap_or_default()
+}
+
+/// An attack's size.
+#[derive(Clone, Copy)]
+struct Attack {
+    /// Peers that ping and never read.
+    hogs: usize,
+    /// PINGs each sends at a time.
+    ping_batch: u64,
+    /// Honest broadcasts made while they hold their queues full.
+    broadcasts: usize,
+    /// If set, A also broadcasts payloads of this size while the hogs fill, so the
+    /// megabytes the kernel's socket buffers absorb before A's queues grow go by
+    /// faster than in PONGs.
+    filler: Option<usize>,
+    /// Deadline of the whole run.
+    secs: u64,
 }
 
 /// Node A, with `hogs` peers that ping it and never read and two honest nodes that
 /// reach each other only through A: the hogs fill their queues first, then the honest
-/// nodes exchange `broadcasts` broadcasts while the hogs keep pinging. With `filler`,
-/// A also broadcasts payloads of that size while the hogs fill, so the megabytes the
-/// kernel's socket buffers absorb before A's queues grow go by faster than in PONGs.
-fn attack(
-    config: Config,
-    hogs: usize,
-    broadcasts: usize,
-    filler: Option<usize>,
-    secs: u64,
-) -> Outcome {
+/// nodes exchange `broadcasts` broadcasts while the hogs keep pinging.
+fn attack(config: Config, attack: &Attack) -> Outcome {
+    let Attack {
+        hogs,
+        ping_batch,
+        broadcasts,
+        filler,
+        secs,
+    } = *attack;
     let total = config.max_write_buffer_total;
     let (mut a, a_addr) = listening(config);
     let (mut h1, _) = listening(plain());
@@ -91,7 +117,9 @@ fn attack(
     let until = deadline(secs);
     let mut max_queued = 0;
     let mut max_hog_queue = 0;
+    let mut max_rss = None;
     let mut watch = |a: &Network| {
+        max_rss = max_rss.max(rss());
         let queued = a.stats().queued_bytes;
         assert!(queued <= total, "{queued} queued, cap {total}");
         max_queued = max_queued.max(queued);
@@ -120,7 +148,7 @@ fn attack(
                 .peer_stats(&hog_id(i))
                 .is_some_and(|s| s.dropped_sends == 0)
             {
-                ping_flood(nets[0], hog_id(i), raw, nonce);
+                ping_flood(nets[0], hog_id(i), raw, nonce, ping_batch);
             }
         }
         watch(nets[0]);
@@ -129,11 +157,12 @@ fn attack(
     let (h1_id, h2_id) = (h1.local_id(), h2.local_id());
     let mut sent = 0;
     let mut got: HashSet<Bytes> = HashSet::new();
-    let mut expected: HashSet<Bytes> = HashSet::new();
+    let mut expected: HashMap<Bytes, Instant> = HashMap::new();
+    let mut latencies = Vec::new();
     let mut seen = 0;
     run_until(&mut [&mut h1, &mut h2, &mut a], 200_000, |nets, log| {
         for (i, (raw, nonce)) in raws.iter_mut().zip(&mut nonces).enumerate() {
-            ping_flood(nets[2], hog_id(i), raw, nonce);
+            ping_flood(nets[2], hog_id(i), raw, nonce, ping_batch);
         }
         watch(nets[2]);
         let new = &log[seen..];
@@ -142,8 +171,10 @@ fn attack(
             if let Event::Broadcast { from, payload, .. } = e
                 && *i < 2
                 && *from == nets[2].local_id()
+                && let Some(at) = expected.get(payload)
+                && got.insert(payload.clone())
             {
-                got.insert(payload.clone());
+                latencies.push(at.elapsed());
             }
         }
         // A few per turn, from both sides.
@@ -153,12 +184,11 @@ fn attack(
                 nets[sent % 2]
                     .broadcast(payload.clone())
                     .expect("broadcast");
-                expected.insert(payload);
+                expected.insert(payload, Instant::now());
                 sent += 1;
             }
         }
-        let lost = expected.difference(&got).count();
-        sent == broadcasts && (lost == 0 || Instant::now() >= until)
+        sent == broadcasts && (got.len() == sent || Instant::now() >= until)
     });
     let hog_drops = (0..hogs)
         .filter_map(|i| a.peer_stats(&hog_id(i)))
@@ -166,7 +196,9 @@ fn attack(
         .sum();
     Outcome {
         broadcasts,
-        delivered: expected.intersection(&got).count(),
+        delivered: got.len(),
+        p99: p99(&mut latencies),
+        max_rss,
         max_queued,
         max_hog_queue,
         hog_drops,
@@ -212,7 +244,16 @@ fn non_readers_hold_a_fair_share_and_honest_relays_go_through() {
     const HOGS: usize = 5;
     let config = short_config();
     let total = config.max_write_buffer_total;
-    let outcome = attack(config, HOGS, 200, Some(8 * 1024), 60);
+    let outcome = attack(
+        config,
+        &Attack {
+            hogs: HOGS,
+            ping_batch: PING_BATCH,
+            broadcasts: 200,
+            filler: Some(8 * 1024),
+            secs: 60,
+        },
+    );
     check(&outcome, total, HOGS);
 }
 
@@ -243,7 +284,7 @@ fn a_peer_whose_queue_does_not_move_is_closed_with_write_timeout() {
         // They keep sending, so the idle timeout never closes them: only their
         // queues not moving can.
         for (i, (raw, nonce)) in raws.iter_mut().zip(&mut nonces).enumerate() {
-            ping_flood(nets[0], hog_id(i), raw, nonce);
+            ping_flood(nets[0], hog_id(i), raw, nonce, PING_BATCH);
         }
         for (i, e) in log {
             if let (0, Event::PeerDisconnected { peer, reason }) = (i, e)
@@ -288,14 +329,24 @@ fn heavy_non_readers_at_default_caps() {
     };
     let total = config.max_write_buffer_total;
     let before = rss();
-    let outcome = attack(config, HOGS, BROADCASTS, None, 120);
-    let after = rss();
+    // PONGs alone, as in the finding.
+    let outcome = attack(
+        config,
+        &Attack {
+            hogs: HOGS,
+            ping_batch: 4000,
+            broadcasts: BROADCASTS,
+            filler: None,
+            secs: 120,
+        },
+    );
     println!(
         "figure: writes: {HOGS} non-readers at default caps: honest broadcasts delivered \
-         {} of {} ({:.2}%)",
+         {} of {} ({:.2}%), p99 latency {:?}",
         outcome.delivered,
         outcome.broadcasts,
-        100.0 * outcome.delivered as f64 / outcome.broadcasts as f64
+        100.0 * outcome.delivered as f64 / outcome.broadcasts as f64,
+        outcome.p99
     );
     println!(
         "figure: writes: max queued_bytes {} of max_write_buffer_total {total}; largest \
@@ -305,11 +356,13 @@ fn heavy_non_readers_at_default_caps() {
         total / (HOGS + 1),
         outcome.hog_drops
     );
-    if let (Some(before), Some(after)) = (before, after) {
+    if let (Some(before), Some(peak)) = (before, outcome.max_rss) {
         println!(
-            "figure: writes: RSS {} MiB before the attack, {} MiB after",
+            "figure: writes: RSS {} MiB before the attack, at most {} MiB during it \
+             (max_write_buffer_total {} MiB)",
             before >> 20,
-            after >> 20
+            peak >> 20,
+            total >> 20
         );
     }
     check(&outcome, total, HOGS);
