@@ -101,7 +101,12 @@ pub struct Config {
     pub max_write_buffer: usize,
     /// Bytes queued for all peers together, which the queues never pass: sends are
     /// refused with `GlobalFull` once they would leave less than 256 bytes per
-    /// connection for control frames. Default 256 MiB.
+    /// connection for control frames. The budget is shared fairly: a queue that is not
+    /// empty grows (by any frame, PONGs and relays too) only while its length after the
+    /// frame is no more than the room left after it: N peers that never read and fill
+    /// their queues together hold at most 1/(N+1) of it each and as much stays free
+    /// for the others; in any order, a full queue leaves at least its own length free.
+    /// An empty queue may always take one frame that fits. Default 256 MiB.
     pub max_write_buffer_total: usize,
     /// Bytes held for frames still arriving, over all connections. Each connection may
     /// hold one read chunk (64 KiB) of its own; what a large frame needs beyond that is
@@ -112,8 +117,10 @@ pub struct Config {
     /// this time closes its connection (`CloseReason::FrameTimeout`); time spent
     /// paused by the receive budget does not count. Default 30 s.
     pub frame_timeout: Duration,
-    /// A connection whose write queue is not empty and has not moved for this long
-    /// is closed (`CloseReason::WriteTimeout`): the peer stopped reading. Default 45 s.
+    /// A connection whose write queue is not empty and has not moved (no byte written)
+    /// for this long is closed at once, its queue dropped (`CloseReason::WriteTimeout`):
+    /// the peer stopped reading, and the idle timeout, which looks at received bytes
+    /// only, would keep a peer that sends but never reads. Default 45 s.
     pub write_timeout: Duration,
     /// Bytes read from one socket per turn of the loop, so one busy peer cannot
     /// starve the others; each event those bytes produce counts its size too, so tiny

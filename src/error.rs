@@ -109,7 +109,12 @@ pub enum SendError {
         /// The per-peer cap.
         cap: usize,
     },
-    /// All peers' write buffers together would go over `max_write_buffer_total`.
+    /// All peers' write buffers together would go over `max_write_buffer_total`, or
+    /// this peer's queue would pass its fair share of the room left under it: a queue
+    /// that is not empty may grow only while its length after the frame is no more than
+    /// the room left after the frame, so peers that do not read cannot take the room
+    /// the others need. The node is short of room and this peer holds its share:
+    /// sends to peers with shorter queues may still succeed.
     #[error("global write buffer is full ({queued} bytes queued, cap {cap})")]
     GlobalFull {
         /// Bytes queued for all peers.

@@ -134,9 +134,12 @@ pub enum Event {
         /// Frames rejected on this connection so far.
         count: u32,
     },
-    /// A graceful close to `peer` (our `disconnect`, `shutdown`, or a GOODBYE we
-    /// sent) ran out of `close_timeout` with `bytes` still queued: they were never
-    /// sent. Also counted in `Stats::unflushed_bytes`.
+    /// A graceful close to `peer` (our `disconnect` or `shutdown`, a GOODBYE either
+    /// side sent, the peer closing its side) ended with `bytes` still queued: its
+    /// `close_timeout` ran out first, or the connection failed. They were never sent.
+    /// It comes after the close was reported (`PeerDisconnected`, unless the peer
+    /// stays connected through another connection), and is also counted in
+    /// `Stats::unflushed_bytes`.
     Unflushed {
         /// The peer.
         peer: PeerId,

@@ -17,7 +17,9 @@ use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
 use crate::slots::{HandshakeRate, Held, Slots, addr_key};
-use crate::socket::{CONTROL_ROOM, GOODBYE_ROOM, Output, PeerStats, Phase, Socket};
+use crate::socket::{
+    CONTROL_ROOM, GOODBYE_ROOM, Output, PeerStats, Phase, Socket, within_fair_share,
+};
 use crate::wire::{Frame, GoodbyeReason, LEN_FIELD, Security};
 
 /// Frames decoded per batch before their outputs are handled.
@@ -81,8 +83,9 @@ pub struct Stats {
     /// address with fewer pending ones (`CloseReason::Evicted`; each also counts in
     /// `failed_handshakes`).
     pub evicted_handshakes: u64,
-    /// Bytes that graceful closes could not flush before `close_timeout` (each close
-    /// also gives `Event::Unflushed`).
+    /// Bytes that graceful closes of connections serving a peer could not flush
+    /// before `close_timeout` or a failure ended them (each such close also gives
+    /// `Event::Unflushed`).
     pub unflushed_bytes: u64,
     /// Connections not read now because the receive budget
     /// (`max_read_buffer_total`) is spent and they need more of it.
@@ -152,6 +155,8 @@ pub(crate) struct Node {
     failed_handshakes: u64,
     duplicate_gossip: u64,
     not_allowed: u64,
+    /// Bytes graceful closes left unsent, kept here because closed sockets are freed.
+    unflushed_bytes: u64,
     shutting_down: bool,
     out: Vec<Output>,
     targets: Vec<ConnId>,
@@ -196,6 +201,7 @@ impl Node {
             failed_handshakes: 0,
             duplicate_gossip: 0,
             not_allowed: 0,
+            unflushed_bytes: 0,
             shutting_down: false,
             out: Vec::new(),
             targets: Vec::new(),
@@ -486,6 +492,20 @@ impl Node {
                 id: RequestId(id),
                 reason,
             }),
+            Output::Unflushed(bytes) => self.unflushed(conn, bytes),
+        }
+    }
+
+    /// A graceful close of `conn` ended with `bytes` unsent. Only a connection that
+    /// served a peer the application knows carried its frames; others held at most
+    /// our preamble, handshake and GOODBYE.
+    fn unflushed(&mut self, conn: ConnId, bytes: usize) {
+        let Some(entry) = self.entry(conn) else {
+            return;
+        };
+        if let (true, Some(peer)) = (entry.announced, entry.socket.remote()) {
+            self.unflushed_bytes += bytes as u64;
+            self.events.push(Event::Unflushed { peer, bytes });
         }
     }
 
@@ -801,8 +821,13 @@ impl Node {
         self.with_socket(conn, now, |s, _, out, _| s.io_error(kind, out));
     }
 
-    /// Seals `conn`'s staged frames into records ahead of a write.
+    /// Call before each write attempt on `conn`: starts its write-timeout clock if it
+    /// has bytes queued, and seals its staged frames into records (noise).
     pub(crate) fn seal(&mut self, conn: ConnId, now: Instant) {
+        // Marks nothing dirty: the shell is writing this socket already.
+        if let Some(entry) = self.entry_mut(conn) {
+            entry.socket.writing(now);
+        }
         // Only when it can make progress: `with_socket` marks the socket dirty, and a
         // socket re-dirtied by a seal that sealed nothing (a peer not reading) would
         // keep the shell's write pass spinning.
@@ -816,10 +841,10 @@ impl Node {
         self.entry(conn).map(|e| e.socket.transmit())
     }
 
-    /// `n` bytes of `conn`'s queue were written.
-    pub(crate) fn written(&mut self, conn: ConnId, n: usize) {
+    /// `n` bytes of `conn`'s queue were written at `now`.
+    pub(crate) fn written(&mut self, conn: ConnId, n: usize, now: Instant) {
         if let Some(entry) = self.entry_mut(conn) {
-            entry.socket.written(n);
+            entry.socket.written(n, now);
             self.queued_total -= n;
         }
     }
@@ -902,10 +927,13 @@ impl Node {
     }
 
     /// Whether a frame of `len` wire bytes fits under the global cap on `conn`, whose
-    /// queue grows by it and, under noise, by the records it may take.
+    /// queue grows by it and, under noise, by the records it may take, within that
+    /// queue's fair share of the room left ([`within_fair_share`]).
     fn check_total(&self, conn: ConnId, len: usize) -> Result<(), SendError> {
-        let growth = self.entry(conn).map_or(len, |e| e.socket.growth(len));
-        if growth > self.total_room() {
+        let (queued, growth) = self
+            .entry(conn)
+            .map_or((0, len), |e| (e.socket.queued(), e.socket.growth(len)));
+        if !within_fair_share(queued, growth, self.total_room()) {
             return Err(self.global_full());
         }
         Ok(())
@@ -945,10 +973,11 @@ impl Node {
             .unwrap_or(Err(SendError::NotConnected(*peer)))
     }
 
-    /// Queues `frame` on `conn` if it fits under both caps (`None`: no such
-    /// connection), `shared` if its payload goes to many peers. One slab lookup, the
-    /// global check made with the entry in hand: this is the hot path of every send
-    /// and of every neighbour of a broadcast.
+    /// Queues `frame` on `conn` if it fits under both caps and within the queue's fair
+    /// share of the global room ([`within_fair_share`]; `None`: no such connection),
+    /// `shared` if its payload goes to many peers. One slab lookup, the global check
+    /// made with the entry in hand: this is the hot path of every send and of every
+    /// neighbour of a broadcast.
     fn queue_on(
         &mut self,
         conn: ConnId,
@@ -958,7 +987,7 @@ impl Node {
         let (room, full) = (self.total_room(), self.global_full());
         let entry = slot_mut(&mut self.sockets, conn)?;
         let growth = entry.socket.growth(frame.wire_len());
-        let queued = if growth > room {
+        let queued = if !within_fair_share(entry.socket.queued(), growth, room) {
             Err(full)
         } else if shared {
             entry.socket.send_shared(frame)
@@ -1031,7 +1060,7 @@ impl Node {
             hops: self.config.gossip_hops,
             payload,
         };
-        self.flood(&frame, None);
+        self.flood(&frame, None, now);
         Ok(GossipId(id))
     }
 
@@ -1057,14 +1086,15 @@ impl Node {
                         hops: hops - 1,
                         payload,
                     };
-                    self.flood(&frame, Some(from));
+                    self.flood(&frame, Some(from), now);
                 }
             }
         }
     }
 
-    /// Queues `frame` to every peer but `except`, sharing its payload.
-    fn flood(&mut self, frame: &Frame, except: Option<PeerId>) {
+    /// Queues `frame` to every peer but `except`, sharing its payload; a peer whose
+    /// queue refuses it misses it, counted and logged.
+    fn flood(&mut self, frame: &Frame, except: Option<PeerId>, now: Instant) {
         let mut targets = std::mem::take(&mut self.targets);
         targets.extend(
             self.peers
@@ -1076,7 +1106,7 @@ impl Node {
             if let Some(Err(e)) = self.queue_on(conn, frame, true) {
                 log::debug!("gossip not queued: {e}");
                 if let Some(entry) = self.entry_mut(conn) {
-                    entry.socket.count_dropped();
+                    entry.socket.count_dropped(now);
                     self.mark_dirty(conn);
                 }
             }
@@ -1182,7 +1212,7 @@ impl Node {
             refused_inbound: self.refused_inbound,
             rate_limited_accepts: self.rate_limited_accepts,
             evicted_handshakes: self.evicted_handshakes,
-            unflushed_bytes: 0,
+            unflushed_bytes: self.unflushed_bytes,
             read_paused: 0,
             failed_handshakes: self.failed_handshakes,
             duplicate_gossip: self.duplicate_gossip,

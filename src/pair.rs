@@ -187,7 +187,7 @@ fn peek(node: &Node, conn: ConnId) -> Vec<u8> {
 fn take_output(node: &mut Node, conn: ConnId, now: Instant) -> Vec<u8> {
     node.seal(conn, now);
     let bytes = peek(node, conn);
-    node.written(conn, bytes.len());
+    node.written(conn, bytes.len(), now);
     bytes
 }
 
@@ -202,8 +202,9 @@ fn deliver(node: &mut Node, conn: ConnId, bytes: &[u8], now: Instant) {
 /// Moves what `from` queued for `to`, as a socket pair would. True if anything moved.
 fn transfer(from: &mut End, to: &mut End, now: Instant, chunk: usize) -> bool {
     let mut moved = false;
+    // The shell tries to write whether or not the peer reads.
+    from.node.seal(from.conn, now);
     if to.reading {
-        from.node.seal(from.conn, now);
         let mut bytes = peek(&from.node, from.conn);
         bytes.truncate(chunk);
         if from.sent < from.cut {
@@ -211,7 +212,7 @@ fn transfer(from: &mut End, to: &mut End, now: Instant, chunk: usize) -> bool {
         }
         if !bytes.is_empty() {
             from.sent += bytes.len();
-            from.node.written(from.conn, bytes.len());
+            from.node.written(from.conn, bytes.len(), now);
             deliver(&mut to.node, to.conn, &bytes, now);
             moved = true;
         }
@@ -686,6 +687,82 @@ fn a_ping_gets_a_pong_with_its_nonce() {
     inject(&mut pair.b, &frame_bytes(&Frame::Ping(0xdead_beef)), now);
     let sent = peek(&pair.b.node, pair.b.conn);
     assert_eq!(sent, frame_bytes(&Frame::Pong(0xdead_beef)));
+}
+
+#[test]
+fn a_queue_that_does_not_move_closes_with_write_timeout() {
+    let a = Config {
+        write_timeout: Duration::from_secs(5),
+        ..patient()
+    };
+    let mut pair = Pair::new(a, patient());
+    pair.step();
+    pair.a.events.clear();
+    // A queue that drains stops the clock, however long it stays empty.
+    pair.a
+        .node
+        .send(&id(2), Bytes::from_static(b"read"))
+        .unwrap();
+    pair.run_for(Duration::from_secs(20), Duration::from_secs(1));
+    assert!(pair.a.events.is_empty(), "{:?}", pair.a.events);
+    pair.b.reading = false;
+    pair.a
+        .node
+        .send(&id(2), Bytes::from_static(b"stuck"))
+        .unwrap();
+    pair.step();
+    pair.run_for(Duration::from_secs(4), Duration::from_secs(1));
+    assert!(pair.a.events.is_empty(), "{:?}", pair.a.events);
+    pair.elapse(Duration::from_secs(1));
+    assert_eq!(
+        pair.a.events,
+        vec![Event::PeerDisconnected {
+            peer: id(2),
+            reason: CloseReason::WriteTimeout
+        }]
+    );
+    assert_eq!(pair.a.node.stats().queued_bytes, 0, "aborted: dropped");
+}
+
+#[test]
+fn a_graceful_close_that_times_out_reports_what_it_did_not_send() {
+    let mut pair = Pair::connected();
+    pair.b.reading = false;
+    pair.a
+        .node
+        .send(&id(2), Bytes::from(vec![1u8; 1000]))
+        .unwrap();
+    assert!(pair.a.node.disconnect(&id(2), pair.now));
+    pair.step();
+    pair.a.events.clear();
+    pair.elapse(Config::default().close_timeout);
+    // The MESSAGE and the GOODBYE after it.
+    let bytes = 1005 + 6;
+    assert_eq!(pair.a.events, vec![Event::Unflushed { peer: id(2), bytes }]);
+    assert_eq!(pair.a.node.stats().unflushed_bytes, bytes as u64);
+}
+
+#[test]
+fn a_peer_that_pings_and_never_reads_gets_pongs_up_to_its_fair_share_only() {
+    const TOTAL: usize = 10_000;
+    let a = Config {
+        max_write_buffer: TOTAL,
+        max_write_buffer_total: TOTAL,
+        ..patient()
+    };
+    let mut pair = Pair::new(a, patient());
+    pair.step();
+    pair.b.reading = false;
+    let now = pair.now;
+    for nonce in 0..2000 {
+        inject(&mut pair.a, &frame_bytes(&Frame::Ping(nonce)), now);
+    }
+    let queued = pair.a.node.stats().queued_bytes;
+    // Its queue after a PONG may not pass the room left after it.
+    assert!(queued <= TOTAL / 2, "{queued} of {TOTAL}");
+    assert!(queued > TOTAL / 2 - 64, "filled to its share: {queued}");
+    let dropped = pair.a.node.peer_stats(&id(2)).unwrap().dropped_sends;
+    assert_eq!(dropped as usize, 2000 - queued / 13);
 }
 
 #[test]

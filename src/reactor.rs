@@ -586,7 +586,7 @@ impl Network {
             let n = queue.slices(&mut slices);
             match tcp.write_vectored(&slices[..n]) {
                 Ok(0) => return self.node.io_error(conn, io::ErrorKind::WriteZero, now),
-                Ok(n) => self.node.written(conn, n),
+                Ok(n) => self.node.written(conn, n, now),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => break,
                     io::ErrorKind::Interrupted => {}

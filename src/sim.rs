@@ -1160,7 +1160,7 @@ impl Sim {
                     bytes.extend_from_slice(&s[..take]);
                 }
                 let n = bytes.len();
-                node.written(conn, n);
+                node.written(conn, n, now);
                 let d = &mut self.links[link].dirs[dir];
                 d.in_flight += n;
                 let wire = Duration::from_nanos(

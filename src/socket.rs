@@ -49,6 +49,9 @@ pub(crate) enum Output {
     RequestFailed { id: u64, reason: RequestError },
     /// The connection left service (no more frames in or out); given once.
     Closed(CloseReason),
+    /// A graceful close ended (its `close_timeout` ran out, or the socket failed)
+    /// with this many bytes still queued: they were never sent.
+    Unflushed(usize),
 }
 
 /// Counters of one connection.
@@ -121,7 +124,22 @@ struct Limits {
     idle_timeout: Duration,
     request_timeout: Duration,
     close_timeout: Duration,
+    write_timeout: Duration,
 }
+
+/// Whether a queue holding `queued` bytes may grow by `growth` when `room` bytes are
+/// left under the global cap: the dynamic threshold of shared-buffer switches
+/// (Choudhury & Hahne). A queue may grow only while its length after the frame is no
+/// more than the room left after it, so with N queues that never drain each holds
+/// at most 1/(N+1) of the budget and as much again stays free for the others; an
+/// empty queue may always take one frame that fits, so every peer makes progress.
+pub(crate) fn within_fair_share(queued: usize, growth: usize, room: usize) -> bool {
+    growth <= room && (queued == 0 || queued + growth <= room - growth)
+}
+
+/// How often a peer's dropped frames are logged at most: each drop is counted in
+/// [`PeerStats::dropped_sends`], the log line only sums them up.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One connection, from dial or accept to close.
 #[derive(Debug)]
@@ -159,6 +177,12 @@ pub(crate) struct Socket {
     /// How much control frames may add to the node's queues under the global cap, as
     /// the node last said ([`Socket::set_control_budget`]).
     control_budget: usize,
+    /// Since when bytes have been queued with none written: the write-timeout clock.
+    /// `None` while the queue is empty or before the shell first tried to write it.
+    write_stalled_since: Option<Instant>,
+    /// When dropped frames were last logged, and how many were dropped since.
+    drop_logged_at: Option<Instant>,
+    drops_unlogged: u64,
     read_closed: bool,
     write_shut: bool,
     /// The peer said GOODBYE: nothing more comes, so once our side is flushed and
@@ -221,6 +245,9 @@ impl Socket {
             pinged: false,
             probe: Probe::None,
             control_budget: usize::MAX,
+            write_stalled_since: None,
+            drop_logged_at: None,
+            drops_unlogged: 0,
             read_closed: false,
             write_shut: false,
             goodbye_received: false,
@@ -238,6 +265,7 @@ impl Socket {
                 idle_timeout: config.idle_timeout,
                 request_timeout: config.request_timeout,
                 close_timeout: config.close_timeout,
+                write_timeout: config.write_timeout,
             },
         }
     }
@@ -465,7 +493,7 @@ impl Socket {
                 if self.control_fits(pong.wire_len()) {
                     self.queue(&pong);
                 } else {
-                    self.stats.dropped_sends += 1;
+                    self.count_dropped(now);
                 }
             }
             Frame::Pong(nonce) => {
@@ -589,12 +617,14 @@ impl Socket {
         Ok(())
     }
 
-    /// Whether a PING or PONG of `len` wire bytes fits under both caps, leaving room
-    /// for a GOODBYE; if so, takes it from the global budget.
+    /// Whether a PING or PONG of `len` wire bytes fits under the per-peer cap, leaving
+    /// room for a GOODBYE, and within this queue's fair share of the global budget
+    /// ([`within_fair_share`]): a peer that pings and never reads must not fill the
+    /// node's queues with PONGs. If so, takes it from the global budget.
     fn control_fits(&mut self, len: usize) -> bool {
         let growth = self.growth(len);
         let fits = self.queued_with(len) + GOODBYE_ROOM <= self.limits.max_write_buffer
-            && growth <= self.control_budget;
+            && within_fair_share(self.queued(), growth, self.control_budget);
         if fits {
             self.control_budget -= growth;
         }
@@ -639,9 +669,27 @@ impl Socket {
         Ok(())
     }
 
-    /// Counts a frame that was not queued because a buffer was full.
-    pub(crate) fn count_dropped(&mut self) {
+    /// Counts a frame that was not queued because a buffer was full, and says so in
+    /// the log at most once per [`DROP_LOG_INTERVAL`] for this peer.
+    pub(crate) fn count_dropped(&mut self, now: Instant) {
         self.stats.dropped_sends += 1;
+        self.drops_unlogged += 1;
+        let due = self
+            .drop_logged_at
+            .is_none_or(|at| now >= at + DROP_LOG_INTERVAL);
+        if due {
+            log::warn!(
+                "{} frames to {:?} at {} dropped (relays, PONGs): its write queue is full \
+                 ({} bytes queued, {} dropped in all)",
+                self.drops_unlogged,
+                self.peer(),
+                self.addr,
+                self.queued(),
+                self.stats.dropped_sends
+            );
+            self.drop_logged_at = Some(now);
+            self.drops_unlogged = 0;
+        }
     }
 
     /// Closes gracefully: fails pending requests, queues `goodbye` if open, flushes, then
@@ -678,11 +726,29 @@ impl Socket {
             return;
         }
         let was_closing = self.phase == Phase::Closing;
+        if was_closing {
+            self.report_unflushed(out);
+        }
         self.phase = Phase::Closed;
         self.tx.clear();
         self.staged.clear();
+        self.write_stalled_since = None;
         if !was_closing {
             self.leave_service(reason, out);
+        }
+    }
+
+    /// A graceful close ends: what is still queued will never be sent, and whoever
+    /// asked for the close must hear it.
+    fn report_unflushed(&self, out: &mut Vec<Output>) {
+        let left = self.queued();
+        if left > 0 {
+            log::warn!(
+                "{left} bytes queued for {:?} at {} were not sent before the close ended",
+                self.remote,
+                self.addr
+            );
+            out.push(Output::Unflushed(left));
         }
     }
 
@@ -737,10 +803,28 @@ impl Socket {
         &self.tx
     }
 
-    /// `n` bytes were written.
-    pub(crate) fn written(&mut self, n: usize) {
+    /// The shell is about to write: a queue with bytes starts its write-timeout clock
+    /// now, unless it runs already.
+    pub(crate) fn writing(&mut self, now: Instant) {
+        if self.write_stalled_since.is_none() && self.queued() > 0 {
+            self.write_stalled_since = Some(now);
+        }
+    }
+
+    /// `n` bytes were written at `now`: the queue moved, so its write-timeout clock
+    /// starts again (or stops, if the queue is empty).
+    pub(crate) fn written(&mut self, n: usize, now: Instant) {
         self.tx.advance(n);
         self.stats.bytes_out += n as u64;
+        if n > 0 || self.queued() == 0 {
+            self.write_stalled_since = (self.queued() > 0).then_some(now);
+        }
+    }
+
+    /// When the write timeout closes the connection if no byte is written before.
+    fn write_deadline(&self) -> Option<Instant> {
+        self.write_stalled_since
+            .map(|since| since + self.limits.write_timeout)
     }
 
     /// Whether the shell should shut the write side now: closing and flushed.
@@ -765,6 +849,17 @@ impl Socket {
             }
             Phase::Authenticating if !self.preamble_checked && now >= self.preamble_deadline => {
                 self.abort(CloseReason::PreambleTimeout, out)
+            }
+            Phase::Open if self.write_deadline().is_some_and(|d| now >= d) => {
+                // Nothing can be flushed to a peer that does not read: no GOODBYE.
+                log::info!(
+                    "closing {:?} at {}: {} bytes queued and none written for {:?}",
+                    self.remote,
+                    self.addr,
+                    self.queued(),
+                    self.limits.write_timeout
+                );
+                self.abort(CloseReason::WriteTimeout, out);
             }
             Phase::Open => {
                 while let Some(&(at, id)) = self.request_deadlines.front() {
@@ -791,7 +886,10 @@ impl Socket {
                     self.ping(rng);
                 }
             }
-            Phase::Closing if now >= self.deadline => self.phase = Phase::Closed,
+            Phase::Closing if now >= self.deadline => {
+                self.report_unflushed(out);
+                self.phase = Phase::Closed;
+            }
             _ => {}
         }
     }
@@ -831,7 +929,8 @@ impl Socket {
                     self.last_recv + self.limits.ping_interval
                 };
                 let request = self.request_deadlines.front().map(|&(at, _)| at);
-                Some(request.map_or(keepalive, |r| r.min(keepalive)))
+                let others = [request, self.write_deadline()];
+                Some(others.into_iter().flatten().fold(keepalive, Instant::min))
             }
             Phase::Closed => None,
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use p2p::wire::{Frame, GoodbyeReason};
-use p2p::{CloseReason, Config, DialError, Event, Network, RequestError, SendError};
+use p2p::{CloseReason, Config, DialError, Event, Network, PeerId, RequestError, SendError};
 
 const R: u8 = 0x42;
 
@@ -428,9 +428,9 @@ fn a_peer_that_does_not_read_fills_its_buffer_and_nothing_is_lost() {
 }
 
 #[test]
-fn the_global_cap_refuses_every_peer() {
+fn the_global_cap_is_shared_fairly_between_peers() {
     const CAP: usize = 64 * 1024;
-    const SIZE: usize = 16 * 1024;
+    const SIZE: usize = 4 * 1024;
     let (mut net, addr) = listening(Config {
         max_frame_size: SIZE,
         max_write_buffer: CAP,
@@ -439,35 +439,51 @@ fn the_global_cap_refuses_every_peer() {
     });
     let (mut r1, _) = Raw::handshake(&mut net, addr, id(1));
     let (_r2, _) = Raw::handshake(&mut net, addr, id(2));
-    let mut sent = 0u64;
     let mut events = Vec::new();
-    let refusal = loop {
-        match net.send(&id(1), seq(sent, SIZE)) {
-            Ok(()) => sent += 1,
-            Err(e) => break e,
-        }
-        net.poll(&mut events, Some(Duration::ZERO)).unwrap();
-        assert!(
-            sent < 16 * 1024,
-            "256 MiB accepted for a peer that never reads"
-        );
+    let mut fill = |net: &mut Network, peer: PeerId| {
+        let mut sent = 0u64;
+        let refusal = loop {
+            match net.send(&peer, seq(sent, SIZE)) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            net.poll(&mut events, Some(Duration::ZERO)).unwrap();
+            assert!(net.stats().queued_bytes <= CAP);
+            assert!(
+                sent < 64 * 1024,
+                "256 MiB accepted for a peer that never reads"
+            );
+        };
+        (sent, refusal)
     };
+    let (sent, refusal) = fill(&mut net, id(1));
     assert!(
         matches!(refusal, SendError::GlobalFull { cap: CAP, .. }),
         "{refusal:?}"
     );
-    // The other peer has an empty buffer, but the node as a whole is full.
-    assert!(matches!(
-        net.send(&id(2), seq(0, SIZE)),
-        Err(SendError::GlobalFull { .. })
-    ));
-    // Draining the first peer makes room for the second.
+    // The first peer holds no more than the room it leaves free...
+    let first = net.queued_bytes(&id(1)).unwrap();
+    assert!(first <= CAP / 2, "{first} of {CAP} for one peer");
+    // ...so the other peer, with an empty queue, is still served, up to its share of
+    // what is left.
+    net.send(&id(2), seq(0, SIZE)).unwrap();
+    let (_, refusal) = fill(&mut net, id(2));
+    assert!(
+        matches!(refusal, SendError::GlobalFull { cap: CAP, .. }),
+        "{refusal:?}"
+    );
+    let second = net.queued_bytes(&id(2)).unwrap();
+    assert!(
+        second <= CAP - first - second,
+        "{second} for the second peer"
+    );
+    // Draining the first peer makes room for it again.
     let mut got = 0u64;
     run_until(&mut [&mut net], 20_000, |_, _| {
         got += r1.frames().len() as u64;
         got >= sent
     });
-    net.send(&id(2), seq(0, SIZE)).unwrap();
+    net.send(&id(1), seq(sent, SIZE)).unwrap();
 }
 
 #[test]
@@ -491,12 +507,21 @@ fn shutdown_with_a_peer_that_never_reads_ends_after_the_close_timeout() {
     }
     net.shutdown();
     let log = run_until(&mut [&mut net], 4000, |n, _| n[0].is_shut_down());
+    // What the peer never took is reported, not dropped silently.
+    let unflushed = net.stats().unflushed_bytes;
+    assert!(unflushed > 0);
     assert_eq!(
         of(&log, 0),
-        vec![Event::PeerDisconnected {
-            peer: id(R),
-            reason: CloseReason::Shutdown
-        }]
+        vec![
+            Event::PeerDisconnected {
+                peer: id(R),
+                reason: CloseReason::Shutdown
+            },
+            Event::Unflushed {
+                peer: id(R),
+                bytes: unflushed as usize
+            }
+        ]
     );
 }
 
