@@ -95,15 +95,22 @@ fn gossip_over_the_rate_is_dropped_and_honest_broadcasts_pass() {
         .map(|_| honest.broadcast("honest").expect("broadcast").0)
         .collect();
     let until = deadline(60);
-    let log = run_until_by(&mut [&mut target, &mut honest], 20_000, until, |nets, log| {
-        attacker.pump();
-        let flooded = delivered(log, 0, |from, _, _| *from == attacker_id);
-        let limited = nets[0].peer_stats(&attacker_id).map_or(0, |s| s.rate_limited);
-        let honest_in = delivered(log, 0, |from, id, _| {
-            *from == honest_id && honest_ids.contains(id)
-        });
-        flooded as u64 + limited == u64::from(FLOOD) && honest_in == honest_ids.len()
-    });
+    let log = run_until_by(
+        &mut [&mut target, &mut honest],
+        20_000,
+        until,
+        |nets, log| {
+            attacker.pump();
+            let flooded = delivered(log, 0, |from, _, _| *from == attacker_id);
+            let limited = nets[0]
+                .peer_stats(&attacker_id)
+                .map_or(0, |s| s.rate_limited);
+            let honest_in = delivered(log, 0, |from, id, _| {
+                *from == honest_id && honest_ids.contains(id)
+            });
+            flooded as u64 + limited == u64::from(FLOOD) && honest_in == honest_ids.len()
+        },
+    );
     let elapsed = start.elapsed();
     let accepted = delivered(&log, 0, |from, _, _| *from == attacker_id);
     // The bucket starts with at most RATE tokens and gains RATE a second.
@@ -113,9 +120,15 @@ fn gossip_over_the_rate_is_dropped_and_honest_broadcasts_pass() {
     // What was relayed to the honest neighbour has arrived once a later MESSAGE has.
     target.send(&honest_id, "barrier").expect("send barrier");
     let after = run_until_by(&mut [&mut target, &mut honest], 2000, until, |_, log| {
-        has(log, 1, |e| matches!(e, Event::Message { payload, .. } if payload == "barrier"))
+        has(
+            log,
+            1,
+            |e| matches!(e, Event::Message { payload, .. } if payload == "barrier"),
+        )
     });
-    let relayed = delivered(&[log, after].concat(), 1, |_, _, payload| payload == "flood");
+    let relayed = delivered(&[log, after].concat(), 1, |_, _, payload| {
+        payload == "flood"
+    });
     println!(
         "figure: gossip rate limit {RATE}/s: {FLOOD} frames sent, {accepted} delivered, \
          {relayed} relayed, {} rate limited in {elapsed:?} (bound {bound})",
@@ -125,7 +138,10 @@ fn gossip_over_the_rate_is_dropped_and_honest_broadcasts_pass() {
         accepted <= bound,
         "{accepted} of {FLOOD} flooded frames delivered in {elapsed:?}: over the bucket's {bound}"
     );
-    assert!(relayed <= accepted, "{relayed} relayed, {accepted} delivered");
+    assert!(
+        relayed <= accepted,
+        "{relayed} relayed, {accepted} delivered"
+    );
     assert_eq!(stats.rate_limited, u64::from(FLOOD) - accepted as u64);
     assert!(stats.rate_limited > 0);
     assert_eq!(target.stats().totals.rate_limited, stats.rate_limited);
@@ -203,32 +219,39 @@ fn a_flood_at_the_full_allowed_rate_cannot_flush_the_seen_id_cache() {
     // cache has gone in.
     let start = Instant::now();
     let mut sent = 0u32;
-    log.extend(run_until_by(&mut [&mut target], 50_000, until, |nets, log| {
-        let flooded = delivered(log, 0, |_, _, payload| payload == "flood");
-        let limited = nets[0].peer_stats(&flooder_id).map_or(0, |s| s.rate_limited);
-        let taken = flooded as u64 + limited;
-        if flooded < 4 * CACHE && u64::from(sent) < taken + 32 {
-            for n in sent..sent + 16 {
-                flooder.send_frame(&gossip(fresh(n), 1, b"flood"));
+    log.extend(run_until_by(
+        &mut [&mut target],
+        50_000,
+        until,
+        |nets, log| {
+            let flooded = delivered(log, 0, |_, _, payload| payload == "flood");
+            let limited = nets[0]
+                .peer_stats(&flooder_id)
+                .map_or(0, |s| s.rate_limited);
+            let taken = flooded as u64 + limited;
+            if flooded < 4 * CACHE && u64::from(sent) < taken + 32 {
+                for n in sent..sent + 16 {
+                    flooder.send_frame(&gossip(fresh(n), 1, b"flood"));
+                }
+                sent += 16;
             }
-            sent += 16;
-        }
-        flooder.pump();
-        flooded >= 4 * CACHE && taken == u64::from(sent)
-    }));
+            flooder.pump();
+            flooded >= 4 * CACHE && taken == u64::from(sent)
+        },
+    ));
     let elapsed = start.elapsed();
     let flooded = delivered(&log, 0, |_, _, payload| payload == "flood");
-    let bound = RATE as usize + (f64::from(RATE) * elapsed.as_secs_f64()).ceil() as usize;
-    assert!(
-        flooded <= bound,
-        "{flooded} flooded ids delivered in {elapsed:?}: over the bucket's {bound}"
-    );
-    assert!(target.stats().gossip_ids <= CACHE);
 
     // Both ids again, from both peers, well within the cache age.
     for id in [first, relayed] {
         for (raw, peer) in [(&mut honest, honest_id), (&mut flooder, flooder_id)] {
-            log.extend(send_until_admitted(&mut target, raw, peer, &frame(id), until));
+            log.extend(send_until_admitted(
+                &mut target,
+                raw,
+                peer,
+                &frame(id),
+                until,
+            ));
         }
     }
     for id in [first, relayed] {
@@ -238,6 +261,13 @@ fn a_flood_at_the_full_allowed_rate_cannot_flush_the_seen_id_cache() {
             "{id:?} delivered {times} times after {flooded} flooded ids"
         );
     }
+    // The flood ran at the allowed rate, no faster.
+    let bound = RATE as usize + (f64::from(RATE) * elapsed.as_secs_f64()).ceil() as usize;
+    assert!(
+        flooded <= bound,
+        "{flooded} flooded ids delivered in {elapsed:?}: over the bucket's {bound}"
+    );
+    assert!(target.stats().gossip_ids <= CACHE);
     println!(
         "figure: seen-id cache {CACHE}, flooder at {RATE}/s: {flooded} fresh ids taken in \
          ({sent} sent) in {elapsed:?}, honest ids delivered once; gossip_ids {}",
