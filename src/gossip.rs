@@ -696,9 +696,13 @@ mod tests {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
             let now = start + Duration::from_millis(u64::from(step) * 7);
             let source = peer((x >> 8) as u8 % 7);
-            let n = if x % 3 == 0 { step } else { (x >> 12) % 200 };
+            let n = if x.is_multiple_of(3) {
+                step
+            } else {
+                (x >> 12) % 200
+            };
             g.remember(id(n), source, now);
-            if step % 97 == 0 {
+            if step.is_multiple_of(97) {
                 g.check();
             }
             assert!(g.len() <= 50);

@@ -274,3 +274,94 @@ fn a_flood_at_the_full_allowed_rate_cannot_flush_the_seen_id_cache() {
         target.stats().gossip_ids
     );
 }
+
+/// Finding 5 at the default limits, as reported: one peer sends 500,000 GOSSIP frames
+/// as fast as it can while an honest neighbour broadcasts. Prints what got through and
+/// the honest broadcasts' delivery and latency.
+#[test]
+#[cfg_attr(debug_assertions, ignore)]
+fn heavy_flood_at_default_limits() {
+    const FLOOD: u32 = 500_000;
+    const HONEST: usize = 200;
+    let (mut target, addr) = listening(plain());
+    let (mut honest, _) = listening(plain());
+    let honest_id = honest.local_id();
+    connect(&mut honest, &mut target, addr);
+    let attacker_id = id(0xA4);
+    let (mut attacker, _) = Raw::handshake(&mut target, addr, attacker_id);
+    let rate = target.config().max_gossip_rate as usize;
+
+    let until = deadline(120);
+    let start = Instant::now();
+    let mut sent = 0u32;
+    let mut turns = 0usize;
+    let mut sent_at: Vec<([u8; 16], Instant)> = Vec::new();
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut seen = 0;
+    let log = run_until_by(
+        &mut [&mut target, &mut honest],
+        1_000_000,
+        until,
+        |nets, log| {
+            turns += 1;
+            while sent < FLOOD && attacker.unsent() < 1 << 20 {
+                for n in sent..(sent + 1000).min(FLOOD) {
+                    attacker.send_frame(&gossip(fresh(n), 2, b"flood"));
+                }
+                sent = (sent + 1000).min(FLOOD);
+            }
+            attacker.pump();
+            if sent_at.len() < HONEST && turns.is_multiple_of(5) {
+                let gid = nets[1].broadcast("honest").expect("broadcast");
+                sent_at.push((gid.0, Instant::now()));
+            }
+            for (_, e) in &log[seen..] {
+                if let Event::Broadcast { from, id, .. } = e
+                    && *from == honest_id
+                    && let Some((_, at)) = sent_at.iter().find(|(g, _)| g == &id.0)
+                {
+                    latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            seen = log.len();
+            let flooded = delivered(log, 0, |from, _, _| *from == attacker_id);
+            let limited = nets[0]
+                .peer_stats(&attacker_id)
+                .map_or(0, |s| s.rate_limited);
+            sent == FLOOD
+                && flooded as u64 + limited == u64::from(FLOOD)
+                && latencies.len() == HONEST
+        },
+    );
+    let elapsed = start.elapsed();
+    let accepted = delivered(&log, 0, |from, _, _| *from == attacker_id);
+    let stats = target.peer_stats(&attacker_id).expect("attacker connected");
+    target.send(&honest_id, "barrier").expect("send barrier");
+    let after = run_until_by(&mut [&mut target, &mut honest], 20_000, until, |_, log| {
+        has(
+            log,
+            1,
+            |e| matches!(e, Event::Message { payload, .. } if payload == "barrier"),
+        )
+    });
+    let relayed = delivered(&[log, after].concat(), 1, |_, _, payload| {
+        payload == "flood"
+    });
+    latencies.sort_by(f64::total_cmp);
+    let p99 = latencies[(latencies.len() * 99).div_ceil(100) - 1];
+    println!(
+        "figure: gossip flood at default limits ({rate}/s): {FLOOD} frames in {elapsed:?}, \
+         {accepted} delivered, {relayed} relayed, {} rate limited",
+        stats.rate_limited
+    );
+    println!(
+        "figure: honest broadcasts during the gossip flood: {}/{HONEST} delivered, p99 {p99:.2} ms",
+        latencies.len()
+    );
+    let bound = rate + (rate as f64 * elapsed.as_secs_f64()).ceil() as usize;
+    assert!(
+        accepted <= bound,
+        "{accepted} delivered: over the bucket's {bound}"
+    );
+    assert_eq!(stats.rate_limited, u64::from(FLOOD) - accepted as u64);
+}
