@@ -2,9 +2,13 @@
 //! broadcast's reach past ours, a peer's GOSSIP frames are rate limited, and a peer
 //! flooding fresh ids at its full allowed rate cannot flush the seen-id cache.
 
-use std::time::Instant;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use p2p::wire::Frame;
 use p2p::{Config, Event, Network, PeerId};
 
@@ -42,8 +46,12 @@ fn run_until_by(
     until: Instant,
     mut cond: impl FnMut(&mut [&mut Network], &Log) -> bool,
 ) -> Log {
+    let caller = std::panic::Location::caller();
     run_until(nets, max_turns, |nets, log| {
-        assert!(Instant::now() < until, "deadline passed");
+        assert!(
+            Instant::now() < until,
+            "deadline passed in the loop at {caller}"
+        );
         cond(nets, log)
     })
 }
@@ -275,43 +283,48 @@ fn a_flood_at_the_full_allowed_rate_cannot_flush_the_seen_id_cache() {
     );
 }
 
-/// Finding 5 at the default limits, as reported: one peer sends 500,000 GOSSIP frames
-/// as fast as it can while an honest neighbour broadcasts. Prints what got through and
-/// the honest broadcasts' delivery and latency.
+/// Finding 5 at the default limits: one peer, on a thread of its own, sends GOSSIP
+/// frames with fresh ids as fast as it can (the issue measured 500,000 in 4 s, all
+/// delivered and relayed) for as long as an honest neighbour's broadcasts take to
+/// arrive. Prints what got through and the honest broadcasts' delivery and latency.
 #[test]
 #[cfg_attr(debug_assertions, ignore)]
 fn heavy_flood_at_default_limits() {
-    const FLOOD: u32 = 500_000;
     const HONEST: usize = 200;
     let (mut target, addr) = listening(plain());
     let (mut honest, _) = listening(plain());
     let honest_id = honest.local_id();
     connect(&mut honest, &mut target, addr);
     let attacker_id = id(0xA4);
-    let (mut attacker, _) = Raw::handshake(&mut target, addr, attacker_id);
+    let (attacker, _) = Raw::handshake(&mut target, addr, attacker_id);
     let rate = target.config().max_gossip_rate as usize;
 
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stream = attacker
+            .stream
+            .try_clone()
+            .expect("clone the attacker's stream");
+        stream.set_nonblocking(false).expect("blocking");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("write timeout");
+        let stop = stop.clone();
+        std::thread::spawn(move || flood_until(stream, &stop))
+    };
     let until = deadline(120);
     let start = Instant::now();
-    let mut sent = 0u32;
     let mut turns = 0usize;
     let mut sent_at: Vec<([u8; 16], Instant)> = Vec::new();
     let mut latencies: Vec<f64> = Vec::new();
     let mut seen = 0;
-    let log = run_until_by(
+    let mut log = run_until_by(
         &mut [&mut target, &mut honest],
-        1_000_000,
+        100_000,
         until,
         |nets, log| {
             turns += 1;
-            while sent < FLOOD && attacker.unsent() < 1 << 20 {
-                for n in sent..(sent + 1000).min(FLOOD) {
-                    attacker.send_frame(&gossip(fresh(n), 2, b"flood"));
-                }
-                sent = (sent + 1000).min(FLOOD);
-            }
-            attacker.pump();
-            if sent_at.len() < HONEST && turns.is_multiple_of(5) {
+            if sent_at.len() < HONEST && turns.is_multiple_of(2) {
                 let gid = nets[1].broadcast("honest").expect("broadcast");
                 sent_at.push((gid.0, Instant::now()));
             }
@@ -324,15 +337,31 @@ fn heavy_flood_at_default_limits() {
                 }
             }
             seen = log.len();
-            let flooded = delivered(log, 0, |from, _, _| *from == attacker_id);
+            latencies.len() == HONEST
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    // The flooder's last write ends once the target has read it.
+    log.extend(run_until_by(
+        &mut [&mut target, &mut honest],
+        100_000,
+        until,
+        |_, _| flood.is_finished(),
+    ));
+    let sent = flood.join().expect("flood thread").expect("flood writes");
+    let earlier = delivered(&log, 0, |from, _, _| *from == attacker_id);
+    log.extend(run_until_by(
+        &mut [&mut target, &mut honest],
+        100_000,
+        until,
+        |nets, log| {
+            let flooded = earlier + delivered(log, 0, |from, _, _| *from == attacker_id);
             let limited = nets[0]
                 .peer_stats(&attacker_id)
                 .map_or(0, |s| s.rate_limited);
-            sent == FLOOD
-                && flooded as u64 + limited == u64::from(FLOOD)
-                && latencies.len() == HONEST
+            flooded as u64 + limited == sent
         },
-    );
+    ));
     let elapsed = start.elapsed();
     let accepted = delivered(&log, 0, |from, _, _| *from == attacker_id);
     let stats = target.peer_stats(&attacker_id).expect("attacker connected");
@@ -350,7 +379,7 @@ fn heavy_flood_at_default_limits() {
     latencies.sort_by(f64::total_cmp);
     let p99 = latencies[(latencies.len() * 99).div_ceil(100) - 1];
     println!(
-        "figure: gossip flood at default limits ({rate}/s): {FLOOD} frames in {elapsed:?}, \
+        "figure: gossip flood at default limits ({rate}/s): {sent} frames in {elapsed:?}, \
          {accepted} delivered, {relayed} relayed, {} rate limited",
         stats.rate_limited
     );
@@ -358,10 +387,26 @@ fn heavy_flood_at_default_limits() {
         "figure: honest broadcasts during the gossip flood: {}/{HONEST} delivered, p99 {p99:.2} ms",
         latencies.len()
     );
+    drop(attacker);
     let bound = rate + (rate as f64 * elapsed.as_secs_f64()).ceil() as usize;
     assert!(
         accepted <= bound,
         "{accepted} delivered: over the bucket's {bound}"
     );
-    assert_eq!(stats.rate_limited, u64::from(FLOOD) - accepted as u64);
+    assert_eq!(stats.rate_limited, sent - accepted as u64);
+}
+
+/// Writes GOSSIP frames with fresh ids to `stream` until `stop`; returns how many.
+fn flood_until(mut stream: TcpStream, stop: &AtomicBool) -> std::io::Result<u64> {
+    let mut chunk = BytesMut::new();
+    let mut sent = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        chunk.clear();
+        for _ in 0..1000 {
+            gossip(fresh(sent as u32), 2, b"flood").encode(&mut chunk);
+            sent += 1;
+        }
+        stream.write_all(&chunk)?;
+    }
+    Ok(sent)
 }
