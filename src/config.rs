@@ -129,14 +129,21 @@ pub struct Config {
     /// Hops given to a new broadcast. Default 16.
     pub gossip_hops: u8,
     /// GOSSIP frames accepted from one peer per second (a token bucket holding this
-    /// many); excess frames are dropped and counted (`PeerStats::rate_limited`),
-    /// neither delivered nor relayed. Default 1000.
+    /// many, full when the connection opens); excess frames are dropped and counted
+    /// (`PeerStats::rate_limited`), neither delivered nor relayed, nor remembered as
+    /// seen. Honest neighbours relay every broadcast once, so this also bounds the
+    /// broadcasts per second a network carries without loss: set it above the
+    /// network's peak. Default 1000.
     pub max_gossip_rate: u32,
     /// GOSSIP bytes (frame bodies) accepted from one peer per second (a token bucket
     /// holding this many, or one largest frame if more). Default 32 MiB.
     pub max_gossip_bytes_rate: usize,
-    /// Gossip ids remembered to drop duplicates. When full, the oldest id of the peer
-    /// holding the most goes first, so one peer cannot flush the others'. Default 65536.
+    /// Gossip ids remembered to drop duplicates. Each id is accounted to the neighbour
+    /// it first came from (or to us); when full, the oldest id of the source holding
+    /// the most goes first, so one peer cannot flush the others'. An id a second
+    /// source sends too moves to the one of the two holding fewer. About 140 bytes an
+    /// id (9 MiB at the default), at most 300 if every id came from a different
+    /// source. Default 65536.
     pub gossip_cache_size: usize,
     /// How long a gossip id is remembered. Default 5 minutes.
     pub gossip_cache_age: Duration,

@@ -172,7 +172,11 @@ impl Node {
     /// A node with this config (already validated), identity and random source.
     pub(crate) fn new(config: Config, key: LocalKey, rng: Rng) -> Self {
         let local = key.id;
-        let gossip = Gossip::new(config.gossip_cache_size, config.gossip_cache_age);
+        let gossip = Gossip::new(
+            config.gossip_cache_size,
+            config.gossip_cache_age,
+            config.gossip_hops,
+        );
         let handshake_rate = HandshakeRate::new(
             config.handshake_rate_per_ip,
             config
@@ -1054,7 +1058,7 @@ impl Node {
         self.check_frame(17 + payload.len())?;
         let mut id = [0u8; 16];
         self.rng.fill(&mut id);
-        self.gossip.remember(id, now);
+        self.gossip.remember(id, self.local, now);
         let frame = Frame::Gossip {
             id,
             hops: self.config.gossip_hops,
@@ -1072,7 +1076,7 @@ impl Node {
         payload: Bytes,
         now: Instant,
     ) {
-        match self.gossip.receive(id, hops, now) {
+        match self.gossip.receive(id, hops, from, now) {
             Verdict::Duplicate => self.duplicate_gossip += 1,
             Verdict::Deliver { relay } => {
                 self.events.push(Event::Broadcast {
@@ -1080,12 +1084,8 @@ impl Node {
                     id: GossipId(id),
                     payload: payload.clone(),
                 });
-                if relay && !self.shutting_down {
-                    let frame = Frame::Gossip {
-                        id,
-                        hops: hops - 1,
-                        payload,
-                    };
+                if let Some(hops) = relay.filter(|_| !self.shutting_down) {
+                    let frame = Frame::Gossip { id, hops, payload };
                     self.flood(&frame, Some(from), now);
                 }
             }

@@ -9,12 +9,14 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::config::Config;
 use crate::error::{CloseReason, RequestError, SendError};
 use crate::event::{Direction, Event, RequestId};
+use crate::gossip::GossipLimit;
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::{Handshake, LocalKey, Transport};
 use crate::wire::{
-    Decoded, Decoder, Frame, GoodbyeReason, LEN_FIELD, PREAMBLE_LEN, Preamble, Reject,
+    Decoded, Decoder, Frame, GOSSIP_HEAD_LEN, GoodbyeReason, LEN_FIELD, PREAMBLE_LEN, Preamble,
+    Reject,
 };
 
 /// Where a connection is in its life.
@@ -192,6 +194,8 @@ pub(crate) struct Socket {
     /// Request deadlines in send order; the timeout is fixed, so the front is the earliest.
     request_deadlines: VecDeque<(Instant, u64)>,
     rejected: u32,
+    /// GOSSIP frames and bytes the peer may still send now.
+    gossip_limit: GossipLimit,
     stats: PeerStats,
     limits: Limits,
 }
@@ -254,6 +258,7 @@ impl Socket {
             pending: HashSet::new(),
             request_deadlines: VecDeque::new(),
             rejected: 0,
+            gossip_limit: GossipLimit::new(config, now),
             stats: PeerStats::default(),
             limits: Limits {
                 max_rejected: config.max_rejected_frames,
@@ -455,9 +460,12 @@ impl Socket {
             };
             match self.decoder.decode(frames) {
                 Some(Decoded::Frame(frame)) => {
+                    let outputs = out.len();
                     let gossip = matches!(frame, Frame::Gossip { .. });
                     self.on_frame(frame, now, out, events);
-                    if gossip {
+                    // A GOSSIP dropped by the rate limit needs no decision: the batch
+                    // goes on, so a flood of them costs little.
+                    if gossip && out.len() > outputs {
                         return true;
                     }
                 }
@@ -536,9 +544,27 @@ impl Socket {
                 });
             }
             Frame::Gossip { id, hops, payload } => {
+                if !self
+                    .gossip_limit
+                    .admit(GOSSIP_HEAD_LEN + payload.len(), now)
+                {
+                    return self.gossip_dropped(now);
+                }
                 self.stats.frames_in += 1;
                 out.push(Output::Gossip { id, hops, payload });
             }
+        }
+    }
+
+    /// Counts a GOSSIP frame dropped for the rate limit, logging at most once a second.
+    fn gossip_dropped(&mut self, now: Instant) {
+        self.stats.rate_limited += 1;
+        if let Some(n) = self.gossip_limit.dropped(now) {
+            log::warn!(
+                "dropped {n} GOSSIP frame(s) from {:?} at {} over max_gossip_rate or max_gossip_bytes_rate",
+                self.remote,
+                self.addr
+            );
         }
     }
 

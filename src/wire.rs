@@ -37,7 +37,8 @@ const _: () = assert!(usize::BITS >= 32);
 const NONCE_LEN: usize = 8;
 const REQUEST_ID_LEN: usize = 8;
 const GOSSIP_ID_LEN: usize = 16;
-const GOSSIP_HEAD_LEN: usize = GOSSIP_ID_LEN + 1;
+/// A GOSSIP body's bytes before its payload: id and hops.
+pub(crate) const GOSSIP_HEAD_LEN: usize = GOSSIP_ID_LEN + 1;
 
 /// The transport security a node runs, announced in the preamble.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
