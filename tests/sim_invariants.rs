@@ -34,7 +34,12 @@ const FOUND: [u64; 2] = [408, 503];
 
 const PER_PEER_CAP: usize = 64 * 1024;
 const TOTAL_CAP: usize = 160 * 1024;
-const GOSSIP_CACHE: usize = 256;
+/// Ids a node remembers: enough for the run's broadcasts and what the floods' rate
+/// limits let through. The per-source eviction keeps a flooding neighbour from
+/// flushing the others' ids, but ids it got relayed through honest nodes count for
+/// them: a cache must hold the network's broadcast rate (floods' allowed share
+/// included) times the time a broadcast may take to arrive again.
+const GOSSIP_CACHE: usize = 1024;
 const PENDING_REQUESTS: usize = 8;
 const WINDOW: usize = 32 * 1024;
 /// Broadcasts a flooding node sends at once, and the GOSSIP frames a second its
