@@ -149,7 +149,7 @@ impl Pair {
         }
         for end in [&mut self.a, &mut self.b] {
             if end.node.phase(end.conn) == Some(Phase::Closed) {
-                assert!(end.node.remove(end.conn));
+                assert!(end.node.remove(end.conn, now));
             }
             end.node.drain_events(&mut end.events);
         }
@@ -193,7 +193,7 @@ fn take_output(node: &mut Node, conn: ConnId, now: Instant) -> Vec<u8> {
 
 /// Hands `bytes` to `conn` as if read from its socket.
 fn deliver(node: &mut Node, conn: ConnId, bytes: &[u8], now: Instant) {
-    if let Some((buf, _)) = node.recv_buf(conn, usize::MAX) {
+    if let Some((buf, _)) = node.recv_buf(conn, usize::MAX, now) {
         buf.extend_from_slice(bytes);
         node.received(conn, bytes.len(), now);
     }
@@ -698,13 +698,13 @@ fn stale_ids_never_reach_a_reused_slot() {
     let addr: SocketAddr = "10.0.0.2:2".parse().unwrap();
     let first = node.dial(addr, now).unwrap();
     node.connect_failed(first, std::io::ErrorKind::ConnectionRefused, now);
-    assert!(node.remove(first));
+    assert!(node.remove(first, now));
     let second = node.dial(addr, now).unwrap();
     assert_eq!(second.key, first.key, "slot reused");
     assert_ne!(second.generation, first.generation);
     node.connect_failed(first, std::io::ErrorKind::ConnectionRefused, now);
     assert_eq!(node.phase(second), Some(Phase::Opening), "stale id ignored");
-    assert!(!node.remove(first));
+    assert!(!node.remove(first, now));
 }
 
 mod properties {
@@ -748,7 +748,7 @@ mod properties {
             pair.step();
             let now = pair.now;
             for bytes in &chunks {
-                if pair.b.node.recv_buf(pair.b.conn, 1).is_none() {
+                if pair.b.node.recv_buf(pair.b.conn, 1, now).is_none() {
                     break;
                 }
                 inject(&mut pair.b, bytes, now);
