@@ -22,6 +22,8 @@ use crate::support::{deadline, heap, host, in_own_process, raw_from};
 const GOSSIP_PAYLOAD: usize = 27;
 /// The MESSAGE written beside each gossip, so that each read chunk holds about one.
 const FILLER: usize = 60_000;
+/// The broadcast queued for the victim first, which keeps the relays behind it queued.
+const FILL: usize = 4 << 20;
 /// Wire bytes of one relayed gossip: len, kind, id, hops, payload.
 const GOSSIP_WIRE: usize = 4 + 1 + 16 + 1 + GOSSIP_PAYLOAD;
 /// Memory held per byte the write cap counts, at most: a queued frame also costs its
@@ -51,6 +53,41 @@ fn non_reader(net: &mut Network, addr: SocketAddr, me: PeerId) -> TcpStream {
     raw.send(&hello(net.config().network_id, me));
     run_until(&mut [net], 400, |_, log| connected_to(log, 0, me));
     raw.stream
+}
+
+/// The bytes the write cap counts for the `gossips` relays queued last for the
+/// victim, after checking that none of them left: the filling broadcast queued before
+/// them has not all been written yet. (Under noise the records they take add a little.)
+fn all_relays_queued(net: &Network, victim: &PeerId, gossips: usize, fill: usize) -> usize {
+    let written = net.peer_stats(victim).expect("victim connected").bytes_out;
+    assert!(
+        written < fill as u64,
+        "the victim's queue drained: {written} bytes written"
+    );
+    gossips * GOSSIP_WIRE
+}
+
+/// Frames queued so far for `peer`.
+fn relayed(net: &Network, peer: &PeerId) -> u64 {
+    net.peer_stats(peer).expect("peer connected").frames_out
+}
+
+/// Runs `step` (which returns the bytes queued for the victim) until that figure is
+/// above zero and has not moved for many turns: the kernel's buffers towards the
+/// victim are full, and what is queued from now on stays queued.
+fn settle_queue(victim: &PeerId, mut step: impl FnMut() -> usize) {
+    let end = deadline(30);
+    let (mut last, mut still) = (0, 0);
+    for _ in 0..5_000 {
+        let queued = step();
+        still = if queued == last && queued > 0 { still + 1 } else { 0 };
+        last = queued;
+        if still == 50 {
+            return;
+        }
+        assert!(std::time::Instant::now() < end, "queue to {victim:?} never settled");
+    }
+    panic!("queue to {victim:?} never settled");
 }
 
 /// Writes all of `bytes` to a non-blocking stream, polling `net` while the kernel is full.
@@ -86,19 +123,14 @@ fn relay_to_non_reader(gossips: usize) -> (usize, usize) {
     let _victim = non_reader(&mut net, addr, victim_id);
 
     // Fill the kernel's buffers towards the victim, so what follows stays queued.
-    net.broadcast(vec![0u8; 4 << 20]).expect("broadcast");
-    let end = deadline(30);
-    for _ in 0..2_000 {
+    net.broadcast(vec![0u8; FILL]).expect("broadcast");
+    settle_queue(&victim_id, || {
         step(&mut net, &mut events);
         attacker.pump();
         attacker.inbox.clear();
-        if net.queued_bytes(&victim_id).unwrap_or(0) > 0 && attacker.unsent() == 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < end);
-    }
-    let queued_before = net.queued_bytes(&victim_id).expect("victim connected");
-    assert!(queued_before > 0, "the victim's kernel buffers never filled");
+        net.queued_bytes(&victim_id).unwrap_or(0)
+    });
+    let relayed_before = relayed(&net, &victim_id);
     let heap_before = heap();
 
     let mut write = Vec::with_capacity(2 * FILLER);
@@ -114,17 +146,15 @@ fn relay_to_non_reader(gossips: usize) -> (usize, usize) {
         write.extend_from_slice(&encode(&Frame::Message(Bytes::from(vec![0u8; FILLER]))));
         write_all(&mut net, &mut attacker.stream, &write, &mut events);
     }
-    let expected = queued_before + gossips * GOSSIP_WIRE;
     let end = deadline(60);
     for _ in 0..20_000 {
-        if net.queued_bytes(&victim_id).unwrap_or(0) >= expected {
+        if relayed(&net, &victim_id) - relayed_before >= gossips as u64 {
             break;
         }
         step(&mut net, &mut events);
         assert!(std::time::Instant::now() < end, "the relays never all queued");
     }
-    let counted = net.queued_bytes(&victim_id).expect("victim connected") - queued_before;
-    assert_eq!(counted, gossips * GOSSIP_WIRE, "every gossip relayed once");
+    let counted = all_relays_queued(&net, &victim_id, gossips, FILL);
     drop(write);
     let held = heap().saturating_sub(heap_before);
     println!("figure: pinning plaintext gossips={gossips} heap_held={held} queue_counted={counted}");
@@ -163,13 +193,24 @@ fn heavy_relayed_small_gossips_pin_no_read_chunk() {
     );
 }
 
-/// A noise-xx config (the default security) with the network id of the plaintext tests.
+/// The broadcast queued first under noise: the victim, a node with the kernel's
+/// buffers (up to `tcp_rmem` and `tcp_wmem`, 36 MiB by default), takes tens of MiB
+/// before its window closes.
+#[cfg(feature = "noise")]
+const NOISE_FILL: usize = 48 << 20;
+
+/// A noise-xx config whose frames and buffers take [`NOISE_FILL`].
 #[cfg(feature = "noise")]
 fn noise() -> Config {
-    Config {
+    let mut config = Config {
         security: p2p::Security::NoiseXx,
+        max_frame_size: 2 * NOISE_FILL,
+        max_read_buffer_total: 4 * NOISE_FILL,
         ..Config::default()
-    }
+    };
+    config.max_write_buffer = 2 * config.min_write_buffer();
+    config.max_write_buffer_total = 4 * config.max_write_buffer;
+    config
 }
 
 /// The same attack under noise: an attacking node sends each gossip beside a large
@@ -189,23 +230,13 @@ fn noise_relayed_small_gossips_pin_no_read_chunk() {
     let (node_id, victim_id) = (net.local_id(), victim.local_id());
     // From here the victim never polls: it reads nothing.
     let mut events = Vec::new();
-    net.broadcast(vec![0u8; 4 << 20]).expect("broadcast");
-    let end = deadline(30);
-    for _ in 0..2_000 {
+    net.broadcast(vec![0u8; NOISE_FILL]).expect("broadcast");
+    settle_queue(&victim_id, || {
         step(&mut net, &mut events);
         step(&mut attacker, &mut events);
-        if net.queued_bytes(&victim_id).unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < end);
-    }
-    // Settle the attacker's receive side before measuring.
-    for _ in 0..50 {
-        step(&mut net, &mut events);
-        step(&mut attacker, &mut events);
-    }
-    let queued_before = net.queued_bytes(&victim_id).expect("victim connected");
-    assert!(queued_before > 0, "the victim's kernel buffers never filled");
+        net.queued_bytes(&victim_id).unwrap_or(0)
+    });
+    let relayed_before = relayed(&net, &victim_id);
     let heap_before = heap();
     let filler = Bytes::from(vec![0u8; FILLER]);
     for i in 0..GOSSIPS {
@@ -223,8 +254,8 @@ fn noise_relayed_small_gossips_pin_no_read_chunk() {
     }
     let end = deadline(60);
     for _ in 0..20_000 {
-        let relayed = net.queued_bytes(&victim_id).unwrap_or(0) - queued_before;
-        if relayed >= GOSSIPS * GOSSIP_WIRE && attacker.queued_bytes(&node_id) == Some(0) {
+        let all = relayed(&net, &victim_id) - relayed_before >= GOSSIPS as u64;
+        if all && attacker.queued_bytes(&node_id) == Some(0) {
             break;
         }
         step(&mut attacker, &mut events);
@@ -233,8 +264,7 @@ fn noise_relayed_small_gossips_pin_no_read_chunk() {
     }
     drop(filler);
     // Under noise the queue counts the records the staged frames will take too.
-    let counted = net.queued_bytes(&victim_id).expect("victim connected") - queued_before;
-    assert!(counted >= GOSSIPS * GOSSIP_WIRE, "every gossip relayed");
+    let counted = all_relays_queued(&net, &victim_id, GOSSIPS, NOISE_FILL);
     let held = heap().saturating_sub(heap_before);
     println!("figure: pinning noise gossips={GOSSIPS} heap_held={held} queue_counted={counted}");
     assert!(
