@@ -463,10 +463,10 @@ impl Node {
             .collect();
         if self.read_first.is_none() {
             // Those holding the most go first: they are the nearest to finishing.
-            self.read_first = paused
-                .iter()
-                .copied()
-                .max_by_key(|&c| self.entry(c).map(|e| (e.socket.charged(), e.socket.buffered())));
+            self.read_first = paused.iter().copied().max_by_key(|&c| {
+                self.entry(c)
+                    .map(|e| (e.socket.charged(), e.socket.buffered()))
+            });
         }
         for conn in paused {
             if let Some(entry) = self.entry_mut(conn) {
@@ -718,7 +718,8 @@ impl Node {
         now: Instant,
     ) -> Option<(&mut BytesMut, usize)> {
         let entry = self.entry(conn)?;
-        if matches!(entry.socket.phase(), Phase::Opening | Phase::Closed) || entry.socket.is_paused()
+        if matches!(entry.socket.phase(), Phase::Opening | Phase::Closed)
+            || entry.socket.is_paused()
         {
             return None;
         }

@@ -14,8 +14,7 @@ use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::{Handshake, LocalKey, Transport};
 use crate::wire::{
-    COPY_LIMIT, Decoded, Decoder, Frame, GoodbyeReason, LEN_FIELD, PREAMBLE_LEN, Preamble,
-    Reject,
+    COPY_LIMIT, Decoded, Decoder, Frame, GoodbyeReason, LEN_FIELD, PREAMBLE_LEN, Preamble, Reject,
 };
 
 /// Where a connection is in its life.
@@ -535,7 +534,9 @@ impl Socket {
             return Some((&mut self.rx, chunk.min(room).min(rest)));
         }
         // Frames within one chunk: they complete in it, so it is never outgrown.
-        let want = chunk.min(READ_ALLOWANCE.saturating_sub(self.rx.len())).max(1);
+        let want = chunk
+            .min(READ_ALLOWANCE.saturating_sub(self.rx.len()))
+            .max(1);
         make_room(&mut self.rx, want, READ_ALLOWANCE);
         Some((&mut self.rx, want))
     }

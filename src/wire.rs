@@ -755,7 +755,10 @@ mod tests {
         let at_limit = COPY_LIMIT - LEN_FIELD - 1 - 8;
         assert!(!payload_in_buffer(9), "a small payload owns its bytes");
         assert!(!payload_in_buffer(at_limit));
-        assert!(payload_in_buffer(at_limit + 1), "a large payload is zero-copy");
+        assert!(
+            payload_in_buffer(at_limit + 1),
+            "a large payload is zero-copy"
+        );
     }
 
     #[test]

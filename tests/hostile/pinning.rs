@@ -44,7 +44,9 @@ fn step(net: &mut Network, events: &mut Vec<Event>) {
 /// node's queue to it grows as soon as the kernel's buffers are full.
 fn non_reader(net: &mut Network, addr: SocketAddr, me: PeerId) -> TcpStream {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("small receive buffer");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
     socket
         .bind(&SocketAddr::new(host(3), 0).into())
         .expect("bind");
@@ -80,12 +82,19 @@ fn settle_queue(victim: &PeerId, mut step: impl FnMut() -> usize) {
     let (mut last, mut still) = (0, 0);
     for _ in 0..5_000 {
         let queued = step();
-        still = if queued == last && queued > 0 { still + 1 } else { 0 };
+        still = if queued == last && queued > 0 {
+            still + 1
+        } else {
+            0
+        };
         last = queued;
         if still == 50 {
             return;
         }
-        assert!(std::time::Instant::now() < end, "queue to {victim:?} never settled");
+        assert!(
+            std::time::Instant::now() < end,
+            "queue to {victim:?} never settled"
+        );
     }
     panic!("queue to {victim:?} never settled");
 }
@@ -152,12 +161,17 @@ fn relay_to_non_reader(gossips: usize) -> (usize, usize) {
             break;
         }
         step(&mut net, &mut events);
-        assert!(std::time::Instant::now() < end, "the relays never all queued");
+        assert!(
+            std::time::Instant::now() < end,
+            "the relays never all queued"
+        );
     }
     let counted = all_relays_queued(&net, &victim_id, gossips, FILL);
     drop(write);
     let held = heap().saturating_sub(heap_before);
-    println!("figure: pinning plaintext gossips={gossips} heap_held={held} queue_counted={counted}");
+    println!(
+        "figure: pinning plaintext gossips={gossips} heap_held={held} queue_counted={counted}"
+    );
     (held, counted)
 }
 
@@ -244,7 +258,10 @@ fn noise_relayed_small_gossips_pin_no_read_chunk() {
         while attacker.send(&node_id, filler.clone()).is_err() {
             step(&mut attacker, &mut events);
             step(&mut net, &mut events);
-            assert!(std::time::Instant::now() < end, "attacker queue never drained");
+            assert!(
+                std::time::Instant::now() < end,
+                "attacker queue never drained"
+            );
         }
         attacker
             .broadcast(vec![i as u8; GOSSIP_PAYLOAD])
@@ -260,7 +277,10 @@ fn noise_relayed_small_gossips_pin_no_read_chunk() {
         }
         step(&mut attacker, &mut events);
         step(&mut net, &mut events);
-        assert!(std::time::Instant::now() < end, "the relays never all queued");
+        assert!(
+            std::time::Instant::now() < end,
+            "the relays never all queued"
+        );
     }
     drop(filler);
     // Under noise the queue counts the records the staged frames will take too.

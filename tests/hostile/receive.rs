@@ -92,10 +92,12 @@ impl Trickler {
 
     /// One more byte of the body, if more than one is left: the frame never finishes.
     fn trickle(&mut self) {
-        if self.header.is_empty() && self.bulk == 0 && self.unsent_body > 1 {
-            if let Ok(1) = self.stream.write(&[0]) {
-                self.unsent_body -= 1;
-            }
+        if self.header.is_empty()
+            && self.bulk == 0
+            && self.unsent_body > 1
+            && let Ok(1) = self.stream.write(&[0])
+        {
+            self.unsent_body -= 1;
         }
     }
 }
@@ -203,15 +205,26 @@ fn trickled_large_frames_stay_within_the_receive_budget() {
         "figure: receive short attackers={ATTACKERS} budget={budget} max_buffered={most_buffered} max_read_paused={most_paused} frame_timeouts={}",
         timed_out.len()
     );
-    assert!(most_paused > 0, "connections were paused while the budget was spent");
-    assert!(small_while_paused > 0, "honest messages got through while others were paused");
+    assert!(
+        most_paused > 0,
+        "connections were paused while the budget was spent"
+    );
+    assert!(
+        small_while_paused > 0,
+        "honest messages got through while others were paused"
+    );
     assert_eq!(got_small, sent_small, "every honest message delivered");
     assert!(large_got, "the honest large frame got through");
     assert!(
-        timed_out.iter().all(|p| attackers.iter().any(|a| a.id == *p)),
+        timed_out
+            .iter()
+            .all(|p| attackers.iter().any(|a| a.id == *p)),
         "only attackers timed out: {timed_out:?}"
     );
-    assert!(!timed_out.is_empty(), "a stalled frame closed its connection");
+    assert!(
+        !timed_out.is_empty(),
+        "a stalled frame closed its connection"
+    );
 }
 
 #[test]
@@ -251,7 +264,11 @@ fn heavy_hundred_nearly_finished_frames() {
         honest_raw.pump();
         net.poll(&mut events, Some(TURN)).expect("poll");
         let stats = net.stats();
-        assert!(stats.buffered_bytes <= bound, "{} bytes buffered", stats.buffered_bytes);
+        assert!(
+            stats.buffered_bytes <= bound,
+            "{} bytes buffered",
+            stats.buffered_bytes
+        );
         most_paused = most_paused.max(stats.read_paused);
         most_buffered = most_buffered.max(stats.buffered_bytes);
         most_rss = most_rss.max(rss().unwrap_or(0) as usize);
