@@ -93,7 +93,9 @@ pub struct Stats {
     pub not_allowed: u64,
     /// Gossip ids remembered now (at most `gossip_cache_size`).
     pub gossip_ids: usize,
-    /// Bytes received and not yet taken as frames, over all connections.
+    /// Bytes received and not yet taken as frames, over all connections: at most
+    /// `max_read_buffer_total` plus what each connection holds of its own, one read
+    /// chunk of 64 KiB (under noise, one sealed record and one opened besides).
     pub buffered_bytes: usize,
     /// Requests of ours waiting for a response, over all connections.
     pub pending_requests: usize,
@@ -642,6 +644,14 @@ impl Node {
     }
 
     fn closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        if let Some(entry) = slot_mut(&mut self.sockets, conn)
+            && entry.socket.is_paused()
+        {
+            // Out of service, it holds no budget: it reads again, to see the peer close.
+            entry.socket.resume(now);
+            self.read_paused -= 1;
+            self.resumed.push(conn);
+        }
         let Some(entry) = self.entry(conn) else {
             return;
         };

@@ -243,6 +243,41 @@ fn frame_bytes(frame: &Frame) -> Vec<u8> {
     out.to_vec()
 }
 
+/// Whether `end` reported its peer gone for `reason`.
+fn disconnected_for(end: &End, reason: &CloseReason) -> bool {
+    end.events
+        .iter()
+        .any(|e| matches!(e, Event::PeerDisconnected { reason: r, .. } if r == reason))
+}
+
+#[test]
+fn an_unfinished_frame_must_gain_64_kib_within_the_frame_timeout() {
+    let slow = Config {
+        frame_timeout: Duration::from_secs(2),
+        ..config()
+    };
+    let mut pair = Pair::new(config(), slow);
+    pair.step();
+    // A MESSAGE of 200 KiB, of which the header and 64 KiB arrive now.
+    let mut head = ((200 * 1024 + 1) as u32).to_be_bytes().to_vec();
+    head.push(crate::wire::kind::MESSAGE);
+    head.resize(head.len() + 64 * 1024, 0);
+    inject(&mut pair.b, &head, pair.now);
+    pair.elapse(Duration::from_millis(1500));
+    // Another 64 KiB: progress, so the deadline moves on.
+    inject(&mut pair.b, &[0; 64 * 1024], pair.now);
+    pair.elapse(Duration::from_millis(1500));
+    // A byte now and then is no progress.
+    inject(&mut pair.b, &[0], pair.now);
+    assert_eq!(pair.b.node.phase(pair.b.conn), Some(Phase::Open));
+    pair.elapse(Duration::from_millis(600));
+    assert!(disconnected_for(&pair.b, &CloseReason::FrameTimeout));
+    // Gracefully, with GOODBYE 4.
+    pair.run_for(Duration::from_secs(1), Duration::from_millis(100));
+    let timeout = CloseReason::Goodbye(GoodbyeReason::Timeout);
+    assert!(disconnected_for(&pair.a, &timeout));
+}
+
 #[test]
 fn handshake_announces_both_ends_with_their_addresses() {
     let mut pair = Pair::new(config(), config());
