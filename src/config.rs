@@ -273,6 +273,20 @@ impl Config {
             .saturating_add(crate::socket::CONTROL_ROOM)
     }
 
+    /// The smallest `max_read_buffer_total` [`Config::validate`] accepts with this
+    /// `max_frame_size`: one largest frame with its header.
+    ///
+    /// ```
+    /// let mut config = p2p::Config { max_frame_size: 100 << 20, ..p2p::Config::default() };
+    /// config.max_write_buffer = config.max_write_buffer.max(config.min_write_buffer());
+    /// config.max_write_buffer_total = config.max_write_buffer_total.max(config.max_write_buffer);
+    /// config.max_read_buffer_total = config.max_read_buffer_total.max(config.min_read_buffer_total());
+    /// assert_eq!(config.validate(), Ok(()));
+    /// ```
+    pub fn min_read_buffer_total(&self) -> usize {
+        self.max_frame_size.saturating_add(LEN_FIELD + 1)
+    }
+
     /// Checks every field, returning the first one that cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.security == Security::NoiseXx {
@@ -351,7 +365,7 @@ impl Config {
                 frame: self.max_frame_size,
             });
         }
-        if self.max_read_buffer_total < self.max_frame_size.saturating_add(LEN_FIELD + 1) {
+        if self.max_read_buffer_total < self.min_read_buffer_total() {
             return Err(ConfigError::ReadBufferBelowFrame {
                 total: self.max_read_buffer_total,
                 frame: self.max_frame_size,

@@ -416,7 +416,7 @@ impl Node {
         if self.read_first == Some(conn) {
             free
         } else {
-            free.saturating_sub(self.config.max_frame_size + LEN_FIELD + 1)
+            free.saturating_sub(self.config.min_read_buffer_total())
         }
     }
 
