@@ -121,12 +121,12 @@ const RECORD_SLACK: usize = crate::secure::MAX_RECORD_PLAINTEXT;
 #[cfg(not(feature = "noise"))]
 const RECORD_SLACK: usize = 0;
 
-/// Gives `buf` room for `want` more bytes at its end: a fresh allocation of `cap`
-/// bytes (or what it must hold) when the old one has no room left, rather than
-/// `BytesMut::reserve`, which may double it and would make the memory a buffer holds
-/// depend on its history.
+/// Gives `buf` room for `want` more bytes at its end: its own allocation again when
+/// nothing else holds it (what it holds moves to the front), else a fresh one of
+/// `cap` bytes (or what it must hold). Never `BytesMut::reserve`, which may double the
+/// allocation and would make the memory a buffer holds depend on its history.
 fn make_room(buf: &mut BytesMut, want: usize, cap: usize) {
-    if buf.capacity() - buf.len() < want {
+    if buf.capacity() - buf.len() < want && !buf.try_reclaim(want) {
         let mut fresh = BytesMut::with_capacity(cap.max(buf.len() + want));
         fresh.extend_from_slice(buf);
         *buf = fresh;
