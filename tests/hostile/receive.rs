@@ -292,3 +292,72 @@ fn heavy_hundred_nearly_finished_frames() {
         assert!(gain <= bound + (64 << 20), "RSS grew by {gain}");
     }
 }
+
+/// The same budget in the simulator, where every step repeats: six peers each send
+/// three frames of 200 KiB to a node whose budget holds one largest frame. Those
+/// that do not fit are paused, not failed, and every frame arrives: the connection
+/// first in line can always finish, so pausing never deadlocks.
+#[test]
+fn simulated_large_frames_all_arrive_through_a_budget_of_one_frame() {
+    use p2p::sim::{Sim, SimConfig};
+    const SENDERS: usize = 6;
+    const FRAMES: usize = 3;
+    const SIZE: usize = 200 * 1024;
+    let mut node = Config {
+        security: p2p::Security::Plaintext,
+        max_frame_size: 256 * 1024,
+        ..Config::default()
+    };
+    node.max_read_buffer_total = node.min_read_buffer_total();
+    node.max_write_buffer = 4 * node.min_write_buffer();
+    let budget = node.max_read_buffer_total;
+    let mut sim = Sim::new(SimConfig {
+        seed: 7,
+        node,
+        ..SimConfig::default()
+    })
+    .expect("sim config");
+    let receiver = sim.add_node();
+    let senders: Vec<usize> = (0..SENDERS).map(|_| sim.add_node()).collect();
+    for &s in &senders {
+        sim.dial(s, receiver).expect("dial");
+    }
+    assert!(
+        sim.run_until(|sim| sim.node(receiver).peers() == SENDERS, 1_000_000),
+        "all connected"
+    );
+    let to = sim.node(receiver).id();
+    for &s in &senders {
+        for i in 0..FRAMES {
+            sim.send(s, &to, Bytes::from(vec![i as u8; SIZE]))
+                .expect("send");
+        }
+    }
+    let bound = budget + SENDERS * CHUNK;
+    let (mut most_paused, mut over) = (0, 0);
+    let arrived = |sim: &Sim| {
+        sim.node(receiver)
+            .events()
+            .iter()
+            .filter(|e| matches!(e, Event::Message { payload, .. } if payload.len() == SIZE))
+            .count()
+    };
+    let done = sim.run_until(
+        |sim| {
+            let stats = sim.node(receiver).stats();
+            most_paused = most_paused.max(stats.read_paused);
+            over = over.max(stats.buffered_bytes.saturating_sub(bound));
+            arrived(sim) == SENDERS * FRAMES
+        },
+        10_000_000,
+    );
+    println!("figure: receive sim senders={SENDERS} budget={budget} max_read_paused={most_paused}");
+    assert!(
+        done,
+        "{} of {} frames arrived",
+        arrived(&sim),
+        SENDERS * FRAMES
+    );
+    assert_eq!(over, 0, "buffered bytes over the bound");
+    assert!(most_paused > 0, "connections were paused");
+}
