@@ -461,11 +461,13 @@ impl Socket {
             self.starved = true;
             return false;
         }
-        let mut fresh = BytesMut::with_capacity(cap);
-        fresh.extend_from_slice(buf);
-        *buf = fresh;
+        // Grown in place where the allocator can (realloc): no copy of what arrived.
+        let mut vec = Vec::from(std::mem::take(buf));
+        vec.reserve_exact(cap - vec.len());
+        let cap = vec.capacity();
+        *buf = BytesMut::from(Bytes::from(vec));
         let charge = charge_for(cap).max(charged);
-        self.read_room -= charge - charged;
+        self.read_room = self.read_room.saturating_sub(charge - charged);
         self.charged = charge;
         true
     }
