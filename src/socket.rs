@@ -376,7 +376,7 @@ impl Socket {
         self.paused
     }
 
-    /// The node stops reading: the frame deadline stops running.
+    /// The node stops reading: the frame deadline and the keepalive stop running.
     pub(crate) fn pause(&mut self, now: Instant) {
         self.paused = true;
         if let Some(deadline) = self.frame_deadline.take() {
@@ -384,9 +384,12 @@ impl Socket {
         }
     }
 
-    /// The node reads again: the frame deadline runs on from where it stopped.
+    /// The node reads again: the frame deadline runs on from where it stopped, and
+    /// the keepalive counts silence from now, since bytes may have waited unread.
     pub(crate) fn resume(&mut self, now: Instant) {
         self.paused = false;
+        self.last_recv = self.last_recv.max(now);
+        self.pinged = false;
         if let Some(left) = self.paused_left.take() {
             self.frame_deadline = Some(now + left);
         }
@@ -1010,6 +1013,10 @@ impl Socket {
                         });
                     }
                 }
+                if self.paused {
+                    // Not read, so its silence tells nothing: the keepalive waits too.
+                    return;
+                }
                 if self.frame_deadline.is_some_and(|d| now >= d) {
                     // GOODBYE 4: the peer is too slow to finish what it started.
                     self.close(
@@ -1061,19 +1068,18 @@ impl Socket {
         match self.phase {
             Phase::Opening | Phase::Authenticating | Phase::Closing => Some(self.deadline),
             Phase::Open => {
-                let keepalive = if self.pinged {
-                    self.last_recv + self.limits.idle_timeout
+                let keepalive = if self.paused {
+                    None
+                } else if self.pinged {
+                    Some(self.last_recv + self.limits.idle_timeout)
                 } else {
-                    self.last_recv + self.limits.ping_interval
+                    Some(self.last_recv + self.limits.ping_interval)
                 };
                 let request = self.request_deadlines.front().map(|&(at, _)| at);
-                let frame = self.frame_deadline;
-                Some(
-                    [request, frame]
-                        .into_iter()
-                        .flatten()
-                        .fold(keepalive, Instant::min),
-                )
+                [keepalive, request, self.frame_deadline]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
             Phase::Closed => None,
         }
