@@ -109,13 +109,19 @@ pub struct Config {
     /// An empty queue may always take one frame that fits. Default 256 MiB.
     pub max_write_buffer_total: usize,
     /// Bytes held for frames still arriving, over all connections. Each connection may
-    /// hold one read chunk (64 KiB) of its own; what a large frame needs beyond that is
-    /// taken from this budget as its bytes arrive. When it is spent, connections that
-    /// need more stop being read until room returns (backpressure). Default 64 MiB.
+    /// hold one read chunk (64 KiB; under noise also one record still sealed and one
+    /// opened) of its own; a frame larger than that is read into a buffer of its own
+    /// that grows as its bytes arrive, and that growth is taken from this budget. When
+    /// it is spent, connections that need more stop being read until room returns
+    /// (backpressure, `Stats::read_paused`); all but one leave one largest frame's
+    /// worth free, so that one can always finish, and when it does the paused
+    /// connection holding the most goes next. Must hold one frame of
+    /// `max_frame_size` with its header. Default 64 MiB.
     pub max_read_buffer_total: usize,
     /// An unfinished frame that gains less than 64 KiB (or does not finish) within
-    /// this time closes its connection (`CloseReason::FrameTimeout`); time spent
-    /// paused by the receive budget does not count. Default 30 s.
+    /// this time closes its connection gracefully with GOODBYE 4 (timeout),
+    /// `CloseReason::FrameTimeout`: a peer cannot keep a large frame's buffer alive by
+    /// trickling. Time spent paused by the receive budget does not count. Default 30 s.
     pub frame_timeout: Duration,
     /// A connection whose write queue is not empty and has not moved (no byte written)
     /// for this long is closed at once, its queue dropped (`CloseReason::WriteTimeout`):
@@ -227,6 +233,17 @@ pub enum ConfigError {
         /// The configured per-peer cap.
         per_peer: usize,
     },
+    /// The receive budget cannot hold one frame of the maximum size, so a large frame
+    /// could never finish.
+    #[error(
+        "max_read_buffer_total ({total}) must hold at least one frame of max_frame_size ({frame}) with its header"
+    )]
+    ReadBufferBelowFrame {
+        /// The configured receive budget.
+        total: usize,
+        /// The configured maximum frame body.
+        frame: usize,
+    },
     /// A duration is longer than this crate's timers take.
     #[error("config field `{0}` is over the maximum of {max:?}", max = MAX_DURATION)]
     TooLong(&'static str),
@@ -273,6 +290,20 @@ impl Config {
         frame
             .saturating_add(crate::secure::record_overhead(frame))
             .saturating_add(crate::socket::CONTROL_ROOM)
+    }
+
+    /// The smallest `max_read_buffer_total` [`Config::validate`] accepts with this
+    /// `max_frame_size`: one largest frame with its header.
+    ///
+    /// ```
+    /// let mut config = p2p::Config { max_frame_size: 100 << 20, ..p2p::Config::default() };
+    /// config.max_write_buffer = config.max_write_buffer.max(config.min_write_buffer());
+    /// config.max_write_buffer_total = config.max_write_buffer_total.max(config.max_write_buffer);
+    /// config.max_read_buffer_total = config.max_read_buffer_total.max(config.min_read_buffer_total());
+    /// assert_eq!(config.validate(), Ok(()));
+    /// ```
+    pub fn min_read_buffer_total(&self) -> usize {
+        self.max_frame_size.saturating_add(LEN_FIELD + 1)
     }
 
     /// Checks every field, returning the first one that cannot work.
@@ -353,6 +384,12 @@ impl Config {
                 frame: self.max_frame_size,
             });
         }
+        if self.max_read_buffer_total < self.min_read_buffer_total() {
+            return Err(ConfigError::ReadBufferBelowFrame {
+                total: self.max_read_buffer_total,
+                frame: self.max_frame_size,
+            });
+        }
         if self.max_write_buffer_total < self.max_write_buffer {
             return Err(ConfigError::TotalBelowPerPeer {
                 total: self.max_write_buffer_total,
@@ -416,6 +453,14 @@ mod tests {
         assert!(matches!(
             c.validate(),
             Err(ConfigError::TotalBelowPerPeer { total: 1, .. })
+        ));
+        let c = Config {
+            max_read_buffer_total: Config::default().max_frame_size,
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ReadBufferBelowFrame { .. })
         ));
         let c = Config {
             ping_interval: Duration::from_secs(60),

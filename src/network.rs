@@ -98,7 +98,9 @@ pub struct Stats {
     pub not_allowed: u64,
     /// Gossip ids remembered now (at most `gossip_cache_size`).
     pub gossip_ids: usize,
-    /// Bytes received and not yet taken as frames, over all connections.
+    /// Bytes received and not yet taken as frames, over all connections: at most
+    /// `max_read_buffer_total` plus what each connection holds of its own, one read
+    /// chunk of 64 KiB (under noise, one sealed record and one opened besides).
     pub buffered_bytes: usize,
     /// Requests of ours waiting for a response, over all connections.
     pub pending_requests: usize,
@@ -166,6 +168,17 @@ pub(crate) struct Node {
     routes: HashMap<(PeerId, u64), ConnId>,
     /// Whether handshakes take their ephemeral keys from `rng` (the simulator).
     seed_handshakes: bool,
+    /// Receive budget held by all connections (the sum of their charges).
+    read_used: usize,
+    /// The connection that may draw on the receive budget's last largest frame's
+    /// worth, which the others leave free: whatever the others hold, it can finish its
+    /// frame, so pausing never deadlocks.
+    read_first: Option<ConnId>,
+    /// Connections paused for want of receive budget.
+    read_paused: usize,
+    /// Paused connections that may read again: edge-triggered readiness will not
+    /// repeat for bytes that arrived meanwhile, so the shell reads them unasked.
+    resumed: Vec<ConnId>,
 }
 
 impl Node {
@@ -211,6 +224,10 @@ impl Node {
             targets: Vec::new(),
             routes: HashMap::new(),
             seed_handshakes: false,
+            read_used: 0,
+            read_first: None,
+            read_paused: 0,
+            resumed: Vec::new(),
         }
     }
 
@@ -394,13 +411,25 @@ impl Node {
         }
     }
 
+    /// Forgets the receive budget `socket` held, as its entry leaves the slab.
+    fn forget_reads(&mut self, conn: ConnId, socket: &Socket, now: Instant) {
+        self.read_used -= socket.charged();
+        if socket.is_paused() {
+            self.read_paused -= 1;
+        }
+        if socket.charged() > 0 || self.read_first == Some(conn) {
+            self.read_released(conn, now);
+        }
+    }
+
     /// Frees a closed socket's slot; false if `conn` is stale or not closed.
-    pub(crate) fn remove(&mut self, conn: ConnId) -> bool {
+    pub(crate) fn remove(&mut self, conn: ConnId, now: Instant) -> bool {
         if self.phase(conn) != Some(Phase::Closed) {
             return false;
         }
         let entry = self.sockets.remove(conn.key);
         self.release_slots(&entry);
+        self.forget_reads(conn, &entry.socket, now);
         if let Some(reason) = entry.socket.close_reason() {
             log::trace!("freed connection with {}: {reason}", entry.socket.addr());
         }
@@ -451,7 +480,10 @@ impl Node {
         f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>, &mut Vec<Event>) -> R,
     ) -> Option<R> {
         let connections = self.sockets.len();
+        let read_room = self.read_room(conn);
         let entry = slot_mut(&mut self.sockets, conn)?;
+        entry.socket.set_read_room(read_room);
+        let charged = entry.socket.charged();
         // PINGs and PONGs stay under the global cap too, leaving every connection
         // room for its GOODBYE.
         entry.socket.set_control_budget(
@@ -472,12 +504,103 @@ impl Node {
             self.slots.add(direction, entry.addr_key, held);
             entry.held = held;
         }
+        let released = entry.socket.charged() < charged;
+        self.read_used = self.read_used + entry.socket.charged() - charged;
         self.mark_dirty(conn);
+        if released {
+            self.read_released(conn, now);
+        }
         for output in out.drain(..) {
             self.handle_output(conn, output, now);
         }
         self.out = out;
         Some(result)
+    }
+
+    // ---- the receive budget ----
+
+    /// What `conn` may add to the receive budget now. All but the first in line leave
+    /// one largest frame's worth free (`Config::validate` makes the budget hold one),
+    /// so the first can always finish its frame and give the budget back.
+    fn read_room(&self, conn: ConnId) -> usize {
+        let free = self
+            .config
+            .max_read_buffer_total
+            .saturating_sub(self.read_used);
+        if self.read_first == Some(conn) {
+            free
+        } else {
+            free.saturating_sub(self.config.min_read_buffer_total())
+        }
+    }
+
+    /// `conn` could not read on for want of receive budget. If no connection is first
+    /// in line it becomes first and may try again (true); otherwise it is paused until
+    /// budget returns.
+    fn read_starved(&mut self, conn: ConnId, now: Instant) -> bool {
+        if self.read_first.is_none() {
+            self.read_first = Some(conn);
+            return true;
+        }
+        // The first in line always has room for its frame; were it starved all the
+        // same, it waits like the others rather than being left unread.
+        if let Some(entry) = slot_mut(&mut self.sockets, conn)
+            && !entry.socket.is_paused()
+        {
+            entry.socket.pause(now);
+            self.read_paused += 1;
+            log::debug!("receive budget spent: pausing a connection");
+        }
+        false
+    }
+
+    /// `conn` gave receive budget back (a large frame finished, or the connection
+    /// closed): the first in line is chosen again if it was `conn`, and every paused
+    /// connection reads again.
+    fn read_released(&mut self, conn: ConnId, now: Instant) {
+        if self.read_first == Some(conn)
+            && self
+                .entry(conn)
+                .is_none_or(|e| e.socket.charged() == 0 || e.socket.phase() != Phase::Open)
+        {
+            self.read_first = None;
+        }
+        if self.read_paused == 0 {
+            return;
+        }
+        let paused: Vec<ConnId> = self
+            .sockets
+            .iter()
+            .filter(|(_, e)| e.socket.is_paused())
+            .map(|(key, e)| ConnId {
+                key,
+                generation: e.generation,
+            })
+            .collect();
+        if self.read_first.is_none() {
+            // Those holding the most go first: they are the nearest to finishing.
+            self.read_first = paused.iter().copied().max_by_key(|&c| {
+                self.entry(c)
+                    .map(|e| (e.socket.charged(), e.socket.buffered()))
+            });
+        }
+        for conn in paused {
+            if let Some(entry) = self.entry_mut(conn) {
+                entry.socket.resume(now);
+                self.read_paused -= 1;
+                self.resumed.push(conn);
+            }
+        }
+    }
+
+    /// Moves the connections that were paused and may read again into `into`.
+    pub(crate) fn take_resumed(&mut self, into: &mut Vec<ConnId>) {
+        into.append(&mut self.resumed);
+    }
+
+    /// Whether `conn` is paused for want of receive budget.
+    pub(crate) fn is_read_paused(&self, conn: ConnId) -> bool {
+        self.entry(conn).is_some_and(|e| e.socket.is_paused())
     }
 
     fn handle_output(&mut self, conn: ConnId, output: Output, now: Instant) {
@@ -649,6 +772,14 @@ impl Node {
     }
 
     fn closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        if let Some(entry) = slot_mut(&mut self.sockets, conn)
+            && entry.socket.is_paused()
+        {
+            // Out of service, it holds no budget: it reads again, to see the peer close.
+            entry.socket.resume(now);
+            self.read_paused -= 1;
+            self.resumed.push(conn);
+        }
         let Some(entry) = self.entry(conn) else {
             return;
         };
@@ -716,17 +847,42 @@ impl Node {
     }
 
     /// The buffer to read into for `conn` and how many bytes to ask for (at most
-    /// `chunk`), or `None` if it takes no input now.
+    /// `chunk`, never 0), or `None` if it takes no input now: not connected, or paused
+    /// for want of receive budget ([`Node::take_resumed`] tells when it may read again).
     pub(crate) fn recv_buf(
         &mut self,
         conn: ConnId,
         chunk: usize,
+        now: Instant,
     ) -> Option<(&mut BytesMut, usize)> {
-        let entry = self.entry_mut(conn)?;
-        if matches!(entry.socket.phase(), Phase::Opening | Phase::Closed) {
+        let entry = self.entry(conn)?;
+        if matches!(entry.socket.phase(), Phase::Opening | Phase::Closed)
+            || entry.socket.is_paused()
+        {
             return None;
         }
-        Some(entry.socket.recv_buf(chunk))
+        if entry.socket.has_record_waiting() {
+            // Paused while opening: what it holds is taken before it reads more.
+            self.take_frames(conn, now);
+            if self.is_read_paused(conn) {
+                return None;
+            }
+        }
+        loop {
+            let wants = self
+                .with_socket(conn, now, |s, _, _, _| s.recv_buf(chunk).map(|(_, n)| n))
+                .flatten();
+            if wants.is_some() {
+                break;
+            }
+            let starved = self.entry(conn).is_some_and(|e| e.socket.starved());
+            if !starved || !self.read_starved(conn, now) {
+                return None;
+            }
+        }
+        // Asked again for the borrow; the same answer, as nothing changed since.
+        let entry = self.entry_mut(conn)?;
+        entry.socket.recv_buf(chunk)
     }
 
     /// `n` bytes were appended to `conn`'s read buffer. Returns how many events they
@@ -734,18 +890,33 @@ impl Node {
     pub(crate) fn received(&mut self, conn: ConnId, n: usize, now: Instant) -> usize {
         let before = self.events.len();
         self.with_socket(conn, now, |s, _, out, _| s.received(n, now, out));
-        // Frames only after the node kept the connection; in batches, so the outputs
-        // stay in cache however many frames one read brought.
-        while self.phase(conn) == Some(Phase::Open)
-            && self.with_socket(conn, now, |s, _, out, events| {
-                s.take_frames(now, out, events, FRAME_BATCH)
-            }) == Some(true)
-        {}
+        self.take_frames(conn, now);
         if let Some(peer) = self.kept_by_peer(conn) {
             self.replace(peer, conn, before, now);
         }
         self.route_requests(conn, before);
         self.events.len().saturating_sub(before)
+    }
+
+    /// Takes `conn`'s whole frames, once the node kept the connection; in batches, so
+    /// the outputs stay in cache however many frames one read brought. Then starts or
+    /// moves the deadline of a frame left unfinished.
+    fn take_frames(&mut self, conn: ConnId, now: Instant) {
+        while self.phase(conn) == Some(Phase::Open) {
+            let more = self.with_socket(conn, now, |s, _, out, events| {
+                s.take_frames(now, out, events, FRAME_BATCH)
+            });
+            if more == Some(true) {
+                continue;
+            }
+            let starved = self.entry(conn).is_some_and(|e| e.socket.starved());
+            if !starved || !self.read_starved(conn, now) {
+                break;
+            }
+        }
+        if let Some(entry) = self.entry_mut(conn) {
+            entry.socket.track_frame(now);
+        }
     }
 
     /// The peer of `conn`, if `conn` is a second connection it dialled, the one
@@ -1213,7 +1384,7 @@ impl Node {
             rate_limited_accepts: self.rate_limited_accepts,
             evicted_handshakes: self.evicted_handshakes,
             unflushed_bytes: self.unflushed_bytes,
-            read_paused: 0,
+            read_paused: self.read_paused,
             failed_handshakes: self.failed_handshakes,
             duplicate_gossip: self.duplicate_gossip,
             not_allowed: self.not_allowed,

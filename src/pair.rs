@@ -149,7 +149,7 @@ impl Pair {
         }
         for end in [&mut self.a, &mut self.b] {
             if end.node.phase(end.conn) == Some(Phase::Closed) {
-                assert!(end.node.remove(end.conn));
+                assert!(end.node.remove(end.conn, now));
             }
             end.node.drain_events(&mut end.events);
         }
@@ -193,7 +193,7 @@ fn take_output(node: &mut Node, conn: ConnId, now: Instant) -> Vec<u8> {
 
 /// Hands `bytes` to `conn` as if read from its socket.
 fn deliver(node: &mut Node, conn: ConnId, bytes: &[u8], now: Instant) {
-    if let Some((buf, _)) = node.recv_buf(conn, usize::MAX) {
+    if let Some((buf, _)) = node.recv_buf(conn, usize::MAX, now) {
         buf.extend_from_slice(bytes);
         node.received(conn, bytes.len(), now);
     }
@@ -242,6 +242,41 @@ fn frame_bytes(frame: &Frame) -> Vec<u8> {
     let mut out = bytes::BytesMut::new();
     frame.encode(&mut out);
     out.to_vec()
+}
+
+/// Whether `end` reported its peer gone for `reason`.
+fn disconnected_for(end: &End, reason: &CloseReason) -> bool {
+    end.events
+        .iter()
+        .any(|e| matches!(e, Event::PeerDisconnected { reason: r, .. } if r == reason))
+}
+
+#[test]
+fn an_unfinished_frame_must_gain_64_kib_within_the_frame_timeout() {
+    let slow = Config {
+        frame_timeout: Duration::from_secs(2),
+        ..config()
+    };
+    let mut pair = Pair::new(config(), slow);
+    pair.step();
+    // A MESSAGE of 200 KiB, of which the header and 64 KiB arrive now.
+    let mut head = ((200 * 1024 + 1) as u32).to_be_bytes().to_vec();
+    head.push(crate::wire::kind::MESSAGE);
+    head.resize(head.len() + 64 * 1024, 0);
+    inject(&mut pair.b, &head, pair.now);
+    pair.elapse(Duration::from_millis(1500));
+    // Another 64 KiB: progress, so the deadline moves on.
+    inject(&mut pair.b, &[0; 64 * 1024], pair.now);
+    pair.elapse(Duration::from_millis(1500));
+    // A byte now and then is no progress.
+    inject(&mut pair.b, &[0], pair.now);
+    assert_eq!(pair.b.node.phase(pair.b.conn), Some(Phase::Open));
+    pair.elapse(Duration::from_millis(600));
+    assert!(disconnected_for(&pair.b, &CloseReason::FrameTimeout));
+    // Gracefully, with GOODBYE 4.
+    pair.run_for(Duration::from_secs(1), Duration::from_millis(100));
+    let timeout = CloseReason::Goodbye(GoodbyeReason::Timeout);
+    assert!(disconnected_for(&pair.a, &timeout));
 }
 
 #[test]
@@ -865,13 +900,13 @@ fn stale_ids_never_reach_a_reused_slot() {
     let addr: SocketAddr = "10.0.0.2:2".parse().unwrap();
     let first = node.dial(addr, now).unwrap();
     node.connect_failed(first, std::io::ErrorKind::ConnectionRefused, now);
-    assert!(node.remove(first));
+    assert!(node.remove(first, now));
     let second = node.dial(addr, now).unwrap();
     assert_eq!(second.key, first.key, "slot reused");
     assert_ne!(second.generation, first.generation);
     node.connect_failed(first, std::io::ErrorKind::ConnectionRefused, now);
     assert_eq!(node.phase(second), Some(Phase::Opening), "stale id ignored");
-    assert!(!node.remove(first));
+    assert!(!node.remove(first, now));
 }
 
 mod properties {
@@ -915,7 +950,7 @@ mod properties {
             pair.step();
             let now = pair.now;
             for bytes in &chunks {
-                if pair.b.node.recv_buf(pair.b.conn, 1).is_none() {
+                if pair.b.node.recv_buf(pair.b.conn, 1, now).is_none() {
                     break;
                 }
                 inject(&mut pair.b, bytes, now);

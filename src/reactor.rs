@@ -135,8 +135,9 @@ pub struct Network {
     dirty: Vec<ConnId>,
     /// Readiness of this turn (connection, readable, writable), kept to reuse its allocation.
     readiness: Vec<(ConnId, bool, bool)>,
-    /// Connections whose read budget ran out before `WouldBlock`: edge-triggered
-    /// readiness will not repeat, so they are read again next turn.
+    /// Connections whose read budget ran out before `WouldBlock`, or that the receive
+    /// budget paused and resumed: edge-triggered readiness will not repeat, so they
+    /// are read again next turn.
     ready: Vec<ConnId>,
     /// After an accept error (EMFILE, say), accepting pauses until then, so a
     /// connection stuck in the backlog does not spin the loop.
@@ -355,6 +356,7 @@ impl Network {
         self.now = Instant::now();
         self.run_commands();
         self.write_dirty();
+        self.node.take_resumed(&mut self.ready);
         let wait = self.wait_time(timeout);
         match self.poll.poll(&mut self.mio_events, wait) {
             Ok(()) => {}
@@ -405,6 +407,8 @@ impl Network {
             self.node.timeout(self.now);
         }
         self.write_dirty();
+        // Connections the receive budget paused and now lets read again.
+        self.node.take_resumed(&mut self.ready);
         self.node.drain_events(events);
         Ok(())
     }
@@ -534,7 +538,7 @@ impl Network {
             let Some(Stream { tcp, .. }) = stream_mut(&mut self.streams, conn) else {
                 return;
             };
-            let Some((buf, want)) = self.node.recv_buf(conn, READ_CHUNK.min(budget)) else {
+            let Some((buf, want)) = self.node.recv_buf(conn, READ_CHUNK.min(budget), now) else {
                 return;
             };
             let start = buf.len();
@@ -650,7 +654,7 @@ impl Network {
         {
             let _ = self.poll.registry().deregister(&mut stream.tcp);
         }
-        self.node.remove(conn);
+        self.node.remove(conn, self.now);
     }
 
     fn run_commands(&mut self) {

@@ -413,28 +413,46 @@ impl Transport {
         !matches!(self, Transport::Plaintext)
     }
 
-    /// Moves every whole record of `rx` into `plain` as plaintext.
-    pub(crate) fn open(
+    /// The plaintext size of the record at the front of `rx`, once the whole record has
+    /// arrived (a record too short for its tag reports 0 and fails to open).
+    pub(crate) fn next_record(&self, rx: &[u8]) -> Option<usize> {
+        match self {
+            Transport::Plaintext => {
+                let _ = rx;
+                None
+            }
+            #[cfg(feature = "noise")]
+            Transport::Noise(_) => {
+                let len = u16::from_be_bytes([*rx.first()?, *rx.get(1)?]) as usize;
+                (rx.len() >= 2 + len).then(|| len.saturating_sub(TAG_LEN))
+            }
+        }
+    }
+
+    /// Opens the record at the front of `rx` onto the end of `plain`, if it has arrived
+    /// whole; true if it did. The caller makes room in `plain` first
+    /// ([`Transport::next_record`] tells how much), so the buffer is not reallocated.
+    pub(crate) fn open_record(
         &mut self,
         rx: &mut BytesMut,
         plain: &mut BytesMut,
-    ) -> Result<(), DecryptFailed> {
+    ) -> Result<bool, DecryptFailed> {
         match self {
             Transport::Plaintext => {
                 let _ = (rx, plain);
-                Ok(())
+                Ok(false)
             }
             #[cfg(feature = "noise")]
-            Transport::Noise(noise) => loop {
+            Transport::Noise(noise) => {
                 if rx.len() < 2 {
-                    return Ok(());
+                    return Ok(false);
                 }
                 let len = u16::from_be_bytes([rx[0], rx[1]]) as usize;
                 if len < TAG_LEN {
                     return Err(DecryptFailed);
                 }
                 if rx.len() < 2 + len {
-                    return Ok(());
+                    return Ok(false);
                 }
                 // One copy, then decryption in place.
                 let start = plain.len();
@@ -447,7 +465,8 @@ impl Transport {
                     }
                 }
                 rx.advance(2 + len);
-            },
+                Ok(true)
+            }
         }
     }
 

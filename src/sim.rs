@@ -184,6 +184,9 @@ struct Direction {
     sent: u64,
     read: u64,
     early: BTreeMap<u64, Bytes>,
+    /// The rest of delivery `read`, which the receiver stopped reading for want of
+    /// receive budget: it stays in flight until the receiver resumes.
+    paused: Option<Bytes>,
 }
 
 /// A connection: end 0 dialled end 1.
@@ -658,6 +661,7 @@ impl Sim {
             sent: 0,
             read: 0,
             early: BTreeMap::new(),
+            paused: None,
         }
     }
 
@@ -1066,14 +1070,27 @@ impl Sim {
         hash = fnv(hash, &(link as u64 * 2 + dir as u64).to_le_bytes());
         hash = fnv(hash, &(bytes.len() as u64).to_le_bytes());
         self.trace = fnv(hash, head);
-        if let Some(node) = self.core(to)
-            && let Some((buf, _)) = node.recv_buf(conn, usize::MAX)
-        {
-            buf.extend_from_slice(&bytes);
-            node.received(conn, bytes.len(), now);
+        let len = bytes.len();
+        let mut rest = bytes;
+        let mut paused = false;
+        if let Some(node) = self.core(to) {
+            // In pieces of what the node asks for, as the shell reads.
+            while !rest.is_empty() {
+                let Some((buf, want)) = node.recv_buf(conn, rest.len(), now) else {
+                    break;
+                };
+                let piece = rest.split_to(want.min(rest.len()));
+                buf.extend_from_slice(&piece);
+                node.received(conn, piece.len(), now);
+            }
+            paused = !rest.is_empty() && node.is_read_paused(conn);
         }
+        let read = if paused { len - rest.len() } else { len };
         let sender = self.links.get_mut(link).and_then(|l| {
-            l.dirs[dir].in_flight -= bytes.len();
+            l.dirs[dir].in_flight -= read;
+            if paused {
+                l.dirs[dir].paused = Some(rest);
+            }
             l.ends[dir]
         });
         self.settle(to);
@@ -1083,6 +1100,9 @@ impl Sim {
         {
             self.pump(sender, conn);
             self.settle(sender);
+        }
+        if paused {
+            return;
         }
         // The next bytes, if they arrived ahead of these; or the end of the stream, if
         // it arrived ahead of them and these were the last.
@@ -1114,6 +1134,13 @@ impl Sim {
             self.pump(index, conn);
         }
         dirty.clear();
+        if let Some(node) = self.nodes[index].node.as_mut() {
+            node.take_resumed(&mut dirty);
+        }
+        for &conn in &dirty {
+            self.resume_reading(index, conn);
+        }
+        dirty.clear();
         self.scratch = dirty;
         self.record(index);
         let next = self.nodes[index]
@@ -1126,6 +1153,32 @@ impl Sim {
                 self.nodes[index].timer = Some(at);
                 self.schedule(at, Action::Timer { node: index });
             }
+        }
+    }
+
+    /// Node `index` reads `conn` again after a pause: the rest of the delivery it
+    /// stopped in is read now.
+    fn resume_reading(&mut self, index: NodeIndex, conn: ConnId) {
+        let Some(&link) = self.nodes[index].links.get(&conn) else {
+            return;
+        };
+        let Some(l) = self.links.get_mut(link) else {
+            return;
+        };
+        // The direction this end reads: the one whose receiver it is.
+        let dir = usize::from(l.ends[0] == Some((index, conn)));
+        if let Some(rest) = l.dirs[dir].paused.take() {
+            let n = l.dirs[dir].read;
+            let now = self.now;
+            self.schedule(
+                now,
+                Action::Deliver {
+                    link,
+                    dir,
+                    bytes: rest,
+                    n,
+                },
+            );
         }
     }
 
@@ -1197,7 +1250,7 @@ impl Sim {
             }
         }
         if node.phase(conn) == Some(Phase::Closed) {
-            node.remove(conn);
+            node.remove(conn, now);
             self.nodes[index].links.remove(&conn);
             let l = &mut self.links[link];
             l.ends[dir] = None;

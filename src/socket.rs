@@ -15,8 +15,8 @@ use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::{Handshake, LocalKey, Transport};
 use crate::wire::{
-    Decoded, Decoder, Frame, GOSSIP_HEAD_LEN, GoodbyeReason, LEN_FIELD, PREAMBLE_LEN, Preamble,
-    Reject,
+    COPY_LIMIT, Decoded, Decoder, Frame, GOSSIP_HEAD_LEN, GoodbyeReason, LEN_FIELD, PREAMBLE_LEN,
+    Preamble, Reject,
 };
 
 /// Where a connection is in its life.
@@ -103,6 +103,42 @@ const _: () = assert!(
     CONTROL_ROOM >= 110 + 2 * (LEN_FIELD + 1 + 8 + crate::secure::RECORD_OVERHEAD) + GOODBYE_ROOM
 );
 
+/// Bytes of the frame stream a connection holds without drawing on the receive budget
+/// (`Config::max_read_buffer_total`): one read chunk. A frame larger than this is
+/// read into a buffer of its own, whose growth the budget pays for; smaller frames'
+/// payloads are copied out of the chunk ([`COPY_LIMIT`]), so none pins it.
+pub(crate) const READ_ALLOWANCE: usize = COPY_LIMIT;
+
+/// What an unfinished frame must gain within `Config::frame_timeout`.
+const FRAME_PROGRESS: u64 = 64 * 1024;
+
+/// The most ciphertext held before it is opened: one whole record (noise).
+#[cfg(feature = "noise")]
+const RECORD_LIMIT: usize = 2 + u16::MAX as usize;
+/// Without noise no record is held.
+#[cfg(not(feature = "noise"))]
+const RECORD_LIMIT: usize = 0;
+
+/// What one record's plaintext may add to the frame stream past the frame it
+/// completes: room a noise frame buffer keeps so that it is never reallocated.
+#[cfg(feature = "noise")]
+const RECORD_SLACK: usize = crate::secure::MAX_RECORD_PLAINTEXT;
+/// Without noise nothing is opened.
+#[cfg(not(feature = "noise"))]
+const RECORD_SLACK: usize = 0;
+
+/// Gives `buf` room for `want` more bytes at its end: its own allocation again when
+/// nothing else holds it (what it holds moves to the front), else a fresh one of
+/// `cap` bytes (or what it must hold). Never `BytesMut::reserve`, which may double the
+/// allocation and would make the memory a buffer holds depend on its history.
+fn make_room(buf: &mut BytesMut, want: usize, cap: usize) {
+    if buf.capacity() - buf.len() < want && !buf.try_reclaim(want) {
+        let mut fresh = BytesMut::with_capacity(cap.max(buf.len() + want));
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
+}
+
 /// A PING sent to learn whether the peer reads a connection ([`Socket::probe`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Probe {
@@ -127,6 +163,7 @@ struct Limits {
     request_timeout: Duration,
     close_timeout: Duration,
     write_timeout: Duration,
+    frame_timeout: Duration,
 }
 
 /// Whether a queue holding `queued` bytes may grow by `growth` when `room` bytes are
@@ -198,6 +235,23 @@ pub(crate) struct Socket {
     gossip_limit: GossipLimit,
     stats: PeerStats,
     limits: Limits,
+    /// Bytes of the receive budget the frame stream's buffer holds: its capacity beyond
+    /// what a connection holds for free ([`READ_ALLOWANCE`]).
+    charged: usize,
+    /// How much more of the receive budget the buffer may take now, as the node last
+    /// said ([`Socket::set_read_room`]).
+    read_room: usize,
+    /// The last read or open needed more of the budget than `read_room`.
+    starved: bool,
+    /// The node stopped reading this connection until budget returns.
+    paused: bool,
+    /// When the unfinished frame must have gained [`FRAME_PROGRESS`] bytes or finished.
+    frame_deadline: Option<Instant>,
+    /// `stats.bytes_in` when that deadline was set.
+    frame_mark: u64,
+    /// What was left of the deadline when the connection was paused: paused time does
+    /// not count against it.
+    paused_left: Option<Duration>,
 }
 
 impl Socket {
@@ -271,7 +325,15 @@ impl Socket {
                 request_timeout: config.request_timeout,
                 close_timeout: config.close_timeout,
                 write_timeout: config.write_timeout,
+                frame_timeout: config.frame_timeout,
             },
+            charged: 0,
+            read_room: 0,
+            starved: false,
+            paused: false,
+            frame_deadline: None,
+            frame_mark: 0,
+            paused_left: None,
         }
     }
 
@@ -336,6 +398,143 @@ impl Socket {
         self.rx.len() + self.plain.len()
     }
 
+    /// Bytes of the receive budget this connection holds.
+    pub(crate) fn charged(&self) -> usize {
+        self.charged
+    }
+
+    /// How much more of the receive budget the connection may take, from now until
+    /// the node says again.
+    pub(crate) fn set_read_room(&mut self, room: usize) {
+        self.read_room = room;
+    }
+
+    /// Whether the last read or open stopped for want of receive budget.
+    pub(crate) fn starved(&self) -> bool {
+        self.starved
+    }
+
+    /// Whether the node stopped reading this connection for want of receive budget.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// The node stops reading: the frame deadline and the keepalive stop running.
+    pub(crate) fn pause(&mut self, now: Instant) {
+        self.paused = true;
+        if let Some(deadline) = self.frame_deadline.take() {
+            self.paused_left = Some(deadline.saturating_duration_since(now));
+        }
+    }
+
+    /// The node reads again: the frame deadline runs on from where it stopped, and
+    /// the keepalive counts silence from now, since bytes may have waited unread.
+    pub(crate) fn resume(&mut self, now: Instant) {
+        self.paused = false;
+        self.last_recv = self.last_recv.max(now);
+        self.pinged = false;
+        if let Some(left) = self.paused_left.take() {
+            self.frame_deadline = Some(now + left);
+        }
+    }
+
+    /// Whether a whole record waits to be opened (noise): a connection paused while
+    /// opening must open it before reading more.
+    pub(crate) fn has_record_waiting(&self) -> bool {
+        self.phase == Phase::Open && self.transport.next_record(&self.rx).is_some()
+    }
+
+    /// Starts, moves or ends the deadline of the unfinished frame after bytes were
+    /// taken as frames: it starts when a frame is left unfinished, moves each time
+    /// the connection gained [`FRAME_PROGRESS`] bytes, and ends when nothing
+    /// unfinished is left.
+    pub(crate) fn track_frame(&mut self, now: Instant) {
+        if self.phase != Phase::Open || self.buffered() == 0 {
+            self.frame_deadline = None;
+            self.paused_left = None;
+            return;
+        }
+        if self.paused {
+            return;
+        }
+        let gained = self.stats.bytes_in - self.frame_mark;
+        if self.frame_deadline.is_none() || gained >= FRAME_PROGRESS {
+            self.frame_mark = self.stats.bytes_in;
+            self.frame_deadline = Some(now + self.limits.frame_timeout);
+        }
+    }
+
+    /// The frame stream's buffer: `rx` in plaintext, the opened records under noise.
+    fn frames_in(&mut self) -> &mut BytesMut {
+        if self.transport.encrypts() {
+            &mut self.plain
+        } else {
+            &mut self.rx
+        }
+    }
+
+    /// What the frame stream's buffer holds without charge, and the most a buffer of a
+    /// frame of `need` bytes holds: under noise a record's plaintext may run past the
+    /// frame's end, so both are a record larger.
+    fn frame_buffer_bounds(&self, need: usize) -> (usize, usize) {
+        if self.transport.encrypts() {
+            (READ_ALLOWANCE + RECORD_SLACK, need + RECORD_SLACK)
+        } else {
+            (READ_ALLOWANCE, need)
+        }
+    }
+
+    /// Makes room for `step` more bytes in the frame stream's buffer, when a frame of
+    /// `need` bytes (more than [`READ_ALLOWANCE`]) is under way: a buffer of its own
+    /// that doubles as its bytes arrive, up to the frame's size, and is charged to the
+    /// receive budget. False, and `starved` set, if the budget's room is too small.
+    fn grow_frame_buffer(&mut self, need: usize, step: usize) -> bool {
+        let (free, limit) = self.frame_buffer_bounds(need);
+        let charge_for = |cap: usize| cap.saturating_sub(free);
+        let read_room = self.read_room;
+        let charged = self.charged;
+        let buf = self.frames_in();
+        let len = buf.len();
+        if buf.capacity() - len >= step {
+            return true;
+        }
+        let least = (len + step).min(limit);
+        let wanted = limit.min((2 * len).max(len + step)).max(free);
+        // As much of the doubling as the budget allows, but at least the step.
+        let affordable = free + charged + read_room;
+        let cap = wanted.min(affordable);
+        if cap < least {
+            self.starved = true;
+            return false;
+        }
+        // Grown in place where the allocator can (realloc): no copy of what arrived.
+        let mut vec = Vec::from(std::mem::take(buf));
+        vec.reserve_exact(cap - vec.len());
+        let cap = vec.capacity();
+        *buf = BytesMut::from(Bytes::from(vec));
+        let charge = charge_for(cap).max(charged);
+        self.read_room = self.read_room.saturating_sub(charge - charged);
+        self.charged = charge;
+        true
+    }
+
+    /// Ends the charge once no frame larger than [`READ_ALLOWANCE`] is under way: its
+    /// buffer now belongs to the payload taken from it.
+    fn release_frame_buffer(&mut self) {
+        let frames = if self.transport.encrypts() {
+            &self.plain
+        } else {
+            &self.rx
+        };
+        let large = self
+            .decoder
+            .frame_need(frames)
+            .is_some_and(|need| need > READ_ALLOWANCE);
+        if !large {
+            self.charged = 0;
+        }
+    }
+
     /// The TCP connection is established: send the preamble and the handshake's start.
     pub(crate) fn connected(&mut self, now: Instant) {
         if self.phase != Phase::Opening {
@@ -352,21 +551,43 @@ impl Socket {
     }
 
     /// The buffer the shell reads into, and how many bytes to ask for (at most
-    /// `chunk`); call [`Socket::received`] after appending. A frame longer than one
-    /// read gets room for all of it at once and is read up to its end, so it is not
-    /// copied as the buffer grows and the next frame starts in a fresh buffer.
-    pub(crate) fn recv_buf(&mut self, chunk: usize) -> (&mut BytesMut, usize) {
-        if self.phase == Phase::Open
-            && !self.transport.encrypts()
-            && let Some(need) = self.decoder.frame_need(&self.rx)
-            && need > chunk
-            && need > self.rx.len()
-        {
-            let rest = need - self.rx.len();
-            self.rx.reserve(rest);
-            return (&mut self.rx, rest.min(chunk));
+    /// `chunk`, never 0); call [`Socket::received`] after appending. `None`, with
+    /// [`Socket::starved`] set, when reading on needs more receive budget than the
+    /// node gave. The frame stream holds at most one read chunk for free; a frame
+    /// longer than that is read into a buffer of its own that grows as its bytes
+    /// arrive, and is read up to its end, so the next frame starts in a fresh buffer
+    /// and the large payload pins nothing else.
+    pub(crate) fn recv_buf(&mut self, chunk: usize) -> Option<(&mut BytesMut, usize)> {
+        self.starved = false;
+        let chunk = chunk.max(1);
+        if self.phase == Phase::Open && self.transport.encrypts() {
+            // Ciphertext waits here only until its record is whole.
+            let want = chunk.min(RECORD_LIMIT.saturating_sub(self.rx.len()));
+            if want == 0 {
+                return None;
+            }
+            make_room(&mut self.rx, want, RECORD_LIMIT);
+            return Some((&mut self.rx, want));
         }
-        (&mut self.rx, chunk)
+        let large = (self.phase == Phase::Open)
+            .then(|| self.decoder.frame_need(&self.rx))
+            .flatten()
+            .filter(|&need| need > READ_ALLOWANCE);
+        if let Some(need) = large {
+            let rest = need.saturating_sub(self.rx.len()).max(1);
+            if self.rx.capacity() == self.rx.len() && !self.grow_frame_buffer(need, chunk.min(rest))
+            {
+                return None;
+            }
+            let room = self.rx.capacity() - self.rx.len();
+            return Some((&mut self.rx, chunk.min(room).min(rest)));
+        }
+        // Frames within one chunk: they complete in it, so it is never outgrown.
+        let want = chunk
+            .min(READ_ALLOWANCE.saturating_sub(self.rx.len()))
+            .max(1);
+        make_room(&mut self.rx, want, READ_ALLOWANCE);
+        Some((&mut self.rx, want))
     }
 
     /// `n` bytes were appended to the read buffer: run the preamble and handshake.
@@ -435,20 +656,7 @@ impl Socket {
         events: &mut Vec<Event>,
         max: usize,
     ) -> bool {
-        if self.transport.encrypts() {
-            // Once a large frame's header is in, room for all of it, so the buffer is
-            // not copied each time a record's plaintext lands.
-            if let Some(need) = self.decoder.frame_need(&self.plain)
-                && need > self.plain.capacity()
-            {
-                self.plain.reserve(need - self.plain.len());
-            }
-            if self.transport.open(&mut self.rx, &mut self.plain).is_err() {
-                // Fatal, but only after the frames of the records before it: what is
-                // delivered must not depend on how TCP split the bytes.
-                self.decrypt_failed = true;
-            }
-        }
+        self.starved = false;
         for _ in 0..max {
             if self.phase != Phase::Open {
                 return false;
@@ -466,19 +674,59 @@ impl Socket {
                     // A GOSSIP dropped by the rate limit needs no decision: the batch
                     // goes on, so a flood of them costs little.
                     if gossip && out.len() > outputs {
+                        self.release_frame_buffer();
                         return true;
                     }
                 }
                 Some(Decoded::Rejected(reason)) => self.reject(reason, now, out, events),
                 None => {
-                    if self.decrypt_failed {
+                    self.release_frame_buffer();
+                    if self.transport.encrypts() && !self.decrypt_failed && self.open_record() {
+                        continue;
+                    }
+                    if self.decrypt_failed && !self.starved {
                         self.close(CloseReason::DecryptFailed, None, now, out);
                     }
                     return false;
                 }
             }
         }
+        self.release_frame_buffer();
         true
+    }
+
+    /// Opens the next whole record onto the frame stream (noise), once it has room
+    /// for the record's plaintext; false if none is whole yet, the budget has no room
+    /// for it (`starved`), or it failed to open (`decrypt_failed`). Records are opened
+    /// one at a time, as the frames before them are taken, so the frame stream holds
+    /// at most the unfinished frame and one record's plaintext.
+    fn open_record(&mut self) -> bool {
+        let Some(size) = self.transport.next_record(&self.rx) else {
+            return false;
+        };
+        let need = self
+            .decoder
+            .frame_need(&self.plain)
+            .filter(|&need| need > READ_ALLOWANCE);
+        let room = match need {
+            Some(need) => self.grow_frame_buffer(need, size),
+            None => {
+                make_room(&mut self.plain, size, READ_ALLOWANCE + RECORD_SLACK);
+                true
+            }
+        };
+        if !room {
+            return false;
+        }
+        match self.transport.open_record(&mut self.rx, &mut self.plain) {
+            Ok(opened) => opened,
+            Err(_) => {
+                // Fatal, but only after the frames of the records before it: what is
+                // delivered must not depend on how TCP split the bytes.
+                self.decrypt_failed = true;
+                false
+            }
+        }
     }
 
     /// The remote id (zeros before the handshake finished).
@@ -779,8 +1027,12 @@ impl Socket {
     }
 
     fn leave_service(&mut self, reason: CloseReason, out: &mut Vec<Output>) {
-        self.rx.clear();
-        self.plain.clear();
+        // Dropped, not cleared: nothing is read into them any more.
+        self.rx = BytesMut::new();
+        self.plain = BytesMut::new();
+        self.charged = 0;
+        self.frame_deadline = None;
+        self.paused_left = None;
         self.request_deadlines.clear();
         let mut ids: Vec<u64> = self.pending.drain().collect();
         ids.sort_unstable(); // a fixed order keeps runs reproducible
@@ -900,7 +1152,19 @@ impl Socket {
                         });
                     }
                 }
-                if now >= self.last_recv + self.limits.idle_timeout {
+                if self.paused {
+                    // Not read, so its silence tells nothing: the keepalive waits too.
+                    return;
+                }
+                if self.frame_deadline.is_some_and(|d| now >= d) {
+                    // GOODBYE 4: the peer is too slow to finish what it started.
+                    self.close(
+                        CloseReason::FrameTimeout,
+                        Some(GoodbyeReason::Timeout),
+                        now,
+                        out,
+                    );
+                } else if now >= self.last_recv + self.limits.idle_timeout {
                     self.close(
                         CloseReason::IdleTimeout,
                         Some(GoodbyeReason::Timeout),
@@ -949,14 +1213,23 @@ impl Socket {
             }
             Phase::Opening | Phase::Authenticating | Phase::Closing => Some(self.deadline),
             Phase::Open => {
-                let keepalive = if self.pinged {
-                    self.last_recv + self.limits.idle_timeout
+                let keepalive = if self.paused {
+                    None
+                } else if self.pinged {
+                    Some(self.last_recv + self.limits.idle_timeout)
                 } else {
-                    self.last_recv + self.limits.ping_interval
+                    Some(self.last_recv + self.limits.ping_interval)
                 };
                 let request = self.request_deadlines.front().map(|&(at, _)| at);
-                let others = [request, self.write_deadline()];
-                Some(others.into_iter().flatten().fold(keepalive, Instant::min))
+                [
+                    keepalive,
+                    request,
+                    self.frame_deadline,
+                    self.write_deadline(),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
             }
             Phase::Closed => None,
         }

@@ -12,6 +12,13 @@ pub const VERSION: u8 = 1;
 pub const PREAMBLE_LEN: usize = 12;
 /// Size of the `len` field.
 pub const LEN_FIELD: usize = 4;
+/// Frames of at most this many wire bytes (`LEN_FIELD + len`) have their payload
+/// copied out of the buffer they were decoded from; larger ones are slices of it. A
+/// payload kept after the read (queued for relay, held by the application) then pins
+/// no more than its own size: small ones own their bytes, and a reader that gives
+/// each larger frame a buffer of its own (as this crate's does) lets a large payload
+/// pin only that buffer.
+pub const COPY_LIMIT: usize = 64 * 1024;
 
 /// Frame kind bytes.
 pub mod kind {
@@ -393,7 +400,8 @@ impl Decoder {
     /// An oversize frame: the 4 len bytes are consumed and `Rejected(Oversize)` is returned at once
     /// (exactly once per frame); then its remaining len bytes are discarded as they arrive over
     /// subsequent calls, without ever waiting for the whole frame to be buffered.
-    /// Payloads are zero-copy: `buf.split_to(..).freeze()` slices of the buffer.
+    /// Payloads of frames up to [`COPY_LIMIT`] wire bytes are copies; those of larger
+    /// frames are zero-copy `buf.split_to(..).freeze()` slices of the buffer.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Option<Decoded> {
         if self.skip > 0 {
             let n = self.skip.min(buf.len());
@@ -423,7 +431,14 @@ impl Decoder {
         }
         let kind = buf[LEN_FIELD];
         buf.advance(LEN_FIELD + 1);
-        let body = buf.split_to(body_len).freeze();
+        let body = if LEN_FIELD + len <= COPY_LIMIT {
+            // A slice would keep the whole buffer alive for as long as the payload lives.
+            let body = Bytes::copy_from_slice(&buf[..body_len]);
+            buf.advance(body_len);
+            body
+        } else {
+            buf.split_to(body_len).freeze()
+        };
         Some(match parse(kind, body) {
             Ok(frame) => Decoded::Frame(frame),
             Err(reject) => Decoded::Rejected(reject),
@@ -717,20 +732,34 @@ mod tests {
         }
     }
 
-    #[test]
-    fn payload_is_a_slice_of_the_buffer() {
+    /// Decodes one REQUEST of `payload_len` bytes and tells whether its payload points
+    /// into the buffer it was decoded from.
+    fn payload_in_buffer(payload_len: usize) -> bool {
         let frame = Frame::Request {
             id: 5,
-            payload: b(b"zero-copy"),
+            payload: Bytes::from(vec![3; payload_len]),
         };
         let mut buf = BytesMut::from(&encoded(&frame)[..]);
         let range = buf.as_ptr_range();
         let Some(Decoded::Frame(Frame::Request { payload, .. })) =
-            Decoder::new(MAX).decode(&mut buf)
+            Decoder::new(COPY_LIMIT * 2).decode(&mut buf)
         else {
             panic!("expected a request");
         };
-        assert!(range.contains(&payload.as_ptr()));
+        assert_eq!(payload.len(), payload_len);
+        range.contains(&payload.as_ptr())
+    }
+
+    #[test]
+    fn small_payloads_are_copied_large_ones_are_slices() {
+        // A frame of COPY_LIMIT wire bytes is copied; one byte more and it is a slice.
+        let at_limit = COPY_LIMIT - LEN_FIELD - 1 - 8;
+        assert!(!payload_in_buffer(9), "a small payload owns its bytes");
+        assert!(!payload_in_buffer(at_limit));
+        assert!(
+            payload_in_buffer(at_limit + 1),
+            "a large payload is zero-copy"
+        );
     }
 
     #[test]

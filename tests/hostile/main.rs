@@ -12,6 +12,10 @@
 mod common;
 mod support;
 
+/// Counts the heap, so that memory tests measure what the node holds precisely.
+#[global_allocator]
+static ALLOC: support::CountingAlloc = support::CountingAlloc;
+
 mod gossip;
 mod pinning;
 mod receive;

@@ -71,3 +71,43 @@ pub fn in_own_process(name: &str) -> bool {
     );
     true
 }
+
+/// The global allocator of this test binary: the system's, counting the bytes held.
+/// A precise measure of the heap, where RSS also moves with the allocator's caching.
+pub struct CountingAlloc;
+
+static HEAP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the counter only
+// observes the sizes.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is the system allocator's.
+        let ptr = unsafe { std::alloc::System.alloc(layout) };
+        if !ptr.is_null() {
+            HEAP.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as above.
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        HEAP.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above.
+        let new = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            HEAP.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+            HEAP.fetch_add(new_size, std::sync::atomic::Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+/// Bytes the heap holds now (allocations of every thread of this process).
+pub fn heap() -> usize {
+    HEAP.load(std::sync::atomic::Ordering::Relaxed)
+}
