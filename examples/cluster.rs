@@ -347,6 +347,9 @@ fn config_for(o: &Options) -> Config {
         config.max_frame_size = body;
         config.max_write_buffer = config.max_write_buffer.max(4 * (body + 5));
         config.max_write_buffer_total = config.max_write_buffer_total.max(config.max_write_buffer);
+        config.max_read_buffer_total = config
+            .max_read_buffer_total
+            .max(config.min_read_buffer_total());
     }
     config
 }

@@ -172,6 +172,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     let mut idle_given = false;
     let mut write_buffer_given = false;
     let mut write_total_given = false;
+    let mut read_total_given = false;
     let mut key_file = None;
     let mut allowlist: Option<HashSet<PeerId>> = None;
 
@@ -265,7 +266,10 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
                 config.max_write_buffer_total = parse_number(&name, v)?;
                 write_total_given = true;
             }
-            "--max-read-buffer-total" => config.max_read_buffer_total = parse_number(&name, v)?,
+            "--max-read-buffer-total" => {
+                config.max_read_buffer_total = parse_number(&name, v)?;
+                read_total_given = true;
+            }
             "--max-gossip-rate" => config.max_gossip_rate = parse_number(&name, v)?,
             "--write-timeout-ms" => config.write_timeout = parse_millis(&name, v)?,
             "--frame-timeout-ms" => config.frame_timeout = parse_millis(&name, v)?,
@@ -310,6 +314,11 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     }
     if !write_total_given {
         config.max_write_buffer_total = config.max_write_buffer_total.max(config.max_write_buffer);
+    }
+    if !read_total_given {
+        config.max_read_buffer_total = config
+            .max_read_buffer_total
+            .max(config.min_read_buffer_total());
     }
     config
         .validate()
