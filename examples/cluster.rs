@@ -340,6 +340,9 @@ fn config_for(o: &Options) -> Config {
         max_pending_handshakes_per_ip: Config::default().max_pending_handshakes_per_ip.max(o.nodes),
         max_pending_dials: Config::default().max_pending_dials.max(o.nodes),
         handshake_rate_per_ip: Config::default().handshake_rate_per_ip.max(o.nodes as u32),
+        // A throughput run among trusted nodes: the broadcast rate is what is measured,
+        // so the per-peer and relay gossip rates do not bound it.
+        max_gossip_rate: u32::MAX,
         ..Config::default()
     };
     let body = o.size + GOSSIP_OVERHEAD - 5;

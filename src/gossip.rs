@@ -431,6 +431,76 @@ impl TokenBucket {
     fn take(&mut self, tokens: usize) {
         self.nanos -= tokens as u128 * NANOS;
     }
+
+    /// Tokens taken and not refilled yet, in billionths.
+    fn used(&self) -> u128 {
+        self.burst - self.nanos
+    }
+}
+
+/// The node's budget of new broadcasts it relays per second: half of
+/// `max_gossip_rate`, shared between peers by a dynamic threshold. A broadcast from a
+/// peer is relayed only while what that peer had relayed recently (its [`RelayShare`])
+/// is no more than what the budget has left, so broadcasts from peers sending little
+/// are relayed first and one peer flooding at its full per-connection rate gets what
+/// they leave. Half, because every neighbour takes at most `max_gossip_rate` from us
+/// per connection: were we to relay all a flooder is allowed, our relays would fill
+/// that limit and our neighbours would drop the honest broadcasts we relay beside the
+/// flood. A broadcast over the budget is still delivered and remembered; it is only
+/// not relayed by us.
+#[derive(Debug)]
+pub(crate) struct RelayBudget {
+    left: TokenBucket,
+    rate: usize,
+}
+
+/// What one connection took of the node's [`RelayBudget`] recently: a bucket at the
+/// same rate, whose deficit is the peer's recent use.
+#[derive(Debug)]
+pub(crate) struct RelayShare {
+    used: TokenBucket,
+}
+
+impl RelayBudget {
+    /// A full budget for a per-connection GOSSIP rate of `rate` frames a second.
+    pub(crate) fn new(rate: u32, now: Instant) -> Self {
+        let rate = (rate as usize / 2).max(1);
+        RelayBudget {
+            left: TokenBucket::new(rate, rate, now),
+            rate,
+        }
+    }
+
+    /// A fresh share for a new connection.
+    pub(crate) fn share(&self, now: Instant) -> RelayShare {
+        RelayShare {
+            used: TokenBucket::new(self.rate, self.rate, now),
+        }
+    }
+
+    /// Whether a new broadcast from the peer holding `share` may be relayed; if so,
+    /// its token is taken from both.
+    pub(crate) fn admit(&mut self, share: &mut RelayShare, now: Instant) -> bool {
+        self.left.refill(now);
+        share.used.refill(now);
+        if !self.left.holds(1) || share.used.used() > self.left.nanos {
+            return false;
+        }
+        self.left.take(1);
+        if share.used.holds(1) {
+            share.used.take(1);
+        }
+        true
+    }
+
+    /// A broadcast of our own: it goes to every neighbour too, so it takes a token if
+    /// one is left (it is never refused for it).
+    pub(crate) fn spend(&mut self, now: Instant) {
+        self.left.refill(now);
+        if self.left.holds(1) {
+            self.left.take(1);
+        }
+    }
 }
 
 /// How often a connection logs the GOSSIP frames it dropped for the rate limit.

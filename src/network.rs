@@ -11,7 +11,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::error::{CloseReason, DialError, SendError};
 use crate::event::{Direction, Event, GossipId, RequestId};
-use crate::gossip::{Gossip, Verdict};
+use crate::gossip::{Gossip, RelayBudget, Verdict};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
@@ -94,6 +94,9 @@ pub struct Stats {
     pub failed_handshakes: u64,
     /// GOSSIP frames dropped as already seen.
     pub duplicate_gossip: u64,
+    /// New broadcasts delivered but not relayed: the relay budget (half of
+    /// `max_gossip_rate` a second, shared fairly between peers) was spent.
+    pub unrelayed_gossip: u64,
     /// Peers closed after the handshake because they are not on the allowlist.
     pub not_allowed: u64,
     /// Gossip ids remembered now (at most `gossip_cache_size`).
@@ -143,6 +146,9 @@ pub(crate) struct Node {
     created: u64,
     peers: PeerTable,
     gossip: Gossip,
+    /// New broadcasts taken from peers per second, shared fairly; made at first use,
+    /// when the clock is first known.
+    relay: Option<RelayBudget>,
     events: Vec<Event>,
     dirty: Vec<ConnId>,
     queued_total: usize,
@@ -156,6 +162,7 @@ pub(crate) struct Node {
     evicted_handshakes: u64,
     failed_handshakes: u64,
     duplicate_gossip: u64,
+    unrelayed_gossip: u64,
     not_allowed: u64,
     /// Bytes graceful closes left unsent, kept here because closed sockets are freed.
     unflushed_bytes: u64,
@@ -206,6 +213,7 @@ impl Node {
             created: 0,
             peers: PeerTable::default(),
             gossip,
+            relay: None,
             events: Vec::new(),
             dirty: Vec::new(),
             queued_total: 0,
@@ -217,6 +225,7 @@ impl Node {
             evicted_handshakes: 0,
             failed_handshakes: 0,
             duplicate_gossip: 0,
+            unrelayed_gossip: 0,
             not_allowed: 0,
             unflushed_bytes: 0,
             shutting_down: false,
@@ -612,7 +621,7 @@ impl Node {
             Output::Established(peer) => self.established(conn, peer, now),
             Output::Closed(reason) => self.closed(conn, reason, now),
             Output::Gossip { id, hops, payload } => {
-                self.gossip_received(peer, id, hops, payload, now)
+                self.gossip_received(conn, peer, id, hops, payload, now)
             }
             Output::RequestFailed { id, reason } => self.events.push(Event::RequestFailed {
                 peer,
@@ -1229,6 +1238,10 @@ impl Node {
         self.check_frame(17 + payload.len())?;
         let mut id = [0u8; 16];
         self.rng.fill(&mut id);
+        let rate = self.config.max_gossip_rate;
+        self.relay
+            .get_or_insert_with(|| RelayBudget::new(rate, now))
+            .spend(now);
         self.gossip.remember(id, self.local, now);
         let frame = Frame::Gossip {
             id,
@@ -1241,6 +1254,7 @@ impl Node {
 
     fn gossip_received(
         &mut self,
+        conn: ConnId,
         from: PeerId,
         id: [u8; 16],
         hops: u8,
@@ -1255,12 +1269,33 @@ impl Node {
                     id: GossipId(id),
                     payload: payload.clone(),
                 });
-                if let Some(hops) = relay.filter(|_| !self.shutting_down) {
+                if let Some(hops) = relay.filter(|_| !self.shutting_down)
+                    && self.relay_admits(conn, now)
+                {
                     let frame = Frame::Gossip { id, hops, payload };
                     self.flood(&frame, Some(from), now);
                 }
             }
         }
+    }
+
+    /// Whether a new broadcast that came in on `conn` may be relayed now: it takes a
+    /// token of the node's relay budget, fairly shared between peers. One it refuses
+    /// is delivered but not relayed, and counted (`Stats::unrelayed_gossip`).
+    fn relay_admits(&mut self, conn: ConnId, now: Instant) -> bool {
+        let Some(entry) = slot_mut(&mut self.sockets, conn) else {
+            return false;
+        };
+        let rate = self.config.max_gossip_rate;
+        let relay = self
+            .relay
+            .get_or_insert_with(|| RelayBudget::new(rate, now));
+        let share = entry.socket.relay_share(|| relay.share(now));
+        let admitted = relay.admit(share, now);
+        if !admitted {
+            self.unrelayed_gossip += 1;
+        }
+        admitted
     }
 
     /// Queues `frame` to every peer but `except`, sharing its payload; a peer whose
@@ -1387,6 +1422,7 @@ impl Node {
             read_paused: self.read_paused,
             failed_handshakes: self.failed_handshakes,
             duplicate_gossip: self.duplicate_gossip,
+            unrelayed_gossip: self.unrelayed_gossip,
             not_allowed: self.not_allowed,
             gossip_ids: self.gossip.len(),
             buffered_bytes: self.sockets.iter().map(|(_, e)| e.socket.buffered()).sum(),

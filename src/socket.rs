@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::config::Config;
 use crate::error::{CloseReason, RequestError, SendError};
 use crate::event::{Direction, Event, RequestId};
-use crate::gossip::GossipLimit;
+use crate::gossip::{GossipLimit, RelayShare};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
@@ -132,7 +132,10 @@ const RECORD_SLACK: usize = 0;
 /// `cap` bytes (or what it must hold). Never `BytesMut::reserve`, which may double the
 /// allocation and would make the memory a buffer holds depend on its history.
 fn make_room(buf: &mut BytesMut, want: usize, cap: usize) {
-    if buf.capacity() - buf.len() < want && !buf.try_reclaim(want) {
+    // A reclaimed allocation larger than `cap` was a large frame's, whose payload has
+    // been dropped: kept, it would hold the next large frame uncharged.
+    let reclaimed = |buf: &mut BytesMut| buf.try_reclaim(want) && buf.capacity() <= cap;
+    if buf.capacity() - buf.len() < want && !reclaimed(buf) {
         let mut fresh = BytesMut::with_capacity(cap.max(buf.len() + want));
         fresh.extend_from_slice(buf);
         *buf = fresh;
@@ -233,6 +236,8 @@ pub(crate) struct Socket {
     rejected: u32,
     /// GOSSIP frames and bytes the peer may still send now.
     gossip_limit: GossipLimit,
+    /// What the peer took of the node's relay budget recently.
+    relay_share: Option<RelayShare>,
     stats: PeerStats,
     limits: Limits,
     /// Bytes of the receive budget the frame stream's buffer holds: its capacity beyond
@@ -313,6 +318,7 @@ impl Socket {
             request_deadlines: VecDeque::new(),
             rejected: 0,
             gossip_limit: GossipLimit::new(config, now),
+            relay_share: None,
             stats: PeerStats::default(),
             limits: Limits {
                 max_rejected: config.max_rejected_frames,
@@ -802,6 +808,11 @@ impl Socket {
                 out.push(Output::Gossip { id, hops, payload });
             }
         }
+    }
+
+    /// The peer's share of the node's relay budget, made by `make` the first time.
+    pub(crate) fn relay_share(&mut self, make: impl FnOnce() -> RelayShare) -> &mut RelayShare {
+        self.relay_share.get_or_insert_with(make)
     }
 
     /// Counts a GOSSIP frame dropped for the rate limit, logging at most once a second.

@@ -44,8 +44,8 @@ const PENDING_REQUESTS: usize = 8;
 const WINDOW: usize = 32 * 1024;
 /// Broadcasts a flooding node sends at once, and the GOSSIP frames a second its
 /// neighbours accept from one peer.
-const FLOOD: usize = 400;
-const GOSSIP_RATE: u32 = 100;
+const FLOOD: usize = 1000;
+const GOSSIP_RATE: u32 = 400;
 
 /// splitmix64: the workload's own choices, from the seed.
 struct Pick(u64);

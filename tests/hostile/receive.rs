@@ -361,3 +361,80 @@ fn simulated_large_frames_all_arrive_through_a_budget_of_one_frame() {
     assert_eq!(over, 0, "buffered bytes over the bound");
     assert!(most_paused > 0, "connections were paused");
 }
+
+/// A large frame's buffer, once its payload is dropped (a duplicate GOSSIP), must not
+/// stay with the connection uncharged: the next large frame would be read into it
+/// without drawing on the receive budget. (Found by review: each connection sent one
+/// large GOSSIP twice, then a large MESSAGE one byte short.)
+#[test]
+fn a_reclaimed_large_buffer_does_not_escape_the_receive_budget() {
+    const ATTACKERS: usize = 10;
+    const BODY: usize = 250 * 1024;
+    let mut config = Config {
+        max_frame_size: 256 * 1024,
+        max_read_buffer_total: 512 * 1024,
+        frame_timeout: Duration::from_secs(30),
+        ..plain()
+    };
+    config.max_write_buffer = config.min_write_buffer();
+    let budget = config.max_read_buffer_total;
+    let (mut net, addr) = listening(config);
+    let network_id = net.config().network_id;
+    let mut attackers: Vec<Raw> = Vec::new();
+    for i in 0..ATTACKERS as u8 {
+        let mut raw = crate::support::raw_from(crate::support::host(10 + i), addr);
+        raw.send(&hello(network_id, id(10 + i)));
+        attackers.push(raw);
+    }
+    run_until(&mut [&mut net], 400, |_, log| {
+        (10..10 + ATTACKERS as u8).all(|i| connected_to(log, 0, id(i)))
+    });
+    let mut events = Vec::new();
+    let end = crate::support::deadline(60);
+    // One whole large GOSSIP twice each, one connection at a time (within budget).
+    for (i, raw) in attackers.iter_mut().enumerate() {
+        let gossip = Frame::Gossip {
+            id: [i as u8 + 1; 16],
+            hops: 1,
+            payload: Bytes::from(vec![1u8; BODY - 17]),
+        };
+        raw.send_frame(&gossip);
+        raw.send_frame(&gossip);
+        let want = net.stats().duplicate_gossip + 1;
+        let mut seen = false;
+        for _ in 0..2000 {
+            raw.pump();
+            net.poll(&mut events, Some(TURN)).expect("poll");
+            events.clear();
+            seen = net.stats().duplicate_gossip >= want;
+            if seen || std::time::Instant::now() > end {
+                break;
+            }
+        }
+        assert!(seen, "attacker {i}'s second GOSSIP was not taken");
+    }
+    // Then each starts another large frame and stops one byte short.
+    for raw in attackers.iter_mut() {
+        let mut frame = ((BODY + 1) as u32).to_be_bytes().to_vec();
+        frame.push(p2p::wire::kind::MESSAGE);
+        frame.extend(std::iter::repeat_n(0u8, BODY - 1));
+        raw.send(&frame);
+    }
+    let mut most = 0;
+    for _ in 0..600 {
+        for raw in attackers.iter_mut() {
+            raw.pump();
+        }
+        net.poll(&mut events, Some(TURN)).expect("poll");
+        events.clear();
+        most = most.max(net.stats().buffered_bytes);
+        if std::time::Instant::now() > end {
+            break;
+        }
+    }
+    let bound = budget + ATTACKERS * 64 * 1024;
+    assert!(
+        most <= bound,
+        "receive budget bypassed: {most} bytes buffered, bound {bound}"
+    );
+}
