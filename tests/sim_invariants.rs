@@ -39,7 +39,7 @@ const TOTAL_CAP: usize = 160 * 1024;
 /// flushing the others' ids, but ids it got relayed through honest nodes count for
 /// them: a cache must hold the network's broadcast rate (floods' allowed share
 /// included) times the time a broadcast may take to arrive again.
-const GOSSIP_CACHE: usize = 1024;
+const GOSSIP_CACHE: usize = 4096;
 const PENDING_REQUESTS: usize = 8;
 const WINDOW: usize = 32 * 1024;
 /// Broadcasts a flooding node sends at once, and the GOSSIP frames a second its
@@ -436,7 +436,8 @@ impl Run {
     /// No duplicates, and every node that stayed connected to an origin got its
     /// broadcast. A connection that dropped a send because its peer's queue was full
     /// (counted in `dropped_sends`), or dropped GOSSIP over its peer's rate (counted in
-    /// `rate_limited`), is not counted as carrying it.
+    /// `rate_limited`), or whose end had to leave a broadcast unrelayed for its relay
+    /// budget (counted in `unrelayed_gossip`), is not counted as carrying it.
     fn check_broadcasts(&mut self) -> Result<(), String> {
         let n = self.n();
         let mut got: Vec<HashSet<GossipId>> = vec![HashSet::new(); n];
@@ -457,7 +458,9 @@ impl Run {
                     .peer_stats(&sim.node(y).id())
                     .is_some_and(|s| s.dropped_sends > 0 || s.rate_limited > 0)
             };
-            !dropped(a, b) && !dropped(b, a)
+            // A node whose relay budget was spent (by a flood) relays less.
+            let relays_all = |x: NodeIndex| sim.node(x).stats().unrelayed_gossip == 0;
+            !dropped(a, b) && !dropped(b, a) && relays_all(a) && relays_all(b)
         };
         for (k, &(origin, id, mark)) in self.broadcasts.iter().enumerate() {
             let must = self
