@@ -431,19 +431,15 @@ impl TokenBucket {
     fn take(&mut self, tokens: usize) {
         self.nanos -= tokens as u128 * NANOS;
     }
-
-    /// Tokens taken and not refilled yet, in billionths.
-    fn used(&self) -> u128 {
-        self.burst - self.nanos
-    }
 }
 
 /// The node's budget of new broadcasts it relays per second: half of
 /// `max_gossip_rate`, shared between peers by a dynamic threshold. A broadcast from a
-/// peer is relayed only while what that peer had relayed recently (its [`RelayShare`])
-/// is no more than what the budget has left, so broadcasts from peers sending little
-/// are relayed first and one peer flooding at its full per-connection rate gets what
-/// they leave. Half, because every neighbour takes at most `max_gossip_rate` from us
+/// peer is relayed only while what that peer had relayed in the last second or so
+/// (its [`RelayShare`]) is no more than what the budget has left: a peer flooding
+/// settles where its share equals what is left, so the budget never runs dry for
+/// peers sending less (one flooder takes about half of what they leave, N of them
+/// 1/(N+1) each). Half, because every neighbour takes at most `max_gossip_rate` from us
 /// per connection: were we to relay all a flooder is allowed, our relays would fill
 /// that limit and our neighbours would drop the honest broadcasts we relay beside the
 /// flood. A broadcast over the budget is still delivered and remembered; it is only
@@ -451,14 +447,32 @@ impl TokenBucket {
 #[derive(Debug)]
 pub(crate) struct RelayBudget {
     left: TokenBucket,
-    rate: usize,
 }
 
-/// What one connection took of the node's [`RelayBudget`] recently: a bucket at the
-/// same rate, whose deficit is the peer's recent use.
+/// What one connection had relayed recently: a moving sum over about
+/// [`RELAY_WINDOW`], which decays in proportion to itself, so that it stays near the
+/// peer's rate times the window (a fixed-rate decay would forget a flooder as fast as
+/// it sends, and the threshold would stop binding).
 #[derive(Debug)]
 pub(crate) struct RelayShare {
-    used: TokenBucket,
+    /// Billionths of a broadcast.
+    used: u128,
+    last: Instant,
+}
+
+/// The window of a [`RelayShare`]'s moving sum.
+const RELAY_WINDOW: Duration = Duration::from_secs(1);
+
+impl RelayShare {
+    fn decay(&mut self, now: Instant) {
+        let window = RELAY_WINDOW.as_nanos();
+        let elapsed = now
+            .saturating_duration_since(self.last)
+            .as_nanos()
+            .min(window);
+        self.used -= self.used * elapsed / window;
+        self.last = self.last.max(now);
+    }
 }
 
 impl RelayBudget {
@@ -467,29 +481,24 @@ impl RelayBudget {
         let rate = (rate as usize / 2).max(1);
         RelayBudget {
             left: TokenBucket::new(rate, rate, now),
-            rate,
         }
     }
 
     /// A fresh share for a new connection.
     pub(crate) fn share(&self, now: Instant) -> RelayShare {
-        RelayShare {
-            used: TokenBucket::new(self.rate, self.rate, now),
-        }
+        RelayShare { used: 0, last: now }
     }
 
     /// Whether a new broadcast from the peer holding `share` may be relayed; if so,
     /// its token is taken from both.
     pub(crate) fn admit(&mut self, share: &mut RelayShare, now: Instant) -> bool {
         self.left.refill(now);
-        share.used.refill(now);
-        if !self.left.holds(1) || share.used.used() > self.left.nanos {
+        share.decay(now);
+        if !self.left.holds(1) || share.used > self.left.nanos {
             return false;
         }
         self.left.take(1);
-        if share.used.holds(1) {
-            share.used.take(1);
-        }
+        share.used += NANOS;
         true
     }
 
@@ -835,5 +844,48 @@ mod tests {
         assert_eq!(limit.dropped(start + Duration::from_millis(500)), None);
         assert_eq!(limit.dropped(start + Duration::from_millis(900)), None);
         assert_eq!(limit.dropped(start + Duration::from_millis(1000)), Some(3));
+    }
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::*;
+
+    /// Relayed broadcasts of a flooder (40 a second) and of an honest peer (10 a
+    /// second) through a budget of 20 a second, over 5 s.
+    fn relayed(flooders: usize) -> (usize, usize) {
+        let t0 = Instant::now();
+        let mut budget = RelayBudget::new(40, t0);
+        let mut shares: Vec<RelayShare> = (0..flooders).map(|_| budget.share(t0)).collect();
+        let mut honest = budget.share(t0);
+        let (mut flood, mut kept) = (0, 0);
+        for ms in 0..5000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            for share in &mut shares {
+                if ms % 25 == 0 && budget.admit(share, now) {
+                    flood += 1;
+                }
+            }
+            if ms % 100 == 0 && budget.admit(&mut honest, now) {
+                kept += 1;
+            }
+        }
+        (flood, kept)
+    }
+
+    #[test]
+    fn flooders_leave_room_for_a_peer_sending_less() {
+        // One flooder: the honest peer, under half the budget, loses nothing.
+        let (flood, honest) = relayed(1);
+        assert_eq!(honest, 50, "honest relayed {honest}/50");
+        assert!(
+            flood > 0 && flood + honest <= 20 * 5 + 20,
+            "{flood} + {honest}"
+        );
+        // Three: the honest peer asks for more than a fair quarter of the budget, and
+        // gets at least that quarter (25 of 120 tokens over 5 s, burst included).
+        let (flood, honest) = relayed(3);
+        assert!(honest >= 25, "honest relayed {honest}/50");
+        assert!(flood + honest <= 20 * 5 + 20, "{flood} + {honest}");
     }
 }

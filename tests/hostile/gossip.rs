@@ -410,3 +410,70 @@ fn flood_until(mut stream: TcpStream, stop: &AtomicBool) -> std::io::Result<u64>
     }
     Ok(sent)
 }
+
+/// A flood one peer is allowed must not censor the honest broadcasts relayed beside
+/// it: without the relay budget, the node relayed all the flooder's allowed rate plus
+/// the honest broadcasts to its neighbour, whose own per-connection limit then dropped
+/// some of both. With it, the node relays at most half its rate, honest first.
+#[test]
+fn an_allowed_flood_does_not_crowd_honest_relays_out_of_a_neighbours_limit() {
+    const RATE: u32 = 40;
+    const HONEST: usize = 50;
+    let (mut target, addr) = listening(Config {
+        max_gossip_rate: RATE,
+        ..plain()
+    });
+    let (mut honest, _) = listening(plain());
+    // The neighbour downstream takes 30 GOSSIP a second from one connection.
+    let (mut downstream, _) = listening(Config {
+        max_gossip_rate: 30,
+        ..plain()
+    });
+    connect(&mut honest, &mut target, addr);
+    connect(&mut downstream, &mut target, addr);
+    let attacker_id = id(0xA7);
+    let (mut attacker, _) = Raw::handshake(&mut target, addr, attacker_id);
+
+    let until = deadline(60);
+    let mut next = Instant::now();
+    let mut sent = Vec::new();
+    let mut flood = 0u32;
+    let log = run_until_by(
+        &mut [&mut target, &mut honest, &mut downstream],
+        100_000,
+        until,
+        |nets, log| {
+            // The flooder writes far more than its rate, all along.
+            for _ in 0..10 {
+                attacker.send_frame(&gossip(fresh(flood), 2, b"flood"));
+                flood += 1;
+            }
+            attacker.pump();
+            // Ten honest broadcasts a second.
+            if sent.len() < HONEST && Instant::now() >= next {
+                next += Duration::from_millis(100);
+                sent.push(nets[1].broadcast("honest").expect("broadcast").0);
+            }
+            sent.len() == HONEST && delivered(log, 2, |_, id, _| sent.contains(id)) == HONEST
+                || (sent.len() == HONEST && Instant::now() > next + Duration::from_secs(2))
+        },
+    );
+    let got = delivered(&log, 2, |_, id, _| sent.contains(id));
+    let flooded = delivered(&log, 2, |_, _, payload| payload == "flood");
+    let stats = target.stats();
+    println!(
+        "figure: relay budget: downstream got {got}/{HONEST} honest broadcasts and {flooded} \
+         of the flood; the node left {} unrelayed, rate limited {}",
+        stats.unrelayed_gossip, stats.totals.rate_limited
+    );
+    assert_eq!(got, HONEST, "honest broadcasts crowded out downstream");
+    assert!(
+        stats.unrelayed_gossip > 0,
+        "the flood never reached the relay budget"
+    );
+    let dropped_downstream = downstream.stats().totals.rate_limited;
+    assert_eq!(
+        dropped_downstream, 0,
+        "the neighbour had to drop our relays"
+    );
+}
