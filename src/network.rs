@@ -370,8 +370,8 @@ impl Node {
 
     /// The pending inbound connection a newcomer whose address has `pending`
     /// handshakes evicts from a full table: among the addresses holding the most, and
-    /// more than `pending`, the one that made the least progress (fewest bytes
-    /// received, then oldest). `None` if no address holds more. One pass over the
+    /// more than `pending`, the one that made the least progress (fewest whole
+    /// handshake messages, then oldest). `None` if no address holds more. One pass over the
     /// sockets, only when the table is full; a slab pass, so the choice repeats in
     /// the simulator.
     fn eviction_victim(&self, pending: usize) -> Option<ConnId> {
@@ -380,9 +380,11 @@ impl Node {
             .filter(|(_, e)| e.socket.direction() == Direction::Inbound && e.held.pending)
             .map(|(key, e)| {
                 let holds = self.slots.at(e.addr_key).pending;
+                // Least progress first (whole handshake messages, never padding
+                // bytes), then the oldest.
                 let rank = (
                     std::cmp::Reverse(holds),
-                    e.socket.stats().bytes_in,
+                    e.socket.handshake_progress(),
                     e.created,
                 );
                 let conn = ConnId {

@@ -192,6 +192,8 @@ pub(crate) struct Socket {
     preamble: [u8; PREAMBLE_LEN],
     preamble_expected: Preamble,
     preamble_checked: bool,
+    /// Whole handshake messages taken from the peer so far.
+    handshake_messages: u8,
     handshake: Handshake,
     remote: Option<PeerId>,
     /// Bytes as read from the socket.
@@ -292,6 +294,7 @@ impl Socket {
             preamble: expected.encode(),
             preamble_expected: expected,
             preamble_checked: false,
+            handshake_messages: 0,
             handshake: Handshake::new(config.security, key, direction == Direction::Outbound),
             remote: None,
             rx: BytesMut::new(),
@@ -541,6 +544,13 @@ impl Socket {
         }
     }
 
+    /// How far the handshake got: the preamble, then each whole handshake message the
+    /// peer sent. Bytes of an unfinished message do not count: they cost a peer
+    /// nothing to send, while every whole message costs it a round trip.
+    pub(crate) fn handshake_progress(&self) -> u8 {
+        u8::from(self.preamble_checked).saturating_add(self.handshake_messages)
+    }
+
     /// The TCP connection is established: send the preamble and the handshake's start.
     pub(crate) fn connected(&mut self, now: Instant) {
         if self.phase != Phase::Opening {
@@ -634,7 +644,11 @@ impl Socket {
             }
         }
         let mut reply = BytesMut::new();
+        let before = self.rx.len();
         let result = self.handshake.read(&mut self.rx, &mut reply);
+        if self.rx.len() < before {
+            self.handshake_messages = self.handshake_messages.saturating_add(1);
+        }
         self.tx.push_slice(&reply);
         match result {
             Ok(Some(established)) => {

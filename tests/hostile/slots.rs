@@ -296,14 +296,17 @@ fn a_full_pending_table_evicts_the_least_progressed_of_the_busiest_address() {
         preamble_timeout: Duration::from_secs(60),
         ..slots_config()
     });
-    // 127.0.0.2 holds three, one of which sent part of its preamble; 127.0.0.3 holds one.
+    // 127.0.0.2 holds three, one of which sent its whole preamble (bytes of an
+    // unfinished one would not count: they cost nothing); 127.0.0.3 holds one.
     let mut busy: Vec<Raw> = (0..3).map(|_| raw_from(host(2), addr)).collect();
-    busy[0].send(&[0x50]);
+    let preamble = hello(net.config().network_id, id(9));
+    busy[0].send(&preamble[..p2p::wire::PREAMBLE_LEN]);
     let mut calm = raw_from(host(3), addr);
     until(&mut [&mut net], 2000, 10, |n, _| {
         busy.iter_mut().for_each(Raw::pump);
         calm.pump();
-        n[0].stats().handshaking == 4 && n[0].stats().totals.bytes_in == 1
+        n[0].stats().handshaking == 4
+            && n[0].stats().totals.bytes_in == p2p::wire::PREAMBLE_LEN as u64
     });
     // A newcomer from 127.0.0.4 evicts the oldest silent one of 127.0.0.2.
     let mut newcomer = raw_from(host(4), addr);
@@ -702,4 +705,47 @@ fn heavy_handshake_flood_figures() {
         "the honest peer connected during the flood"
     );
     assert!(limited.starts <= f64::from(rate) * 1.5 + 5.0);
+}
+
+/// Bytes of an unfinished handshake message cost a peer nothing, so they earn no
+/// protection from eviction: a peer padding its pending connection is evicted before
+/// a newer one that made the same progress in whole messages. (Found by review: ranked by bytes, an honest handshake waiting for its
+/// round trip always had the fewest and was the one evicted.)
+#[test]
+fn padding_a_pending_handshake_earns_no_protection_from_eviction() {
+    let (mut net, addr) = listening(Config {
+        max_pending_handshakes: 2,
+        max_pending_handshakes_per_ip: 2,
+        preamble_timeout: Duration::from_secs(60),
+        ..slots_config()
+    });
+    let hello = hello(net.config().network_id, id(7));
+    // The padder: its preamble and all but one byte of its id, first.
+    let mut padder = raw_from(host(2), addr);
+    padder.send(&hello[..hello.len() - 1]);
+    until(&mut [&mut net], 2000, 10, |n, _| {
+        padder.pump();
+        n[0].stats().totals.bytes_in == (hello.len() - 1) as u64
+    });
+    // The honest one: its preamble, then waiting (as for a round trip).
+    let mut honest = raw_from(host(2), addr);
+    honest.send(&hello[..p2p::wire::PREAMBLE_LEN]);
+    until(&mut [&mut net], 2000, 10, |n, _| {
+        padder.pump();
+        honest.pump();
+        n[0].stats().totals.bytes_in == (hello.len() - 1 + p2p::wire::PREAMBLE_LEN) as u64
+    });
+    // A newcomer from elsewhere evicts one of them: the padder, older at equal progress.
+    let mut newcomer = raw_from(host(4), addr);
+    until(&mut [&mut net], 2000, 10, |_, _| {
+        padder.pump();
+        honest.pump();
+        newcomer.pump();
+        (padder.closed || honest.closed) && newcomer.received >= HELLO_LEN
+    });
+    assert!(
+        padder.closed && !honest.closed,
+        "the honest handshake was evicted"
+    );
+    assert_eq!(net.stats().evicted_handshakes, 1);
 }
