@@ -163,6 +163,8 @@ pub(crate) struct Node {
     failed_handshakes: u64,
     duplicate_gossip: u64,
     unrelayed_gossip: u64,
+    /// Connections in a graceful close (see [`Node::shed_closing`]).
+    closing: usize,
     not_allowed: u64,
     /// Bytes graceful closes left unsent, kept here because closed sockets are freed.
     unflushed_bytes: u64,
@@ -226,6 +228,7 @@ impl Node {
             failed_handshakes: 0,
             duplicate_gossip: 0,
             unrelayed_gossip: 0,
+            closing: 0,
             not_allowed: 0,
             unflushed_bytes: 0,
             shutting_down: false,
@@ -504,7 +507,9 @@ impl Node {
         );
         let mut out = std::mem::take(&mut self.out);
         let before = entry.socket.queued();
+        let was_closing = entry.socket.phase() == Phase::Closing;
         let result = f(&mut entry.socket, &mut self.rng, &mut out, &mut self.events);
+        let closing = entry.socket.phase() == Phase::Closing;
         let after = entry.socket.queued();
         self.queued_total = self.queued_total + after - before;
         // Every phase change happens in here: keep the slot counts with it.
@@ -517,6 +522,7 @@ impl Node {
         }
         let released = entry.socket.charged() < charged;
         self.read_used = self.read_used + entry.socket.charged() - charged;
+        self.closing = self.closing + usize::from(closing) - usize::from(was_closing);
         self.mark_dirty(conn);
         if released {
             self.read_released(conn, now);
@@ -525,6 +531,9 @@ impl Node {
             self.handle_output(conn, output, now);
         }
         self.out = out;
+        if closing && !was_closing {
+            self.shed_closing(now);
+        }
         Some(result)
     }
 
@@ -752,6 +761,40 @@ impl Node {
                 Some(GoodbyeReason::DuplicateConnection),
                 now,
             );
+        }
+    }
+
+    /// Cuts the oldest graceful close short while more connections are closing than
+    /// `max_inbound + max_outbound`. They no longer count against the connection
+    /// limits (the application was told), and the peer decides when such a close ends
+    /// (up to `close_timeout`), so without this a peer cycling connections could hold
+    /// sockets without bound. What the one cut short had queued is reported
+    /// (`Event::Unflushed`).
+    fn shed_closing(&mut self, now: Instant) {
+        let cap = self
+            .config
+            .max_inbound
+            .saturating_add(self.config.max_outbound);
+        while self.closing > cap {
+            let oldest = self
+                .sockets
+                .iter()
+                .filter(|(_, e)| e.socket.phase() == Phase::Closing)
+                .min_by_key(|(_, e)| e.created)
+                .map(|(key, e)| ConnId {
+                    key,
+                    generation: e.generation,
+                });
+            let Some(conn) = oldest else {
+                return;
+            };
+            log::debug!(
+                "{} connections closing; cutting the oldest short",
+                self.closing
+            );
+            self.with_socket(conn, now, |s, _, out, _| {
+                s.abort(CloseReason::Shutdown, out)
+            });
         }
     }
 

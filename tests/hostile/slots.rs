@@ -749,3 +749,50 @@ fn padding_a_pending_handshake_earns_no_protection_from_eviction() {
     );
     assert_eq!(net.stats().evicted_handshakes, 1);
 }
+
+/// Connections the node is closing no longer count against the connection limits, and
+/// the peer decides when such a close ends: peers that get themselves closed and
+/// never read nor close must not pile sockets up without bound. (Found by review: 84
+/// sockets held with `max_inbound` 8.)
+#[test]
+fn connections_being_closed_are_bounded_too() {
+    let (mut net, addr) = listening(Config {
+        max_inbound: 8,
+        max_outbound: 8,
+        max_inbound_per_ip: 8,
+        max_pending_handshakes: 8,
+        max_rejected_frames: 10,
+        ..slots_config()
+    });
+    let network_id = net.config().network_id;
+    let mut bad = Vec::new();
+    for _ in 0..10 {
+        bad.extend(raw_frame(0x77, b""));
+    }
+    let mut held = Vec::new();
+    let mut most = 0;
+    let mut events = Vec::new();
+    let end = deadline(60);
+    for a in 0..6u8 {
+        for k in 0..14u8 {
+            let mut raw = raw_from(host(40 + a), addr);
+            let mut bytes = hello(network_id, id(100 + a * 16 + k));
+            bytes.extend(&bad);
+            raw.send(&bytes);
+            // Until the node closed it (GOODBYE 3 sent): it then waits for our EOF.
+            for _ in 0..200 {
+                net.poll(&mut events, Some(TURN)).expect("poll");
+                events.clear();
+                let stats = net.stats();
+                if stats.peers == 0 && stats.handshaking == 0 {
+                    break;
+                }
+            }
+            assert!(std::time::Instant::now() < end, "out of time");
+            held.push(raw); // never read, never closed
+            most = most.max(net.stats().connections);
+        }
+    }
+    // 8 inbound, and at most max_inbound + max_outbound closing.
+    assert!(most <= 8 + 16 + 1, "{most} sockets held at once");
+}
