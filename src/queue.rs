@@ -11,6 +11,11 @@ use crate::wire::Frame;
 /// leave in one contiguous chunk; longer ones are queued as the shared `Bytes`.
 const COPY_BELOW: usize = 4096;
 
+/// The most the tail holds before it joins `chunks` and a new one starts: a queue that
+/// only grows (its peer does not read) is then a list of chunks this size, not one
+/// buffer doubling as it grows, which would hold up to twice what is queued.
+const TAIL_CHUNK: usize = 64 * 1024;
+
 /// Bytes waiting to be written, in order: `chunks` first, then `tail`.
 #[derive(Debug, Default)]
 pub(crate) struct OutQueue {
@@ -30,8 +35,17 @@ impl OutQueue {
         self.len == 0
     }
 
+    /// Moves a full tail to the chunks before `more` bytes join it.
+    fn seal_tail_before(&mut self, more: usize) {
+        if !self.tail.is_empty() && self.tail.len() + more > TAIL_CHUNK {
+            let full = self.tail.split().freeze();
+            self.chunks.push_back(full);
+        }
+    }
+
     /// Queues raw bytes (preamble, handshake).
     pub(crate) fn push_slice(&mut self, bytes: &[u8]) {
+        self.seal_tail_before(bytes.len());
         self.tail.extend_from_slice(bytes);
         self.len += bytes.len();
     }
@@ -47,6 +61,8 @@ impl OutQueue {
     }
 
     fn push(&mut self, frame: &Frame, copy_below: usize) {
+        let copied = frame.payload().map_or(0, |p| p.len()).min(copy_below);
+        self.seal_tail_before(frame.wire_len() - frame.payload().map_or(0, |p| p.len()) + copied);
         let before = self.tail.len();
         frame.encode_head(&mut self.tail);
         self.len += self.tail.len() - before;
@@ -113,6 +129,7 @@ impl OutQueue {
         n: usize,
         edit: impl FnOnce(&mut [u8]) -> R,
     ) -> R {
+        self.seal_tail_before(n.min(src.len));
         let start = self.tail.len();
         let mut left = n.min(src.len);
         self.tail.reserve(left);
