@@ -13,7 +13,7 @@ use p2p::wire::Frame;
 use p2p::{Config, Event, Network, PeerId};
 
 use crate::common::*;
-use crate::support::deadline;
+use crate::support::{deadline, run_until_by};
 
 fn gossip(id: [u8; 16], hops: u8, payload: &'static [u8]) -> Frame {
     Frame::Gossip {
@@ -35,24 +35,6 @@ fn delivered(log: &Log, i: usize, pred: impl Fn(&PeerId, &[u8; 16], &Bytes) -> b
     count(log, i, |e| match e {
         Event::Broadcast { from, id, payload } => pred(from, &id.0, payload),
         _ => false,
-    })
-}
-
-/// Like `run_until`, and also bounded by `until`.
-#[track_caller]
-fn run_until_by(
-    nets: &mut [&mut Network],
-    max_turns: usize,
-    until: Instant,
-    mut cond: impl FnMut(&mut [&mut Network], &Log) -> bool,
-) -> Log {
-    let caller = std::panic::Location::caller();
-    run_until(nets, max_turns, |nets, log| {
-        assert!(
-            Instant::now() < until,
-            "deadline passed in the loop at {caller}"
-        );
-        cond(nets, log)
     })
 }
 

@@ -12,7 +12,7 @@ use p2p::wire::{Frame, GoodbyeReason, PREAMBLE_LEN, Preamble};
 use p2p::{CloseReason, Config, Event, Network, PeerId, Security};
 
 use crate::common::*;
-use crate::support::{deadline, host, in_own_process, raw_from, tcp_from};
+use crate::support::{deadline, host, in_own_process, raw_from, run_until_by, tcp_from};
 
 /// Steps `nets` until `cond` holds, at most `max_turns` turns and `secs` seconds.
 #[track_caller]
@@ -20,22 +20,9 @@ fn until(
     nets: &mut [&mut Network],
     max_turns: usize,
     secs: u64,
-    mut cond: impl FnMut(&mut [&mut Network], &Log) -> bool,
+    cond: impl FnMut(&mut [&mut Network], &Log) -> bool,
 ) -> Log {
-    let end = deadline(secs);
-    let mut log = Log::new();
-    for _ in 0..max_turns {
-        if cond(nets, &log) {
-            return log;
-        }
-        assert!(Instant::now() < end, "condition not reached in {secs} s");
-        turn(nets, &mut log);
-    }
-    assert!(
-        cond(nets, &log),
-        "condition not reached in {max_turns} turns"
-    );
-    log
+    run_until_by(nets, max_turns, deadline(secs), cond)
 }
 
 /// A plaintext raw peer from `source` that finishes its handshake as `me`.

@@ -41,6 +41,24 @@ pub fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
 }
 
+/// Like `common::run_until`, and also bounded by the deadline `until`.
+#[track_caller]
+pub fn run_until_by(
+    nets: &mut [&mut p2p::Network],
+    max_turns: usize,
+    until: Instant,
+    mut cond: impl FnMut(&mut [&mut p2p::Network], &crate::common::Log) -> bool,
+) -> crate::common::Log {
+    let caller = std::panic::Location::caller();
+    crate::common::run_until(nets, max_turns, |nets, log| {
+        assert!(
+            Instant::now() < until,
+            "deadline passed in the loop at {caller}"
+        );
+        cond(nets, log)
+    })
+}
+
 /// The variable that tells a test it runs in its own process.
 const CHILD: &str = "P2P_HOSTILE_CHILD";
 
