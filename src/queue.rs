@@ -16,6 +16,13 @@ const COPY_BELOW: usize = 4096;
 /// buffer doubling as it grows, which would hold up to twice what is queued.
 const TAIL_CHUNK: usize = 64 * 1024;
 
+/// Payloads sent to many peers are shared from this size on; shorter ones are copied
+/// like any small payload. Sharing one costs a reference count, a chunk for its
+/// header, an iovec for each of the two, and holds the payload's whole allocation (and
+/// the header chunk's) until written: about 170 bytes for a 49-byte frame, more than
+/// the queue counts and more instructions than the copy.
+const SHARE_FROM: usize = 256;
+
 /// Bytes waiting to be written, in order: `chunks` first, then `tail`.
 #[derive(Debug, Default)]
 pub(crate) struct OutQueue {
@@ -55,9 +62,9 @@ impl OutQueue {
         self.push(frame, COPY_BELOW);
     }
 
-    /// Queues one frame whose payload goes to many peers: never copied, whatever its size.
+    /// Queues one frame whose payload goes to many peers: shared unless it is tiny.
     pub(crate) fn push_frame_shared(&mut self, frame: &Frame) {
-        self.push(frame, 0);
+        self.push(frame, SHARE_FROM);
     }
 
     fn push(&mut self, frame: &Frame, copy_below: usize) {
@@ -201,9 +208,15 @@ mod tests {
         let copied = 3 + 9 + 2 * expect.len();
         assert_eq!(copy.len(), 1 + copied);
         assert_eq!(drain(&mut copy, usize::MAX).len(), 1 + copied);
-        let small = Bytes::from_static(b"gossip");
-        q.push_frame_shared(&Frame::Message(small.clone()));
-        assert_eq!(q.chunks.back().map(|c| c.as_ptr()), Some(small.as_ptr()));
+        // A shared payload is shared from SHARE_FROM bytes on, copied below.
+        let shared = Bytes::from(vec![1u8; SHARE_FROM]);
+        q.push_frame_shared(&Frame::Message(shared.clone()));
+        assert_eq!(q.chunks.back().map(|c| c.as_ptr()), Some(shared.as_ptr()));
+        let chunks = q.chunks.len();
+        let tiny = Bytes::from(vec![2u8; SHARE_FROM - 1]);
+        q.push_frame_shared(&Frame::Message(tiny.clone()));
+        assert_eq!(q.chunks.len(), chunks, "tiny shared payload not copied");
+        assert!(q.tail.ends_with(&tiny));
         for step in [1, 7, 4096, usize::MAX] {
             let mut q2 = OutQueue::default();
             q2.push_frame(&Frame::Message(Bytes::from_static(b"hi")));

@@ -541,15 +541,24 @@ impl Network {
             let Some((buf, want)) = self.node.recv_buf(conn, READ_CHUNK.min(budget), now) else {
                 return;
             };
-            let start = buf.len();
-            buf.resize(start + want, 0);
-            match tcp.read(&mut buf[start..]) {
-                Ok(0) => {
-                    buf.truncate(start);
-                    return self.node.eof(conn, now);
-                }
+            // Read into the spare capacity as it is: zero-filling up to a whole chunk
+            // before every read (what `resize` does) cost more than the read's own
+            // copy, since a read rarely fills the chunk (examples/stream: 6-13% of the
+            // wall time at 1 and 64 KiB, half the instructions at 1 KiB).
+            let spare = &mut buf.spare_capacity_mut()[..want];
+            // SAFETY: `[MaybeUninit<u8>]` and `[u8]` have the same layout. `Read::read`
+            // in general may look at its buffer, which is why it asks for an
+            // initialized one; this is mio's `TcpStream::read`, which is `std`'s, a
+            // bare `recv(2)` into the pointer and length: it writes and never reads
+            // them, and the bytes become readable through `buf` only once `set_len`
+            // below covers those the kernel wrote. (tokio reads mio sockets this way.)
+            let spare = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+            match tcp.read(spare) {
+                Ok(0) => return self.node.eof(conn, now),
                 Ok(n) => {
-                    buf.truncate(start + n);
+                    // SAFETY: `read` wrote its first `n` bytes (`n <= want`, within the
+                    // capacity `recv_buf` made room for).
+                    unsafe { buf.set_len(buf.len() + n) };
                     let events = self.node.received(conn, n, now);
                     // Events cost memory until the application takes them: tiny frames
                     // must not turn one turn's read budget into many times its size.
@@ -560,14 +569,11 @@ impl Network {
                         return;
                     }
                 }
-                Err(e) => {
-                    buf.truncate(start);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => return,
-                        io::ErrorKind::Interrupted => {}
-                        kind => return self.node.io_error(conn, kind, now),
-                    }
-                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return,
+                    io::ErrorKind::Interrupted => {}
+                    kind => return self.node.io_error(conn, kind, now),
+                },
             }
         }
     }
