@@ -108,10 +108,15 @@ fn victim_config(attack: &str) -> Config {
 }
 
 fn honest_config(attack: &str) -> Config {
-    Config {
+    let mut config = Config {
         security: security(attack),
         ..Config::default()
+    };
+    if attack == "pinning" {
+        // The victim relays all it gets here; its neighbours take it all too.
+        config.max_gossip_rate = u32::MAX;
     }
+    config
 }
 
 /// The process's resident set size in bytes.
@@ -326,7 +331,8 @@ fn attacker(
             bytes.resize(LEN_HEAD + max - 1, 0);
             let mut peers = Vec::new();
             for i in 0..100usize {
-                let tcp = plaintext_peer(host(2 + (i / 25) as u8), addr, None)?;
+                // One address each, as a botnet would: one address holds few.
+                let tcp = plaintext_peer(host(2 + i as u8), addr, None)?;
                 tcp.set_nonblocking(true)?;
                 peers.push((tcp, 0usize));
                 report.opened.fetch_add(1, Ordering::Relaxed);
