@@ -123,10 +123,11 @@ pub struct Config {
     /// `CloseReason::FrameTimeout`: a peer cannot keep a large frame's buffer alive by
     /// trickling. Time spent paused by the receive budget does not count. Default 30 s.
     pub frame_timeout: Duration,
-    /// A connection whose write queue is not empty and has not moved (no byte written)
-    /// for this long is closed at once, its queue dropped (`CloseReason::WriteTimeout`):
-    /// the peer stopped reading, and the idle timeout, which looks at received bytes
-    /// only, would keep a peer that sends but never reads. Default 45 s.
+    /// A connection whose write queue is not empty and has not had `min(its length,
+    /// 1 MiB)` written within this time is closed at once, its queue dropped
+    /// (`CloseReason::WriteTimeout`): the peer stopped reading (or reads a trickle to
+    /// look alive), and the idle timeout, which looks at received bytes only, would
+    /// keep a peer that sends but never reads. Default 45 s.
     pub write_timeout: Duration,
     /// Bytes read from one socket per turn of the loop, so one busy peer cannot
     /// starve the others; each event those bytes produce counts its size too, so tiny

@@ -179,6 +179,12 @@ pub(crate) fn within_fair_share(queued: usize, growth: usize, room: usize) -> bo
     growth <= room && (queued == 0 || queued + growth <= room - growth)
 }
 
+/// What a write queue must get written per `write_timeout` (or all it holds, if
+/// less): a peer that reads a segment now and then, just to keep the clock from
+/// running out, must read at least this much, so holding its share of the write
+/// budget costs it bandwidth.
+const WRITE_PROGRESS: usize = 1 << 20;
+
 /// How often a peer's dropped frames are logged at most: each drop is counted in
 /// [`PeerStats::dropped_sends`], the log line only sums them up.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
@@ -224,6 +230,10 @@ pub(crate) struct Socket {
     /// Since when bytes have been queued with none written: the write-timeout clock.
     /// `None` while the queue is empty or before the shell first tried to write it.
     write_stalled_since: Option<Instant>,
+    /// Bytes the queue must get written before that clock starts again, and those
+    /// written since it started ([`WRITE_PROGRESS`]).
+    write_owed: usize,
+    write_done: usize,
     /// When dropped frames were last logged, and how many were dropped since.
     drop_logged_at: Option<Instant>,
     drops_unlogged: u64,
@@ -312,6 +322,8 @@ impl Socket {
             probe: Probe::None,
             control_budget: usize::MAX,
             write_stalled_since: None,
+            write_owed: 0,
+            write_done: 0,
             drop_logged_at: None,
             drops_unlogged: 0,
             read_closed: false,
@@ -1110,17 +1122,28 @@ impl Socket {
     /// now, unless it runs already.
     pub(crate) fn writing(&mut self, now: Instant) {
         if self.write_stalled_since.is_none() && self.queued() > 0 {
-            self.write_stalled_since = Some(now);
+            self.start_write_clock(now);
         }
     }
 
-    /// `n` bytes were written at `now`: the queue moved, so its write-timeout clock
-    /// starts again (or stops, if the queue is empty).
+    /// Starts the write-timeout clock: before `write_timeout` the queue must get
+    /// [`WRITE_PROGRESS`] written, or all it holds if less.
+    fn start_write_clock(&mut self, now: Instant) {
+        self.write_stalled_since = Some(now);
+        self.write_owed = self.queued().min(WRITE_PROGRESS);
+        self.write_done = 0;
+    }
+
+    /// `n` bytes were written at `now`: once the queue moved by what it owed, its
+    /// write-timeout clock starts again (it stops when the queue is empty).
     pub(crate) fn written(&mut self, n: usize, now: Instant) {
         self.tx.advance(n);
         self.stats.bytes_out += n as u64;
-        if n > 0 || self.queued() == 0 {
-            self.write_stalled_since = (self.queued() > 0).then_some(now);
+        self.write_done = self.write_done.saturating_add(n);
+        if self.queued() == 0 {
+            self.write_stalled_since = None;
+        } else if self.write_stalled_since.is_none() || self.write_done >= self.write_owed {
+            self.start_write_clock(now);
         }
     }
 

@@ -402,3 +402,40 @@ fn a_peer_back_from_a_power_loss_is_served_on_its_new_connection() {
         assert!(sim.run_until(got, 100_000), "{security:?}: a got it");
     }
 }
+
+/// A peer that reads, but a trickle, keeps its queue moving without ever catching up:
+/// it must still get `min(queue, 1 MiB)` written per `write_timeout`, or be closed.
+/// (With any byte counting as progress it held its queue, and its share of the write
+/// budget, as long as it read a little.)
+#[test]
+fn a_peer_reading_a_trickle_is_closed_with_write_timeout() {
+    let node = Config {
+        write_timeout: Duration::from_millis(500),
+        ..Config::default()
+    };
+    let (mut sim, a, b) = dialling_pair(11, node);
+    assert!(sim.run_until(|s| s.node(a).peers() == 1, 100_000));
+    let peer = sim.node(b).id();
+    // 200 KB a second: the queue moves several times a half second, never by
+    // anything near 1 MiB.
+    sim.set_read_rate(b, Some(200_000));
+    for _ in 0..64 {
+        sim.send(a, &peer, Bytes::from(vec![7u8; 64 * 1024]))
+            .unwrap();
+    }
+    sim.run_for(Duration::from_secs(3));
+    let closed = sim.node(a).events().iter().any(|e| {
+        matches!(
+            e,
+            Event::PeerDisconnected {
+                reason: CloseReason::WriteTimeout,
+                ..
+            }
+        )
+    });
+    let read = sim.node(a).peer_stats(&peer).map(|s| s.bytes_out);
+    assert!(
+        closed,
+        "still open after 3 s; bytes written to it: {read:?}"
+    );
+}
