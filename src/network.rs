@@ -183,6 +183,8 @@ pub(crate) struct Node {
     /// worth, which the others leave free: whatever the others hold, it can finish its
     /// frame, so pausing never deadlocks.
     read_first: Option<ConnId>,
+    /// While others wait, when the first in line must have finished its frame.
+    read_first_until: Option<Instant>,
     /// Connections paused for want of receive budget.
     read_paused: usize,
     /// Paused connections that may read again: edge-triggered readiness will not
@@ -238,6 +240,7 @@ impl Node {
             seed_handshakes: false,
             read_used: 0,
             read_first: None,
+            read_first_until: None,
             read_paused: 0,
             resumed: Vec::new(),
         }
@@ -559,7 +562,7 @@ impl Node {
     /// budget returns.
     fn read_starved(&mut self, conn: ConnId, now: Instant) -> bool {
         if self.read_first.is_none() {
-            self.read_first = Some(conn);
+            self.set_first(Some(conn), now);
             return true;
         }
         // The first in line always has room for its frame; were it starved all the
@@ -583,7 +586,7 @@ impl Node {
                 .entry(conn)
                 .is_none_or(|e| e.socket.charged() == 0 || e.socket.phase() != Phase::Open)
         {
-            self.read_first = None;
+            self.set_first(None, now);
         }
         if self.read_paused == 0 {
             return;
@@ -598,11 +601,16 @@ impl Node {
             })
             .collect();
         if self.read_first.is_none() {
-            // Those holding the most go first: they are the nearest to finishing.
-            self.read_first = paused.iter().copied().max_by_key(|&c| {
+            // Those holding the least go first, then the oldest: a connection holding
+            // much and finishing slowly must not keep the line (it has
+            // `frame_timeout` once it has it), and one that just started a large
+            // frame, as an honest sender of a block does, is not kept waiting behind
+            // those that fill the budget.
+            let first = paused.iter().copied().min_by_key(|&c| {
                 self.entry(c)
-                    .map(|e| (e.socket.charged(), e.socket.buffered()))
+                    .map(|e| (e.socket.charged(), e.socket.buffered(), e.created))
             });
+            self.set_first(first, now);
         }
         for conn in paused {
             if let Some(entry) = self.entry_mut(conn) {
@@ -610,6 +618,46 @@ impl Node {
                 self.read_paused -= 1;
                 self.resumed.push(conn);
             }
+        }
+    }
+
+    /// Makes `conn` the first in line (or nobody), with `frame_timeout` to finish its
+    /// frame while others wait.
+    fn set_first(&mut self, conn: Option<ConnId>, now: Instant) {
+        self.read_first = conn;
+        self.read_first_until = conn.map(|_| now + self.config.frame_timeout);
+    }
+
+    /// The first in line holds the budget's reserve: while others wait for it, it must
+    /// finish its frame within `frame_timeout` of taking the line, or its connection
+    /// closes (`FrameTimeout`, GOODBYE 4) and the line moves on. Without others
+    /// waiting it may take its time (its own frame progress deadline still runs).
+    fn line_timeout(&mut self, now: Instant) {
+        let (Some(conn), Some(until)) = (self.read_first, self.read_first_until) else {
+            return;
+        };
+        if until > now {
+            return;
+        }
+        if self.read_paused == 0 {
+            self.read_first_until = Some(now + self.config.frame_timeout);
+            return;
+        }
+        let holds = self
+            .entry(conn)
+            .is_some_and(|e| e.socket.phase() == Phase::Open && e.socket.buffered() > 0);
+        if holds {
+            log::info!("closing a connection that kept the receive budget's line");
+            self.close(
+                conn,
+                CloseReason::FrameTimeout,
+                Some(GoodbyeReason::Timeout),
+                now,
+            );
+        }
+        if self.read_first == Some(conn) {
+            self.set_first(None, now);
+            self.read_released(conn, now);
         }
     }
 
@@ -1091,6 +1139,7 @@ impl Node {
     /// Runs every timer that is due.
     pub(crate) fn timeout(&mut self, now: Instant) {
         self.gossip.expire(now);
+        self.line_timeout(now);
         let due: Vec<ConnId> = self
             .sockets
             .iter()
@@ -1110,6 +1159,7 @@ impl Node {
         self.sockets
             .iter()
             .filter_map(|(_, e)| e.socket.next_deadline())
+            .chain(self.read_first_until)
             .min()
     }
 

@@ -438,3 +438,89 @@ fn a_reclaimed_large_buffer_does_not_escape_the_receive_budget() {
         "receive budget bypassed: {most} bytes buffered, bound {bound}"
     );
 }
+
+/// Connections that fill the receive budget with large frames and then send them
+/// slowly (just over 64 KiB per `frame_timeout` while they may read) must not keep an
+/// honest large frame waiting: the first in line has `frame_timeout` to finish while
+/// others wait, and those holding the least go first. (Found by review: the honest
+/// 200 KiB frame was never delivered.)
+#[test]
+fn slow_large_frames_do_not_keep_an_honest_large_frame_waiting() {
+    const ATTACKERS: usize = 4;
+    const BODY: usize = 4 * 1024 * 1024 - 16;
+    const BULK: usize = 1536 * 1024;
+    const STEP: usize = 66 * 1024;
+    let mut config = Config {
+        max_frame_size: 4 * 1024 * 1024,
+        max_read_buffer_total: 8 * 1024 * 1024 + 64,
+        frame_timeout: Duration::from_millis(500),
+        ..plain()
+    };
+    config.max_write_buffer = config.min_write_buffer();
+    let (mut net, addr) = listening(config);
+    let network_id = net.config().network_id;
+    let mut attackers: Vec<(Raw, usize)> = Vec::new();
+    for i in 0..ATTACKERS as u8 {
+        let mut raw = crate::support::raw_from(host(10 + i), addr);
+        raw.send(&hello(network_id, id(10 + i)));
+        attackers.push((raw, 0));
+    }
+    let bulky = id(2);
+    let mut bulky_raw = crate::support::raw_from(host(3), addr);
+    bulky_raw.send(&hello(network_id, bulky));
+    run_until(&mut [&mut net], 400, |_, log| {
+        connected_to(log, 0, bulky)
+            && (10..10 + ATTACKERS as u8).all(|i| connected_to(log, 0, id(i)))
+    });
+    let mut events = Vec::new();
+    let start = Instant::now();
+    let mut last_step = start - Duration::from_secs(1);
+    let mut sent_at = None;
+    let mut delivered = None;
+    let mut attackers_first = 0;
+    while delivered.is_none() && start.elapsed() < Duration::from_secs(20) {
+        if last_step.elapsed() >= Duration::from_millis(350) {
+            last_step = Instant::now();
+            for (raw, left) in attackers.iter_mut() {
+                if *left == 0 {
+                    let mut head = ((BODY + 1) as u32).to_be_bytes().to_vec();
+                    head.push(kind::MESSAGE);
+                    head.extend(std::iter::repeat_n(0u8, BULK));
+                    raw.send(&head);
+                    *left = BODY - BULK;
+                } else {
+                    let n = STEP.min(*left);
+                    raw.send(&vec![0u8; n]);
+                    *left -= n;
+                }
+                raw.pump();
+            }
+        }
+        if sent_at.is_none() && start.elapsed() > Duration::from_millis(3000) {
+            bulky_raw.send_frame(&Frame::Message(Bytes::from(vec![7u8; 200 * 1024])));
+            sent_at = Some(Instant::now());
+        }
+        bulky_raw.pump();
+        net.poll(&mut events, Some(TURN)).expect("poll");
+        for event in events.drain(..) {
+            match event {
+                Event::Message { peer, payload }
+                    if peer == bulky && payload.len() == 200 * 1024 =>
+                {
+                    delivered = sent_at.map(|at| at.elapsed());
+                }
+                // An attacker's slow frame finished first: the honest one waited for it.
+                Event::Message { peer, .. } if peer != bulky => attackers_first += 1,
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        delivered.is_some(),
+        "the honest 200 KiB frame was not delivered"
+    );
+    assert_eq!(
+        attackers_first, 0,
+        "the honest frame waited for {attackers_first} slow attacker frame(s) to finish"
+    );
+}
