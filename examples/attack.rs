@@ -84,6 +84,36 @@ fn main() -> ExitCode {
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// The system allocator, counting the bytes allocated and not freed, so RSS can be
+/// told apart from live heap (what the caps bound) and from what the allocator holds.
+struct Counting;
+
+static LIVE: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged; only a counter
+// is kept beside it.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as u64, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
 fn security(attack: &str) -> Security {
     if attack == "handshake-flood" || attack == "none" {
         Security::NoiseXx
@@ -494,6 +524,7 @@ fn run(attack: &str, duration: Duration) -> Res<String> {
     let epoch = Instant::now();
     let rss_base = rss();
     let mut rss_max = rss_base;
+    let mut heap_max = LIVE.load(Ordering::Relaxed);
 
     // The shutdown attack is a queue, a slow reader, and the truth at the end.
     if attack == "shutdown" {
@@ -607,6 +638,7 @@ fn run(attack: &str, duration: Duration) -> Res<String> {
         if Instant::now() >= sample {
             sample += Duration::from_millis(100);
             rss_max = rss_max.max(rss());
+            heap_max = heap_max.max(LIVE.load(Ordering::Relaxed));
             let s = victim.stats();
             peak.connections = peak.connections.max(s.connections);
             peak.handshaking = peak.handshaking.max(s.handshaking);
@@ -651,10 +683,11 @@ fn run(attack: &str, duration: Duration) -> Res<String> {
         extra = format!(" gossip_sent={}", report.sent.load(Ordering::Relaxed));
     }
     Ok(format!(
-        "attack={attack} seconds={} rss_base_mib={:.1} rss_max_mib={:.1} honest_delivered={got}/{} p99_ms={p99:.2} dials_in={dials_in_ok}/{dials_in} dials_out={dials_out_ok}/{dials_out} cpu_share={:.2}{extra} peak: connections={} handshaking={} queued_bytes={} buffered_bytes={} gossip_ids={} read_paused={} at_end: {}",
+        "attack={attack} seconds={} rss_base_mib={:.1} rss_max_mib={:.1} heap_max_mib={:.1} honest_delivered={got}/{} p99_ms={p99:.2} dials_in={dials_in_ok}/{dials_in} dials_out={dials_out_ok}/{dials_out} cpu_share={:.2}{extra} peak: connections={} handshaking={} queued_bytes={} buffered_bytes={} gossip_ids={} read_paused={} at_end: {}",
         duration.as_secs(),
         rss_base as f64 / 1048576.0,
         rss_max as f64 / 1048576.0,
+        heap_max as f64 / 1048576.0,
         sent * 2,
         cpu / elapsed,
         peak.connections,

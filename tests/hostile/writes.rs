@@ -67,6 +67,8 @@ struct Outcome {
     p99: Duration,
     /// The process's largest RSS seen during the run.
     max_rss: Option<u64>,
+    /// Live heap at most (the counting allocator of this test binary).
+    max_heap: usize,
 }
 
 fn p99(latencies: &mut [Duration]) -> Duration {
@@ -117,8 +119,10 @@ fn attack(config: Config, attack: &Attack) -> Outcome {
     let mut max_queued = 0;
     let mut max_hog_queue = 0;
     let mut max_rss = None;
+    let mut max_heap = 0;
     let mut watch = |a: &Network| {
         max_rss = max_rss.max(rss());
+        max_heap = max_heap.max(crate::support::heap());
         let queued = a.stats().queued_bytes;
         assert!(queued <= total, "{queued} queued, cap {total}");
         max_queued = max_queued.max(queued);
@@ -204,6 +208,7 @@ fn attack(config: Config, attack: &Attack) -> Outcome {
         delivered: got.len(),
         p99: p99(&mut latencies),
         max_rss,
+        max_heap,
         max_queued,
         max_hog_queue,
         hog_drops,
@@ -370,5 +375,16 @@ fn heavy_non_readers_at_default_caps() {
             total >> 20
         );
     }
+    // What the queues hold is what they count, give or take a tenth: a queue that
+    // only grows is a list of full 64 KiB chunks.
+    println!(
+        "figure: writes: live heap at most {} MiB",
+        outcome.max_heap >> 20
+    );
+    assert!(
+        outcome.max_heap <= total + total / 10 + (32 << 20),
+        "live heap {} for a write budget of {total}",
+        outcome.max_heap
+    );
     check(&outcome, total, HOGS);
 }
