@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::bucket::{NANOS, TokenBucket};
 use crate::config::Config;
 use crate::peer::PeerId;
 
@@ -391,48 +392,6 @@ impl Gossip {
     }
 }
 
-/// A token bucket: `rate` tokens a second, holding at most `burst`, full at first.
-/// Tokens are counted in billionths, so refills are exact in integers whatever the
-/// steps of the clock.
-#[derive(Debug)]
-struct TokenBucket {
-    rate: u128,
-    burst: u128,
-    nanos: u128,
-    last: Instant,
-}
-
-const NANOS: u128 = 1_000_000_000;
-
-impl TokenBucket {
-    fn new(rate: usize, burst: usize, now: Instant) -> Self {
-        let burst = burst as u128 * NANOS;
-        TokenBucket {
-            rate: rate as u128,
-            burst,
-            nanos: burst,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_nanos();
-        self.nanos = self
-            .nanos
-            .saturating_add(elapsed.saturating_mul(self.rate))
-            .min(self.burst);
-        self.last = self.last.max(now);
-    }
-
-    fn holds(&self, tokens: usize) -> bool {
-        self.nanos >= tokens as u128 * NANOS
-    }
-
-    fn take(&mut self, tokens: usize) {
-        self.nanos -= tokens as u128 * NANOS;
-    }
-}
-
 /// The node's budget of new broadcasts it relays per second: half of
 /// `max_gossip_rate`, shared between peers by a dynamic threshold. A broadcast from a
 /// peer is relayed only while what that peer had relayed in the last second or so
@@ -494,7 +453,7 @@ impl RelayBudget {
     pub(crate) fn admit(&mut self, share: &mut RelayShare, now: Instant) -> bool {
         self.left.refill(now);
         share.decay(now);
-        if !self.left.holds(1) || share.used > self.left.nanos {
+        if !self.left.holds(1) || share.used > self.left.level() {
             return false;
         }
         self.left.take(1);

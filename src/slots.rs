@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
+use crate::bucket::TokenBucket;
+
 use crate::event::Direction;
 use crate::socket::Phase;
 
@@ -123,13 +125,6 @@ impl Slots {
     }
 }
 
-/// One address's handshake tokens: full holds `rate`, refilled at `rate` per second.
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
 /// Per-address token buckets for handshake starts (`handshake_rate_per_ip`).
 ///
 /// A full bucket is the same as no bucket (a bucket is full again at most one second
@@ -141,16 +136,16 @@ struct Bucket {
 /// own nearly full buckets, never the drained one of an address it flooded from.
 #[derive(Debug)]
 pub(crate) struct HandshakeRate {
-    rate: f64,
+    rate: usize,
     cap: usize,
-    buckets: BTreeMap<IpAddr, Bucket>,
+    buckets: BTreeMap<IpAddr, TokenBucket>,
 }
 
 impl HandshakeRate {
     /// Buckets of `rate` tokens refilled at `rate` per second, at most `cap` of them.
     pub(crate) fn new(rate: u32, cap: usize) -> Self {
         HandshakeRate {
-            rate: f64::from(rate),
+            rate: (rate as usize).max(1),
             cap: cap.max(1),
             buckets: BTreeMap::new(),
         }
@@ -158,42 +153,36 @@ impl HandshakeRate {
 
     /// Takes a token for a handshake from `key` at `now`; false if there is none.
     pub(crate) fn take(&mut self, key: IpAddr, now: Instant) -> bool {
-        let rate = self.rate;
         if let Some(bucket) = self.buckets.get_mut(&key) {
-            let tokens = refilled(bucket, rate, now);
-            if tokens < 1.0 {
-                bucket.tokens = tokens;
-                bucket.at = now.max(bucket.at);
+            bucket.refill(now);
+            if !bucket.holds(1) {
                 return false;
             }
-            bucket.tokens = tokens - 1.0;
-            bucket.at = now.max(bucket.at);
+            bucket.take(1);
             return true;
         }
         if self.buckets.len() >= self.cap {
             self.make_room(now);
         }
-        self.buckets.insert(
-            key,
-            Bucket {
-                tokens: rate - 1.0,
-                at: now,
-            },
-        );
+        let mut bucket = TokenBucket::new(self.rate, self.rate, now);
+        bucket.take(1);
+        self.buckets.insert(key, bucket);
         true
     }
 
     /// Forgets full buckets, and if none was, the one with the most tokens.
     fn make_room(&mut self, now: Instant) {
-        let rate = self.rate;
-        self.buckets.retain(|_, b| refilled(b, rate, now) < rate);
+        for bucket in self.buckets.values_mut() {
+            bucket.refill(now);
+        }
+        self.buckets.retain(|_, b| !b.is_full());
         if self.buckets.len() < self.cap {
             return;
         }
         let fullest = self
             .buckets
             .iter()
-            .max_by(|(_, a), (_, b)| refilled(a, rate, now).total_cmp(&refilled(b, rate, now)))
+            .max_by_key(|(_, b)| b.level())
             .map(|(key, _)| *key);
         if let Some(key) = fullest {
             self.buckets.remove(&key);
@@ -205,12 +194,6 @@ impl HandshakeRate {
     pub(crate) fn len(&self) -> usize {
         self.buckets.len()
     }
-}
-
-/// The tokens of `bucket` at `now` (never past full; a clock that went back adds none).
-fn refilled(bucket: &Bucket, rate: f64, now: Instant) -> f64 {
-    let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-    (bucket.tokens + elapsed * rate).min(rate)
 }
 
 #[cfg(test)]
