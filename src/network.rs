@@ -163,8 +163,6 @@ pub(crate) struct Node {
     failed_handshakes: u64,
     duplicate_gossip: u64,
     unrelayed_gossip: u64,
-    /// Connections in a graceful close (see [`Node::shed_closing`]).
-    closing: usize,
     not_allowed: u64,
     /// Bytes graceful closes left unsent, kept here because closed sockets are freed.
     unflushed_bytes: u64,
@@ -230,7 +228,6 @@ impl Node {
             failed_handshakes: 0,
             duplicate_gossip: 0,
             unrelayed_gossip: 0,
-            closing: 0,
             not_allowed: 0,
             unflushed_bytes: 0,
             shutting_down: false,
@@ -510,13 +507,12 @@ impl Node {
         );
         let mut out = std::mem::take(&mut self.out);
         let before = entry.socket.queued();
-        let was_closing = entry.socket.phase() == Phase::Closing;
         let result = f(&mut entry.socket, &mut self.rng, &mut out, &mut self.events);
-        let closing = entry.socket.phase() == Phase::Closing;
         let after = entry.socket.queued();
         self.queued_total = self.queued_total + after - before;
         // Every phase change happens in here: keep the slot counts with it.
         let held = Held::of(entry.socket.phase());
+        let began_closing = held.closing && !entry.held.closing;
         if held != entry.held {
             let direction = entry.socket.direction();
             self.slots.remove(direction, entry.addr_key, entry.held);
@@ -525,7 +521,6 @@ impl Node {
         }
         let released = entry.socket.charged() < charged;
         self.read_used = self.read_used + entry.socket.charged() - charged;
-        self.closing = self.closing + usize::from(closing) - usize::from(was_closing);
         self.mark_dirty(conn);
         if released {
             self.read_released(conn, now);
@@ -534,7 +529,7 @@ impl Node {
             self.handle_output(conn, output, now);
         }
         self.out = out;
-        if closing && !was_closing {
+        if began_closing {
             self.shed_closing(now);
         }
         Some(result)
@@ -823,7 +818,7 @@ impl Node {
             .config
             .max_inbound
             .saturating_add(self.config.max_outbound);
-        while self.closing > cap {
+        while self.slots.closing > cap {
             let oldest = self
                 .sockets
                 .iter()
@@ -838,7 +833,7 @@ impl Node {
             };
             log::debug!(
                 "{} connections closing; cutting the oldest short",
-                self.closing
+                self.slots.closing
             );
             self.with_socket(conn, now, |s, _, out, _| {
                 s.abort(CloseReason::Shutdown, out)

@@ -37,6 +37,9 @@ pub(crate) struct Held {
     /// A handshake slot (`max_pending_handshakes` or `max_pending_dials`, and per
     /// address): dialling or handshaking.
     pub pending: bool,
+    /// Neither, but it still holds a socket: in a graceful close, bounded on its own
+    /// (`Node::shed_closing`).
+    pub closing: bool,
 }
 
 impl Held {
@@ -45,6 +48,7 @@ impl Held {
         Held {
             slot: matches!(phase, Phase::Opening | Phase::Authenticating | Phase::Open),
             pending: matches!(phase, Phase::Opening | Phase::Authenticating),
+            closing: phase == Phase::Closing,
         }
     }
 }
@@ -72,6 +76,8 @@ pub(crate) struct Slots {
     pub pending_inbound: usize,
     /// Our dials connecting or handshaking.
     pub pending_dials: usize,
+    /// Connections of either direction in a graceful close.
+    pub closing: usize,
     per_addr: BTreeMap<IpAddr, AddrCount>,
 }
 
@@ -97,6 +103,7 @@ impl Slots {
                 *n = if add { *n + 1 } else { n.saturating_sub(1) };
             }
         };
+        step(&mut self.closing, held.closing);
         match direction {
             Direction::Outbound => {
                 step(&mut self.outbound, held.slot);
@@ -105,7 +112,7 @@ impl Slots {
             Direction::Inbound => {
                 step(&mut self.inbound, held.slot);
                 step(&mut self.pending_inbound, held.pending);
-                if held == Held::default() {
+                if !held.slot && !held.pending {
                     return;
                 }
                 let count = self.per_addr.entry(key).or_default();
