@@ -1,6 +1,7 @@
-//! A token bucket in exact integers, for every rate limit of the node.
+//! A token bucket in exact integers, for every rate limit of the node, and the
+//! rate-limited count of what a limit dropped.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A token bucket: `rate` tokens a second, holding at most `burst`, full at first.
 /// Tokens are counted in billionths, so refills are exact in integers whatever the
@@ -55,5 +56,47 @@ impl TokenBucket {
     /// Whether it holds all it can.
     pub(crate) fn is_full(&self) -> bool {
         self.nanos == self.burst
+    }
+}
+
+/// How often a connection logs what a limit dropped, at most.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Frames a limit dropped on one connection since the last log line about them: each
+/// is counted in the stats, the log line only sums them up, at most once a second.
+#[derive(Debug, Default)]
+pub(crate) struct DropLog {
+    unlogged: u64,
+    logged: Option<Instant>,
+}
+
+impl DropLog {
+    /// Counts a dropped frame; returns how many were dropped since the last report
+    /// when one is due.
+    pub(crate) fn dropped(&mut self, now: Instant) -> Option<u64> {
+        self.unlogged += 1;
+        let due = self
+            .logged
+            .is_none_or(|at| now.saturating_duration_since(at) >= DROP_LOG_INTERVAL);
+        if !due {
+            return None;
+        }
+        self.logged = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_reported_at_most_once_a_second() {
+        let start = Instant::now();
+        let mut log = DropLog::default();
+        assert_eq!(log.dropped(start), Some(1));
+        assert_eq!(log.dropped(start + Duration::from_millis(500)), None);
+        assert_eq!(log.dropped(start + Duration::from_millis(900)), None);
+        assert_eq!(log.dropped(start + Duration::from_millis(1000)), Some(3));
     }
 }

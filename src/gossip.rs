@@ -471,9 +471,6 @@ impl RelayBudget {
     }
 }
 
-/// How often a connection logs the GOSSIP frames it dropped for the rate limit.
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
 /// The GOSSIP rate limit of one connection: frames and bytes a second, each a token
 /// bucket. Kept per connection (in its socket), so the hot path needs no lookup and
 /// the state goes with the connection; a peer that reconnects for a full bucket pays
@@ -482,9 +479,6 @@ const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) struct GossipLimit {
     frames: TokenBucket,
     bytes: TokenBucket,
-    /// Frames dropped since the last log line about them.
-    unlogged: u64,
-    logged: Option<Instant>,
 }
 
 impl GossipLimit {
@@ -496,8 +490,6 @@ impl GossipLimit {
         GossipLimit {
             frames: TokenBucket::new(frames, frames, now),
             bytes: TokenBucket::new(bytes, bytes.max(config.max_frame_size), now),
-            unlogged: 0,
-            logged: None,
         }
     }
 
@@ -512,20 +504,6 @@ impl GossipLimit {
         self.frames.take(1);
         self.bytes.take(body);
         true
-    }
-
-    /// Counts a dropped frame; returns how many were dropped since the last report
-    /// when one is due (at most one a [`DROP_LOG_INTERVAL`]).
-    pub(crate) fn dropped(&mut self, now: Instant) -> Option<u64> {
-        self.unlogged += 1;
-        let due = self
-            .logged
-            .is_none_or(|at| now.saturating_duration_since(at) >= DROP_LOG_INTERVAL);
-        if !due {
-            return None;
-        }
-        self.logged = Some(now);
-        Some(std::mem::take(&mut self.unlogged))
     }
 }
 
@@ -793,16 +771,6 @@ mod tests {
         assert!(limit.admit(10, start));
         assert!(limit.admit(10, start));
         assert!(!limit.admit(10, start));
-    }
-
-    #[test]
-    fn drops_are_reported_at_most_once_a_second() {
-        let start = Instant::now();
-        let mut limit = GossipLimit::new(&limit_config(1, 100), start);
-        assert_eq!(limit.dropped(start), Some(1));
-        assert_eq!(limit.dropped(start + Duration::from_millis(500)), None);
-        assert_eq!(limit.dropped(start + Duration::from_millis(900)), None);
-        assert_eq!(limit.dropped(start + Duration::from_millis(1000)), Some(3));
     }
 }
 

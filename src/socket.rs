@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::bucket::DropLog;
 use crate::config::Config;
 use crate::error::{CloseReason, RequestError, SendError};
 use crate::event::{Direction, Event, RequestId};
@@ -185,10 +186,6 @@ pub(crate) fn within_fair_share(queued: usize, growth: usize, room: usize) -> bo
 /// budget costs it bandwidth.
 const WRITE_PROGRESS: usize = 1 << 20;
 
-/// How often a peer's dropped frames are logged at most: each drop is counted in
-/// [`PeerStats::dropped_sends`], the log line only sums them up.
-const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
 /// One connection, from dial or accept to close.
 #[derive(Debug)]
 pub(crate) struct Socket {
@@ -234,9 +231,10 @@ pub(crate) struct Socket {
     /// written since it started ([`WRITE_PROGRESS`]).
     write_owed: usize,
     write_done: usize,
-    /// When dropped frames were last logged, and how many were dropped since.
-    drop_logged_at: Option<Instant>,
-    drops_unlogged: u64,
+    /// Frames dropped for a full queue, for the log.
+    drop_log: DropLog,
+    /// GOSSIP frames dropped for the rate limit, for the log.
+    gossip_drop_log: DropLog,
     read_closed: bool,
     write_shut: bool,
     /// The peer said GOODBYE: nothing more comes, so once our side is flushed and
@@ -324,8 +322,8 @@ impl Socket {
             write_stalled_since: None,
             write_owed: 0,
             write_done: 0,
-            drop_logged_at: None,
-            drops_unlogged: 0,
+            drop_log: DropLog::default(),
+            gossip_drop_log: DropLog::default(),
             read_closed: false,
             write_shut: false,
             goodbye_received: false,
@@ -844,7 +842,7 @@ impl Socket {
     /// Counts a GOSSIP frame dropped for the rate limit, logging at most once a second.
     fn gossip_dropped(&mut self, now: Instant) {
         self.stats.rate_limited += 1;
-        if let Some(n) = self.gossip_limit.dropped(now) {
+        if let Some(n) = self.gossip_drop_log.dropped(now) {
             log::warn!(
                 "dropped {n} GOSSIP frame(s) from {:?} at {} over max_gossip_rate or max_gossip_bytes_rate",
                 self.remote,
@@ -981,25 +979,18 @@ impl Socket {
     }
 
     /// Counts a frame that was not queued because a buffer was full, and says so in
-    /// the log at most once per [`DROP_LOG_INTERVAL`] for this peer.
+    /// the log at most once a second for this peer.
     pub(crate) fn count_dropped(&mut self, now: Instant) {
         self.stats.dropped_sends += 1;
-        self.drops_unlogged += 1;
-        let due = self
-            .drop_logged_at
-            .is_none_or(|at| now >= at + DROP_LOG_INTERVAL);
-        if due {
+        if let Some(n) = self.drop_log.dropped(now) {
             log::warn!(
-                "{} frames to {:?} at {} dropped (relays, PONGs): its write queue is full \
+                "{n} frames to {:?} at {} dropped (relays, PONGs): its write queue is full \
                  ({} bytes queued, {} dropped in all)",
-                self.drops_unlogged,
                 self.peer(),
                 self.addr,
                 self.queued(),
                 self.stats.dropped_sends
             );
-            self.drop_logged_at = Some(now);
-            self.drops_unlogged = 0;
         }
     }
 
