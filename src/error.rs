@@ -10,20 +10,20 @@ use crate::wire::{GoodbyeReason, PreambleError};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CloseReason {
-    /// The peer's preamble failed a check of PROTOCOL.md §1.
+    /// The peer's preamble failed a check of [PROTOCOL.md](crate::protocol) §1.
     #[error(transparent)]
     Preamble(#[from] PreambleError),
     /// The remote peer id is this node's own.
     #[error("connected to ourselves")]
     SelfConnection,
-    /// Another connection to the same peer was kept (PROTOCOL.md §2.3).
+    /// Another connection to the same peer was kept ([PROTOCOL.md](crate::protocol) §2.3).
     #[error("duplicate connection")]
     DuplicateConnection,
     /// The noise handshake failed: a bad length or a message that does not decrypt
-    /// (PROTOCOL.md §2.2).
+    /// ([PROTOCOL.md](crate::protocol) §2.2).
     #[error("handshake failed")]
     HandshakeFailed,
-    /// A noise record did not decrypt (PROTOCOL.md §3).
+    /// A noise record did not decrypt ([PROTOCOL.md](crate::protocol) §3).
     #[error("record failed to decrypt")]
     DecryptFailed,
     /// A record could not be encrypted (the cipher's nonces ran out).

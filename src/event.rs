@@ -124,7 +124,7 @@ pub enum Event {
         /// Why.
         reason: RequestError,
     },
-    /// A frame from a peer was dropped (PROTOCOL.md §4); the connection stays open
+    /// A frame from a peer was dropped ([PROTOCOL.md](crate::protocol) §4); the connection stays open
     /// until `count` reaches `max_rejected_frames`.
     FrameRejected {
         /// The sender.

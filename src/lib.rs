@@ -1,15 +1,30 @@
 //! `p2p`: the peer-to-peer layer of a blockchain-style node.
 //!
-//! A sans-IO core (frames, handshake, socket state machines, gossip, requests) under a
-//! thin `mio` reactor. The embedding node drives it step by step with
-//! [`Network::poll`], or from other threads through a [`Handle`]. The wire protocol is
-//! described in the README.
+//! It listens for peers, dials peers, authenticates them (noise-xx: a node's id is its
+//! static X25519 public key, proven by the handshake), sends to one peer, makes
+//! requests, broadcasts to the whole network by gossip, and hands what arrives up to
+//! the node that embeds it. A sans-IO core (frames, handshake, socket state machines,
+//! gossip, requests, limits) runs under a thin `mio` reactor, with no async executor:
+//! the embedding node drives it one [`Network::poll`] at a time from its own loop, or
+//! from other threads through a [`Handle`]. [`sim::Sim`] runs many nodes on the same
+//! core in one thread, deterministically.
+//!
+//! * The wire protocol: [`protocol`] (the repository's `docs/PROTOCOL.md`, versioned).
+//!   Docs that cite "PROTOCOL.md §x" mean a section of it.
+//! * Limits against hostile peers: [`Config`] (every field has a default and a
+//!   rule in [`protocol`] §6); what was dropped or refused: [`Stats`], [`PeerStats`].
+//! * The README (operating a public node, the `node` and `cluster` examples,
+//!   benchmarks) ships with the crate.
+//!
+//! A peer may leave at any moment, so a command about one peer can fail on an
+//! ordinary race; a node logs it and goes on. Only an error of `poll` itself ends the
+//! loop:
 //!
 //! ```no_run
 //! use p2p::{Config, Event, Network};
 //!
 //! let mut net = Network::new(Config::default())?;
-//! let addr = net.listen("127.0.0.1:0".parse().unwrap())?;
+//! let addr = net.listen("127.0.0.1:0".parse()?)?;
 //! println!("listening on {addr} as {}", net.local_id());
 //! let mut events = Vec::new();
 //! loop {
@@ -17,7 +32,11 @@
 //!     for event in events.drain(..) {
 //!         match event {
 //!             Event::Broadcast { payload, .. } => println!("got {} bytes", payload.len()),
-//!             Event::Request { peer, id, .. } => net.respond(&peer, id, "ok")?,
+//!             Event::Request { peer, id, .. } => {
+//!                 if let Err(e) = net.respond(&peer, id, "ok") {
+//!                     eprintln!("respond to {peer}: {e}"); // it left, or its queue is full
+//!                 }
+//!             }
 //!             _ => {}
 //!         }
 //!     }
@@ -51,6 +70,9 @@ pub mod sim;
 mod slots;
 mod socket;
 pub mod wire;
+
+#[doc = include_str!("../docs/PROTOCOL.md")]
+pub mod protocol {}
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

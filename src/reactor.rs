@@ -273,7 +273,7 @@ impl Network {
         self.node.respond(peer, id, payload.into())
     }
 
-    /// Broadcasts to the whole network (PROTOCOL.md §5). A neighbour whose write buffer
+    /// Broadcasts to the whole network ([PROTOCOL.md](crate::protocol) §5). A neighbour whose write buffer
     /// is full misses it and its `dropped_sends` counter says so.
     pub fn broadcast(&mut self, payload: impl Into<Bytes>) -> Result<GossipId, SendError> {
         self.tick();

@@ -570,7 +570,7 @@ impl Sim {
 
     /// [`Sim::reachable_unchanged_since`], through only the connections between nodes
     /// `i` and `j` for which `through(i, j)` holds: for instance those on which no
-    /// broadcast was dropped at a full queue, which PROTOCOL.md lets miss one.
+    /// broadcast was dropped at a full queue, which [PROTOCOL.md](crate::protocol) lets miss one.
     pub fn reachable_unchanged_since_through(
         &self,
         origin: NodeIndex,
