@@ -691,7 +691,14 @@ fn main() -> ExitCode {
         match p2p::Keypair::load_or_generate(path) {
             Ok(keypair) => options.config.keypair = Some(keypair),
             // The file given is unusable: a usage error, like a bad option.
-            Err(e @ (p2p::KeyError::Io { .. } | p2p::KeyError::Malformed { .. })) => {
+            Err(
+                e @ (p2p::KeyError::Io { .. }
+                | p2p::KeyError::Malformed { .. }
+                | p2p::KeyError::Symlink { .. }
+                | p2p::KeyError::NotAFile { .. }
+                | p2p::KeyError::WrongOwner { .. }
+                | p2p::KeyError::OpenToOthers { .. }),
+            ) => {
                 eprintln!("node: {e}");
                 return ExitCode::from(2);
             }
