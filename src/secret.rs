@@ -18,6 +18,7 @@ pub(crate) struct SecretKey(Arc<Zeroizing<[u8; 32]>>);
 impl SecretKey {
     /// A key filled in place by `fill`, so the bytes never exist outside the wiped
     /// allocation (a `[u8; 32]` passed by value would leave its copy behind).
+    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
     pub(crate) fn filled_by<E>(
         fill: impl FnOnce(&mut [u8; 32]) -> Result<(), E>,
     ) -> Result<SecretKey, E> {
