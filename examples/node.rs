@@ -47,7 +47,9 @@ options:
                               created (mode 0600) if missing, so the peer id stays the
                               same across restarts [default: a fresh key each run].
                               With --plaintext its public key is the claimed id.
-                              A malformed or unreadable file is an error (exit 2)
+                              A malformed or unreadable file is an error (exit 2),
+                              and so is one that is a symbolic link, not owned by
+                              this user, or open to group or others (chmod 600)
   --allow PEER_ID             only keep peers with this id, 64 hex digits (repeatable);
                               any other peer is closed right after the handshake,
                               inbound or outbound [default: any peer]
@@ -691,7 +693,14 @@ fn main() -> ExitCode {
         match p2p::Keypair::load_or_generate(path) {
             Ok(keypair) => options.config.keypair = Some(keypair),
             // The file given is unusable: a usage error, like a bad option.
-            Err(e @ (p2p::KeyError::Io { .. } | p2p::KeyError::Malformed { .. })) => {
+            Err(
+                e @ (p2p::KeyError::Io { .. }
+                | p2p::KeyError::Malformed { .. }
+                | p2p::KeyError::Symlink { .. }
+                | p2p::KeyError::NotAFile { .. }
+                | p2p::KeyError::WrongOwner { .. }
+                | p2p::KeyError::OpenToOthers { .. }),
+            ) => {
                 eprintln!("node: {e}");
                 return ExitCode::from(2);
             }

@@ -65,6 +65,7 @@ mod reactor;
 #[cfg(feature = "noise")]
 mod resolver;
 mod rng;
+mod secret;
 mod secure;
 pub mod sim;
 mod slots;
@@ -85,7 +86,7 @@ pub use error::{CloseReason, DialError, Error, HandleError, RequestError, SendEr
 pub use event::{Direction, Event, GossipId, RequestId};
 pub use handle::Handle;
 #[cfg(feature = "noise")]
-pub use keypair::{KeyError, Keypair};
+pub use keypair::{KeyError, KeyFileCheck, Keypair};
 pub use network::Stats;
 pub use peer::{ParsePeerIdError, PeerId};
 pub use reactor::{Network, PeerInfo};

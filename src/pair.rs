@@ -63,7 +63,7 @@ fn patient() -> Config {
 fn key(id: PeerId) -> LocalKey {
     LocalKey {
         id,
-        secret: [0; 32],
+        secret: [0; 32].into(),
         ephemeral_seed: None,
     }
 }
@@ -1187,7 +1187,7 @@ mod noise {
     fn local(keypair: &Keypair) -> LocalKey {
         LocalKey {
             id: keypair.peer_id(),
-            secret: *keypair.secret(),
+            secret: keypair.secret_key().clone(),
             ephemeral_seed: None,
         }
     }

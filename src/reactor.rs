@@ -64,7 +64,7 @@ fn local_key(config: &Config) -> Result<LocalKey, Error> {
         if let Some(keypair) = keypair {
             return Ok(LocalKey {
                 id: config.peer_id.unwrap_or(keypair.peer_id()),
-                secret: *keypair.secret(),
+                secret: keypair.secret_key().clone(),
                 ephemeral_seed: None,
             });
         }
@@ -75,7 +75,7 @@ fn local_key(config: &Config) -> Result<LocalKey, Error> {
     };
     Ok(LocalKey {
         id,
-        secret: [0; 32],
+        secret: [0; 32].into(),
         ephemeral_seed: None,
     })
 }

@@ -8,6 +8,9 @@ use curve25519_dalek::montgomery::MontgomeryPoint;
 use snow::params::{CipherChoice, DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver, RingResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
+use zeroize::Zeroize;
+
+use crate::secret::SecretKey;
 
 /// The [`snow`] crypto resolver behind this crate's noise-xx: the same primitives as
 /// `Noise_XX_25519_ChaChaPoly_BLAKE2s` anywhere, computed faster.
@@ -50,8 +53,9 @@ use snow::types::{Cipher, Dh, Hash, Random};
 /// ```
 #[derive(Default)]
 pub struct NoiseResolver {
-    /// A static keypair whose public half need not be derived again.
-    known: Option<([u8; 32], [u8; 32])>,
+    /// A static keypair whose public half need not be derived again; the secret is
+    /// shared with the node, not copied.
+    known: Option<(SecretKey, [u8; 32])>,
     /// The last remote key mapped to the Edwards form, shared by the handshake's keys.
     remote: Arc<Mutex<Option<Remote>>>,
     /// A seed for ephemeral keys (the simulator); `None`: the operating system.
@@ -78,14 +82,14 @@ impl NoiseResolver {
 
     /// A resolver that knows `key`, so setting it as the local static key is free.
     pub fn for_key(key: &crate::Keypair) -> NoiseResolver {
-        NoiseResolver::with_static(*key.secret(), *key.peer_id().as_bytes())
+        NoiseResolver::with_static(key.secret_key().clone(), *key.peer_id().as_bytes())
     }
 
     /// As [`NoiseResolver::for_key`], from the raw halves. The caller vouches that
     /// `public` is the X25519 public key of `secret`.
-    pub(crate) fn with_static(secret: [u8; 32], public: [u8; 32]) -> NoiseResolver {
+    pub(crate) fn with_static(secret: impl Into<SecretKey>, public: [u8; 32]) -> NoiseResolver {
         NoiseResolver {
-            known: Some((secret, public)),
+            known: Some((secret.into(), public)),
             remote: Arc::default(),
             seed: None,
         }
@@ -112,7 +116,7 @@ impl CryptoResolver for NoiseResolver {
             DHChoice::Curve25519 => Some(Box::new(X25519 {
                 secret: [0; 32],
                 public: [0; 32],
-                known: self.known,
+                known: self.known.clone(),
                 remote: self.remote.clone(),
             })),
             _ => None,
@@ -142,25 +146,26 @@ impl Random for Seeded {
     }
 }
 
-/// One X25519 key as snow holds it.
+/// One X25519 key as snow holds it. snow copies the static secret in with `set` for
+/// the handshake's lifetime; that copy, and an ephemeral secret, are wiped on drop.
 struct X25519 {
     secret: [u8; 32],
     public: [u8; 32],
-    known: Option<([u8; 32], [u8; 32])>,
+    known: Option<(SecretKey, [u8; 32])>,
     remote: Arc<Mutex<Option<Remote>>>,
 }
 
 impl Drop for X25519 {
     fn drop(&mut self) {
-        // Best effort: the compiler may elide this, but it costs nothing to try.
-        self.secret = [0; 32];
+        // A volatile write: unlike an assignment, not elided as a dead store.
+        self.secret.zeroize();
     }
 }
 
 impl X25519 {
     fn derive_public(&mut self) {
-        self.public = match self.known {
-            Some((secret, public)) if secret == self.secret => public,
+        self.public = match &self.known {
+            Some((secret, public)) if secret.as_bytes() == &self.secret => *public,
             _ => public_key(&self.secret),
         };
     }

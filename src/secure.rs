@@ -5,6 +5,7 @@ use bytes::{Buf, BytesMut};
 
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
+use crate::secret::SecretKey;
 use crate::wire::{PREAMBLE_LEN, Security};
 
 /// The noise protocol name of PROTOCOL.md §2.2.
@@ -52,9 +53,10 @@ pub(crate) const SEAL_AHEAD: usize = 256 * 1024;
 pub(crate) struct LocalKey {
     /// The id this node is known by (in noise mode, the static public key).
     pub id: PeerId,
-    /// The static X25519 secret (unused in plaintext mode).
+    /// The static X25519 secret (unused in plaintext mode), shared with the keypair
+    /// and every handshake rather than copied.
     #[cfg_attr(not(feature = "noise"), allow(dead_code))]
-    pub secret: [u8; 32],
+    pub secret: SecretKey,
     /// Where a handshake's ephemeral key comes from: `None`, the operating system;
     /// a seed only in the simulator, whose runs must repeat bit for bit.
     #[cfg_attr(not(feature = "noise"), allow(dead_code))]
@@ -94,7 +96,7 @@ impl std::fmt::Debug for Handshake {
 #[cfg(feature = "noise")]
 pub(crate) struct NoiseHandshake {
     initiator: bool,
-    secret: [u8; 32],
+    secret: SecretKey,
     /// The public half of `secret`: our id (`Config` refuses another id in noise mode).
     public: [u8; 32],
     /// See [`LocalKey::ephemeral_seed`].
@@ -130,7 +132,7 @@ impl Handshake {
             #[cfg(feature = "noise")]
             Security::NoiseXx => Handshake::Noise(Box::new(NoiseHandshake {
                 initiator,
-                secret: key.secret,
+                secret: key.secret.clone(),
                 public: *key.id.as_bytes(),
                 ephemeral_seed: key.ephemeral_seed,
                 state: None,
@@ -222,10 +224,11 @@ impl NoiseHandshake {
         let params = NOISE_PARAMS
             .parse()
             .map_err(|e: snow::Error| noise_error(e))?;
-        let resolver = crate::resolver::NoiseResolver::with_static(self.secret, self.public)
-            .with_seed(self.ephemeral_seed);
+        let resolver =
+            crate::resolver::NoiseResolver::with_static(self.secret.clone(), self.public)
+                .with_seed(self.ephemeral_seed);
         let builder = snow::Builder::with_resolver(params, Box::new(resolver))
-            .local_private_key(&self.secret)
+            .local_private_key(self.secret.as_bytes())
             .map_err(noise_error)?
             .prologue(&prologue)
             .map_err(noise_error)?;
@@ -508,9 +511,25 @@ mod tests {
     fn key(n: u8) -> LocalKey {
         LocalKey {
             id: PeerId::from_bytes([n; 32]),
-            secret: [n; 32],
+            secret: [n; 32].into(),
             ephemeral_seed: None,
         }
+    }
+
+    #[cfg(feature = "noise")]
+    #[test]
+    fn handshakes_share_the_node_secret_rather_than_copy_it() {
+        let local = key(1);
+        let mut tx = BytesMut::new();
+        let mut hs = Handshake::new(Security::NoiseXx, &local, true);
+        // The resolver built here keeps the secret for as long as the handshake runs.
+        hs.preamble_checked(&[0; PREAMBLE_LEN], &[0; PREAMBLE_LEN], &mut tx)
+            .unwrap();
+        let Handshake::Noise(noise) = &hs else {
+            panic!("expected a noise handshake");
+        };
+        let (ours, node): (&[u8; 32], &[u8; 32]) = (&noise.secret, &local.secret);
+        assert!(std::ptr::eq(ours, node), "the handshake holds a copy");
     }
 
     #[test]

@@ -448,7 +448,7 @@ impl Sim {
         };
         let key = LocalKey {
             id,
-            secret,
+            secret: secret.into(),
             ephemeral_seed: None,
         };
         let octets = (index as u32 + 1).to_be_bytes();
