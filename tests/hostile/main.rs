@@ -16,6 +16,7 @@ mod support;
 #[global_allocator]
 static ALLOC: support::CountingAlloc = support::CountingAlloc;
 
+mod censor;
 mod gossip;
 mod pinning;
 mod receive;
