@@ -18,6 +18,8 @@ static ALLOC: support::CountingAlloc = support::CountingAlloc;
 
 mod censor;
 mod gossip;
+#[cfg(feature = "noise")]
+mod keyless;
 mod pinning;
 mod receive;
 mod shutdown;
