@@ -159,7 +159,7 @@ impl Network {
     pub fn new(config: Config) -> Result<Network, Error> {
         config.validate()?;
         let key = local_key(&config)?;
-        let rng = Rng::from_entropy().map_err(Error::Random)?;
+        let rng = Rng::secure().map_err(Error::Random)?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let woken = Arc::new(AtomicBool::new(false));

@@ -24,6 +24,12 @@ use crate::secret::SecretKey;
 ///   resolver's own keypair is remembered, so a handshake does not derive it again,
 ///   and the remote ephemeral key, which each side multiplies twice, is mapped to the
 ///   Edwards form once.
+/// * A remote public key must be canonical (below p = 2^255 - 19, bit 255 clear) and
+///   of large order, and no DH result may be all zeros: otherwise the DH fails, and
+///   with it the handshake (Noise §12.1 lets a DH refuse an invalid key). So a peer
+///   cannot present a low-order key without holding a private key, and a key has one
+///   encoding, hence one peer id. Any key this or any RFC 7748 implementation
+///   generates passes.
 ///
 /// A handshake then costs two base-point multiplications and six variable-base ones
 /// (three per side), 1.4 times as many handshakes per second as with snow's own X25519
@@ -213,6 +219,11 @@ impl Dh for X25519 {
         };
         let mut u = [0u8; 32];
         u.copy_from_slice(pubkey);
+        // Noise lets a DH refuse an invalid public key (§12.1). Every remote key of XX,
+        // ephemeral and static, enters a DH with one of ours before the handshake
+        // ends, so none is accepted unchecked, and the static key that becomes the
+        // peer id has one encoding.
+        check_remote_key(&u).map_err(|_| snow::Error::Dh)?;
         // A poisoned lock only means another key of this handshake panicked; the
         // cache holds plain values, so it is still sound to use.
         let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
@@ -225,9 +236,70 @@ impl Dh for X25519 {
             }
         };
         drop(remote);
-        out.copy_from_slice(&x25519_with(&self.secret, &u, edwards));
+        let shared = x25519_with(&self.secret, &u, edwards);
+        // RFC 7748 §6.1's check: a zero secret would mean a key no one needs to hold.
+        // Unreachable once the low-order keys are refused; kept as the last line.
+        if shared == [0; 32] {
+            return Err(snow::Error::Dh);
+        }
+        out.copy_from_slice(&shared);
         Ok(())
     }
+}
+
+/// Why a remote X25519 public key is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BadKey {
+    /// Bit 255 set, or u >= p = 2^255 - 19: another encoding of a key in 0..p, which
+    /// X25519 reads the same, so accepting it would give one key two peer ids.
+    NonCanonical,
+    /// A point of order 1, 2, 4 or 8 (on the curve or its twist): every secret
+    /// multiplies it to zero, so a peer could present it without holding any key.
+    LowOrder,
+}
+
+/// The canonical encodings of the low-order points (RFC 7748 §6.1; libsodium's
+/// list less its non-canonical aliases, which [`check_remote_key`] refuses as such):
+/// u = 0 (order 2), u = 1 (order 4), the two points of order 8, and u = p - 1 (order
+/// 4 on the twist).
+const LOW_ORDER: [[u8; 32]; 5] = [
+    [0; 32],
+    {
+        let mut one = [0; 32];
+        one[0] = 1;
+        one
+    },
+    [
+        0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4,
+        0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49,
+        0xb8, 0x00,
+    ],
+    [
+        0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef,
+        0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f,
+        0x11, 0x57,
+    ],
+    {
+        let mut p_minus_one = [0xff; 32];
+        p_minus_one[0] = 0xec;
+        p_minus_one[31] = 0x7f;
+        p_minus_one
+    },
+];
+
+/// Whether `u` (little-endian) is the one encoding of a point of large order: below
+/// p with bit 255 clear, and none of the low-order points. Public keys are public, so
+/// this need not run in constant time.
+pub(crate) fn check_remote_key(u: &[u8; 32]) -> Result<(), BadKey> {
+    // u >= p with bit 255 clear: 0x7f, thirty 0xff, then a low byte >= 0xed.
+    let past_p = u[31] == 0x7f && u[1..31].iter().all(|&b| b == 0xff) && u[0] >= 0xed;
+    if u[31] & 0x80 != 0 || past_p {
+        return Err(BadKey::NonCanonical);
+    }
+    if LOW_ORDER.contains(u) {
+        return Err(BadKey::LowOrder);
+    }
+    Ok(())
 }
 
 /// The X25519 public key of `secret` (RFC 7748: the clamped secret times the base
@@ -407,6 +479,7 @@ mod tests {
         let twist = loop {
             let mut u = [0u8; 32];
             rng.fill(&mut u);
+            u[31] &= 0x7f; // the canonical encoding, which the DH requires
             if MontgomeryPoint(u).to_edwards(0).is_none() {
                 break u;
             }
@@ -417,6 +490,118 @@ mod tests {
                 dh.dh(&u, &mut out).unwrap();
                 assert_eq!(out, ladder(&secret, &u));
             }
+        }
+    }
+
+    /// u + k for a small k, little-endian, with no carry past byte 0.
+    fn plus(u: [u8; 32], k: u8) -> [u8; 32] {
+        let mut out = u;
+        out[0] = u[0].checked_add(k).expect("no carry");
+        out
+    }
+
+    /// p = 2^255 - 19, little-endian.
+    const P: [u8; 32] = {
+        let mut p = [0xff; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        p
+    };
+
+    fn with_bit_255(mut u: [u8; 32]) -> [u8; 32] {
+        u[31] |= 0x80;
+        u
+    }
+
+    #[test]
+    fn the_low_order_list_is_low_order_and_refused() {
+        // Every secret multiplies each of them to zero: the ladder says so, for the
+        // curve's points and the twist's alike.
+        let mut rng = Rng::from_seed(13);
+        for u in LOW_ORDER {
+            for _ in 0..8 {
+                let mut secret = [0u8; 32];
+                rng.fill(&mut secret);
+                assert_eq!(ladder(&secret, &u), [0; 32], "u = {u:02x?}");
+            }
+            assert_eq!(check_remote_key(&u), Err(BadKey::LowOrder), "u = {u:02x?}");
+        }
+        // The order-8 points as libsodium's list writes them, in decimal, and p - 1.
+        let order_8 = [
+            "325606250916557431795983626356110631294008115727848805560023387167927233504",
+            "39382357235489614581723060781553021112529911719440698176882885853963445705823",
+        ];
+        assert_eq!(LOW_ORDER[2], decimal(order_8[0]));
+        assert_eq!(LOW_ORDER[3], decimal(order_8[1]));
+        let mut p_minus_one = P;
+        p_minus_one[0] -= 1;
+        assert_eq!(LOW_ORDER[4], p_minus_one);
+    }
+
+    /// A decimal number as 32 little-endian bytes.
+    fn decimal(digits: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for digit in digits.bytes() {
+            let mut carry = u32::from(digit - b'0');
+            for byte in out.iter_mut() {
+                let v = u32::from(*byte) * 10 + carry;
+                *byte = v as u8;
+                carry = v >> 8;
+            }
+            assert_eq!(carry, 0, "over 256 bits");
+        }
+        out
+    }
+
+    #[test]
+    fn non_canonical_encodings_are_refused() {
+        // Every u from p to 2^255 - 1 (p and p + 1 are aliases of 0 and 1).
+        for k in 0..19 {
+            assert_eq!(
+                check_remote_key(&plus(P, k)),
+                Err(BadKey::NonCanonical),
+                "p + {k}"
+            );
+        }
+        // Bit 255 set: on the low-order points, on p, and on a real key.
+        let real = public_key(&[7u8; 32]);
+        assert_eq!(check_remote_key(&real), Ok(()));
+        for u in LOW_ORDER.into_iter().chain([P, real]) {
+            assert_eq!(
+                check_remote_key(&with_bit_255(u)),
+                Err(BadKey::NonCanonical)
+            );
+        }
+        // The largest canonical value, p - 1, is refused only for its low order; the
+        // one below it is fine.
+        let mut p_minus_two = P;
+        p_minus_two[0] -= 2;
+        assert_eq!(check_remote_key(&p_minus_two), Ok(()));
+    }
+
+    #[test]
+    fn the_dh_refuses_bad_remote_keys_and_accepts_real_ones() {
+        let dh = NoiseResolver::new()
+            .resolve_dh(&DHChoice::Curve25519)
+            .unwrap();
+        let mut out = [0u8; 32];
+        let real = public_key(&[7u8; 32]);
+        let mut refused = LOW_ORDER.to_vec();
+        refused.extend((0..19).map(|k| plus(P, k)));
+        refused.extend(LOW_ORDER.map(with_bit_255));
+        refused.push(with_bit_255(real));
+        for u in refused {
+            assert!(dh.dh(&u, &mut out).is_err(), "u = {u:02x?} accepted");
+        }
+        dh.dh(&real, &mut out).unwrap();
+        assert_ne!(out, [0; 32]);
+        // Random canonical keys, on the curve and the twist, all pass.
+        let mut rng = Rng::from_seed(17);
+        for _ in 0..64 {
+            let mut u = [0u8; 32];
+            rng.fill(&mut u);
+            u[31] &= 0x7f;
+            assert!(dh.dh(&u, &mut out).is_ok(), "u = {u:02x?}");
         }
     }
 

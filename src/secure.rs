@@ -186,6 +186,8 @@ impl Handshake {
                 if rx.len() < 32 {
                     return Ok(None);
                 }
+                // Any 32 bytes: a claimed id proves no key, so it need not be one
+                // (nor canonical) either.
                 let mut id = [0u8; 32];
                 id.copy_from_slice(&rx[..32]);
                 rx.advance(32);
@@ -303,6 +305,9 @@ impl NoiseHandshake {
             .get_remote_static()
             .and_then(|key| key.try_into().ok())
             .ok_or(HandshakeError::Noise("no remote static key".into()))?;
+        // Canonical and of large order, so the key's only id: it entered a DH of
+        // `NoiseResolver` (es or se) before the handshake could end, and that DH
+        // refuses any other key.
         // Noise's Split: the initiator sends with the first key, the responder with the
         // second. The record layer seals with ring directly, in place (see
         // `Transport::seal`), so it takes the raw keys instead of snow's transport.

@@ -16,7 +16,10 @@ mod support;
 #[global_allocator]
 static ALLOC: support::CountingAlloc = support::CountingAlloc;
 
+mod censor;
 mod gossip;
+#[cfg(feature = "noise")]
+mod keyless;
 mod pinning;
 mod receive;
 mod shutdown;
