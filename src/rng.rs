@@ -156,7 +156,7 @@ mod tests {
     fn three_ids(rng: Rng) -> [[u8; 16]; 3] {
         let key = LocalKey {
             id: PeerId::from_bytes([1; 32]),
-            secret: [1; 32],
+            secret: [1; 32].into(),
             ephemeral_seed: None,
         };
         let config = crate::Config {
