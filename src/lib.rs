@@ -17,7 +17,12 @@
 //!     for event in events.drain(..) {
 //!         match event {
 //!             Event::Broadcast { payload, .. } => println!("got {} bytes", payload.len()),
-//!             Event::Request { peer, id, .. } => net.respond(&peer, id, "ok")?,
+//!             // A peer may leave at any moment: a per-peer error is logged, never fatal.
+//!             Event::Request { peer, id, .. } => {
+//!                 if let Err(e) = net.respond(&peer, id, "ok") {
+//!                     eprintln!("respond to {peer}: {e}");
+//!                 }
+//!             }
 //!             _ => {}
 //!         }
 //!     }
