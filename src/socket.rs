@@ -501,10 +501,12 @@ impl Socket {
     }
 
     /// Whether `id` lies within the request ids the node issued: a RESPONSE with it
-    /// that matches no pending request is late, not made up. Ids are handed out in
-    /// increasing order, so every id issued lies within; the others in the range
-    /// were issued to other peers, and a peer answering one gains nothing a MESSAGE
-    /// would not give it.
+    /// that matches no pending request is late (timed out, failed with a closed
+    /// connection, answered already), not made up. Two numbers instead of a record
+    /// of every id: every id issued lies within, whatever became of it, and the
+    /// others within went to other peers (ids are one node-wide sequence), so a
+    /// peer answering one of those is let off with a count, gaining nothing a
+    /// MESSAGE would not give it.
     fn was_issued(&self, id: u64) -> bool {
         self.issued
             .is_some_and(|(low, high)| (low..=high).contains(&id))
@@ -981,8 +983,8 @@ impl Socket {
     ) {
         self.rejected = self.rejected.saturating_add(1);
         self.stats.rejected_frames += 1;
-        // Only the frame that empties the budget closes: while one is left, the
-        // rejection takes it.
+        // Each rejection takes a whole token while there is one; the one that leaves
+        // less than a token closes. So `max_rejected_frames` at once close, as before.
         self.rejected_budget.refill(now);
         if self.rejected_budget.holds(1) {
             self.rejected_budget.take(1);
