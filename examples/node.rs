@@ -29,7 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::LevelFilter;
-use p2p::{CloseReason, Config, Event, Network, PeerId, RequestId, Security};
+use p2p::{Config, Event, Network, PeerId, RequestId, Security};
 
 const USAGE: &str = "\
 usage: node [OPTIONS]
@@ -54,7 +54,7 @@ options:
                               any other peer is closed right after the handshake,
                               inbound or outbound [default: any peer]
   --max-frame BYTES           largest frame body accepted [8388608]
-  --max-rejected N            rejected frames before a peer is closed [100]
+  --max-rejected N            rejected frames within a minute that close a peer [100]
   --max-inbound N             inbound connection limit [128]
   --max-inbound-per-ip N      inbound connections from one address [32]
   --max-pending-handshakes N  inbound connections handshaking at once [64]
@@ -114,9 +114,15 @@ events (stdout, one per line):
                               a graceful close ran out of time with <bytes> still
                               queued for the peer: they were never sent (also a
                               warning on stderr; `quit` then exits with status 1)
+  error <command> <reason words>
+                              a command that could not be carried out (a line that
+                              does not parse, a dial refused at once, a send,
+                              request or respond refused, an unknown peer), one line
+                              each, in the order of the commands; <command> is the
+                              line's first word
 
 <payload> shows bytes 0x20..=0x7e other than backslash as they are and every other
-byte as \\xHH (so a backslash is \\x5c). Errors and logs go to stderr.
+byte as \\xHH (so a backslash is \\x5c). Logs and warnings go to stderr.
 ";
 
 /// How long one turn of the loop may wait before it looks at stdin commands again.
@@ -346,6 +352,11 @@ fn init_log(level: LevelFilter) {
 // ---- stdin commands ----
 
 enum Command {
+    /// A line that is no command: its first word, and what is wrong with it.
+    Invalid {
+        name: String,
+        reason: String,
+    },
     Dial(SocketAddr),
     Send(PeerId, Vec<u8>),
     Broadcast(Vec<u8>),
@@ -429,6 +440,36 @@ fn parse_command(line: &[u8]) -> Result<Option<Command>, String> {
     Ok(Some(command))
 }
 
+impl Command {
+    /// The word that names the command, for its `error` line.
+    fn name(&self) -> &str {
+        match self {
+            Command::Invalid { name, .. } => name,
+            Command::Dial(_) => "dial",
+            Command::Send(..) => "send",
+            Command::Broadcast(_) => "broadcast",
+            Command::Request(..) => "request",
+            Command::Respond(..) => "respond",
+            Command::Disconnect(_) => "disconnect",
+            Command::Peers => "peers",
+            Command::Stats => "stats",
+            Command::Quit => "quit",
+        }
+    }
+}
+
+/// One line as the loop takes it: `None` for a blank line, a line that does not
+/// parse as [`Command::Invalid`], so its `error` line comes in order with the others.
+fn parse_line(line: &[u8]) -> Option<Command> {
+    parse_command(line).unwrap_or_else(|reason| {
+        let name = word(line.trim_ascii_start()).0;
+        Some(Command::Invalid {
+            name: escape(name),
+            reason,
+        })
+    })
+}
+
 /// Reads stdin until `quit`, end of input or a read error, forwarding commands.
 fn read_stdin(tx: mpsc::Sender<Command>) {
     let stdin = io::stdin();
@@ -451,15 +492,13 @@ fn read_stdin(tx: mpsc::Sender<Command>) {
                 line.pop();
             }
         }
-        match parse_command(&line) {
-            Ok(None) => {}
-            Ok(Some(Command::Quit)) => break,
-            Ok(Some(command)) => {
-                if tx.send(command).is_err() {
-                    return;
-                }
-            }
-            Err(e) => eprintln!("error: {e}"),
+        let command = match parse_line(&line) {
+            None => continue,
+            Some(Command::Quit) => break,
+            Some(command) => command,
+        };
+        if tx.send(command).is_err() {
+            return;
         }
     }
     let _ = tx.send(Command::Quit);
@@ -548,37 +587,24 @@ fn emit_event(event: Event, lost: &mut Lost) {
 
 // ---- the loop ----
 
-fn run_command(net: &mut Network, command: Command) {
+/// Runs one command: the line it prints, if any, or why it could not be carried out.
+fn run_command(net: &mut Network, command: Command) -> Result<Option<String>, String> {
+    let failed = |e: p2p::SendError| words(&e);
     match command {
-        Command::Dial(addr) => {
-            if let Err(e) = net.dial(addr) {
-                // The same line a refused dial through a `Handle` would give.
-                let reason = CloseReason::DialRefused(e);
-                emit(&format!("dial-failed {addr} {}", words(&reason)));
-            }
-        }
-        Command::Send(peer, text) => {
-            if let Err(e) = net.send(&peer, text) {
-                eprintln!("error: send to {peer} failed: {e}");
-            }
-        }
+        Command::Invalid { reason, .. } => return Err(reason),
+        Command::Dial(addr) => net.dial(addr).map_err(|e| words(&e))?,
+        Command::Send(peer, text) => net.send(&peer, text).map_err(failed)?,
         Command::Broadcast(text) => {
-            if let Err(e) = net.broadcast(text) {
-                eprintln!("error: broadcast failed: {e}");
-            }
+            net.broadcast(text).map_err(failed)?;
         }
-        Command::Request(peer, text) => match net.request(&peer, text) {
-            Ok(id) => emit(&format!("request-sent {peer} {id}")),
-            Err(e) => eprintln!("error: request to {peer} failed: {e}"),
-        },
-        Command::Respond(peer, id, text) => {
-            if let Err(e) = net.respond(&peer, id, text) {
-                eprintln!("error: respond to {peer} ({id}) failed: {e}");
-            }
+        Command::Request(peer, text) => {
+            let id = net.request(&peer, text).map_err(failed)?;
+            return Ok(Some(format!("request-sent {peer} {id}")));
         }
+        Command::Respond(peer, id, text) => net.respond(&peer, id, text).map_err(failed)?,
         Command::Disconnect(peer) => {
             if !net.disconnect(&peer) {
-                eprintln!("error: disconnect: peer {peer} is not connected");
+                return Err(format!("peer {peer} is not connected"));
             }
         }
         Command::Peers => {
@@ -589,17 +615,26 @@ fn run_command(net: &mut Network, command: Command) {
                 line.push(' ');
                 line.push_str(&id.to_string());
             }
-            emit(&line);
+            return Ok(Some(line));
         }
-        Command::Stats => emit(&stats_line(net)),
+        Command::Stats => return Ok(Some(stats_line(net))),
         Command::Quit => {}
     }
+    Ok(None)
+}
+
+/// Runs one command and returns the line it prints: its answer, or
+/// `error <command> <reason words>` if it could not be carried out.
+fn execute(net: &mut Network, command: Command) -> Option<String> {
+    let name = command.name().to_owned();
+    run_command(net, command)
+        .unwrap_or_else(|reason| Some(format!("error {name} {}", words(&reason))))
 }
 
 /// The answer to `stats`: one line of `key=value` pairs.
 fn stats_line(net: &Network) -> String {
     let s = net.stats();
-    let pairs: [(&str, u64); 19] = [
+    let pairs: [(&str, u64); 22] = [
         ("connections", s.connections as u64),
         ("handshaking", s.handshaking as u64),
         ("peers", s.peers as u64),
@@ -619,7 +654,10 @@ fn stats_line(net: &Network) -> String {
         ("read_paused", s.read_paused as u64),
         ("unflushed_bytes", s.unflushed_bytes),
         ("rejected_frames", s.totals.rejected_frames),
+        ("late_responses", s.totals.late_responses),
         ("pending_requests", s.pending_requests as u64),
+        ("unanswered_requests", s.unanswered_requests as u64),
+        ("forgotten_requests", s.totals.forgotten_requests),
         ("bytes_in", s.totals.bytes_in),
         ("bytes_out", s.totals.bytes_out),
     ];
@@ -637,7 +675,11 @@ fn serve(net: &mut Network, commands: &Receiver<Command>, lost: &mut Lost) -> io
         loop {
             match commands.try_recv() {
                 Ok(Command::Quit) | Err(TryRecvError::Disconnected) => return Ok(()),
-                Ok(command) => run_command(net, command),
+                Ok(command) => {
+                    if let Some(line) = execute(net, command) {
+                        emit(&line);
+                    }
+                }
                 Err(TryRecvError::Empty) => break,
             }
         }
@@ -731,7 +773,9 @@ fn main() -> ExitCode {
     };
     emit(&format!("listening {addr} {}", net.local_id()));
     for peer in options.peers {
-        run_command(&mut net, Command::Dial(peer));
+        if let Some(line) = execute(&mut net, Command::Dial(peer)) {
+            emit(&line);
+        }
     }
 
     let (tx, commands) = mpsc::channel();
@@ -760,4 +804,114 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plaintext() -> Config {
+        Config {
+            security: Security::Plaintext,
+            ..Config::default()
+        }
+    }
+
+    fn listening() -> (Network, SocketAddr) {
+        let mut net = Network::new(plaintext()).expect("network");
+        let addr = net.listen("127.0.0.1:0".parse().unwrap()).expect("listen");
+        (net, addr)
+    }
+
+    /// Runs a line as the loop would, returning what it prints.
+    fn run_line(net: &mut Network, line: &str) -> Option<String> {
+        parse_line(line.as_bytes()).and_then(|command| execute(net, command))
+    }
+
+    #[test]
+    fn every_command_it_cannot_carry_out_prints_one_error_line_naming_it() {
+        let (mut net, addr) = listening();
+        // Connecting (never polled): a second dial to it is refused at once.
+        assert_eq!(run_line(&mut net, &format!("dial {addr}")), None);
+        let stranger = PeerId::from_bytes([7; 32]);
+        let cases = [
+            (
+                "frobnicate x",
+                "error frobnicate unknown command \"frobnicate\"",
+            ),
+            ("send nothex hi", "error send bad peer id \"nothex\""),
+            ("respond 0707 x y", "error respond bad peer id \"0707\""),
+            ("peers now", "error peers peers takes no argument"),
+            (
+                &format!("send {stranger} hi"),
+                &format!("error send peer {stranger} is not connected"),
+            ),
+            (
+                &format!("request {stranger} q"),
+                &format!("error request peer {stranger} is not connected"),
+            ),
+            (
+                &format!("respond {stranger} 3 a"),
+                &format!("error respond peer {stranger} is not connected"),
+            ),
+            (
+                &format!("disconnect {stranger}"),
+                &format!("error disconnect peer {stranger} is not connected"),
+            ),
+            (
+                &format!("dial {addr}"),
+                &format!("error dial already connected or dialling {addr}"),
+            ),
+        ];
+        for (line, expected) in cases {
+            let printed = run_line(&mut net, line).unwrap_or_default();
+            assert!(
+                printed.starts_with(expected),
+                "{line:?} printed {printed:?}, expected {expected:?}..."
+            );
+        }
+    }
+
+    #[test]
+    fn a_respond_to_a_request_not_received_prints_an_error_line() {
+        let (mut a, _) = listening();
+        let (mut b, b_addr) = listening();
+        a.dial(b_addr).expect("dial");
+        let b_id = b.local_id();
+        let mut events = Vec::new();
+        let mut asked = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for _ in 0..2000 {
+            if a.is_connected(&b_id) && asked.is_none() {
+                a.request(&b_id, "q").expect("request");
+                asked = Some(());
+            }
+            a.poll(&mut events, Some(Duration::from_millis(5))).unwrap();
+            events.clear();
+            b.poll(&mut events, Some(Duration::from_millis(5))).unwrap();
+            let request = events.iter().find_map(|e| match e {
+                Event::Request { peer, id, .. } => Some((*peer, *id)),
+                _ => None,
+            });
+            if let Some((peer, id)) = request {
+                let wrong = RequestId(id.0 + 1);
+                assert_eq!(
+                    run_line(&mut b, &format!("respond {peer} {wrong} nope")),
+                    Some(format!(
+                        "error respond no unanswered request {wrong} from {peer}"
+                    ))
+                );
+                assert_eq!(run_line(&mut b, &format!("respond {peer} {id} yes")), None);
+                assert_eq!(
+                    run_line(&mut b, &format!("respond {peer} {id} again")),
+                    Some(format!(
+                        "error respond no unanswered request {id} from {peer}"
+                    ))
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "no request arrived");
+        }
+        panic!("no request arrived");
+    }
 }

@@ -3,14 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-/// A token bucket: `rate` tokens a second, holding at most `burst`, full at first.
-/// Tokens are counted in billionths, so refills are exact in integers whatever the
-/// steps of the clock.
+/// A token bucket: `rate` tokens a period (a second unless made by
+/// [`TokenBucket::per`]), holding at most `burst`, full at first. A token is counted
+/// as `unit` parts, the period in nanoseconds, and `rate` parts are added each
+/// nanosecond, so refills are exact in integers whatever the steps of the clock.
 #[derive(Debug)]
 pub(crate) struct TokenBucket {
     rate: u128,
     burst: u128,
     nanos: u128,
+    /// Parts a token is counted as: the refill period in nanoseconds.
+    unit: u128,
     last: Instant,
 }
 
@@ -24,6 +27,21 @@ impl TokenBucket {
             rate: rate as u128,
             burst,
             nanos: burst,
+            unit: NANOS,
+            last: now,
+        }
+    }
+
+    /// A full bucket at `now` holding `tokens`, which refills by `tokens` every
+    /// `period` (at least a nanosecond): a rate that need not be whole tokens a second.
+    pub(crate) fn per(tokens: usize, period: Duration, now: Instant) -> Self {
+        let unit = period.as_nanos().max(1);
+        let burst = (tokens as u128).saturating_mul(unit);
+        TokenBucket {
+            rate: tokens as u128,
+            burst,
+            nanos: burst,
+            unit,
             last: now,
         }
     }
@@ -40,15 +58,15 @@ impl TokenBucket {
 
     /// Whether `tokens` are there.
     pub(crate) fn holds(&self, tokens: usize) -> bool {
-        self.nanos >= tokens as u128 * NANOS
+        self.nanos >= tokens as u128 * self.unit
     }
 
     /// Takes `tokens`, which [`TokenBucket::holds`] said are there.
     pub(crate) fn take(&mut self, tokens: usize) {
-        self.nanos -= tokens as u128 * NANOS;
+        self.nanos -= tokens as u128 * self.unit;
     }
 
-    /// The tokens held, in billionths.
+    /// The tokens held, in parts of a token (billionths for [`TokenBucket::new`]).
     pub(crate) fn level(&self) -> u128 {
         self.nanos
     }
@@ -89,6 +107,25 @@ impl DropLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_per_period_refills_its_tokens_over_that_period_exactly() {
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut bucket = TokenBucket::per(3, minute, start);
+        for _ in 0..3 {
+            assert!(bucket.holds(1));
+            bucket.take(1);
+        }
+        assert!(!bucket.holds(1));
+        // One token a 20 s.
+        bucket.refill(start + Duration::from_secs(20) - Duration::from_nanos(1));
+        assert!(!bucket.holds(1));
+        bucket.refill(start + Duration::from_secs(20));
+        assert!(bucket.holds(1) && !bucket.holds(2));
+        bucket.refill(start + Duration::from_secs(3600));
+        assert!(bucket.is_full() && bucket.holds(3) && !bucket.holds(4));
+    }
 
     #[test]
     fn drops_are_reported_at_most_once_a_second() {

@@ -41,8 +41,17 @@ pub struct Config {
     pub allowlist: Option<std::collections::HashSet<PeerId>>,
     /// Largest frame body (`len - 1`) accepted; larger frames are skipped and counted. Default 8 MiB.
     pub max_frame_size: usize,
-    /// Rejected frames from one peer before it is closed with GOODBYE 3. Default 100.
+    /// Rejected frames a peer may send within [`Config::rejected_frames_window`]
+    /// before it is closed with GOODBYE 3. They are metered by a bucket holding this
+    /// many, refilled by this many every window; each rejected frame takes one, and
+    /// the one that empties it closes the connection. So this many in a burst close a
+    /// peer, a peer is closed only if some window held this many of its rejected
+    /// frames, and one whose faults stay rarer than this many a window (a few a day)
+    /// is never closed. Late responses are not rejected frames
+    /// (`PeerStats::late_responses`). Default 100.
     pub max_rejected_frames: u32,
+    /// The window over which [`Config::max_rejected_frames`] counts. Default 60 s.
+    pub rejected_frames_window: Duration,
     /// Inbound connections (handshaking or open; one whose close was reported no
     /// longer counts). Default 128.
     pub max_inbound: usize,
@@ -91,7 +100,12 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long a REQUEST waits for its RESPONSE. Default 10 s.
     pub request_timeout: Duration,
-    /// Outstanding requests to one peer. Default 1024.
+    /// Outstanding requests to one peer; also the requests from one peer, per
+    /// connection, that the node remembers unanswered so that `respond` can check
+    /// its id: a REQUEST over it makes the node forget the oldest unanswered one
+    /// (counted in `PeerStats::forgotten_requests`; responding to it fails with
+    /// `SendError::UnknownRequest`), so a peer flooding requests or an application
+    /// ignoring some takes no more memory and wedges nothing. Default 1024.
     pub max_pending_requests: usize,
     /// How long a graceful close may take to flush and hear the peer close. Default 5 s.
     pub close_timeout: Duration,
@@ -173,6 +187,7 @@ impl Default for Config {
             allowlist: None,
             max_frame_size: 8 * 1024 * 1024,
             max_rejected_frames: 100,
+            rejected_frames_window: Duration::from_secs(60),
             max_inbound: 128,
             max_inbound_per_ip: 32,
             max_outbound: 128,
@@ -365,6 +380,7 @@ impl Config {
             ("ping_interval", self.ping_interval),
             ("idle_timeout", self.idle_timeout),
             ("request_timeout", self.request_timeout),
+            ("rejected_frames_window", self.rejected_frames_window),
             ("close_timeout", self.close_timeout),
             ("gossip_cache_age", self.gossip_cache_age),
         ];
@@ -431,6 +447,22 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate(), Err(ConfigError::Zero("request_timeout")));
+        let c = Config {
+            rejected_frames_window: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Zero("rejected_frames_window"))
+        );
+        let c = Config {
+            rejected_frames_window: MAX_DURATION + Duration::from_secs(1),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::TooLong("rejected_frames_window"))
+        );
         let c = Config {
             max_write_buffer: 1024,
             ..Config::default()

@@ -59,7 +59,8 @@ pub enum CloseReason {
     /// Nothing was received for the idle timeout; we sent GOODBYE 4.
     #[error("idle timeout")]
     IdleTimeout,
-    /// The peer's rejected frames reached the limit; we sent GOODBYE 3.
+    /// The peer's rejected frames reached `max_rejected_frames` within
+    /// `rejected_frames_window`; we sent GOODBYE 3.
     #[error("too many rejected frames")]
     Misbehaving,
     /// The peer connected again and kept its new connection, so it had lost this one
@@ -133,6 +134,18 @@ pub enum SendError {
     /// The peer has `max_pending_requests` requests outstanding.
     #[error("{0} has too many pending requests")]
     TooManyRequests(PeerId),
+    /// `respond` with an id that no open connection of this peer delivered as a
+    /// REQUEST still unanswered: the id came from another peer or was made up, it
+    /// was answered already, its connection closed, or it was forgotten because the
+    /// peer had `max_pending_requests` newer ones unanswered. Nothing is sent: the
+    /// peer would have had to drop the RESPONSE.
+    #[error("no unanswered request {id} from {peer}")]
+    UnknownRequest {
+        /// The peer the response was for.
+        peer: PeerId,
+        /// The request id given.
+        id: crate::event::RequestId,
+    },
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,

@@ -97,7 +97,9 @@ pub enum Event {
         /// The application payload.
         payload: Bytes,
     },
-    /// A REQUEST; answer it with `respond(peer, id, ..)`.
+    /// A REQUEST; answer it once with `respond(peer, id, ..)`. Left unanswered, it
+    /// is remembered until the peer has `max_pending_requests` newer ones unanswered
+    /// on the connection, or the connection closes.
     Request {
         /// The requester.
         peer: PeerId,
@@ -125,13 +127,14 @@ pub enum Event {
         reason: RequestError,
     },
     /// A frame from a peer was dropped ([PROTOCOL.md](crate::protocol) §4); the connection stays open
-    /// until `count` reaches `max_rejected_frames`.
+    /// unless `max_rejected_frames` of them came within `rejected_frames_window`
+    /// (see [`Config::max_rejected_frames`](crate::Config::max_rejected_frames)).
     FrameRejected {
         /// The sender.
         peer: PeerId,
         /// What was wrong with it.
         reason: Reject,
-        /// Frames rejected on this connection so far.
+        /// Frames rejected on this connection so far, over its whole life.
         count: u32,
     },
     /// A graceful close to `peer` (our `disconnect` or `shutdown`, a GOODBYE either
@@ -151,7 +154,9 @@ pub enum Event {
         /// Why.
         reason: SendError,
     },
-    /// A send or respond queued through a [`Handle`](crate::Handle) was refused.
+    /// A send or respond queued through a [`Handle`](crate::Handle) was refused (a
+    /// respond with an id not received from that peer, or answered already:
+    /// [`SendError::UnknownRequest`]).
     SendFailed {
         /// The peer it was for.
         peer: PeerId,

@@ -94,7 +94,10 @@ impl Handle {
         Ok(id)
     }
 
-    /// Answers the REQUEST `id` of `peer`.
+    /// Answers the REQUEST `id` of `peer`. Checked on the loop's next turn: an id
+    /// not received from `peer` or answered already sends nothing and comes back as
+    /// [`Event::SendFailed`](crate::Event::SendFailed) with
+    /// [`SendError::UnknownRequest`](crate::SendError::UnknownRequest).
     pub fn respond(
         &self,
         peer: PeerId,

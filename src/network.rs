@@ -107,6 +107,10 @@ pub struct Stats {
     pub buffered_bytes: usize,
     /// Requests of ours waiting for a response, over all connections.
     pub pending_requests: usize,
+    /// Requests from peers delivered and not yet answered, over all connections: at
+    /// most `max_pending_requests` per connection (`PeerStats::forgotten_requests`
+    /// counts those forgotten for it).
+    pub unanswered_requests: usize,
 }
 
 #[derive(Debug)]
@@ -169,10 +173,9 @@ pub(crate) struct Node {
     shutting_down: bool,
     out: Vec<Output>,
     targets: Vec<ConnId>,
-    /// Requests that arrived on a connection other than the peer's serving one (a
-    /// duplicate the peer has not closed yet): their responses go back the same way.
-    /// Bounded by `max_pending_requests`; empty in the steady state.
-    routes: HashMap<(PeerId, u64), ConnId>,
+    /// The lowest and highest request ids this node issued so far: a RESPONSE with
+    /// an id within them that matches no pending request is late, not made up.
+    issued: Option<(u64, u64)>,
     /// Whether handshakes take their ephemeral keys from `rng` (the simulator).
     seed_handshakes: bool,
     /// Receive budget held by all connections (the sum of their charges).
@@ -233,7 +236,7 @@ impl Node {
             shutting_down: false,
             out: Vec::new(),
             targets: Vec::new(),
-            routes: HashMap::new(),
+            issued: None,
             seed_handshakes: false,
             read_used: 0,
             read_first: None,
@@ -497,6 +500,7 @@ impl Node {
         let read_room = self.read_room(conn);
         let entry = slot_mut(&mut self.sockets, conn)?;
         entry.socket.set_read_room(read_room);
+        entry.socket.set_issued(self.issued);
         let charged = entry.socket.charged();
         // PINGs and PONGs stay under the global cap too, leaving every connection
         // room for its GOODBYE.
@@ -882,9 +886,6 @@ impl Node {
         };
         let (remote, announced) = (entry.socket.remote(), entry.announced);
         let (direction, addr) = (entry.socket.direction(), entry.socket.addr());
-        if !self.routes.is_empty() {
-            self.routes.retain(|_, c| *c != conn);
-        }
         if let (Some(peer), CloseReason::Misbehaving, true) = (remote, &reason, announced) {
             // A misbehaving peer loses every connection, not only the one it misbehaved on.
             let others: Vec<ConnId> = self.serving(peer, conn).collect();
@@ -991,7 +992,6 @@ impl Node {
         if let Some(peer) = self.kept_by_peer(conn) {
             self.replace(peer, conn, before, now);
         }
-        self.route_requests(conn, before);
         self.events.len().saturating_sub(before)
     }
 
@@ -1064,23 +1064,6 @@ impl Node {
         });
         self.announce(conn, peer);
         self.events.extend(news);
-    }
-
-    /// Remembers where requests came in, for those that came over a duplicate.
-    fn route_requests(&mut self, conn: ConnId, first_event: usize) {
-        let Some(peer) = self.entry(conn).and_then(|e| e.socket.remote()) else {
-            return;
-        };
-        if self.peers.get(&peer) == Some(&conn) {
-            return; // the serving connection: the default route
-        }
-        for event in &self.events[first_event..] {
-            if let Event::Request { id, .. } = event
-                && self.routes.len() < self.config.max_pending_requests
-            {
-                self.routes.insert((peer, id.0), conn);
-            }
-        }
     }
 
     /// The peer closed its side.
@@ -1292,28 +1275,43 @@ impl Node {
         self.check_frame(8 + payload.len())?;
         self.check_total(conn, LEN_FIELD + 1 + 8 + payload.len())?;
         self.with_socket(conn, now, |s, _, _, _| s.request(id.0, payload, now))
-            .unwrap_or(Err(SendError::NotConnected(*peer)))
+            .unwrap_or(Err(SendError::NotConnected(*peer)))?;
+        self.issued = Some(
+            self.issued
+                .map_or((id.0, id.0), |(low, high)| (low.min(id.0), high.max(id.0))),
+        );
+        Ok(())
     }
 
-    /// Queues a RESPONSE.
+    /// Queues a RESPONSE to the peer's unanswered request `id`, on the connection it
+    /// came on; an id not received from `peer`, or answered already, is refused and
+    /// nothing is sent.
     pub(crate) fn respond(
         &mut self,
         peer: &PeerId,
         id: RequestId,
         payload: Bytes,
     ) -> Result<(), SendError> {
-        let routed = if self.routes.is_empty() {
-            None
-        } else {
-            self.routes
-                .remove(&(*peer, id.0))
-                .filter(|&c| self.phase(c) == Some(Phase::Open))
-        };
-        let frame = Frame::Response { id: id.0, payload };
-        match routed {
-            Some(conn) => self.send_frame_on(conn, peer, frame),
-            None => self.send_frame(peer, frame),
+        let serving = self.open_conn(peer)?;
+        self.check_frame(8 + payload.len())?;
+        let conn = self
+            .asked_on(*peer, serving, id.0)
+            .ok_or(SendError::UnknownRequest { peer: *peer, id })?;
+        self.send_frame_on(conn, peer, Frame::Response { id: id.0, payload })?;
+        if let Some(entry) = self.entry_mut(conn) {
+            entry.socket.answered(id.0);
         }
+        Ok(())
+    }
+
+    /// The connection of `peer` its unanswered request `id` came on: the serving one,
+    /// or, while the peer is served on two, the other one.
+    fn asked_on(&self, peer: PeerId, serving: ConnId, id: u64) -> Option<ConnId> {
+        let holds = |c: ConnId| self.entry(c).is_some_and(|e| e.socket.holds_request(id));
+        if holds(serving) {
+            return Some(serving);
+        }
+        self.serving(peer, serving).find(|&c| holds(c))
     }
 
     /// Starts a broadcast to every peer; a peer whose buffer is full misses it, counted.
@@ -1520,6 +1518,11 @@ impl Node {
                 .sockets
                 .iter()
                 .map(|(_, e)| e.socket.pending_requests())
+                .sum(),
+            unanswered_requests: self
+                .sockets
+                .iter()
+                .map(|(_, e)| e.socket.unanswered_requests())
                 .sum(),
         }
     }

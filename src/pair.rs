@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{CloseReason, DialError, RequestError};
+use crate::error::{CloseReason, DialError, RequestError, SendError};
 use crate::event::{Direction, Event};
 use crate::network::{ConnId, Node};
 use crate::peer::PeerId;
@@ -532,19 +532,216 @@ fn request_response_and_timeout() {
             reason: RequestError::Timeout
         }]
     );
-    // A late response matches nothing: rejected and counted, the connection stays.
+    // A late response is dropped and counted late, not rejected; the connection stays.
     pair.a.events.clear();
     pair.b.node.respond(&id(1), id2, Bytes::new()).unwrap();
     pair.step();
+    assert_eq!(pair.a.events, vec![]);
+    let stats = pair.a.node.peer_stats(&id(2)).unwrap();
+    assert_eq!((stats.late_responses, stats.rejected_frames), (1, 0));
+    assert!(pair.a.node.is_connected(&id(2)));
+}
+
+#[test]
+fn respond_refuses_an_id_not_received_or_answered_already_and_sends_nothing() {
+    let mut pair = Pair::connected();
+    let rid = crate::event::RequestId(7);
+    let unknown = Err(SendError::UnknownRequest {
+        peer: id(1),
+        id: rid,
+    });
+    assert_eq!(pair.b.node.respond(&id(1), rid, Bytes::new()), unknown);
+    assert!(peek(&pair.b.node, pair.b.conn).is_empty(), "nothing queued");
+    pair.a
+        .node
+        .request_with_id(&id(2), rid, Bytes::new(), pair.now)
+        .unwrap();
+    pair.step();
+    assert_eq!(pair.b.node.stats().unanswered_requests, 1);
+    pair.b.node.respond(&id(1), rid, Bytes::new()).unwrap();
+    assert_eq!(pair.b.node.respond(&id(1), rid, Bytes::new()), unknown);
+    pair.step();
     assert_eq!(
         pair.a.events,
-        vec![Event::FrameRejected {
+        vec![Event::Response {
             peer: id(2),
-            reason: Reject::UnmatchedResponse(8),
-            count: 1
-        }]
+            id: rid,
+            payload: Bytes::new()
+        }],
+        "one response, nothing else"
     );
+    assert_eq!(pair.b.node.stats().unanswered_requests, 0);
+    let frames_out = pair.b.node.peer_stats(&id(1)).unwrap().frames_out;
+    assert_eq!(frames_out, 1, "only the first respond sent a frame");
+}
+
+#[test]
+fn late_responses_are_counted_late_and_never_close_the_peer() {
+    let strict = Config {
+        max_rejected_frames: 3,
+        ..config()
+    };
+    let mut pair = Pair::new(strict, config());
+    pair.step();
+    pair.a.events.clear();
+    pair.b.events.clear();
+    let ids: Vec<_> = (1..=10).map(crate::event::RequestId).collect();
+    for &rid in &ids {
+        pair.a
+            .node
+            .request_with_id(&id(2), rid, Bytes::new(), pair.now)
+            .unwrap();
+    }
+    pair.step();
+    pair.elapse(Duration::from_secs(5));
+    let timeouts = pair
+        .a
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::RequestFailed {
+                    reason: RequestError::Timeout,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(timeouts, 10);
+    pair.a.events.clear();
+    // A slow but honest peer answers them all, more than max_rejected_frames.
+    for &rid in &ids {
+        pair.b.node.respond(&id(1), rid, Bytes::new()).unwrap();
+    }
+    pair.step();
+    assert_eq!(pair.a.events, vec![], "no rejection, no close");
     assert!(pair.a.node.is_connected(&id(2)));
+    assert!(!disconnected_for(
+        &pair.b,
+        &CloseReason::Goodbye(GoodbyeReason::Misbehaving)
+    ));
+    let stats = pair.a.node.peer_stats(&id(2)).unwrap();
+    assert_eq!((stats.late_responses, stats.rejected_frames), (10, 0));
+    assert_eq!(pair.a.node.stats().totals.late_responses, 10);
+}
+
+#[test]
+fn rejected_frames_spread_over_more_than_the_window_never_close_the_peer_but_a_burst_does() {
+    // Three a window (60 s, the default); the peers ping each other meanwhile.
+    let strict = Config {
+        max_rejected_frames: 3,
+        ..config()
+    };
+    let mut pair = Pair::new(config(), strict);
+    pair.step();
+    pair.b.events.clear();
+    let empty_frame = [0u8, 0, 0, 0];
+    for _ in 0..10 {
+        let now = pair.now;
+        inject(&mut pair.b, &empty_frame, now);
+        pair.run_for(Duration::from_secs(60), Duration::from_secs(5));
+    }
+    assert!(pair.b.node.is_connected(&id(1)), "{:?}", pair.b.events);
+    assert_eq!(pair.b.node.peer_stats(&id(1)).unwrap().rejected_frames, 10);
+    pair.b.events.clear();
+    let now = pair.now;
+    for _ in 0..3 {
+        inject(&mut pair.b, &empty_frame, now);
+    }
+    assert_eq!(
+        pair.b.events.last(),
+        Some(&Event::PeerDisconnected {
+            peer: id(1),
+            reason: CloseReason::Misbehaving
+        })
+    );
+    let rejected = |e: &&Event| matches!(e, Event::FrameRejected { .. });
+    assert_eq!(pair.b.events.iter().filter(rejected).count(), 3);
+    assert_eq!(
+        peek(&pair.b.node, pair.b.conn),
+        frame_bytes(&Frame::Goodbye(GoodbyeReason::Misbehaving))
+    );
+}
+
+#[test]
+fn a_request_flood_keeps_the_unanswered_table_at_its_cap_and_forgets_the_oldest() {
+    let small = Config {
+        max_pending_requests: 16,
+        ..config()
+    };
+    let mut pair = Pair::new(config(), small);
+    pair.step();
+    pair.b.events.clear();
+    let now = pair.now;
+    let mut flood = Vec::new();
+    for n in 1..=1000u64 {
+        flood.extend(frame_bytes(&Frame::Request {
+            id: n,
+            payload: Bytes::new(),
+        }));
+    }
+    inject(&mut pair.b, &flood, now);
+    let requests = pair
+        .b
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Request { .. }))
+        .count();
+    assert_eq!(requests, 1000, "every request is delivered");
+    assert_eq!(pair.b.node.stats().unanswered_requests, 16);
+    let stats = pair.b.node.peer_stats(&id(1)).unwrap();
+    assert_eq!((stats.forgotten_requests, stats.rejected_frames), (984, 0));
+    let rid = crate::event::RequestId;
+    assert_eq!(
+        pair.b.node.respond(&id(1), rid(984), Bytes::new()),
+        Err(SendError::UnknownRequest {
+            peer: id(1),
+            id: rid(984)
+        }),
+        "the oldest are forgotten"
+    );
+    // The newest can all be answered, in any order.
+    for n in (985..=1000).rev() {
+        pair.b.node.respond(&id(1), rid(n), Bytes::new()).unwrap();
+    }
+    assert_eq!(pair.b.node.stats().unanswered_requests, 0);
+    assert!(pair.b.node.is_connected(&id(1)));
+}
+
+#[test]
+fn a_request_reusing_an_unanswered_id_is_rejected() {
+    let mut pair = Pair::connected();
+    let now = pair.now;
+    let request = frame_bytes(&Frame::Request {
+        id: 5,
+        payload: Bytes::new(),
+    });
+    inject(&mut pair.b, &request, now);
+    inject(&mut pair.b, &request, now);
+    assert_eq!(
+        pair.b.events,
+        vec![
+            Event::Request {
+                peer: id(1),
+                id: crate::event::RequestId(5),
+                payload: Bytes::new()
+            },
+            Event::FrameRejected {
+                peer: id(1),
+                reason: Reject::DuplicateRequest(5),
+                count: 1
+            },
+        ]
+    );
+    // Once answered, the id is free again.
+    pair.b
+        .node
+        .respond(&id(1), crate::event::RequestId(5), Bytes::new())
+        .unwrap();
+    pair.b.events.clear();
+    inject(&mut pair.b, &request, now);
+    assert!(matches!(pair.b.events[..], [Event::Request { .. }]));
 }
 
 #[test]

@@ -263,7 +263,11 @@ impl Network {
         Ok(id)
     }
 
-    /// Answers the REQUEST `id` of `peer`.
+    /// Answers the REQUEST `id` of `peer`, once, on the connection it came on. Refused
+    /// with [`SendError::UnknownRequest`], nothing sent, for an id no open connection
+    /// of `peer` delivered as an unanswered REQUEST (another peer's, answered already,
+    /// or forgotten: see [`Config::max_pending_requests`]); a refusal for a full
+    /// buffer leaves the request unanswered, to answer again.
     pub fn respond(
         &mut self,
         peer: &PeerId,

@@ -702,7 +702,9 @@ impl Sim {
         Ok(())
     }
 
-    /// Node `index` answers request `id` of `peer`.
+    /// Node `index` answers request `id` of `peer`; as
+    /// [`Network::respond`](crate::Network::respond), an id not received from `peer`
+    /// or answered already is refused with `SendError::UnknownRequest`.
     pub fn respond(
         &mut self,
         index: NodeIndex,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::bucket::DropLog;
+use crate::bucket::{DropLog, TokenBucket};
 use crate::config::Config;
 use crate::error::{CloseReason, RequestError, SendError};
 use crate::event::{Direction, Event, RequestId};
@@ -75,6 +75,14 @@ pub struct PeerStats {
     /// GOSSIP frames dropped because the peer sent them over `max_gossip_rate` or
     /// `max_gossip_bytes_rate`: neither delivered nor relayed.
     pub rate_limited: u64,
+    /// RESPONSE frames dropped as late: their id is one this node issued, but the
+    /// request had timed out, failed with its connection, or been answered already.
+    /// Not rejected frames: a slow peer is not misbehaving.
+    pub late_responses: u64,
+    /// Requests from the peer forgotten unanswered because it had
+    /// `max_pending_requests` newer ones unanswered on the connection: responding to
+    /// them fails with `SendError::UnknownRequest`.
+    pub forgotten_requests: u64,
 }
 
 impl PeerStats {
@@ -87,6 +95,8 @@ impl PeerStats {
         self.rejected_frames += other.rejected_frames;
         self.dropped_sends += other.dropped_sends;
         self.rate_limited += other.rate_limited;
+        self.late_responses += other.late_responses;
+        self.forgotten_requests += other.forgotten_requests;
     }
 }
 
@@ -157,7 +167,6 @@ enum Probe {
 /// The limits and timers a socket needs from [`Config`].
 #[derive(Clone, Copy, Debug)]
 struct Limits {
-    max_rejected: u32,
     max_write_buffer: usize,
     max_pending_requests: usize,
     handshake_timeout: Duration,
@@ -243,7 +252,21 @@ pub(crate) struct Socket {
     pending: HashSet<u64>,
     /// Request deadlines in send order; the timeout is fixed, so the front is the earliest.
     request_deadlines: VecDeque<(Instant, u64)>,
+    /// The lowest and highest request ids the node issued so far, to any peer, as the
+    /// node last said ([`Socket::set_issued`]): a RESPONSE outside them answers
+    /// nothing we ever asked.
+    issued: Option<(u64, u64)>,
+    /// Ids of the peer's requests delivered and not yet answered, at most
+    /// `max_pending_requests`: what `respond` may answer on this connection.
+    unanswered: HashSet<u64>,
+    /// The same ids in arrival order, to forget the oldest; answered ones are left
+    /// in place and skipped, the queue compacted when it reaches twice the cap.
+    unanswered_order: VecDeque<u64>,
+    /// Rejected frames so far, for the event.
     rejected: u32,
+    /// Rejected frames the peer may still send now: `max_rejected_frames` a
+    /// `rejected_frames_window`.
+    rejected_budget: TokenBucket,
     /// GOSSIP frames and bytes the peer may still send now.
     gossip_limit: GossipLimit,
     /// What the peer took of the node's relay budget recently.
@@ -329,12 +352,19 @@ impl Socket {
             goodbye_received: false,
             pending: HashSet::new(),
             request_deadlines: VecDeque::new(),
+            issued: None,
+            unanswered: HashSet::new(),
+            unanswered_order: VecDeque::new(),
             rejected: 0,
+            rejected_budget: TokenBucket::per(
+                config.max_rejected_frames as usize,
+                config.rejected_frames_window,
+                now,
+            ),
             gossip_limit: GossipLimit::new(config, now),
             relay_share: None,
             stats: PeerStats::default(),
             limits: Limits {
-                max_rejected: config.max_rejected_frames,
                 max_write_buffer: config.max_write_buffer,
                 max_pending_requests: config.max_pending_requests,
                 handshake_timeout: config.handshake_timeout,
@@ -410,6 +440,76 @@ impl Socket {
     /// Requests waiting for a response.
     pub(crate) fn pending_requests(&self) -> usize {
         self.pending.len()
+    }
+
+    /// The peer's requests delivered and not yet answered.
+    pub(crate) fn unanswered_requests(&self) -> usize {
+        self.unanswered.len()
+    }
+
+    /// Whether the peer's request `id` came on this connection and is unanswered.
+    pub(crate) fn holds_request(&self, id: u64) -> bool {
+        self.unanswered.contains(&id)
+    }
+
+    /// The peer's request `id` was answered: it may not be answered again.
+    pub(crate) fn answered(&mut self, id: u64) {
+        if self.unanswered.remove(&id) {
+            self.prune_unanswered();
+        }
+    }
+
+    /// Remembers the peer's request `id` as unanswered; at the cap the oldest is
+    /// forgotten first, counted.
+    fn remember_request(&mut self, id: u64) {
+        if self.unanswered.len() >= self.limits.max_pending_requests {
+            while let Some(oldest) = self.unanswered_order.pop_front() {
+                if self.unanswered.remove(&oldest) {
+                    self.stats.forgotten_requests += 1;
+                    log::debug!(
+                        "forgot request {oldest} of {:?}: {} newer ones unanswered",
+                        self.remote,
+                        self.unanswered.len()
+                    );
+                    break;
+                }
+            }
+        }
+        self.unanswered.insert(id);
+        self.unanswered_order.push_back(id);
+        self.prune_unanswered();
+    }
+
+    /// Drops answered ids from the front of the arrival order, and compacts it once
+    /// it holds twice the cap, so it stays within that whatever the order of answers.
+    fn prune_unanswered(&mut self) {
+        while let Some(id) = self.unanswered_order.front() {
+            if self.unanswered.contains(id) {
+                break;
+            }
+            self.unanswered_order.pop_front();
+        }
+        if self.unanswered_order.len() >= 2 * self.limits.max_pending_requests {
+            let unanswered = &self.unanswered;
+            self.unanswered_order.retain(|id| unanswered.contains(id));
+        }
+    }
+
+    /// The lowest and highest request ids the node issued so far, to any peer.
+    pub(crate) fn set_issued(&mut self, issued: Option<(u64, u64)>) {
+        self.issued = issued;
+    }
+
+    /// Whether `id` lies within the request ids the node issued: a RESPONSE with it
+    /// that matches no pending request is late (timed out, failed with a closed
+    /// connection, answered already), not made up. Two numbers instead of a record
+    /// of every id: every id issued lies within, whatever became of it, and the
+    /// others within went to other peers (ids are one node-wide sequence), so a
+    /// peer answering one of those is let off with a count, gaining nothing a
+    /// MESSAGE would not give it.
+    fn was_issued(&self, id: u64) -> bool {
+        self.issued
+            .is_some_and(|(low, high)| (low..=high).contains(&id))
     }
 
     /// Bytes buffered from the peer and not yet taken as frames.
@@ -797,6 +897,9 @@ impl Socket {
                         id: RequestId(id),
                         payload,
                     });
+                } else if self.was_issued(id) {
+                    self.stats.late_responses += 1;
+                    log::debug!("late response {id} from {:?} dropped", self.remote);
                 } else {
                     self.reject(Reject::UnmatchedResponse(id), now, out, events);
                 }
@@ -814,7 +917,11 @@ impl Socket {
                 });
             }
             Frame::Request { id, payload } => {
+                if self.unanswered.contains(&id) {
+                    return self.reject(Reject::DuplicateRequest(id), now, out, events);
+                }
                 self.stats.frames_in += 1;
+                self.remember_request(id);
                 events.push(Event::Request {
                     peer: self.peer(),
                     id: RequestId(id),
@@ -876,6 +983,12 @@ impl Socket {
     ) {
         self.rejected = self.rejected.saturating_add(1);
         self.stats.rejected_frames += 1;
+        // Each rejection takes a whole token while there is one; the one that leaves
+        // less than a token closes. So `max_rejected_frames` at once close, as before.
+        self.rejected_budget.refill(now);
+        if self.rejected_budget.holds(1) {
+            self.rejected_budget.take(1);
+        }
         log::debug!(
             "rejected frame from {:?}: {reason} ({})",
             self.remote,
@@ -886,7 +999,7 @@ impl Socket {
             reason,
             count: self.rejected,
         });
-        if self.rejected >= self.limits.max_rejected {
+        if !self.rejected_budget.holds(1) {
             self.close(
                 CloseReason::Misbehaving,
                 Some(GoodbyeReason::Misbehaving),
@@ -1062,6 +1175,9 @@ impl Socket {
         self.frame_deadline = None;
         self.paused_left = None;
         self.request_deadlines.clear();
+        // Out of service nothing can be answered on it.
+        self.unanswered = HashSet::new();
+        self.unanswered_order = VecDeque::new();
         let mut ids: Vec<u64> = self.pending.drain().collect();
         ids.sort_unstable(); // a fixed order keeps runs reproducible
         for id in ids {

@@ -364,9 +364,15 @@ pub enum Reject {
         /// The configured maximum.
         max: usize,
     },
-    /// A RESPONSE whose id matches no pending request (not produced by the decoder).
-    #[error("response {0} matches no pending request")]
+    /// A RESPONSE whose id the receiver never issued (not produced by the decoder).
+    /// One for a request it issued that timed out, failed or was answered already is
+    /// late, not rejected (`PeerStats::late_responses`).
+    #[error("response {0} matches no request we sent")]
     UnmatchedResponse(u64),
+    /// A REQUEST reusing the id of one from the same peer still unanswered (not
+    /// produced by the decoder): a response could not say which it answers.
+    #[error("request {0} reuses the id of an unanswered request")]
+    DuplicateRequest(u64),
 }
 
 /// What the decoder took from the buffer.

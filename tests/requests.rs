@@ -1,5 +1,5 @@
-//! PROTOCOL.md §5, REQUEST/RESPONSE: ids, timeouts, and requests failing when their
-//! connection closes first.
+//! PROTOCOL.md §5, REQUEST/RESPONSE: ids, timeouts, requests failing when their
+//! connection closes first, late responses, and `respond` refusing ids it was not asked.
 
 mod common;
 
@@ -120,27 +120,50 @@ fn response_is_matched_to_our_request_once() {
         payload: Bytes::from_static(b"a"),
     };
     raw.send_frame(&response);
-    raw.send_frame(&response); // a second answer matches nothing any more
+    raw.send_frame(&response); // a second answer is late: it matches nothing any more
+    let log = run_until(&mut [&mut net], 400, |net, _| {
+        raw.pump();
+        late_responses(net[0], id(R)) == 1
+    });
+    assert_eq!(
+        of(&log, 0),
+        vec![Event::Response {
+            peer: id(R),
+            id: rid,
+            payload: Bytes::from_static(b"a")
+        }]
+    );
+    assert_eq!(net.stats().pending_requests, 0);
+    assert_eq!(net.stats().totals.rejected_frames, 0);
+}
+
+/// Late responses counted on the connection to `peer` (0 once it is gone).
+fn late_responses(net: &Network, peer: p2p::PeerId) -> u64 {
+    net.peer_stats(&peer).map_or(0, |s| s.late_responses)
+}
+
+#[test]
+fn a_response_to_an_id_we_never_issued_is_rejected() {
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
+    let rid = request_read_by_raw(&mut net, &mut raw, b"q");
+    let made_up = rid.0 + 1000;
+    raw.send_frame(&Frame::Response {
+        id: made_up,
+        payload: Bytes::new(),
+    });
     let log = run_until(&mut [&mut net], 400, |_, log| {
         raw.pump();
         has(log, 0, |e| matches!(e, Event::FrameRejected { .. }))
     });
     assert_eq!(
         of(&log, 0),
-        vec![
-            Event::Response {
-                peer: id(R),
-                id: rid,
-                payload: Bytes::from_static(b"a")
-            },
-            Event::FrameRejected {
-                peer: id(R),
-                reason: Reject::UnmatchedResponse(rid.0),
-                count: 1
-            },
-        ]
+        vec![Event::FrameRejected {
+            peer: id(R),
+            reason: Reject::UnmatchedResponse(made_up),
+            count: 1
+        }]
     );
-    assert_eq!(net.stats().pending_requests, 0);
+    assert_eq!(net.stats().pending_requests, 1, "ours still waits");
 }
 
 #[test]
@@ -170,27 +193,21 @@ fn unanswered_request_times_out() {
         net.is_connected(&id(R)),
         "a timeout does not close the peer"
     );
-    // A response after the timeout matches nothing.
+    // A response after the timeout is late: dropped and counted, not rejected.
     raw.send_frame(&Frame::Response {
         id: rid.0,
         payload: Bytes::from_static(b"late"),
     });
-    let log = run_until(&mut [&mut net], 400, |_, log| {
+    let log = run_until(&mut [&mut net], 400, |net, _| {
         raw.pump();
-        has(log, 0, |e| matches!(e, Event::FrameRejected { .. }))
+        late_responses(net[0], id(R)) == 1
     });
-    assert_eq!(
-        of(&log, 0),
-        vec![Event::FrameRejected {
-            peer: id(R),
-            reason: Reject::UnmatchedResponse(rid.0),
-            count: 1
-        }]
-    );
+    assert_eq!(of(&log, 0), vec![]);
+    assert_eq!(net.stats().totals.rejected_frames, 0);
 }
 
 #[test]
-fn timeout_between_networks_and_late_answer_is_rejected() {
+fn timeout_between_networks_and_late_answer_is_counted_late() {
     let (mut a, _) = listening(Config {
         request_timeout: Duration::from_millis(100),
         ..plain()
@@ -214,10 +231,116 @@ fn timeout_between_networks_and_late_answer_is_rejected() {
             reason: RequestError::Timeout
         }));
     b.respond(&a_id, rid, "too late").unwrap();
-    let log = run_until(&mut [&mut a, &mut b], 400, |_, log| {
-        has(log, 0, |e| matches!(e, Event::FrameRejected { .. }))
+    let log = run_until(&mut [&mut a, &mut b], 400, |nets, _| {
+        late_responses(nets[0], b_id) == 1
     });
-    assert!(!has(&log, 0, |e| matches!(e, Event::Response { .. })));
+    assert_eq!(of(&log, 0), vec![]);
+    assert_eq!(a.stats().totals.rejected_frames, 0);
+}
+
+#[test]
+fn a_slow_peer_answering_every_request_late_stays_connected() {
+    // More late answers than max_rejected_frames (100): they never count as rejected.
+    const N: usize = 120;
+    let (mut a, _) = listening(Config {
+        request_timeout: Duration::from_millis(100),
+        ..plain()
+    });
+    let (mut b, b_addr) = node();
+    connect(&mut a, &mut b, b_addr);
+    let (a_id, b_id) = (a.local_id(), b.local_id());
+    for _ in 0..N {
+        a.request(&b_id, "slow").unwrap();
+    }
+    let log = run_until(&mut [&mut a, &mut b], 4000, |_, log| {
+        count(log, 0, |e| matches!(e, Event::RequestFailed { .. })) == N
+            && count(log, 1, |e| matches!(e, Event::Request { .. })) == N
+    });
+    for event in of(&log, 1) {
+        if let Event::Request { id, .. } = event {
+            b.respond(&a_id, id, "late").unwrap();
+        }
+    }
+    let log = run_until(&mut [&mut a, &mut b], 4000, |nets, log| {
+        late_responses(nets[0], b_id) == N as u64
+            || has(log, 0, |e| matches!(e, Event::PeerDisconnected { .. }))
+    });
+    assert!(
+        !has(&log, 0, |e| matches!(e, Event::PeerDisconnected { .. }))
+            && !has(&log, 1, |e| matches!(e, Event::PeerDisconnected { .. })),
+        "a slow peer is not misbehaving: {log:?}"
+    );
+    assert!(a.is_connected(&b_id));
+    assert_eq!(a.stats().totals.rejected_frames, 0);
+}
+
+#[test]
+fn respond_to_the_wrong_peer_or_twice_fails_locally_and_sends_nothing() {
+    let (mut a, _) = node();
+    let (mut b, b_addr) = node();
+    let (mut c, _) = node();
+    connect(&mut a, &mut b, b_addr);
+    connect(&mut c, &mut b, b_addr);
+    let (a_id, c_id) = (a.local_id(), c.local_id());
+    let rid = a.request(&b.local_id(), "q").unwrap();
+    run_until(&mut [&mut a, &mut b, &mut c], 400, |_, log| {
+        has(log, 1, |e| matches!(e, Event::Request { .. }))
+    });
+    let frames_to_c = |b: &Network| b.peer_stats(&c_id).map(|s| s.frames_out);
+    let before = frames_to_c(&b);
+    assert_eq!(
+        b.respond(&c_id, rid, "not yours"),
+        Err(SendError::UnknownRequest {
+            peer: c_id,
+            id: rid
+        })
+    );
+    assert_eq!(frames_to_c(&b), before, "nothing queued for the wrong peer");
+    assert_eq!(b.stats().unanswered_requests, 1);
+    b.respond(&a_id, rid, "r").unwrap();
+    assert_eq!(
+        b.respond(&a_id, rid, "again"),
+        Err(SendError::UnknownRequest {
+            peer: a_id,
+            id: rid
+        })
+    );
+    assert_eq!(b.stats().unanswered_requests, 0);
+    let log = run_until(&mut [&mut a, &mut b, &mut c], 400, |_, log| {
+        has(log, 0, |e| matches!(e, Event::Response { .. }))
+    });
+    assert_eq!(
+        of(&log, 0),
+        vec![Event::Response {
+            peer: b.local_id(),
+            id: rid,
+            payload: Bytes::from_static(b"r")
+        }]
+    );
+    assert_eq!(a.peer_stats(&b.local_id()).unwrap().frames_in, 1);
+    assert_eq!(of(&log, 2), vec![]);
+}
+
+#[test]
+fn a_respond_through_a_handle_with_an_unknown_id_comes_back_as_send_failed() {
+    let (mut net, mut raw) = with_raw_peer(plain(), id(R));
+    let handle = net.handle();
+    handle.respond(id(R), RequestId(5), "made up").unwrap();
+    let log = run_until(&mut [&mut net], 400, |_, log| {
+        raw.pump();
+        has(log, 0, |e| matches!(e, Event::SendFailed { .. }))
+    });
+    assert_eq!(
+        of(&log, 0),
+        vec![Event::SendFailed {
+            peer: id(R),
+            reason: SendError::UnknownRequest {
+                peer: id(R),
+                id: RequestId(5)
+            }
+        }]
+    );
+    assert!(raw.frames().is_empty(), "nothing sent");
 }
 
 /// The events of node 0 from a request's failure, checking it comes before the

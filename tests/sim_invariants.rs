@@ -14,7 +14,10 @@
 //!   gone once it shut down;
 //! - a closed socket leaves nothing behind: the core's slab holds exactly the
 //!   connections the links carry, and is empty once every node shut down;
-//! - no write queue, read buffer, gossip cache or request table grows past its cap.
+//! - no write queue, read buffer, gossip cache or request table (ours, or the peers'
+//!   unanswered ones) grows past its cap;
+//! - no node rejects a frame of another: answers after a timeout or a reconnection
+//!   are late, not rejected.
 //!
 //! A failing seed is printed; replay it alone with
 //! `P2P_SIM_SEEDS=<seed> cargo test --test sim_invariants -- --nocapture`, or run more
@@ -420,6 +423,12 @@ impl Run {
                     stats.pending_requests, stats.connections
                 ));
             }
+            if stats.unanswered_requests > PENDING_REQUESTS * stats.connections {
+                return Err(format!(
+                    "node {i} at {at:?}: {} unanswered requests on {} connections, cap {PENDING_REQUESTS} each",
+                    stats.unanswered_requests, stats.connections
+                ));
+            }
             // A read buffer holds at most what one window delivered plus the rest of
             // one frame (these frames are small).
             let per_conn = WINDOW + 64 * 1024;
@@ -533,8 +542,20 @@ impl Run {
                     node.connections()
                 ));
             }
-            if stats.queued_bytes != 0 || stats.buffered_bytes != 0 || stats.pending_requests != 0 {
+            if stats.queued_bytes != 0
+                || stats.buffered_bytes != 0
+                || stats.pending_requests != 0
+                || stats.unanswered_requests != 0
+            {
                 return Err(format!("node {i} after shutdown: {stats:?}"));
+            }
+            // Honest nodes, however slow or cut off, never send a frame the other
+            // rejects: answers after a timeout or a reconnection are late, not rejected.
+            if stats.totals.rejected_frames != 0 {
+                return Err(format!(
+                    "node {i} rejected {} frames of honest peers ({} late responses)",
+                    stats.totals.rejected_frames, stats.totals.late_responses
+                ));
             }
         }
         if self.sim.open_links() != 0 {
