@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-/// A token bucket: `rate` tokens a period (a second unless made by
-/// [`TokenBucket::per`]), holding at most `burst`, full at first. A token is counted
-/// as `unit` parts, the period in nanoseconds, and `rate` parts are added each
-/// nanosecond, so refills are exact in integers whatever the steps of the clock.
+/// A token bucket: `rate` tokens a second, holding at most `burst`, full at first. A
+/// token is counted as `unit` parts, a second in nanoseconds, and `rate` parts are
+/// added each nanosecond, so refills are exact in integers whatever the steps of the
+/// clock.
 #[derive(Debug)]
 pub(crate) struct TokenBucket {
     rate: u128,
@@ -28,20 +28,6 @@ impl TokenBucket {
             burst,
             nanos: burst,
             unit: NANOS,
-            last: now,
-        }
-    }
-
-    /// A full bucket at `now` holding `tokens`, which refills by `tokens` every
-    /// `period` (at least a nanosecond): a rate that need not be whole tokens a second.
-    pub(crate) fn per(tokens: usize, period: Duration, now: Instant) -> Self {
-        let unit = period.as_nanos().max(1);
-        let burst = (tokens as u128).saturating_mul(unit);
-        TokenBucket {
-            rate: tokens as u128,
-            burst,
-            nanos: burst,
-            unit,
             last: now,
         }
     }
@@ -109,25 +95,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bucket_per_period_refills_its_tokens_over_that_period_exactly() {
-        let start = Instant::now();
-        let minute = Duration::from_secs(60);
-        let mut bucket = TokenBucket::per(3, minute, start);
-        for _ in 0..3 {
-            assert!(bucket.holds(1));
-            bucket.take(1);
-        }
-        assert!(!bucket.holds(1));
-        // One token a 20 s.
-        bucket.refill(start + Duration::from_secs(20) - Duration::from_nanos(1));
-        assert!(!bucket.holds(1));
-        bucket.refill(start + Duration::from_secs(20));
-        assert!(bucket.holds(1) && !bucket.holds(2));
-        bucket.refill(start + Duration::from_secs(3600));
-        assert!(bucket.is_full() && bucket.holds(3) && !bucket.holds(4));
-    }
-
-    #[test]
     fn drops_are_reported_at_most_once_a_second() {
         let start = Instant::now();
         let mut log = DropLog::default();
@@ -135,5 +102,69 @@ mod tests {
         assert_eq!(log.dropped(start + Duration::from_millis(500)), None);
         assert_eq!(log.dropped(start + Duration::from_millis(900)), None);
         assert_eq!(log.dropped(start + Duration::from_millis(1000)), Some(3));
+    }
+}
+
+/// Events of the last `window`, counted exactly: a sliding window, not buckets of
+/// fixed time. It holds one instant per event still inside the window, so its memory
+/// is bounded by the limit it is checked against (the caller stops at the limit).
+#[derive(Debug)]
+pub(crate) struct SlidingWindow {
+    window: Duration,
+    times: std::collections::VecDeque<Instant>,
+}
+
+impl SlidingWindow {
+    /// An empty window of length `window`.
+    pub(crate) fn new(window: Duration) -> Self {
+        SlidingWindow {
+            window,
+            times: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Counts an event at `now`; returns how many fell within the window ending at
+    /// `now`, this one included. `now` never going back is assumed; an earlier one
+    /// counts as `now` of the latest event.
+    pub(crate) fn record(&mut self, now: Instant) -> usize {
+        let now = self.times.back().map_or(now, |&last| last.max(now));
+        while let Some(&first) = self.times.front() {
+            if now.saturating_duration_since(first) < self.window {
+                break;
+            }
+            self.times.pop_front();
+        }
+        self.times.push_back(now);
+        self.times.len()
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn counts_exactly_the_events_of_the_last_window() {
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut w = SlidingWindow::new(minute);
+        // 100 events spread over 50 s all fall within one minute.
+        for i in 0..100u64 {
+            assert_eq!(
+                w.record(start + Duration::from_millis(500 * i)),
+                i as usize + 1
+            );
+        }
+        // One a minute apart never add up.
+        let mut w = SlidingWindow::new(minute);
+        for i in 0..10u32 {
+            assert_eq!(w.record(start + minute * i), 1);
+        }
+        // The edge: an event exactly a window old has left it.
+        let mut w = SlidingWindow::new(minute);
+        w.record(start);
+        assert_eq!(w.record(start + minute - Duration::from_nanos(1)), 2);
+        assert_eq!(w.record(start + minute), 2);
+        assert_eq!(w.record(start + 2 * minute), 1);
     }
 }

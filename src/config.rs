@@ -41,16 +41,17 @@ pub struct Config {
     pub allowlist: Option<std::collections::HashSet<PeerId>>,
     /// Largest frame body (`len - 1`) accepted; larger frames are skipped and counted. Default 8 MiB.
     pub max_frame_size: usize,
-    /// Rejected frames a peer may send within [`Config::rejected_frames_window`]
-    /// before it is closed with GOODBYE 3. They are metered by a bucket holding this
-    /// many, refilled by this many every window; each rejected frame takes one, and
-    /// the one that empties it closes the connection. So this many in a burst close a
-    /// peer, a peer is closed only if some window held this many of its rejected
-    /// frames, and one whose faults stay rarer than this many a window (a few a day)
-    /// is never closed. Late responses are not rejected frames
-    /// (`PeerStats::late_responses`). Default 100.
+    /// Rejected frames ([`crate::protocol`] §4) that close a connection with GOODBYE 3
+    /// when they all arrive within one [`Config::rejected_frames_window`]: a sliding
+    /// window, counted exactly, so a peer is closed exactly when some window of that
+    /// length held this many of its rejected frames, and a long-lived peer whose rare
+    /// faults never bunch up that much is never closed. A connection remembers the
+    /// instant of each rejection still inside the window, at most this many (16 bytes
+    /// each). Late responses are not rejected frames (`PeerStats::late_responses`).
+    /// Default 100.
     pub max_rejected_frames: u32,
-    /// The window over which [`Config::max_rejected_frames`] counts. Default 60 s.
+    /// The length of the sliding window over which [`Config::max_rejected_frames`]
+    /// counts. Default 60 s.
     pub rejected_frames_window: Duration,
     /// Inbound connections (handshaking or open; one whose close was reported no
     /// longer counts). Default 128.

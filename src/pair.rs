@@ -665,6 +665,35 @@ fn rejected_frames_spread_over_more_than_the_window_never_close_the_peer_but_a_b
 }
 
 #[test]
+fn rejected_frames_spread_within_one_window_close_the_peer() {
+    // The window is a sliding one, counted exactly: three rejections 25 s apart all
+    // fall within 60 s, so the third closes, though none came in a burst.
+    let strict = Config {
+        max_rejected_frames: 3,
+        ..config()
+    };
+    let mut pair = Pair::new(config(), strict);
+    pair.step();
+    pair.b.events.clear();
+    let empty_frame = [0u8, 0, 0, 0];
+    for _ in 0..2 {
+        let now = pair.now;
+        inject(&mut pair.b, &empty_frame, now);
+        pair.run_for(Duration::from_secs(25), Duration::from_secs(5));
+    }
+    assert!(pair.b.node.is_connected(&id(1)), "{:?}", pair.b.events);
+    let now = pair.now;
+    inject(&mut pair.b, &empty_frame, now);
+    assert_eq!(
+        pair.b.events.last(),
+        Some(&Event::PeerDisconnected {
+            peer: id(1),
+            reason: CloseReason::Misbehaving
+        })
+    );
+}
+
+#[test]
 fn a_request_flood_keeps_the_unanswered_table_at_its_cap_and_forgets_the_oldest() {
     let small = Config {
         max_pending_requests: 16,

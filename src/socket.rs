@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::bucket::{DropLog, TokenBucket};
+use crate::bucket::{DropLog, SlidingWindow};
 use crate::config::Config;
 use crate::error::{CloseReason, RequestError, SendError};
 use crate::event::{Direction, Event, RequestId};
@@ -168,6 +168,7 @@ enum Probe {
 #[derive(Clone, Copy, Debug)]
 struct Limits {
     max_write_buffer: usize,
+    max_rejected: usize,
     max_pending_requests: usize,
     handshake_timeout: Duration,
     preamble_timeout: Duration,
@@ -264,9 +265,9 @@ pub(crate) struct Socket {
     unanswered_order: VecDeque<u64>,
     /// Rejected frames so far, for the event.
     rejected: u32,
-    /// Rejected frames the peer may still send now: `max_rejected_frames` a
-    /// `rejected_frames_window`.
-    rejected_budget: TokenBucket,
+    /// Rejected frames of the last `rejected_frames_window`: `max_rejected_frames`
+    /// of them close the connection.
+    rejected_recently: SlidingWindow,
     /// GOSSIP frames and bytes the peer may still send now.
     gossip_limit: GossipLimit,
     /// What the peer took of the node's relay budget recently.
@@ -356,16 +357,13 @@ impl Socket {
             unanswered: HashSet::new(),
             unanswered_order: VecDeque::new(),
             rejected: 0,
-            rejected_budget: TokenBucket::per(
-                config.max_rejected_frames as usize,
-                config.rejected_frames_window,
-                now,
-            ),
+            rejected_recently: SlidingWindow::new(config.rejected_frames_window),
             gossip_limit: GossipLimit::new(config, now),
             relay_share: None,
             stats: PeerStats::default(),
             limits: Limits {
                 max_write_buffer: config.max_write_buffer,
+                max_rejected: config.max_rejected_frames as usize,
                 max_pending_requests: config.max_pending_requests,
                 handshake_timeout: config.handshake_timeout,
                 preamble_timeout: config.preamble_timeout,
@@ -983,12 +981,7 @@ impl Socket {
     ) {
         self.rejected = self.rejected.saturating_add(1);
         self.stats.rejected_frames += 1;
-        // Each rejection takes a whole token while there is one; the one that leaves
-        // less than a token closes. So `max_rejected_frames` at once close, as before.
-        self.rejected_budget.refill(now);
-        if self.rejected_budget.holds(1) {
-            self.rejected_budget.take(1);
-        }
+        let recent = self.rejected_recently.record(now);
         log::debug!(
             "rejected frame from {:?}: {reason} ({})",
             self.remote,
@@ -999,7 +992,7 @@ impl Socket {
             reason,
             count: self.rejected,
         });
-        if !self.rejected_budget.holds(1) {
+        if recent >= self.limits.max_rejected {
             self.close(
                 CloseReason::Misbehaving,
                 Some(GoodbyeReason::Misbehaving),
