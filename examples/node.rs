@@ -50,6 +50,9 @@ options:
                               A malformed or unreadable file is an error (exit 2),
                               and so is one that is a symbolic link, not owned by
                               this user, or open to group or others (chmod 600)
+  --key-file-permissive       load --key-file even if it is a link, not ours, or
+                              open to others (a secret mounted by an orchestrator);
+                              a warning names what strict loading would refuse
   --allow PEER_ID             only keep peers with this id, 64 hex digits (repeatable);
                               any other peer is closed right after the handshake,
                               inbound or outbound [default: any peer]
@@ -138,6 +141,9 @@ struct Options {
     /// `--key-file`: loaded (or created) after the logger is up, so its warnings show.
     #[cfg(feature = "noise")]
     key_file: Option<PathBuf>,
+    /// `--key-file-permissive`: the file's owner, mode and type are not checked.
+    #[cfg(feature = "noise")]
+    key_file_permissive: bool,
 }
 
 enum Parsed {
@@ -182,6 +188,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     let mut write_total_given = false;
     let mut read_total_given = false;
     let mut key_file = None;
+    let mut key_file_permissive = false;
     let mut allowlist: Option<HashSet<PeerId>> = None;
 
     let mut args = args.into_iter();
@@ -203,6 +210,10 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
                     return Err("--plaintext takes no value".into());
                 }
                 config.security = Security::Plaintext;
+                continue;
+            }
+            "--key-file-permissive" => {
+                key_file_permissive = true;
                 continue;
             }
             _ => {}
@@ -312,7 +323,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     #[cfg(feature = "noise")]
     let key_file = key_file.map(PathBuf::from);
     #[cfg(not(feature = "noise"))]
-    if key_file.is_some() {
+    if key_file.is_some() || key_file_permissive {
         return Err("--key-file needs the `noise` feature, which this build lacks".into());
     }
     // A frame of max-frame bytes must fit the write buffers: defaults grow to hold
@@ -339,6 +350,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
         log,
         #[cfg(feature = "noise")]
         key_file,
+        #[cfg(feature = "noise")]
+        key_file_permissive,
     })))
 }
 
@@ -732,7 +745,12 @@ fn main() -> ExitCode {
     }
     #[cfg(feature = "noise")]
     if let Some(path) = &options.key_file {
-        match p2p::Keypair::load_or_generate(path) {
+        let check = if options.key_file_permissive {
+            p2p::KeyFileCheck::Permissive
+        } else {
+            p2p::KeyFileCheck::Strict
+        };
+        match p2p::Keypair::load_or_generate_with(path, check) {
             Ok(keypair) => options.config.keypair = Some(keypair),
             // The file given is unusable: a usage error, like a bad option.
             Err(
