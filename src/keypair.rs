@@ -1089,13 +1089,7 @@ mod tests {
             .unwrap()
             .build_responder()
             .unwrap();
-        let (mut buf, mut payload) = ([0u8; 256], [0u8; 256]);
-        let n = i.write_message(&[], &mut buf).unwrap();
-        r.read_message(&buf[..n], &mut payload).unwrap();
-        let n = r.write_message(&[], &mut buf).unwrap();
-        i.read_message(&buf[..n], &mut payload).unwrap();
-        let n = i.write_message(&[], &mut buf).unwrap();
-        r.read_message(&buf[..n], &mut payload).unwrap();
+        crate::resolver::run_xx(&mut i, &mut r);
         assert_eq!(r.get_remote_static().unwrap(), saved.peer_id().as_bytes());
     }
 

@@ -329,6 +329,19 @@ fn x25519_with(secret: &[u8; 32], u: &[u8; 32], edwards: Option<EdwardsPoint>) -
     }
 }
 
+/// Runs the three messages of an XX handshake between an initiator and a responder
+/// in memory (tests only).
+#[cfg(test)]
+pub(crate) fn run_xx(i: &mut snow::HandshakeState, r: &mut snow::HandshakeState) {
+    let (mut buf, mut payload) = ([0u8; 256], [0u8; 256]);
+    let n = i.write_message(&[], &mut buf).unwrap();
+    r.read_message(&buf[..n], &mut payload).unwrap();
+    let n = r.write_message(&[], &mut buf).unwrap();
+    i.read_message(&buf[..n], &mut payload).unwrap();
+    let n = i.write_message(&[], &mut buf).unwrap();
+    r.read_message(&buf[..n], &mut payload).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,13 +646,8 @@ mod tests {
             .unwrap()
             .build_responder()
             .unwrap();
+        run_xx(&mut i, &mut r);
         let (mut buf, mut payload) = ([0u8; 256], [0u8; 256]);
-        let n = i.write_message(&[], &mut buf).unwrap();
-        r.read_message(&buf[..n], &mut payload).unwrap();
-        let n = r.write_message(&[], &mut buf).unwrap();
-        i.read_message(&buf[..n], &mut payload).unwrap();
-        let n = i.write_message(&[], &mut buf).unwrap();
-        r.read_message(&buf[..n], &mut payload).unwrap();
         assert_eq!(r.get_remote_static().unwrap(), public_key(&si));
         assert_eq!(i.get_remote_static().unwrap(), public_key(&sr));
         let (mut i, mut r) = (
