@@ -1,6 +1,6 @@
 //! One connection's sans-IO state machine: preamble, handshake, frames, timers, close.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -258,11 +258,16 @@ pub(crate) struct Socket {
     /// nothing we ever asked.
     issued: Option<(u64, u64)>,
     /// Ids of the peer's requests delivered and not yet answered, at most
-    /// `max_pending_requests`: what `respond` may answer on this connection.
-    unanswered: HashSet<u64>,
-    /// The same ids in arrival order, to forget the oldest; answered ones are left
-    /// in place and skipped, the queue compacted when it reaches twice the cap.
-    unanswered_order: VecDeque<u64>,
+    /// `max_pending_requests`, each with the number of its arrival: what `respond`
+    /// may answer on this connection.
+    unanswered: HashMap<u64, u64>,
+    /// The same in arrival order, to forget the oldest; answered ones are left in
+    /// place and skipped, the queue compacted when it reaches twice the cap. An
+    /// entry counts only while its arrival number is the id's: the protocol frees an
+    /// id once answered, and a request reusing it arrives anew, behind the others.
+    unanswered_order: VecDeque<(u64, u64)>,
+    /// Requests the peer sent on this connection: the next arrival number.
+    arrivals: u64,
     /// Rejected frames so far, for the event.
     rejected: u32,
     /// Rejected frames of the last `rejected_frames_window`: `max_rejected_frames`
@@ -354,8 +359,9 @@ impl Socket {
             pending: HashSet::new(),
             request_deadlines: VecDeque::new(),
             issued: None,
-            unanswered: HashSet::new(),
+            unanswered: HashMap::new(),
             unanswered_order: VecDeque::new(),
+            arrivals: 0,
             rejected: 0,
             rejected_recently: SlidingWindow::new(config.rejected_frames_window),
             gossip_limit: GossipLimit::new(config, now),
@@ -447,12 +453,12 @@ impl Socket {
 
     /// Whether the peer's request `id` came on this connection and is unanswered.
     pub(crate) fn holds_request(&self, id: u64) -> bool {
-        self.unanswered.contains(&id)
+        self.unanswered.contains_key(&id)
     }
 
     /// The peer's request `id` was answered: it may not be answered again.
     pub(crate) fn answered(&mut self, id: u64) {
-        if self.unanswered.remove(&id) {
+        if self.unanswered.remove(&id).is_some() {
             self.prune_unanswered();
         }
     }
@@ -461,8 +467,9 @@ impl Socket {
     /// forgotten first, counted.
     fn remember_request(&mut self, id: u64) {
         if self.unanswered.len() >= self.limits.max_pending_requests {
-            while let Some(oldest) = self.unanswered_order.pop_front() {
-                if self.unanswered.remove(&oldest) {
+            while let Some((arrival, oldest)) = self.unanswered_order.pop_front() {
+                if self.unanswered.get(&oldest) == Some(&arrival) {
+                    self.unanswered.remove(&oldest);
                     self.stats.forgotten_requests += 1;
                     log::debug!(
                         "forgot request {oldest} of {:?}: {} newer ones unanswered",
@@ -473,23 +480,26 @@ impl Socket {
                 }
             }
         }
-        self.unanswered.insert(id);
-        self.unanswered_order.push_back(id);
+        let arrival = self.arrivals;
+        self.arrivals += 1;
+        self.unanswered.insert(id, arrival);
+        self.unanswered_order.push_back((arrival, id));
         self.prune_unanswered();
     }
 
     /// Drops answered ids from the front of the arrival order, and compacts it once
     /// it holds twice the cap, so it stays within that whatever the order of answers.
     fn prune_unanswered(&mut self) {
-        while let Some(id) = self.unanswered_order.front() {
-            if self.unanswered.contains(id) {
+        let unanswered = &self.unanswered;
+        let live = |&(arrival, id): &(u64, u64)| unanswered.get(&id) == Some(&arrival);
+        while let Some(entry) = self.unanswered_order.front() {
+            if live(entry) {
                 break;
             }
             self.unanswered_order.pop_front();
         }
         if self.unanswered_order.len() >= 2 * self.limits.max_pending_requests {
-            let unanswered = &self.unanswered;
-            self.unanswered_order.retain(|id| unanswered.contains(id));
+            self.unanswered_order.retain(live);
         }
     }
 
@@ -915,7 +925,7 @@ impl Socket {
                 });
             }
             Frame::Request { id, payload } => {
-                if self.unanswered.contains(&id) {
+                if self.unanswered.contains_key(&id) {
                     return self.reject(Reject::DuplicateRequest(id), now, out, events);
                 }
                 self.stats.frames_in += 1;
@@ -1169,7 +1179,7 @@ impl Socket {
         self.paused_left = None;
         self.request_deadlines.clear();
         // Out of service nothing can be answered on it.
-        self.unanswered = HashSet::new();
+        self.unanswered = HashMap::new();
         self.unanswered_order = VecDeque::new();
         let mut ids: Vec<u64> = self.pending.drain().collect();
         ids.sort_unstable(); // a fixed order keeps runs reproducible
