@@ -27,11 +27,13 @@ use crate::secret::SecretKey;
 /// * A remote public key must be canonical (below p = 2^255 - 19, bit 255 clear) and
 ///   of large order, and no DH result may be all zeros: otherwise the DH fails, and
 ///   with it the handshake (Noise §12.1 lets a DH refuse an invalid key). So a peer
-///   cannot present a low-order key without holding a private key. The handshake
-///   also requires the remote static key to lie in the prime-order subgroup (not a
-///   real key plus a low-order point, which every DH reads as the real key), so a
-///   private key has one public key, hence one peer id. Any key this or any RFC 7748
-///   implementation generates passes.
+///   cannot present a low-order key without holding a private key. The crate's
+///   handshake also requires the remote static key to lie in the prime-order
+///   subgroup (not a real key plus a low-order point, which every DH reads as the
+///   real key), so that a private key has one public key, hence one peer id; this
+///   resolver cannot tell a static key from an ephemeral one, so snow driven
+///   directly does not check that. Any key this or any RFC 7748 implementation
+///   generates passes both.
 ///
 /// A handshake then costs two base-point multiplications and six variable-base ones
 /// (three per side), 1.4 times as many handshakes per second as with snow's own X25519
