@@ -786,6 +786,51 @@ fn an_id_reused_after_its_answer_is_forgotten_in_its_new_place() {
 }
 
 #[test]
+fn a_request_reusing_an_answered_id_gets_its_whole_timeout() {
+    // The simulator lets the application choose request ids; one used again once
+    // answered must not inherit the deadline of its first use.
+    let mut pair = Pair::connected();
+    let rid = crate::event::RequestId;
+    let second = Duration::from_secs(1);
+    let request = |pair: &mut Pair, n: u64| {
+        let now = pair.now;
+        pair.a
+            .node
+            .request_with_id(&id(2), rid(n), Bytes::new(), now)
+            .unwrap();
+        pair.step();
+    };
+    request(&mut pair, 1); // never answered: it keeps older deadlines in front
+    pair.elapse(second);
+    request(&mut pair, 2);
+    pair.b.node.respond(&id(1), rid(2), Bytes::new()).unwrap();
+    pair.step();
+    pair.elapse(second);
+    request(&mut pair, 2); // sent at 2 s: due at 7 s (request_timeout 5 s)
+    pair.a.events.clear();
+    let timed_out = |pair: &Pair| -> Vec<u64> {
+        pair.a
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::RequestFailed {
+                    id,
+                    reason: RequestError::Timeout,
+                    ..
+                } => Some(id.0),
+                _ => None,
+            })
+            .collect()
+    };
+    for _ in 3..=6 {
+        pair.elapse(second);
+    }
+    assert_eq!(timed_out(&pair), vec![1], "at 6 s only the first is due");
+    pair.elapse(second);
+    assert_eq!(timed_out(&pair), vec![1, 2]);
+}
+
+#[test]
 fn a_request_reusing_an_unanswered_id_is_rejected() {
     let mut pair = Pair::connected();
     let now = pair.now;

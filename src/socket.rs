@@ -1,6 +1,6 @@
 //! One connection's sans-IO state machine: preamble, handshake, frames, timers, close.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -250,8 +250,12 @@ pub(crate) struct Socket {
     /// The peer said GOODBYE: nothing more comes, so once our side is flushed and
     /// shut there is no EOF to wait for.
     goodbye_received: bool,
-    pending: HashSet<u64>,
-    /// Request deadlines in send order; the timeout is fixed, so the front is the earliest.
+    /// Our requests waiting for a response, each with its deadline.
+    pending: HashMap<u64, Instant>,
+    /// Request deadlines in send order; the timeout is fixed, so the front is the
+    /// earliest. An entry counts only while it is its id's deadline in `pending`: an
+    /// id used again once answered (the simulator lets the application choose ids)
+    /// must not time out at its first use's deadline.
     request_deadlines: VecDeque<(Instant, u64)>,
     /// The lowest and highest request ids the node issued so far, to any peer, as the
     /// node last said ([`Socket::set_issued`]): a RESPONSE outside them answers
@@ -356,7 +360,7 @@ impl Socket {
             read_closed: false,
             write_shut: false,
             goodbye_received: false,
-            pending: HashSet::new(),
+            pending: HashMap::new(),
             request_deadlines: VecDeque::new(),
             issued: None,
             unanswered: HashMap::new(),
@@ -897,7 +901,7 @@ impl Socket {
                 }
             }
             Frame::Response { id, payload } => {
-                if self.pending.remove(&id) {
+                if self.pending.remove(&id).is_some() {
                     self.stats.frames_in += 1;
                     self.forget_answered();
                     events.push(Event::Response {
@@ -969,16 +973,16 @@ impl Socket {
     /// Drops deadlines of answered requests, so the queue stays within twice the
     /// pending-request cap whatever the request rate.
     fn forget_answered(&mut self) {
-        while let Some(&(_, id)) = self.request_deadlines.front() {
-            if self.pending.contains(&id) {
+        let pending = &self.pending;
+        let live = |(at, id): &(Instant, u64)| pending.get(id) == Some(at);
+        while let Some(entry) = self.request_deadlines.front() {
+            if live(entry) {
                 break;
             }
             self.request_deadlines.pop_front();
         }
         if self.request_deadlines.len() > 2 * self.limits.max_pending_requests {
-            let pending = &self.pending;
-            self.request_deadlines
-                .retain(|(_, id)| pending.contains(id));
+            self.request_deadlines.retain(live);
         }
     }
 
@@ -1088,9 +1092,9 @@ impl Socket {
             return Err(SendError::TooManyRequests(self.peer()));
         }
         self.send(&Frame::Request { id, payload })?;
-        self.pending.insert(id);
-        self.request_deadlines
-            .push_back((now + self.limits.request_timeout, id));
+        let deadline = now + self.limits.request_timeout;
+        self.pending.insert(id, deadline);
+        self.request_deadlines.push_back((deadline, id));
         Ok(())
     }
 
@@ -1181,7 +1185,7 @@ impl Socket {
         // Out of service nothing can be answered on it.
         self.unanswered = HashMap::new();
         self.unanswered_order = VecDeque::new();
-        let mut ids: Vec<u64> = self.pending.drain().collect();
+        let mut ids: Vec<u64> = self.pending.drain().map(|(id, _)| id).collect();
         ids.sort_unstable(); // a fixed order keeps runs reproducible
         for id in ids {
             out.push(Output::RequestFailed {
@@ -1303,7 +1307,8 @@ impl Socket {
                         break;
                     }
                     self.request_deadlines.pop_front();
-                    if self.pending.remove(&id) {
+                    if self.pending.get(&id) == Some(&at) {
+                        self.pending.remove(&id);
                         out.push(Output::RequestFailed {
                             id,
                             reason: RequestError::Timeout,
