@@ -48,7 +48,7 @@ pub struct Config {
     /// faults never bunch up that much is never closed. A connection remembers the
     /// instant of each rejection still inside the window, at most this many (16 bytes
     /// each). Late responses are not rejected frames (`PeerStats::late_responses`).
-    /// Default 100.
+    /// Default 100; at most [`MAX_PER_PEER_TABLE`].
     pub max_rejected_frames: u32,
     /// The length of the sliding window over which [`Config::max_rejected_frames`]
     /// counts. Default 60 s.
@@ -106,7 +106,8 @@ pub struct Config {
     /// its id: a REQUEST over it makes the node forget the oldest unanswered one
     /// (counted in `PeerStats::forgotten_requests`; responding to it fails with
     /// `SendError::UnknownRequest`), so a peer flooding requests or an application
-    /// ignoring some takes no more memory and wedges nothing. Default 1024.
+    /// ignoring some takes no more memory and wedges nothing. Default 1024; at most
+    /// [`MAX_PER_PEER_TABLE`].
     pub max_pending_requests: usize,
     /// How long a graceful close may take to flush and hear the peer close. Default 5 s.
     pub close_timeout: Duration,
@@ -290,6 +291,11 @@ pub enum ConfigError {
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The largest count a config may set for queues and caches.
 pub const MAX_COUNT: usize = 1 << 40;
+/// The largest [`Config::max_rejected_frames`] and [`Config::max_pending_requests`]:
+/// each sizes a table every connection holds and its peer fills at will (an instant
+/// per rejected frame in the window, 16 bytes; an entry per unanswered REQUEST, about
+/// 50 bytes), so at most about 1 MiB and 3 MiB per connection.
+pub const MAX_PER_PEER_TABLE: usize = 1 << 16;
 
 impl Config {
     /// The smallest `max_write_buffer` [`Config::validate`] accepts with this
@@ -364,6 +370,14 @@ impl Config {
             }
         }
         for (name, value) in [
+            ("max_rejected_frames", self.max_rejected_frames as usize),
+            ("max_pending_requests", self.max_pending_requests),
+        ] {
+            if value > MAX_PER_PEER_TABLE {
+                return Err(ConfigError::TooLarge(name));
+            }
+        }
+        for (name, value) in [
             ("max_inbound", self.max_inbound),
             ("max_outbound", self.max_outbound),
             ("max_write_buffer_total", self.max_write_buffer_total),
@@ -434,6 +448,36 @@ mod tests {
     #[test]
     fn default_is_valid() {
         assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn thresholds_that_size_a_table_a_peer_fills_are_capped() {
+        // Each is the size of a per-connection table a peer fills at will (one
+        // instant per rejected frame in the window; one entry per unanswered
+        // REQUEST), so "never close" or "never limit my requests" must not read as
+        // gigabytes per connection.
+        let at_cap = Config {
+            max_rejected_frames: MAX_PER_PEER_TABLE as u32,
+            max_pending_requests: MAX_PER_PEER_TABLE,
+            ..Config::default()
+        };
+        assert_eq!(at_cap.validate(), Ok(()));
+        let c = Config {
+            max_rejected_frames: u32::MAX,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::TooLarge("max_rejected_frames"))
+        );
+        let c = Config {
+            max_pending_requests: MAX_PER_PEER_TABLE + 1,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::TooLarge("max_pending_requests"))
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub mod protocol {}
 struct ReadmeDoctests;
 
 pub use bytes::Bytes;
-pub use config::{Config, ConfigError, MAX_COUNT, MAX_DURATION};
+pub use config::{Config, ConfigError, MAX_COUNT, MAX_DURATION, MAX_PER_PEER_TABLE};
 pub use error::{CloseReason, DialError, Error, HandleError, RequestError, SendError};
 pub use event::{Direction, Event, GossipId, RequestId};
 pub use handle::Handle;

@@ -739,6 +739,98 @@ fn a_request_flood_keeps_the_unanswered_table_at_its_cap_and_forgets_the_oldest(
 }
 
 #[test]
+fn an_id_reused_after_its_answer_is_forgotten_in_its_new_place() {
+    // The protocol frees an id once answered; the request reusing it is the newest,
+    // and the oldest unanswered one must still go first at the cap.
+    let four = Config {
+        max_pending_requests: 4,
+        ..config()
+    };
+    let mut pair = Pair::new(config(), four);
+    pair.step();
+    let now = pair.now;
+    let request = |id: u64| {
+        frame_bytes(&Frame::Request {
+            id,
+            payload: Bytes::new(),
+        })
+    };
+    let rid = crate::event::RequestId;
+    for n in [1, 2, 3] {
+        inject(&mut pair.b, &request(n), now);
+    }
+    pair.b.node.respond(&id(1), rid(2), Bytes::new()).unwrap();
+    // Arrival order of the unanswered ones now: 1, 3, 2, 4, 5, 6.
+    for n in [2, 4, 5, 6] {
+        inject(&mut pair.b, &request(n), now);
+    }
+    let stats = pair.b.node.peer_stats(&id(1)).unwrap();
+    assert_eq!(stats.forgotten_requests, 2);
+    let unknown = |n| {
+        Err(SendError::UnknownRequest {
+            peer: id(1),
+            id: rid(n),
+        })
+    };
+    for n in [1, 3] {
+        let refused = pair.b.node.respond(&id(1), rid(n), Bytes::new());
+        assert_eq!(
+            refused,
+            unknown(n),
+            "{n}, among the two oldest, is forgotten"
+        );
+    }
+    for n in [2, 4, 5, 6] {
+        pair.b.node.respond(&id(1), rid(n), Bytes::new()).unwrap();
+    }
+}
+
+#[test]
+fn a_request_reusing_an_answered_id_gets_its_whole_timeout() {
+    // The simulator lets the application choose request ids; one used again once
+    // answered must not inherit the deadline of its first use.
+    let mut pair = Pair::connected();
+    let rid = crate::event::RequestId;
+    let second = Duration::from_secs(1);
+    let request = |pair: &mut Pair, n: u64| {
+        let now = pair.now;
+        pair.a
+            .node
+            .request_with_id(&id(2), rid(n), Bytes::new(), now)
+            .unwrap();
+        pair.step();
+    };
+    request(&mut pair, 1); // never answered: it keeps older deadlines in front
+    pair.elapse(second);
+    request(&mut pair, 2);
+    pair.b.node.respond(&id(1), rid(2), Bytes::new()).unwrap();
+    pair.step();
+    pair.elapse(second);
+    request(&mut pair, 2); // sent at 2 s: due at 7 s (request_timeout 5 s)
+    pair.a.events.clear();
+    let timed_out = |pair: &Pair| -> Vec<u64> {
+        pair.a
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::RequestFailed {
+                    id,
+                    reason: RequestError::Timeout,
+                    ..
+                } => Some(id.0),
+                _ => None,
+            })
+            .collect()
+    };
+    for _ in 3..=6 {
+        pair.elapse(second);
+    }
+    assert_eq!(timed_out(&pair), vec![1], "at 6 s only the first is due");
+    pair.elapse(second);
+    assert_eq!(timed_out(&pair), vec![1, 2]);
+}
+
+#[test]
 fn a_request_reusing_an_unanswered_id_is_rejected() {
     let mut pair = Pair::connected();
     let now = pair.now;

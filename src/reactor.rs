@@ -154,16 +154,24 @@ pub struct Network {
     now: Instant,
 }
 
+/// Where this node's request ids start: at random in 1..=2^63, so that a peer's late
+/// answer to a request of an earlier run of this node (the same key, a new process)
+/// does not carry an id this run has issued: it would be taken for the answer to
+/// another request. The ids then count up from there, 2^63 of them before any wrap.
+fn first_request_id(rng: &mut Rng) -> u64 {
+    (rng.next_u64() >> 1) + 1
+}
+
 impl Network {
     /// A node with `config`; it neither listens nor dials yet.
     pub fn new(config: Config) -> Result<Network, Error> {
         config.validate()?;
         let key = local_key(&config)?;
-        let rng = Rng::secure().map_err(Error::Random)?;
+        let mut rng = Rng::secure().map_err(Error::Random)?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let woken = Arc::new(AtomicBool::new(false));
-        let request_ids = Arc::new(AtomicU64::new(1));
+        let request_ids = Arc::new(AtomicU64::new(first_request_id(&mut rng)));
         let (tx, commands) = sync_channel(config.command_queue);
         let handle = Handle::new(tx, waker.clone(), woken.clone(), request_ids.clone());
         if config.security == Security::Plaintext {

@@ -27,13 +27,18 @@ use crate::secret::SecretKey;
 /// * A remote public key must be canonical (below p = 2^255 - 19, bit 255 clear) and
 ///   of large order, and no DH result may be all zeros: otherwise the DH fails, and
 ///   with it the handshake (Noise §12.1 lets a DH refuse an invalid key). So a peer
-///   cannot present a low-order key without holding a private key, and a key has one
-///   encoding, hence one peer id. Any key this or any RFC 7748 implementation
-///   generates passes.
+///   cannot present a low-order key without holding a private key. The crate's
+///   handshake also requires the remote static key to lie in the prime-order
+///   subgroup (not a real key plus a low-order point, which every DH reads as the
+///   real key), so that a private key has one public key, hence one peer id; this
+///   resolver cannot tell a static key from an ephemeral one, so snow driven
+///   directly does not check that. Any key this or any RFC 7748 implementation
+///   generates passes both.
 ///
 /// A handshake then costs two base-point multiplications and six variable-base ones
 /// (three per side), 1.4 times as many handshakes per second as with snow's own X25519
-/// (`cargo bench --bench handshake`).
+/// (`cargo bench --bench handshake`). The crate's handshake adds one more per side,
+/// outside the resolver: the subgroup check of the remote static key.
 ///
 /// One resolver serves one handshake at a time: snow builds every key of a handshake
 /// from the resolver it was given, and they share what they learn.
@@ -256,6 +261,11 @@ pub(crate) enum BadKey {
     /// A point of order 1, 2, 4 or 8 (on the curve or its twist): every secret
     /// multiplies it to zero, so a peer could present it without holding any key.
     LowOrder,
+    /// Not in the prime-order subgroup every real public key lies in: on the twist,
+    /// or a real key plus a point of order 2, 4 or 8. X25519 with any clamped secret
+    /// (a multiple of 8) maps such a sum to the same results as the real key, so
+    /// accepted as a static key it would give one private key up to eight peer ids.
+    OutsideSubgroup,
 }
 
 /// The canonical encodings of the low-order points (RFC 7748 §6.1; libsodium's
@@ -300,6 +310,24 @@ pub(crate) fn check_remote_key(u: &[u8; 32]) -> Result<(), BadKey> {
         return Err(BadKey::LowOrder);
     }
     Ok(())
+}
+
+/// Whether `u` may be a peer's static key, its peer id: [`check_remote_key`], and a
+/// point of the prime-order subgroup, as `secret * 9` is for every secret, so that
+/// the holder of one private key has one id. Ephemeral keys need not pass this: the
+/// torsion part of a large-order point vanishes in every DH, and they name no one.
+/// One variable-base multiplication (by the subgroup's order), about a DH's cost,
+/// paid once per handshake.
+pub(crate) fn check_static_key(u: &[u8; 32]) -> Result<(), BadKey> {
+    check_remote_key(u)?;
+    let point = MontgomeryPoint(*u)
+        .to_edwards(0)
+        .ok_or(BadKey::OutsideSubgroup)?;
+    if point.is_torsion_free() {
+        Ok(())
+    } else {
+        Err(BadKey::OutsideSubgroup)
+    }
 }
 
 /// The X25519 public key of `secret` (RFC 7748: the clamped secret times the base
@@ -615,6 +643,41 @@ mod tests {
             rng.fill(&mut u);
             u[31] &= 0x7f;
             assert!(dh.dh(&u, &mut out).is_ok(), "u = {u:02x?}");
+        }
+    }
+
+    #[test]
+    fn static_keys_must_lie_in_the_prime_order_subgroup() {
+        use curve25519_dalek::constants::EIGHT_TORSION;
+        let mut rng = Rng::from_seed(19);
+        let mut twist = 0;
+        for _ in 0..32 {
+            let mut secret = [0u8; 32];
+            rng.fill(&mut secret);
+            // Every real key passes; plus any torsion point but the identity, it fails.
+            let real = public_key(&secret);
+            assert_eq!(check_static_key(&real), Ok(()));
+            let point = MontgomeryPoint(real).to_edwards(0).unwrap();
+            for t in &EIGHT_TORSION[1..] {
+                let alias = (point + t).to_montgomery().to_bytes();
+                assert_eq!(check_remote_key(&alias), Ok(()), "canonical, large order");
+                assert_eq!(check_static_key(&alias), Err(BadKey::OutsideSubgroup));
+                // The very DH results of the real key: why it would be a second id.
+                assert_eq!(x25519(&[7u8; 32], &alias), x25519(&[7u8; 32], &real));
+            }
+            // A random canonical u: the checks agree with dalek's own.
+            let mut u = [0u8; 32];
+            rng.fill(&mut u);
+            u[31] &= 0x7f;
+            let in_subgroup = MontgomeryPoint(u)
+                .to_edwards(0)
+                .is_some_and(|p| p.is_torsion_free());
+            twist += usize::from(MontgomeryPoint(u).to_edwards(0).is_none());
+            assert_eq!(check_static_key(&u).is_ok(), in_subgroup, "u = {u:02x?}");
+        }
+        assert!(twist > 0, "the twist is covered");
+        for u in LOW_ORDER {
+            assert_eq!(check_static_key(&u), Err(BadKey::LowOrder));
         }
     }
 

@@ -292,6 +292,15 @@ impl NoiseHandshake {
             state
                 .read_message(&message, &mut payload)
                 .map_err(noise_error)?;
+            // As soon as it is known, before our next message: the DHs it entered
+            // refused a non-canonical or low-order key, not a real key plus torsion.
+            if let Some(remote) = state.get_remote_static() {
+                let remote: &[u8; 32] = remote
+                    .try_into()
+                    .map_err(|_| HandshakeError::Noise("remote static key not 32 bytes".into()))?;
+                crate::resolver::check_static_key(remote)
+                    .map_err(|bad| HandshakeError::Noise(format!("remote static key: {bad:?}")))?;
+            }
             self.write_if_my_turn(tx)?;
         }
     }
@@ -305,9 +314,8 @@ impl NoiseHandshake {
             .get_remote_static()
             .and_then(|key| key.try_into().ok())
             .ok_or(HandshakeError::Noise("no remote static key".into()))?;
-        // Canonical and of large order, so the key's only id: it entered a DH of
-        // `NoiseResolver` (es or se) before the handshake could end, and that DH
-        // refuses any other key.
+        // Canonical, of large order (the DH it entered, es or se, refuses any other
+        // key) and in the prime-order subgroup (`read` checked): the key's only id.
         // Noise's Split: the initiator sends with the first key, the responder with the
         // second. The record layer seals with ring directly, in place (see
         // `Transport::seal`), so it takes the raw keys instead of snow's transport.

@@ -1,6 +1,6 @@
 //! One connection's sans-IO state machine: preamble, handshake, frames, timers, close.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -250,19 +250,28 @@ pub(crate) struct Socket {
     /// The peer said GOODBYE: nothing more comes, so once our side is flushed and
     /// shut there is no EOF to wait for.
     goodbye_received: bool,
-    pending: HashSet<u64>,
-    /// Request deadlines in send order; the timeout is fixed, so the front is the earliest.
+    /// Our requests waiting for a response, each with its deadline.
+    pending: HashMap<u64, Instant>,
+    /// Request deadlines in send order; the timeout is fixed, so the front is the
+    /// earliest. An entry counts only while it is its id's deadline in `pending`: an
+    /// id used again once answered (the simulator lets the application choose ids)
+    /// must not time out at its first use's deadline.
     request_deadlines: VecDeque<(Instant, u64)>,
     /// The lowest and highest request ids the node issued so far, to any peer, as the
     /// node last said ([`Socket::set_issued`]): a RESPONSE outside them answers
     /// nothing we ever asked.
     issued: Option<(u64, u64)>,
     /// Ids of the peer's requests delivered and not yet answered, at most
-    /// `max_pending_requests`: what `respond` may answer on this connection.
-    unanswered: HashSet<u64>,
-    /// The same ids in arrival order, to forget the oldest; answered ones are left
-    /// in place and skipped, the queue compacted when it reaches twice the cap.
-    unanswered_order: VecDeque<u64>,
+    /// `max_pending_requests`, each with the number of its arrival: what `respond`
+    /// may answer on this connection.
+    unanswered: HashMap<u64, u64>,
+    /// The same in arrival order, to forget the oldest; answered ones are left in
+    /// place and skipped, the queue compacted when it reaches twice the cap. An
+    /// entry counts only while its arrival number is the id's: the protocol frees an
+    /// id once answered, and a request reusing it arrives anew, behind the others.
+    unanswered_order: VecDeque<(u64, u64)>,
+    /// Requests the peer sent on this connection: the next arrival number.
+    arrivals: u64,
     /// Rejected frames so far, for the event.
     rejected: u32,
     /// Rejected frames of the last `rejected_frames_window`: `max_rejected_frames`
@@ -351,11 +360,12 @@ impl Socket {
             read_closed: false,
             write_shut: false,
             goodbye_received: false,
-            pending: HashSet::new(),
+            pending: HashMap::new(),
             request_deadlines: VecDeque::new(),
             issued: None,
-            unanswered: HashSet::new(),
+            unanswered: HashMap::new(),
             unanswered_order: VecDeque::new(),
+            arrivals: 0,
             rejected: 0,
             rejected_recently: SlidingWindow::new(config.rejected_frames_window),
             gossip_limit: GossipLimit::new(config, now),
@@ -447,12 +457,12 @@ impl Socket {
 
     /// Whether the peer's request `id` came on this connection and is unanswered.
     pub(crate) fn holds_request(&self, id: u64) -> bool {
-        self.unanswered.contains(&id)
+        self.unanswered.contains_key(&id)
     }
 
     /// The peer's request `id` was answered: it may not be answered again.
     pub(crate) fn answered(&mut self, id: u64) {
-        if self.unanswered.remove(&id) {
+        if self.unanswered.remove(&id).is_some() {
             self.prune_unanswered();
         }
     }
@@ -461,8 +471,9 @@ impl Socket {
     /// forgotten first, counted.
     fn remember_request(&mut self, id: u64) {
         if self.unanswered.len() >= self.limits.max_pending_requests {
-            while let Some(oldest) = self.unanswered_order.pop_front() {
-                if self.unanswered.remove(&oldest) {
+            while let Some((arrival, oldest)) = self.unanswered_order.pop_front() {
+                if self.unanswered.get(&oldest) == Some(&arrival) {
+                    self.unanswered.remove(&oldest);
                     self.stats.forgotten_requests += 1;
                     log::debug!(
                         "forgot request {oldest} of {:?}: {} newer ones unanswered",
@@ -473,23 +484,26 @@ impl Socket {
                 }
             }
         }
-        self.unanswered.insert(id);
-        self.unanswered_order.push_back(id);
+        let arrival = self.arrivals;
+        self.arrivals += 1;
+        self.unanswered.insert(id, arrival);
+        self.unanswered_order.push_back((arrival, id));
         self.prune_unanswered();
     }
 
     /// Drops answered ids from the front of the arrival order, and compacts it once
     /// it holds twice the cap, so it stays within that whatever the order of answers.
     fn prune_unanswered(&mut self) {
-        while let Some(id) = self.unanswered_order.front() {
-            if self.unanswered.contains(id) {
+        let unanswered = &self.unanswered;
+        let live = |&(arrival, id): &(u64, u64)| unanswered.get(&id) == Some(&arrival);
+        while let Some(entry) = self.unanswered_order.front() {
+            if live(entry) {
                 break;
             }
             self.unanswered_order.pop_front();
         }
         if self.unanswered_order.len() >= 2 * self.limits.max_pending_requests {
-            let unanswered = &self.unanswered;
-            self.unanswered_order.retain(|id| unanswered.contains(id));
+            self.unanswered_order.retain(live);
         }
     }
 
@@ -887,7 +901,7 @@ impl Socket {
                 }
             }
             Frame::Response { id, payload } => {
-                if self.pending.remove(&id) {
+                if self.pending.remove(&id).is_some() {
                     self.stats.frames_in += 1;
                     self.forget_answered();
                     events.push(Event::Response {
@@ -915,7 +929,7 @@ impl Socket {
                 });
             }
             Frame::Request { id, payload } => {
-                if self.unanswered.contains(&id) {
+                if self.unanswered.contains_key(&id) {
                     return self.reject(Reject::DuplicateRequest(id), now, out, events);
                 }
                 self.stats.frames_in += 1;
@@ -959,16 +973,16 @@ impl Socket {
     /// Drops deadlines of answered requests, so the queue stays within twice the
     /// pending-request cap whatever the request rate.
     fn forget_answered(&mut self) {
-        while let Some(&(_, id)) = self.request_deadlines.front() {
-            if self.pending.contains(&id) {
+        let pending = &self.pending;
+        let live = |(at, id): &(Instant, u64)| pending.get(id) == Some(at);
+        while let Some(entry) = self.request_deadlines.front() {
+            if live(entry) {
                 break;
             }
             self.request_deadlines.pop_front();
         }
         if self.request_deadlines.len() > 2 * self.limits.max_pending_requests {
-            let pending = &self.pending;
-            self.request_deadlines
-                .retain(|(_, id)| pending.contains(id));
+            self.request_deadlines.retain(live);
         }
     }
 
@@ -1078,9 +1092,9 @@ impl Socket {
             return Err(SendError::TooManyRequests(self.peer()));
         }
         self.send(&Frame::Request { id, payload })?;
-        self.pending.insert(id);
-        self.request_deadlines
-            .push_back((now + self.limits.request_timeout, id));
+        let deadline = now + self.limits.request_timeout;
+        self.pending.insert(id, deadline);
+        self.request_deadlines.push_back((deadline, id));
         Ok(())
     }
 
@@ -1169,9 +1183,9 @@ impl Socket {
         self.paused_left = None;
         self.request_deadlines.clear();
         // Out of service nothing can be answered on it.
-        self.unanswered = HashSet::new();
+        self.unanswered = HashMap::new();
         self.unanswered_order = VecDeque::new();
-        let mut ids: Vec<u64> = self.pending.drain().collect();
+        let mut ids: Vec<u64> = self.pending.drain().map(|(id, _)| id).collect();
         ids.sort_unstable(); // a fixed order keeps runs reproducible
         for id in ids {
             out.push(Output::RequestFailed {
@@ -1293,7 +1307,8 @@ impl Socket {
                         break;
                     }
                     self.request_deadlines.pop_front();
-                    if self.pending.remove(&id) {
+                    if self.pending.get(&id) == Some(&at) {
+                        self.pending.remove(&id);
                         out.push(Output::RequestFailed {
                             id,
                             reason: RequestError::Timeout,

@@ -512,3 +512,50 @@ fn a_request_made_long_after_the_last_turn_gets_its_whole_timeout() {
         }]
     );
 }
+
+#[test]
+fn a_late_answer_to_a_request_from_before_the_peer_restarted_answers_nothing() {
+    // A restarted peer keeps its id but numbers its requests afresh. Were the numbers
+    // to start where they did last time, the late answer to its old request would
+    // answer its new one, which asked something else.
+    let (mut server, addr) = node();
+    let server_id = server.local_id();
+    let client = || {
+        listening(Config {
+            peer_id: Some(id(3)),
+            ..plain()
+        })
+    };
+    let request_of = |log: &Log, payload: &'static str| {
+        of(log, 1).into_iter().find_map(|e| match e {
+            Event::Request { id, payload: p, .. } if p == payload => Some(id),
+            _ => None,
+        })
+    };
+    let (mut before, _) = client();
+    connect(&mut before, &mut server, addr);
+    let old = before.request(&server_id, "old").unwrap();
+    let log = run_until(&mut [&mut before, &mut server], 400, |_, log| {
+        request_of(log, "old").is_some()
+    });
+    assert_eq!(request_of(&log, "old"), Some(old));
+    drop(before);
+    run_until(&mut [&mut server], 400, |_, log| {
+        has(log, 0, |e| matches!(e, Event::PeerDisconnected { .. }))
+    });
+    let (mut after, _) = client();
+    connect(&mut after, &mut server, addr);
+    let new = after.request(&server_id, "new").unwrap();
+    let log = run_until(&mut [&mut after, &mut server], 400, |_, log| {
+        request_of(log, "new").is_some()
+    });
+    assert_eq!(request_of(&log, "new"), Some(new));
+    assert_eq!(
+        server.respond(&id(3), old, "the answer to old"),
+        Err(SendError::UnknownRequest {
+            peer: id(3),
+            id: old
+        }),
+        "the old request went with its connection"
+    );
+}

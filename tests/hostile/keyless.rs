@@ -374,6 +374,32 @@ fn the_bit_255_alias_of_a_real_key_fails_the_handshake_in_both_roles() {
     );
 }
 
+/// The real key plus each point of the curve's 8-torsion but the identity: seven
+/// other u-coordinates, canonical and of large order, that X25519 with any clamped
+/// secret (a multiple of 8) maps to the very same results as the real key.
+fn torsion_aliases() -> Vec<[u8; 32]> {
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::montgomery::MontgomeryPoint;
+    let real = MontgomeryPoint(real_public())
+        .to_edwards(0)
+        .expect("a real key is on the curve");
+    EIGHT_TORSION[1..]
+        .iter()
+        .map(|t| (real + t).to_montgomery().to_bytes())
+        .collect()
+}
+
+#[test]
+fn the_torsion_aliases_of_a_real_key_fail_the_handshake_in_both_roles() {
+    let forgeries = torsion_aliases().into_iter().map(|claimed| Forgery {
+        static_key: true,
+        claimed,
+        zeros: false,
+    });
+    let accepted = accepted(forgeries);
+    assert!(accepted.is_empty(), "more ids for one key: {accepted:#?}");
+}
+
 #[test]
 fn the_harness_with_the_real_key_connects_in_both_roles() {
     // The control: the same forging resolver, presenting the real key, is an honest
