@@ -28,12 +28,12 @@ flags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 started=$(date +%s)
 bins=()
 for t in "${targets[@]}"; do bins+=(--bin "$t"); done
-if ! RUSTFLAGS="$(echo $flags)" cargo build --release --target "$host" "${bins[@]}"; then
+if ! RUSTFLAGS="$(echo $flags)" cargo build --locked --release --target "$host" "${bins[@]}"; then
   echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
   echo "!!! FUZZING DEGRADED: libFuzzer could not be built. Replaying the corpora and"
   echo "!!! random mutations of them instead, WITHOUT coverage guidance."
   echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
-  cargo build --release --no-default-features --bin replay || exit 1
+  cargo build --locked --release --no-default-features --bin replay || exit 1
   exec ./target/release/replay "$seconds" "${targets[@]}"
 fi
 echo "fuzz: built in $(( $(date +%s) - started ))s"
