@@ -42,10 +42,10 @@ failed=()
 for t in "${targets[@]}"; do
   mkdir -p "target/corpus/$t" "artifacts/$t"
   echo "== fuzz $t for ${seconds}s"
-  # The first folder receives new inputs; -close_fd_mask=3 keeps the node's logs quiet.
+  # The first folder receives new inputs; keeps the node's logs quiet.
   if ! "./target/$host/release/$t" "target/corpus/$t" "corpus/$t" \
       -max_total_time="$seconds" -max_len=16384 -timeout=20 -rss_limit_mb=2048 \
-      -artifact_prefix="artifacts/$t/" -print_final_stats=1 -close_fd_mask=3 \
+      -artifact_prefix="artifacts/$t/" -print_final_stats=1 \
       2> "target/$t.log"; then
     failed+=("$t")
     tail -40 "target/$t.log"

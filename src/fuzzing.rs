@@ -247,14 +247,15 @@ impl Peer {
         }
     }
 
-    /// Reads bytes the node wrote.
-    fn read(&mut self, bytes: &[u8]) {
+    /// Reads bytes the node wrote. `tampered`: the node read bytes this peer did not
+    /// send, so its handshake may rightly fail here.
+    fn read(&mut self, bytes: &[u8], tampered: bool) {
         if self.gave_up {
             return;
         }
         self.rx.extend_from_slice(bytes);
         if self.transport.is_none() {
-            self.read_handshake();
+            self.read_handshake(tampered);
         }
         let Some(transport) = self.transport.as_mut() else {
             return;
@@ -275,7 +276,7 @@ impl Peer {
         }
     }
 
-    fn read_handshake(&mut self) {
+    fn read_handshake(&mut self, tampered: bool) {
         if self.rx.len() < PREAMBLE_LEN {
             return;
         }
@@ -300,6 +301,7 @@ impl Peer {
         match self.handshake.read(&mut self.rx, &mut self.tx) {
             Ok(Some(established)) => self.transport = Some(established.transport),
             Ok(None) => {}
+            Err(_) if tampered => self.gave_up = true,
             Err(e) => panic!("the node's handshake bytes are invalid: {e}"),
         }
     }
@@ -341,6 +343,8 @@ struct Link {
     remote: Option<PeerId>,
     /// The node freed the socket.
     gone: bool,
+    /// The fuzzer's own bytes went to the node beside the real peer's.
+    tampered: bool,
     /// What the real peer sent, as it was cut (for seed corpora).
     log: Vec<Vec<u8>>,
 }
@@ -489,6 +493,7 @@ impl Harness {
             peer,
             remote: None,
             gone: false,
+            tampered: false,
             log: Vec::new(),
         });
     }
@@ -505,7 +510,9 @@ impl Harness {
             (0, Some(l)) => {
                 let n = input.byte() as usize;
                 let bytes = input.bytes(n);
-                self.links[l].to_node.extend(bytes);
+                let link = &mut self.links[l];
+                link.to_node.extend(bytes);
+                link.tampered |= !bytes.is_empty() && link.peer.is_some();
             }
             (1, Some(l)) => {
                 let n = input.u16() as usize % 8192;
@@ -635,7 +642,7 @@ impl Harness {
         let bytes = front(queue, n);
         self.node.written(link.conn, bytes.len(), self.now);
         if let Some(peer) = link.peer.as_mut() {
-            peer.read(&bytes);
+            peer.read(&bytes, link.tampered);
         }
         if self.node.wants_shutdown(link.conn) {
             self.node.write_shut(link.conn, self.now);
