@@ -430,8 +430,8 @@ impl Harness {
             last_request: None,
         };
         match scope {
-            Scope::Responder => harness.open_link(false, 2),
-            Scope::Initiator => harness.open_link(true, 2),
+            Scope::Responder => harness.open_link(false, 2, false),
+            Scope::Initiator => harness.open_link(true, 2, false),
             Scope::Node => {}
         }
         harness
@@ -458,8 +458,8 @@ impl Harness {
     }
 
     /// Opens a connection whose far end has identity `n` (1 is the node's own: a
-    /// self-connection).
-    fn open_link(&mut self, outbound: bool, n: u8) {
+    /// self-connection). A dial stays connecting when `pending` (op 15 ends it).
+    fn open_link(&mut self, outbound: bool, n: u8, pending: bool) {
         if self.links.len() >= Self::MAX_LINKS {
             return;
         }
@@ -474,7 +474,9 @@ impl Harness {
             let Ok(conn) = self.node.dial(addr, self.now) else {
                 return;
             };
-            self.node.connected(conn, self.now);
+            if !pending {
+                self.node.connected(conn, self.now);
+            }
             conn
         } else {
             let Some(conn) = self.node.accept(addr, self.now) else {
@@ -601,9 +603,20 @@ impl Harness {
             }
             (14, _) if app => {
                 let n = 1 + input.byte() % 3;
-                self.open_link(pick & 1 == 0, n);
+                self.open_link(pick & 1 == 0, n, pick & 2 == 2);
             }
             (15, _) if app && pick == 0xff => self.node.shutdown(self.now),
+            (15, Some(l)) if app => {
+                let conn = self.links[l].conn;
+                if !self.links[l].gone && self.node.phase(conn) == Some(Phase::Opening) {
+                    if pick & 0x80 == 0 {
+                        self.node.connected(conn, self.now);
+                    } else {
+                        let refused = std::io::ErrorKind::ConnectionRefused;
+                        self.node.connect_failed(conn, refused, self.now);
+                    }
+                }
+            }
             _ => {}
         }
     }
