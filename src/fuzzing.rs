@@ -720,6 +720,8 @@ impl Harness {
         );
         assert!(stats.pending_requests <= stats.connections * c.max_pending_requests);
         assert!(stats.gossip_ids <= c.gossip_cache_size);
+        assert!(stats.handshaking <= c.max_pending_handshakes + c.max_pending_dials);
+        assert!(stats.peers <= c.max_inbound + c.max_outbound);
         for link in self.links.iter().filter(|l| !l.gone) {
             let Some(peer) = link.remote else { continue };
             if let Some(queued) = self.node.queued(&peer) {
