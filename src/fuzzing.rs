@@ -222,7 +222,8 @@ struct Peer {
     tx: BytesMut,
     /// The node's preamble arrived and passed.
     preamble_read: bool,
-    /// The node's preamble was refused: this peer stops reading.
+    /// The node's handshake failed after the fuzzer tampered with its input: this
+    /// peer stops reading.
     gave_up: bool,
 }
 
@@ -289,9 +290,8 @@ impl Peer {
             let theirs: [u8; PREAMBLE_LEN] = self.rx[..PREAMBLE_LEN]
                 .try_into()
                 .unwrap_or([0; PREAMBLE_LEN]);
-            if Preamble::check(&theirs, &self.preamble).is_err() {
-                self.gave_up = true;
-                return;
+            if let Err(e) = Preamble::check(&theirs, &self.preamble) {
+                panic!("a peer on the node's network refuses its preamble: {e}");
             }
             let _ = self.rx.split_to(PREAMBLE_LEN);
             self.preamble_read = true;
