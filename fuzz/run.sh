@@ -42,7 +42,7 @@ failed=()
 for t in "${targets[@]}"; do
   mkdir -p "target/corpus/$t" "artifacts/$t"
   echo "== fuzz $t for ${seconds}s"
-  # The first folder receives new inputs; keeps the node's logs quiet.
+  # New inputs go to the first folder; the committed corpus is only read.
   if ! "./target/$host/release/$t" "target/corpus/$t" "corpus/$t" \
       -max_total_time="$seconds" -max_len=16384 -timeout=20 -rss_limit_mb=2048 \
       -artifact_prefix="artifacts/$t/" -print_final_stats=1 \
