@@ -52,6 +52,10 @@ mod bucket;
 mod config;
 mod error;
 mod event;
+// NOT API: hooks for the fuzz targets in fuzz/, behind the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod gossip;
 mod handle;
 #[cfg(feature = "noise")]

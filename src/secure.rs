@@ -424,6 +424,16 @@ pub(crate) struct DecryptFailed;
 pub(crate) struct EncryptFailed;
 
 impl Transport {
+    /// A noise transport from raw keys, without a handshake: the record-layer fuzz
+    /// target runs many inputs a second, a handshake each would dominate.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn noise_from_keys(send: &[u8; 32], recv: &[u8; 32]) -> Option<Transport> {
+        Some(Transport::Noise(Box::new(NoiseTransport {
+            send: RecordKey::new(send)?,
+            recv: RecordKey::new(recv)?,
+        })))
+    }
+
     /// Whether frames must go through [`Transport::seal`] before the wire.
     pub(crate) fn encrypts(&self) -> bool {
         !matches!(self, Transport::Plaintext)
