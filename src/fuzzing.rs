@@ -70,7 +70,7 @@ fn identity(security: Security, n: u8) -> LocalKey {
     };
     LocalKey {
         id,
-        secret,
+        secret: secret.into(),
         ephemeral_seed: Some(u64::from(n)),
     }
 }
