@@ -626,9 +626,9 @@ fn late_responses_are_counted_late_and_never_close_the_peer() {
     assert_eq!(pair.a.node.stats().totals.late_responses, 10);
 }
 
-#[test]
-fn rejected_frames_spread_over_more_than_the_window_never_close_the_peer_but_a_burst_does() {
-    // Three a window (60 s, the default); the peers ping each other meanwhile.
+/// A connected pair whose b closes a at three rejected frames within the default
+/// window (60 s), its events cleared.
+fn pair_closing_at_three_rejections() -> Pair {
     let strict = Config {
         max_rejected_frames: 3,
         ..config()
@@ -636,18 +636,28 @@ fn rejected_frames_spread_over_more_than_the_window_never_close_the_peer_but_a_b
     let mut pair = Pair::new(config(), strict);
     pair.step();
     pair.b.events.clear();
-    let empty_frame = [0u8, 0, 0, 0];
+    pair
+}
+
+/// Feeds b one frame from a that it rejects (`len` = 0), now.
+fn reject_one(pair: &mut Pair) {
+    let now = pair.now;
+    inject(&mut pair.b, &[0u8, 0, 0, 0], now);
+}
+
+#[test]
+fn rejected_frames_spread_over_more_than_the_window_never_close_the_peer_but_a_burst_does() {
+    // Three a window (60 s, the default); the peers ping each other meanwhile.
+    let mut pair = pair_closing_at_three_rejections();
     for _ in 0..10 {
-        let now = pair.now;
-        inject(&mut pair.b, &empty_frame, now);
+        reject_one(&mut pair);
         pair.run_for(Duration::from_secs(60), Duration::from_secs(5));
     }
     assert!(pair.b.node.is_connected(&id(1)), "{:?}", pair.b.events);
     assert_eq!(pair.b.node.peer_stats(&id(1)).unwrap().rejected_frames, 10);
     pair.b.events.clear();
-    let now = pair.now;
     for _ in 0..3 {
-        inject(&mut pair.b, &empty_frame, now);
+        reject_one(&mut pair);
     }
     assert_eq!(
         pair.b.events.last(),
@@ -668,22 +678,13 @@ fn rejected_frames_spread_over_more_than_the_window_never_close_the_peer_but_a_b
 fn rejected_frames_spread_within_one_window_close_the_peer() {
     // The window is a sliding one, counted exactly: three rejections 25 s apart all
     // fall within 60 s, so the third closes, though none came in a burst.
-    let strict = Config {
-        max_rejected_frames: 3,
-        ..config()
-    };
-    let mut pair = Pair::new(config(), strict);
-    pair.step();
-    pair.b.events.clear();
-    let empty_frame = [0u8, 0, 0, 0];
+    let mut pair = pair_closing_at_three_rejections();
     for _ in 0..2 {
-        let now = pair.now;
-        inject(&mut pair.b, &empty_frame, now);
+        reject_one(&mut pair);
         pair.run_for(Duration::from_secs(25), Duration::from_secs(5));
     }
     assert!(pair.b.node.is_connected(&id(1)), "{:?}", pair.b.events);
-    let now = pair.now;
-    inject(&mut pair.b, &empty_frame, now);
+    reject_one(&mut pair);
     assert_eq!(
         pair.b.events.last(),
         Some(&Event::PeerDisconnected {
