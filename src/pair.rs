@@ -976,13 +976,7 @@ fn the_write_buffer_cap_refuses_sends_and_queues_nothing() {
 
 #[test]
 fn rejected_frames_are_counted_until_the_limit_then_goodbye_3() {
-    let c = Config {
-        max_rejected_frames: 3,
-        ..config()
-    };
-    let mut pair = Pair::new(config(), c);
-    pair.step();
-    pair.b.events.clear();
+    let mut pair = pair_closing_at_three_rejections();
     let now = pair.now;
     inject(&mut pair.b, &[0, 0, 0, 0], now); // len 0
     inject(&mut pair.b, &[0, 0, 0, 1, 0x55], now); // unknown kind
