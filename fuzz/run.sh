@@ -25,6 +25,14 @@ flags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
   -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares
   --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 
+# A lock file that no longer matches the crate's dependencies is a mistake in the
+# repository, not a fuzzer that cannot be built: say so rather than fall back.
+if ! cargo metadata --locked --format-version 1 >/dev/null 2>&1; then
+  echo "fuzz: fuzz/Cargo.lock does not match the dependencies (p2p's or the fuzz crate's);"
+  echo "fuzz: update it with: cargo update --workspace --manifest-path fuzz/Cargo.toml"
+  exit 1
+fi
+
 started=$(date +%s)
 bins=()
 for t in "${targets[@]}"; do bins+=(--bin "$t"); done
