@@ -148,7 +148,12 @@ fn send_until_admitted(
     until: Instant,
 ) -> Log {
     let mut all = Log::new();
-    for _ in 0..500 {
+    // Bounded by the deadline and a count: a drained bucket gains a token only every
+    // 1/rate seconds, and a release build tries many times in that while.
+    for _ in 0..1_000_000 {
+        if Instant::now() >= until {
+            break;
+        }
         let limited = target.peer_stats(&peer).map_or(0, |s| s.rate_limited);
         let duplicates = target.stats().duplicate_gossip;
         raw.send_frame(frame);
