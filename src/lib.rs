@@ -61,6 +61,7 @@ mod handle;
 #[cfg(feature = "noise")]
 mod keypair;
 mod network;
+mod ordered;
 #[cfg(test)]
 mod pair;
 mod peer;

@@ -1,6 +1,5 @@
 //! One connection's sans-IO state machine: preamble, handshake, frames, timers, close.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -11,6 +10,7 @@ use crate::config::Config;
 use crate::error::{CloseReason, RequestError, SendError};
 use crate::event::{Direction, Event, RequestId};
 use crate::gossip::{GossipLimit, RelayShare};
+use crate::ordered::OrderedIds;
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
@@ -250,26 +250,21 @@ pub(crate) struct Socket {
     /// The peer said GOODBYE: nothing more comes, so once our side is flushed and
     /// shut there is no EOF to wait for.
     goodbye_received: bool,
-    /// Our requests waiting for a response, each with its deadline.
-    pending: HashMap<u64, Instant>,
-    /// Request deadlines in send order; the timeout is fixed, so the front is the
-    /// earliest. An entry counts only while it is its id's deadline in `pending`: an
-    /// id used again once answered (the simulator lets the application choose ids)
-    /// must not time out at its first use's deadline.
-    request_deadlines: VecDeque<(Instant, u64)>,
+    /// Our requests waiting for a response, each with its deadline, in send order:
+    /// the timeout is fixed, so the first is the earliest. An id used again once
+    /// answered (the simulator lets the application choose ids) gets its new
+    /// deadline, not its first use's.
+    pending: OrderedIds<Instant>,
     /// The lowest and highest request ids the node issued so far, to any peer, as the
     /// node last said ([`Socket::set_issued`]): a RESPONSE outside them answers
     /// nothing we ever asked.
     issued: Option<(u64, u64)>,
     /// Ids of the peer's requests delivered and not yet answered, at most
-    /// `max_pending_requests`, each with the number of its arrival: what `respond`
-    /// may answer on this connection.
-    unanswered: HashMap<u64, u64>,
-    /// The same in arrival order, to forget the oldest; answered ones are left in
-    /// place and skipped, the queue compacted when it reaches twice the cap. An
-    /// entry counts only while its arrival number is the id's: the protocol frees an
-    /// id once answered, and a request reusing it arrives anew, behind the others.
-    unanswered_order: VecDeque<(u64, u64)>,
+    /// `max_pending_requests`, in arrival order (stamped with their arrival number),
+    /// to forget the oldest: what `respond` may answer on this connection. The
+    /// protocol frees an id once answered, and a request reusing it arrives anew,
+    /// behind the others.
+    unanswered: OrderedIds<u64>,
     /// Requests the peer sent on this connection: the next arrival number.
     arrivals: u64,
     /// Rejected frames so far, for the event.
@@ -360,11 +355,9 @@ impl Socket {
             read_closed: false,
             write_shut: false,
             goodbye_received: false,
-            pending: HashMap::new(),
-            request_deadlines: VecDeque::new(),
+            pending: OrderedIds::new(config.max_pending_requests),
             issued: None,
-            unanswered: HashMap::new(),
-            unanswered_order: VecDeque::new(),
+            unanswered: OrderedIds::new(config.max_pending_requests),
             arrivals: 0,
             rejected: 0,
             rejected_recently: SlidingWindow::new(config.rejected_frames_window),
@@ -457,54 +450,29 @@ impl Socket {
 
     /// Whether the peer's request `id` came on this connection and is unanswered.
     pub(crate) fn holds_request(&self, id: u64) -> bool {
-        self.unanswered.contains_key(&id)
+        self.unanswered.contains(id)
     }
 
     /// The peer's request `id` was answered: it may not be answered again.
     pub(crate) fn answered(&mut self, id: u64) {
-        if self.unanswered.remove(&id).is_some() {
-            self.prune_unanswered();
-        }
+        self.unanswered.remove(id);
     }
 
     /// Remembers the peer's request `id` as unanswered; at the cap the oldest is
     /// forgotten first, counted.
     fn remember_request(&mut self, id: u64) {
-        if self.unanswered.len() >= self.limits.max_pending_requests {
-            while let Some((arrival, oldest)) = self.unanswered_order.pop_front() {
-                if self.unanswered.get(&oldest) == Some(&arrival) {
-                    self.unanswered.remove(&oldest);
-                    self.stats.forgotten_requests += 1;
-                    log::debug!(
-                        "forgot request {oldest} of {:?}: {} newer ones unanswered",
-                        self.remote,
-                        self.unanswered.len()
-                    );
-                    break;
-                }
-            }
+        if self.unanswered.len() >= self.limits.max_pending_requests
+            && let Some((_, oldest)) = self.unanswered.pop_first()
+        {
+            self.stats.forgotten_requests += 1;
+            log::debug!(
+                "forgot request {oldest} of {:?}: {} newer ones unanswered",
+                self.remote,
+                self.unanswered.len()
+            );
         }
-        let arrival = self.arrivals;
+        self.unanswered.insert(id, self.arrivals);
         self.arrivals += 1;
-        self.unanswered.insert(id, arrival);
-        self.unanswered_order.push_back((arrival, id));
-        self.prune_unanswered();
-    }
-
-    /// Drops answered ids from the front of the arrival order, and compacts it once
-    /// it holds twice the cap, so it stays within that whatever the order of answers.
-    fn prune_unanswered(&mut self) {
-        let unanswered = &self.unanswered;
-        let live = |&(arrival, id): &(u64, u64)| unanswered.get(&id) == Some(&arrival);
-        while let Some(entry) = self.unanswered_order.front() {
-            if live(entry) {
-                break;
-            }
-            self.unanswered_order.pop_front();
-        }
-        if self.unanswered_order.len() >= 2 * self.limits.max_pending_requests {
-            self.unanswered_order.retain(live);
-        }
     }
 
     /// The lowest and highest request ids the node issued so far, to any peer.
@@ -901,9 +869,8 @@ impl Socket {
                 }
             }
             Frame::Response { id, payload } => {
-                if self.pending.remove(&id).is_some() {
+                if self.pending.remove(id).is_some() {
                     self.stats.frames_in += 1;
-                    self.forget_answered();
                     events.push(Event::Response {
                         peer: self.peer(),
                         id: RequestId(id),
@@ -929,7 +896,7 @@ impl Socket {
                 });
             }
             Frame::Request { id, payload } => {
-                if self.unanswered.contains_key(&id) {
+                if self.unanswered.contains(id) {
                     return self.reject(Reject::DuplicateRequest(id), now, out, events);
                 }
                 self.stats.frames_in += 1;
@@ -967,22 +934,6 @@ impl Socket {
                 self.remote,
                 self.addr
             );
-        }
-    }
-
-    /// Drops deadlines of answered requests, so the queue stays within twice the
-    /// pending-request cap whatever the request rate.
-    fn forget_answered(&mut self) {
-        let pending = &self.pending;
-        let live = |(at, id): &(Instant, u64)| pending.get(id) == Some(at);
-        while let Some(entry) = self.request_deadlines.front() {
-            if live(entry) {
-                break;
-            }
-            self.request_deadlines.pop_front();
-        }
-        if self.request_deadlines.len() > 2 * self.limits.max_pending_requests {
-            self.request_deadlines.retain(live);
         }
     }
 
@@ -1092,9 +1043,7 @@ impl Socket {
             return Err(SendError::TooManyRequests(self.peer()));
         }
         self.send(&Frame::Request { id, payload })?;
-        let deadline = now + self.limits.request_timeout;
-        self.pending.insert(id, deadline);
-        self.request_deadlines.push_back((deadline, id));
+        self.pending.insert(id, now + self.limits.request_timeout);
         Ok(())
     }
 
@@ -1181,11 +1130,9 @@ impl Socket {
         self.charged = 0;
         self.frame_deadline = None;
         self.paused_left = None;
-        self.request_deadlines.clear();
         // Out of service nothing can be answered on it.
-        self.unanswered = HashMap::new();
-        self.unanswered_order = VecDeque::new();
-        let mut ids: Vec<u64> = self.pending.drain().map(|(id, _)| id).collect();
+        self.unanswered.take_all();
+        let mut ids = self.pending.take_all();
         ids.sort_unstable(); // a fixed order keeps runs reproducible
         for id in ids {
             out.push(Output::RequestFailed {
@@ -1302,18 +1249,15 @@ impl Socket {
                 self.abort(CloseReason::WriteTimeout, out);
             }
             Phase::Open => {
-                while let Some(&(at, id)) = self.request_deadlines.front() {
+                while let Some((at, id)) = self.pending.first() {
                     if at > now {
                         break;
                     }
-                    self.request_deadlines.pop_front();
-                    if self.pending.get(&id) == Some(&at) {
-                        self.pending.remove(&id);
-                        out.push(Output::RequestFailed {
-                            id,
-                            reason: RequestError::Timeout,
-                        });
-                    }
+                    self.pending.remove(id);
+                    out.push(Output::RequestFailed {
+                        id,
+                        reason: RequestError::Timeout,
+                    });
                 }
                 if self.paused {
                     // Not read, so its silence tells nothing: the keepalive waits too.
@@ -1383,7 +1327,7 @@ impl Socket {
                 } else {
                     Some(self.last_recv + self.limits.ping_interval)
                 };
-                let request = self.request_deadlines.front().map(|&(at, _)| at);
+                let request = self.pending.first().map(|(at, _)| at);
                 [
                     keepalive,
                     request,
