@@ -384,19 +384,11 @@ impl Keypair {
         let mut text = Zeroizing::new(String::with_capacity(FILE_LEN));
         text.push_str(HEADER);
         text.push_str("\nsecret ");
-        for byte in self.secret.as_bytes() {
-            text.push(hex_digit(byte >> 4));
-            text.push(hex_digit(byte & 0xf));
-        }
+        crate::peer::write_hex(&mut text, self.secret.as_bytes());
         // The public key is no secret.
         let _ = write!(text, "\npublic {}\n", self.id);
         text
     }
-}
-
-/// The lowercase hex digit of a nibble.
-fn hex_digit(nibble: u8) -> char {
-    char::from(b"0123456789abcdef"[usize::from(nibble & 0xf)])
 }
 
 impl fmt::Debug for Keypair {

@@ -43,12 +43,18 @@ impl PeerId {
 
 /// Lowercase hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    use fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
+    write_hex(&mut s, bytes);
     s
+}
+
+/// Appends `bytes` to `out` in lowercase hex, within `out`'s capacity if it has room
+/// (the key file's text, which must not leave copies behind, relies on it).
+pub(crate) fn write_hex(out: &mut String, bytes: &[u8]) {
+    use fmt::Write;
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
 }
 
 impl fmt::Display for PeerId {
