@@ -75,6 +75,7 @@ mod secure;
 pub mod sim;
 mod slots;
 mod socket;
+mod timers;
 pub mod wire;
 
 #[doc = include_str!("../docs/PROTOCOL.md")]

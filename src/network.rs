@@ -1,6 +1,6 @@
 //! The node core, sans-IO: the slab of sockets, the peer table, limits, gossip, requests, events.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -20,6 +20,7 @@ use crate::slots::{HandshakeRate, Held, Slots, addr_key};
 use crate::socket::{
     CONTROL_ROOM, GOODBYE_ROOM, Output, PeerStats, Phase, Socket, within_fair_share,
 };
+use crate::timers::Timers;
 use crate::wire::{Frame, GoodbyeReason, LEN_FIELD, Security};
 
 /// Frames decoded per batch before their outputs are handled.
@@ -49,6 +50,12 @@ impl Hasher for PeerIdHasher {
 
 /// The peer table: one serving connection per connected peer.
 type PeerTable = HashMap<PeerId, ConnId, BuildHasherDefault<PeerIdHasher>>;
+
+/// Per connected peer, the open connections serving it that the application was told
+/// about, in slab order: [`Node::serving`] without a pass over every socket. A peer
+/// has more than one only while the duplicate rule settles, so a list is bounded by
+/// the connections the peer itself holds (the connection limits).
+type ServingTable = HashMap<PeerId, Vec<ConnId>, BuildHasherDefault<PeerIdHasher>>;
 
 /// A connection's slot and generation; a stale id never reaches the socket that
 /// reused its slot.
@@ -128,6 +135,8 @@ struct Entry {
     addr_key: IpAddr,
     /// What it is counted as holding in [`Node::slots`] now.
     held: Held,
+    /// Listed in [`Node::serving`] (open, announced).
+    listed: bool,
 }
 
 /// The live entry of `conn`, if its slot still holds that generation. A free function
@@ -186,8 +195,22 @@ pub(crate) struct Node {
     read_first: Option<ConnId>,
     /// While others wait, when the first in line must have finished its frame.
     read_first_until: Option<Instant>,
-    /// Connections paused for want of receive budget.
-    read_paused: usize,
+    /// Connections paused for want of receive budget, in slab order.
+    paused: BTreeSet<ConnId>,
+    /// Every socket's next deadline ([`Socket::next_deadline`]), kept as it changes,
+    /// so a turn finds the next one and the due ones without a pass over every socket.
+    timers: Timers<ConnId>,
+    /// Reused by [`Node::timeout`] for the sockets due.
+    due: Vec<ConnId>,
+    /// Our dials not closing, by the address dialled: one each (see [`Node::dial`]).
+    dialing: HashMap<SocketAddr, ConnId>,
+    /// Inbound connections holding a handshake slot: the candidates for eviction, at
+    /// most `max_pending_handshakes`.
+    pending_inbound: BTreeSet<ConnId>,
+    /// Connections in a graceful close, by creation order (oldest first).
+    closing: BTreeMap<u64, ConnId>,
+    /// The open announced connections of each peer.
+    serving: ServingTable,
     /// Paused connections that may read again: edge-triggered readiness will not
     /// repeat for bytes that arrived meanwhile, so the shell reads them unasked.
     resumed: Vec<ConnId>,
@@ -241,7 +264,13 @@ impl Node {
             read_used: 0,
             read_first: None,
             read_first_until: None,
-            read_paused: 0,
+            paused: BTreeSet::new(),
+            timers: Timers::default(),
+            due: Vec::new(),
+            dialing: HashMap::new(),
+            pending_inbound: BTreeSet::new(),
+            closing: BTreeMap::new(),
+            serving: ServingTable::default(),
             resumed: Vec::new(),
         }
     }
@@ -265,7 +294,6 @@ impl Node {
         self.queued_total += socket.queued();
         let addr_key = addr_key(socket.addr().ip(), self.config.ipv6_prefix_len);
         let held = Held::of(socket.phase());
-        self.slots.add(socket.direction(), addr_key, held);
         let key = self.sockets.insert(Entry {
             generation,
             socket,
@@ -275,17 +303,96 @@ impl Node {
             since: now,
             addr_key,
             held,
+            listed: false,
         });
         self.created += 1;
         let conn = ConnId { key, generation };
+        self.rehold(conn, Held::default(), held);
+        self.retime(conn);
         self.mark_dirty(conn);
         conn
     }
 
-    /// Frees what `entry` held in the slot counts; it leaves the slab.
-    fn release_slots(&mut self, entry: &Entry) {
-        self.slots
-            .remove(entry.socket.direction(), entry.addr_key, entry.held);
+    /// Counts `conn` as holding `to` instead of `from`, in the slot counts and in the
+    /// sets kept beside them. Every change of phase comes through here.
+    fn rehold(&mut self, conn: ConnId, from: Held, to: Held) {
+        let Some(entry) = self.entry(conn) else {
+            return;
+        };
+        let (direction, addr, addr_key, created) = (
+            entry.socket.direction(),
+            entry.socket.addr(),
+            entry.addr_key,
+            entry.created,
+        );
+        self.slots.remove(direction, addr_key, from);
+        self.slots.add(direction, addr_key, to);
+        if direction == Direction::Outbound && from.slot != to.slot {
+            if to.slot {
+                self.dialing.insert(addr, conn);
+            } else if self.dialing.get(&addr) == Some(&conn) {
+                self.dialing.remove(&addr);
+            }
+        }
+        if direction == Direction::Inbound && from.pending != to.pending {
+            if to.pending {
+                self.pending_inbound.insert(conn);
+            } else {
+                self.pending_inbound.remove(&conn);
+            }
+        }
+        if from.closing != to.closing {
+            if to.closing {
+                self.closing.insert(created, conn);
+            } else {
+                self.closing.remove(&created);
+            }
+        }
+    }
+
+    /// Lists `conn` in [`Node::serving`] while it is open and announced, and only then.
+    fn relist(&mut self, conn: ConnId) {
+        let Some(entry) = slot_mut(&mut self.sockets, conn) else {
+            return;
+        };
+        let serves = entry.announced && entry.socket.phase() == Phase::Open;
+        // A connection is announced only once its peer is known, and keeps it.
+        let Some(peer) = entry.socket.remote() else {
+            return;
+        };
+        if serves == entry.listed {
+            return;
+        }
+        entry.listed = serves;
+        let list = self.serving.entry(peer).or_default();
+        match list.binary_search(&conn) {
+            Err(at) if serves => list.insert(at, conn),
+            Ok(at) if !serves => {
+                list.remove(at);
+            }
+            _ => {}
+        }
+        if list.is_empty() {
+            self.serving.remove(&peer);
+        }
+    }
+
+    /// Keeps `conn`'s deadline in [`Node::timers`] after its socket changed.
+    fn retime(&mut self, conn: ConnId) {
+        let at = self.entry(conn).and_then(|e| e.socket.next_deadline());
+        self.timers.set(conn, at);
+    }
+
+    /// Takes `conn`, about to leave the slab, out of every count and set.
+    fn unlink(&mut self, conn: ConnId) {
+        let Some(entry) = slot_mut(&mut self.sockets, conn) else {
+            return;
+        };
+        let held = std::mem::take(&mut entry.held);
+        self.rehold(conn, held, Held::default());
+        // Closed, or a dial that never connected: listed nowhere, and nothing to relist.
+        debug_assert!(self.entry(conn).is_none_or(|e| !e.listed));
+        self.timers.set(conn, None);
     }
 
     /// Connections dialling or handshaking, both ways.
@@ -307,12 +414,7 @@ impl Node {
         }
         // Two dials to one peer would both be initiated by us, and the two ends could
         // disagree on which is newer (PROTOCOL.md §2.3); one dial per address avoids it.
-        let busy = self.sockets.iter().any(|(_, e)| {
-            e.socket.direction() == Direction::Outbound
-                && e.socket.addr() == addr
-                && !matches!(e.socket.phase(), Phase::Closing | Phase::Closed)
-        });
-        if busy {
+        if self.dialing.contains_key(&addr) {
             return Err(DialError::AlreadyDialing(addr));
         }
         let key = self.handshake_key();
@@ -378,13 +480,14 @@ impl Node {
     /// handshakes evicts from a full table: among the addresses holding the most, and
     /// more than `pending`, the one that made the least progress (fewest whole
     /// handshake messages, then oldest). `None` if no address holds more. One pass over the
-    /// sockets, only when the table is full; a slab pass, so the choice repeats in
-    /// the simulator.
+    /// pending handshakes (at most `max_pending_handshakes`), only when the table is
+    /// full; the rank ends with the creation number, so the choice repeats in the
+    /// simulator.
     fn eviction_victim(&self, pending: usize) -> Option<ConnId> {
-        self.sockets
+        self.pending_inbound
             .iter()
-            .filter(|(_, e)| e.socket.direction() == Direction::Inbound && e.held.pending)
-            .map(|(key, e)| {
+            .filter_map(|&conn| self.entry(conn).map(|e| (conn, e)))
+            .map(|(conn, e)| {
                 let holds = self.slots.at(e.addr_key).pending;
                 // Least progress first (whole handshake messages, never padding
                 // bytes), then the oldest.
@@ -393,10 +496,6 @@ impl Node {
                     e.socket.handshake_progress(),
                     e.created,
                 );
-                let conn = ConnId {
-                    key,
-                    generation: e.generation,
-                };
                 (rank, holds, conn)
             })
             .min_by_key(|&(rank, _, _)| rank)
@@ -422,8 +521,8 @@ impl Node {
     /// Frees the slot of a dial whose connect call failed at once, with no event.
     pub(crate) fn cancel(&mut self, conn: ConnId) {
         if self.entry(conn).is_some() {
+            self.unlink(conn);
             let entry = self.sockets.remove(conn.key);
-            self.release_slots(&entry);
             self.queued_total -= entry.socket.queued();
         }
     }
@@ -432,7 +531,7 @@ impl Node {
     fn forget_reads(&mut self, conn: ConnId, socket: &Socket, now: Instant) {
         self.read_used -= socket.charged();
         if socket.is_paused() {
-            self.read_paused -= 1;
+            self.paused.remove(&conn);
         }
         if socket.charged() > 0 || self.read_first == Some(conn) {
             self.read_released(conn, now);
@@ -444,8 +543,8 @@ impl Node {
         if self.phase(conn) != Some(Phase::Closed) {
             return false;
         }
+        self.unlink(conn);
         let entry = self.sockets.remove(conn.key);
-        self.release_slots(&entry);
         self.forget_reads(conn, &entry.socket, now);
         if let Some(reason) = entry.socket.close_reason() {
             log::trace!("freed connection with {}: {reason}", entry.socket.addr());
@@ -516,15 +615,14 @@ impl Node {
         self.queued_total = self.queued_total + after - before;
         // Every phase change happens in here: keep the slot counts with it.
         let held = Held::of(entry.socket.phase());
-        let began_closing = held.closing && !entry.held.closing;
-        if held != entry.held {
-            let direction = entry.socket.direction();
-            self.slots.remove(direction, entry.addr_key, entry.held);
-            self.slots.add(direction, entry.addr_key, held);
-            entry.held = held;
-        }
+        let was = std::mem::replace(&mut entry.held, held);
+        let began_closing = held.closing && !was.closing;
         let released = entry.socket.charged() < charged;
         self.read_used = self.read_used + entry.socket.charged() - charged;
+        if held != was {
+            self.rehold(conn, was, held);
+            self.relist(conn);
+        }
         self.mark_dirty(conn);
         if released {
             self.read_released(conn, now);
@@ -536,6 +634,7 @@ impl Node {
         if began_closing {
             self.shed_closing(now);
         }
+        self.retime(conn);
         Some(result)
     }
 
@@ -570,7 +669,8 @@ impl Node {
             && !entry.socket.is_paused()
         {
             entry.socket.pause(now);
-            self.read_paused += 1;
+            self.paused.insert(conn);
+            self.retime(conn);
             log::debug!("receive budget spent: pausing a connection");
         }
         false
@@ -587,18 +687,10 @@ impl Node {
         {
             self.set_first(None, now);
         }
-        if self.read_paused == 0 {
+        if self.paused.is_empty() {
             return;
         }
-        let paused: Vec<ConnId> = self
-            .sockets
-            .iter()
-            .filter(|(_, e)| e.socket.is_paused())
-            .map(|(key, e)| ConnId {
-                key,
-                generation: e.generation,
-            })
-            .collect();
+        let paused: Vec<ConnId> = std::mem::take(&mut self.paused).into_iter().collect();
         if self.read_first.is_none() {
             // Those holding the least go first, then the oldest: a connection holding
             // much and finishing slowly must not keep the line (it has
@@ -614,8 +706,8 @@ impl Node {
         for conn in paused {
             if let Some(entry) = self.entry_mut(conn) {
                 entry.socket.resume(now);
-                self.read_paused -= 1;
                 self.resumed.push(conn);
+                self.retime(conn);
             }
         }
     }
@@ -638,7 +730,7 @@ impl Node {
         if until > now {
             return;
         }
-        if self.read_paused == 0 {
+        if self.paused.is_empty() {
             self.read_first_until = Some(now + self.config.frame_timeout);
             return;
         }
@@ -732,6 +824,7 @@ impl Node {
         };
         entry.announced = true;
         let (addr, direction) = (entry.socket.addr(), entry.socket.direction());
+        self.relist(conn);
         log::info!("connected to {peer:?} at {addr} ({direction})");
         self.events.push(Event::PeerConnected {
             peer,
@@ -773,6 +866,7 @@ impl Node {
             && let Some(entry) = self.entry_mut(conn)
         {
             entry.announced = true;
+            self.relist(conn);
         }
         let Some(loser) = loser else {
             // If the peer still holds the old one, it closes this one at once. If it
@@ -823,16 +917,7 @@ impl Node {
             .max_inbound
             .saturating_add(self.config.max_outbound);
         while self.slots.closing > cap {
-            let oldest = self
-                .sockets
-                .iter()
-                .filter(|(_, e)| e.socket.phase() == Phase::Closing)
-                .min_by_key(|(_, e)| e.created)
-                .map(|(key, e)| ConnId {
-                    key,
-                    generation: e.generation,
-                });
-            let Some(conn) = oldest else {
+            let Some(conn) = self.closing.values().next().copied() else {
                 return;
             };
             log::debug!(
@@ -856,20 +941,14 @@ impl Node {
         self.with_socket(conn, now, |s, _, out, _| s.close(reason, goodbye, now, out));
     }
 
-    /// The open connections serving `peer`, besides `conn`.
+    /// The open connections serving `peer`, besides `conn`, in slab order.
     fn serving(&self, peer: PeerId, conn: ConnId) -> impl Iterator<Item = ConnId> + '_ {
-        self.sockets
-            .iter()
-            .filter(move |(key, e)| {
-                *key != conn.key
-                    && e.announced
-                    && e.socket.phase() == Phase::Open
-                    && e.socket.remote() == Some(peer)
-            })
-            .map(|(key, e)| ConnId {
-                key,
-                generation: e.generation,
-            })
+        self.serving
+            .get(&peer)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |c| c.key != conn.key)
     }
 
     fn closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
@@ -878,8 +957,9 @@ impl Node {
         {
             // Out of service, it holds no budget: it reads again, to see the peer close.
             entry.socket.resume(now);
-            self.read_paused -= 1;
+            self.paused.remove(&conn);
             self.resumed.push(conn);
+            self.retime(conn);
         }
         let Some(entry) = self.entry(conn) else {
             return;
@@ -1013,6 +1093,7 @@ impl Node {
         }
         if let Some(entry) = self.entry_mut(conn) {
             entry.socket.track_frame(now);
+            self.retime(conn);
         }
     }
 
@@ -1082,6 +1163,7 @@ impl Node {
         // Marks nothing dirty: the shell is writing this socket already.
         if let Some(entry) = self.entry_mut(conn) {
             entry.socket.writing(now);
+            self.retime(conn);
         }
         // Only when it can make progress: `with_socket` marks the socket dirty, and a
         // socket re-dirtied by a seal that sealed nothing (a peer not reading) would
@@ -1101,6 +1183,7 @@ impl Node {
         if let Some(entry) = self.entry_mut(conn) {
             entry.socket.written(n, now);
             self.queued_total -= n;
+            self.retime(conn);
         }
     }
 
@@ -1114,31 +1197,81 @@ impl Node {
         self.with_socket(conn, now, |s, _, _, _| s.write_shut());
     }
 
-    /// Runs every timer that is due.
+    /// Runs every timer that is due: the sockets due run in slab order, whatever
+    /// their deadlines (the simulator's runs repeat), each once.
     pub(crate) fn timeout(&mut self, now: Instant) {
+        #[cfg(debug_assertions)]
+        self.check_indexes();
         self.gossip.expire(now);
         self.line_timeout(now);
-        let due: Vec<ConnId> = self
-            .sockets
-            .iter()
-            .filter(|(_, e)| e.socket.next_deadline().is_some_and(|d| d <= now))
-            .map(|(key, e)| ConnId {
-                key,
-                generation: e.generation,
-            })
-            .collect();
-        for conn in due {
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.take_due(now, &mut due);
+        for &conn in &due {
             self.with_socket(conn, now, |s, rng, out, _| s.timeout(now, rng, out));
         }
+        due.clear();
+        self.due = due;
+        #[cfg(debug_assertions)]
+        self.check_indexes();
     }
 
     /// The earliest time [`Node::timeout`] has work.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.sockets
-            .iter()
-            .filter_map(|(_, e)| e.socket.next_deadline())
+        #[cfg(debug_assertions)]
+        self.check_indexes();
+        self.timers
+            .next()
+            .into_iter()
             .chain(self.read_first_until)
             .min()
+    }
+
+    /// Panics unless the timers and the sets kept as sockets change say what a pass
+    /// over every socket says: debug builds check it each turn, so a change that
+    /// bypasses them fails the tests.
+    #[cfg(debug_assertions)]
+    fn check_indexes(&self) {
+        let (mut timers, mut paused, mut pending, mut closing, mut dialing, mut listed) =
+            (0, 0, 0, 0, 0, 0);
+        for (key, e) in &self.sockets {
+            let conn = ConnId {
+                key,
+                generation: e.generation,
+            };
+            let (socket, phase) = (&e.socket, e.socket.phase());
+            let deadline = socket.next_deadline();
+            assert_eq!(self.timers.get(conn), deadline, "timer of {conn:?}");
+            timers += usize::from(deadline.is_some());
+            assert_eq!(self.paused.contains(&conn), socket.is_paused());
+            paused += usize::from(socket.is_paused());
+            let inbound = socket.direction() == Direction::Inbound;
+            assert_eq!(
+                self.pending_inbound.contains(&conn),
+                inbound && e.held.pending
+            );
+            pending += usize::from(inbound && e.held.pending);
+            let is_closing = phase == Phase::Closing;
+            assert_eq!(self.closing.get(&e.created) == Some(&conn), is_closing);
+            closing += usize::from(is_closing);
+            let dials = !inbound && !matches!(phase, Phase::Closing | Phase::Closed);
+            if dials {
+                assert_eq!(self.dialing.get(&socket.addr()), Some(&conn));
+            }
+            dialing += usize::from(dials);
+            let serves = e.announced && phase == Phase::Open;
+            assert_eq!(e.listed, serves, "listing of {conn:?}");
+            if let (true, Some(peer)) = (serves, socket.remote()) {
+                assert!(self.serving.get(&peer).is_some_and(|l| l.contains(&conn)));
+            }
+            listed += usize::from(serves);
+        }
+        assert_eq!(self.timers.len(), timers);
+        assert_eq!(self.paused.len(), paused);
+        assert_eq!(self.pending_inbound.len(), pending);
+        assert_eq!(self.closing.len(), closing);
+        assert_eq!(self.dialing.len(), dialing);
+        assert_eq!(self.serving.values().map(Vec::len).sum::<usize>(), listed);
+        assert!(self.serving.values().all(|l| l.is_sorted()));
     }
 
     /// Whether events wait for the application.
@@ -1507,7 +1640,7 @@ impl Node {
             rate_limited_accepts: self.rate_limited_accepts,
             evicted_handshakes: self.evicted_handshakes,
             unflushed_bytes: self.unflushed_bytes,
-            read_paused: self.read_paused,
+            read_paused: self.paused.len(),
             failed_handshakes: self.failed_handshakes,
             duplicate_gossip: self.duplicate_gossip,
             unrelayed_gossip: self.unrelayed_gossip,
