@@ -50,6 +50,7 @@ compile_error!("p2p packs a slot and a generation into a mio token and needs a 6
 
 mod bucket;
 mod config;
+mod duplicate;
 mod error;
 mod event;
 // NOT API: hooks for the fuzz targets in fuzz/, behind the `fuzzing` feature.

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
 use crate::config::Config;
+use crate::duplicate;
 use crate::error::{CloseReason, DialError, SendError};
 use crate::event::{Direction, Event, GossipId, RequestId};
 use crate::gossip::{Gossip, RelayBudget, Verdict};
@@ -742,32 +743,20 @@ impl Node {
 
     /// PROTOCOL.md §2.3 for a second connection `conn` to `peer`, which `other` serves.
     fn duplicate(&mut self, conn: ConnId, other: ConnId, peer: PeerId, now: Instant) {
-        let initiator = |node: &Self, c: ConnId| match node.entry(c).map(|e| e.socket.direction()) {
-            Some(Direction::Outbound) => node.local,
-            _ => peer,
-        };
-        let (new_initiator, old_initiator) = (initiator(self, conn), initiator(self, other));
-        let dialled_later = |node: &Self, a: ConnId, b: ConnId| {
-            node.entry(a).map(|e| e.created) > node.entry(b).map(|e| e.created)
-        };
-        let loser = if new_initiator != old_initiator {
-            // The connection whose initiator has the smaller id stays, at both ends.
-            Some(if new_initiator < old_initiator {
-                other
-            } else {
-                conn
+        let candidate = |node: &Self, c: ConnId| {
+            node.entry(c).map(|e| duplicate::Candidate {
+                direction: e.socket.direction(),
+                created: e.created,
             })
-        } else if new_initiator == self.local {
-            // We dialled both. Handshakes may finish in another order at the other end,
-            // so the initiator alone decides, by the order it dialled in.
-            Some(if dialled_later(self, conn, other) {
-                conn
-            } else {
-                other
-            })
-        } else {
-            // The peer dialled both and closes one; both serve it until then.
-            None
+        };
+        let (Some(new), Some(old)) = (candidate(self, conn), candidate(self, other)) else {
+            return;
+        };
+        let verdict = duplicate::rule(self.local, peer, new, old);
+        let loser = match verdict {
+            duplicate::Verdict::CloseNew => Some(conn),
+            duplicate::Verdict::CloseOld => Some(other),
+            duplicate::Verdict::PeerDecides => None,
         };
         if loser != Some(conn)
             && let Some(entry) = self.entry_mut(conn)
@@ -793,10 +782,11 @@ impl Node {
             // Every other connection initiated by the loser's initiator loses to this
             // one too: a second one the peer dialled, still waiting for the peer to
             // close one, must not outlive the rule's verdict.
-            if new_initiator != old_initiator {
+            if new.direction != old.direction {
+                let old_direction = Some(old.direction);
                 losers.extend(
                     self.serving(peer, conn)
-                        .filter(|&c| initiator(self, c) == old_initiator),
+                        .filter(|&c| self.entry(c).map(|e| e.socket.direction()) == old_direction),
                 );
             }
         }
