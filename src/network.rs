@@ -334,9 +334,7 @@ impl Node {
         if let Some(victim) = victim {
             self.evicted_handshakes += 1;
             log::debug!("evicting a pending handshake for one from {addr}");
-            self.with_socket(victim, now, |s, _, out, _| {
-                s.abort(CloseReason::Evicted, out)
-            });
+            self.with_socket(victim, now, |s, _, out| s.abort(CloseReason::Evicted, out));
         }
         let key = self.handshake_key();
         Some(self.insert(Socket::inbound(&self.config, &key, addr, now), now))
@@ -495,7 +493,7 @@ impl Node {
         &mut self,
         conn: ConnId,
         now: Instant,
-        f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>, &mut Vec<Event>) -> R,
+        f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>) -> R,
     ) -> Option<R> {
         let connections = self.sockets.len();
         let read_room = self.read_room(conn);
@@ -512,7 +510,7 @@ impl Node {
         );
         let mut out = std::mem::take(&mut self.out);
         let before = entry.socket.queued();
-        let result = f(&mut entry.socket, &mut self.rng, &mut out, &mut self.events);
+        let result = f(&mut entry.socket, &mut self.rng, &mut out);
         let after = entry.socket.queued();
         self.queued_total = self.queued_total + after - before;
         // Every phase change happens in here: keep the slot counts with it.
@@ -688,6 +686,22 @@ impl Node {
                 reason,
             }),
             Output::Unflushed(bytes) => self.unflushed(conn, bytes),
+            Output::Message(payload) => self.events.push(Event::Message { peer, payload }),
+            Output::Request { id, payload } => self.events.push(Event::Request {
+                peer,
+                id: RequestId(id),
+                payload,
+            }),
+            Output::Response { id, payload } => self.events.push(Event::Response {
+                peer,
+                id: RequestId(id),
+                payload,
+            }),
+            Output::Rejected { reason, count } => self.events.push(Event::FrameRejected {
+                peer,
+                reason,
+                count,
+            }),
         }
     }
 
@@ -772,7 +786,7 @@ impl Node {
             // old one's handshake and keep that one after answering.
             log::debug!("second connection from {peer:?}; waiting for it to close one");
             if self.config.security == Security::NoiseXx {
-                self.with_socket(conn, now, |s, rng, _, _| s.probe(rng));
+                self.with_socket(conn, now, |s, rng, _| s.probe(rng));
             }
             return;
         };
@@ -829,9 +843,7 @@ impl Node {
                 "{} connections closing; cutting the oldest short",
                 self.slots.closing
             );
-            self.with_socket(conn, now, |s, _, out, _| {
-                s.abort(CloseReason::Shutdown, out)
-            });
+            self.with_socket(conn, now, |s, _, out| s.abort(CloseReason::Shutdown, out));
         }
     }
 
@@ -843,7 +855,7 @@ impl Node {
         goodbye: Option<GoodbyeReason>,
         now: Instant,
     ) {
-        self.with_socket(conn, now, |s, _, out, _| s.close(reason, goodbye, now, out));
+        self.with_socket(conn, now, |s, _, out| s.close(reason, goodbye, now, out));
     }
 
     /// The open connections serving `peer`, besides `conn`.
@@ -924,12 +936,12 @@ impl Node {
 
     /// The dial connected.
     pub(crate) fn connected(&mut self, conn: ConnId, now: Instant) {
-        self.with_socket(conn, now, |s, _, _, _| s.connected(now));
+        self.with_socket(conn, now, |s, _, _| s.connected(now));
     }
 
     /// The dial failed.
     pub(crate) fn connect_failed(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
-        self.with_socket(conn, now, |s, _, out, _| {
+        self.with_socket(conn, now, |s, _, out| {
             s.abort(CloseReason::ConnectFailed(kind), out)
         });
     }
@@ -958,7 +970,7 @@ impl Node {
         }
         loop {
             let wants = self
-                .with_socket(conn, now, |s, _, _, _| s.recv_buf(chunk).map(|(_, n)| n))
+                .with_socket(conn, now, |s, _, _| s.recv_buf(chunk).map(|(_, n)| n))
                 .flatten();
             if wants.is_some() {
                 break;
@@ -977,7 +989,7 @@ impl Node {
     /// produced.
     pub(crate) fn received(&mut self, conn: ConnId, n: usize, now: Instant) -> usize {
         let before = self.events.len();
-        self.with_socket(conn, now, |s, _, out, _| s.received(n, now, out));
+        self.with_socket(conn, now, |s, _, out| s.received(n, now, out));
         self.take_frames(conn, now);
         if let Some(peer) = self.kept_by_peer(conn) {
             self.replace(peer, conn, before, now);
@@ -990,9 +1002,8 @@ impl Node {
     /// moves the deadline of a frame left unfinished.
     fn take_frames(&mut self, conn: ConnId, now: Instant) {
         while self.phase(conn) == Some(Phase::Open) {
-            let more = self.with_socket(conn, now, |s, _, out, events| {
-                s.take_frames(now, out, events, FRAME_BATCH)
-            });
+            let more =
+                self.with_socket(conn, now, |s, _, out| s.take_frames(now, out, FRAME_BATCH));
             if more == Some(true) {
                 continue;
             }
@@ -1058,12 +1069,12 @@ impl Node {
 
     /// The peer closed its side.
     pub(crate) fn eof(&mut self, conn: ConnId, now: Instant) {
-        self.with_socket(conn, now, |s, _, out, _| s.eof(now, out));
+        self.with_socket(conn, now, |s, _, out| s.eof(now, out));
     }
 
     /// The socket failed.
     pub(crate) fn io_error(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
-        self.with_socket(conn, now, |s, _, out, _| s.io_error(kind, out));
+        self.with_socket(conn, now, |s, _, out| s.io_error(kind, out));
     }
 
     /// Call before each write attempt on `conn`: starts its write-timeout clock if it
@@ -1077,7 +1088,7 @@ impl Node {
         // socket re-dirtied by a seal that sealed nothing (a peer not reading) would
         // keep the shell's write pass spinning.
         if self.entry(conn).is_some_and(|e| e.socket.wants_seal()) {
-            self.with_socket(conn, now, |s, _, out, _| s.seal(out));
+            self.with_socket(conn, now, |s, _, out| s.seal(out));
         }
     }
 
@@ -1101,7 +1112,7 @@ impl Node {
 
     /// `conn`'s write side was shut.
     pub(crate) fn write_shut(&mut self, conn: ConnId, now: Instant) {
-        self.with_socket(conn, now, |s, _, _, _| s.write_shut());
+        self.with_socket(conn, now, |s, _, _| s.write_shut());
     }
 
     /// Runs every timer that is due.
@@ -1118,7 +1129,7 @@ impl Node {
             })
             .collect();
         for conn in due {
-            self.with_socket(conn, now, |s, rng, out, _| s.timeout(now, rng, out));
+            self.with_socket(conn, now, |s, rng, out| s.timeout(now, rng, out));
         }
     }
 
@@ -1264,7 +1275,7 @@ impl Node {
         let conn = self.open_conn(peer)?;
         self.check_frame(8 + payload.len())?;
         self.check_total(conn, LEN_FIELD + 1 + 8 + payload.len())?;
-        self.with_socket(conn, now, |s, _, _, _| s.request(id.0, payload, now))
+        self.with_socket(conn, now, |s, _, _| s.request(id.0, payload, now))
             .unwrap_or(Err(SendError::NotConnected(*peer)))?;
         self.issued = Some(
             self.issued
