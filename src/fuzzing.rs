@@ -60,7 +60,8 @@ impl<'a> Input<'a> {
 }
 
 /// The identity numbered `n`: under noise, the X25519 key pair of the secret `[n; 32]`;
-/// in plaintext, the id `[n; 32]`. Ephemeral keys are seeded, so runs repeat.
+/// in plaintext, the id `[n; 32]`. Its peer's ephemeral keys are seeded with `n`
+/// ([`Peer::new`]), so runs repeat.
 fn identity(security: Security, n: u8) -> LocalKey {
     let secret = [n; 32];
     let id = match security {
@@ -71,7 +72,6 @@ fn identity(security: Security, n: u8) -> LocalKey {
     LocalKey {
         id,
         secret: secret.into(),
-        ephemeral_seed: Some(u64::from(n)),
     }
 }
 
@@ -228,10 +228,16 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(security: Security, key: &LocalKey, initiator: bool, max_frame: usize) -> Self {
+    fn new(
+        security: Security,
+        key: &LocalKey,
+        ephemeral: Rng,
+        initiator: bool,
+        max_frame: usize,
+    ) -> Self {
         let preamble = Preamble::new(security, 1);
         let ours = preamble.encode();
-        let mut handshake = Handshake::new(security, key, initiator);
+        let mut handshake = Handshake::new(security, key, initiator, ephemeral);
         let mut tx = BytesMut::from(&ours[..]);
         handshake.start(&mut tx);
         Peer {
@@ -421,8 +427,7 @@ impl Harness {
         if let Err(e) = config.validate() {
             panic!("the harness config is invalid: {e}");
         }
-        let mut node = Node::new(config.clone(), identity(security, 1), Rng::from_seed(7));
-        node.seed_handshakes();
+        let node = Node::new(config.clone(), identity(security, 1), Rng::from_seed(7));
         let now = Instant::now();
         let mut harness = Harness {
             node,
@@ -494,9 +499,10 @@ impl Harness {
             conn
         };
         let max_frame = self.config.max_frame_size;
-        let peer = self
-            .honest
-            .then(|| Peer::new(self.security, &key, !outbound, max_frame));
+        let peer = self.honest.then(|| {
+            let ephemeral = Rng::from_seed(u64::from(n));
+            Peer::new(self.security, &key, ephemeral, !outbound, max_frame)
+        });
         self.links.push(Link {
             conn,
             addr,

@@ -177,8 +177,6 @@ pub(crate) struct Node {
     /// The lowest and highest request ids this node issued so far: a RESPONSE with
     /// an id within them that matches no pending request is late, not made up.
     issued: Option<(u64, u64)>,
-    /// Whether handshakes take their ephemeral keys from `rng` (the simulator).
-    seed_handshakes: bool,
     /// Receive budget held by all connections (the sum of their charges).
     read_used: usize,
     /// The connection that may draw on the receive budget's last largest frame's
@@ -238,7 +236,6 @@ impl Node {
             out: Vec::new(),
             targets: Vec::new(),
             issued: None,
-            seed_handshakes: false,
             read_used: 0,
             read_first: None,
             read_first_until: None,
@@ -316,8 +313,8 @@ impl Node {
         if busy {
             return Err(DialError::AlreadyDialing(addr));
         }
-        let key = self.handshake_key();
-        Ok(self.insert(Socket::outbound(&self.config, &key, addr, now), now))
+        let socket = Socket::outbound(&self.config, &self.key, self.rng.fork(), addr, now);
+        Ok(self.insert(socket, now))
     }
 
     /// A connection was accepted. `None`: refused, the shell drops it before any byte is sent.
@@ -336,8 +333,8 @@ impl Node {
             log::debug!("evicting a pending handshake for one from {addr}");
             self.with_socket(victim, now, |s, _, out| s.abort(CloseReason::Evicted, out));
         }
-        let key = self.handshake_key();
-        Some(self.insert(Socket::inbound(&self.config, &key, addr, now), now))
+        let socket = Socket::inbound(&self.config, &self.key, self.rng.fork(), addr, now);
+        Some(self.insert(socket, now))
     }
 
     /// Whether a connection from the remote address `from` may start a handshake now,
@@ -401,21 +398,6 @@ impl Node {
             .min_by_key(|&(rank, _, _)| rank)
             .filter(|&(_, holds, _)| holds > pending)
             .map(|(_, _, conn)| conn)
-    }
-
-    /// Draws every handshake's ephemeral key from this node's seeded generator from
-    /// now on, instead of the operating system: the simulator's runs then repeat.
-    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
-    pub(crate) fn seed_handshakes(&mut self) {
-        self.seed_handshakes = true;
-    }
-
-    /// The identity a new connection's handshake uses.
-    fn handshake_key(&mut self) -> LocalKey {
-        LocalKey {
-            ephemeral_seed: self.seed_handshakes.then(|| self.rng.next_u64()),
-            ..self.key.clone()
-        }
     }
 
     /// Frees the slot of a dial whose connect call failed at once, with no event.

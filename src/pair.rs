@@ -64,7 +64,6 @@ fn key(id: PeerId) -> LocalKey {
     LocalKey {
         id,
         secret: [0; 32].into(),
-        ephemeral_seed: None,
     }
 }
 
@@ -1501,7 +1500,6 @@ mod noise {
         LocalKey {
             id: keypair.peer_id(),
             secret: keypair.secret_key().clone(),
-            ephemeral_seed: None,
         }
     }
 

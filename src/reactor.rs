@@ -65,7 +65,6 @@ fn local_key(config: &Config) -> Result<LocalKey, Error> {
             return Ok(LocalKey {
                 id: config.peer_id.unwrap_or(keypair.peer_id()),
                 secret: keypair.secret_key().clone(),
-                ephemeral_seed: None,
             });
         }
     }
@@ -76,7 +75,6 @@ fn local_key(config: &Config) -> Result<LocalKey, Error> {
     Ok(LocalKey {
         id,
         secret: [0; 32].into(),
-        ephemeral_seed: None,
     })
 }
 

@@ -449,7 +449,6 @@ impl Sim {
         let key = LocalKey {
             id,
             secret: secret.into(),
-            ephemeral_seed: None,
         };
         let octets = (index as u32 + 1).to_be_bytes();
         let addr = SocketAddr::from((Ipv4Addr::new(10, octets[1], octets[2], octets[3]), 7000));
@@ -476,12 +475,11 @@ impl Sim {
     fn boot(&mut self, index: NodeIndex) {
         let seed = self.rng.next_u64();
         let sim_node = &mut self.nodes[index];
-        let mut node = Node::new(
+        let node = Node::new(
             sim_node.config.clone(),
             sim_node.key.clone(),
             Rng::from_seed(seed),
         );
-        node.seed_handshakes();
         sim_node.node = Some(node);
         sim_node.timer = None;
     }

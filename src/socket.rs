@@ -310,15 +310,22 @@ impl Socket {
     pub(crate) fn outbound(
         config: &Config,
         key: &LocalKey,
+        ephemeral: Rng,
         addr: SocketAddr,
         now: Instant,
     ) -> Self {
-        Self::new(config, key, addr, Direction::Outbound, now)
+        Self::new(config, key, ephemeral, addr, Direction::Outbound, now)
     }
 
     /// A socket for an accepted connection, already sending its preamble.
-    pub(crate) fn inbound(config: &Config, key: &LocalKey, addr: SocketAddr, now: Instant) -> Self {
-        let mut socket = Self::new(config, key, addr, Direction::Inbound, now);
+    pub(crate) fn inbound(
+        config: &Config,
+        key: &LocalKey,
+        ephemeral: Rng,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Self {
+        let mut socket = Self::new(config, key, ephemeral, addr, Direction::Inbound, now);
         socket.connected(now);
         socket
     }
@@ -326,6 +333,7 @@ impl Socket {
     fn new(
         config: &Config,
         key: &LocalKey,
+        ephemeral: Rng,
         addr: SocketAddr,
         direction: Direction,
         now: Instant,
@@ -339,7 +347,12 @@ impl Socket {
             preamble_expected: expected,
             preamble_checked: false,
             handshake_messages: 0,
-            handshake: Handshake::new(config.security, key, direction == Direction::Outbound),
+            handshake: Handshake::new(
+                config.security,
+                key,
+                direction == Direction::Outbound,
+                ephemeral,
+            ),
             remote: None,
             rx: BytesMut::new(),
             plain: BytesMut::new(),
