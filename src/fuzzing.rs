@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::config::Config;
 use crate::event::{Event, RequestId};
-use crate::network::{ConnId, Node};
+use crate::network::{ConnId, Flushed, Node, Sent, Wire};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
@@ -85,6 +85,30 @@ fn front(queue: &OutQueue, n: usize) -> Vec<u8> {
         out.extend_from_slice(&s[..take]);
     }
     out
+}
+
+/// The node's side of a link as its write sequence sees it: one write of at most
+/// `left` bytes, which the fuzzed peer (if any) reads.
+struct PeerWire<'a> {
+    peer: Option<&'a mut Peer>,
+    tampered: bool,
+    left: usize,
+}
+
+impl Wire for PeerWire<'_> {
+    fn send(&mut self, queue: &OutQueue) -> Sent {
+        let bytes = front(queue, self.left);
+        if bytes.is_empty() {
+            return Sent::Blocked;
+        }
+        self.left = 0;
+        if let Some(peer) = self.peer.as_mut() {
+            peer.read(&bytes, self.tampered);
+        }
+        Sent::Wrote(bytes.len())
+    }
+
+    fn shutdown_write(&mut self) {}
 }
 
 /// Two record layers keyed by a real noise handshake: `seal` on one side, `open` on
@@ -660,20 +684,16 @@ impl Harness {
     /// Lets the node write up to `n` bytes, which its peer reads.
     fn write(&mut self, l: usize, n: usize) {
         let link = &mut self.links[l];
-        if link.gone || self.node.phase(link.conn) == Some(Phase::Opening) {
+        if link.gone {
             return;
         }
-        self.node.seal(link.conn, self.now);
-        let Some(queue) = self.node.transmit(link.conn) else {
-            return;
+        let mut wire = PeerWire {
+            peer: link.peer.as_mut(),
+            tampered: link.tampered,
+            left: n,
         };
-        let bytes = front(queue, n);
-        self.node.written(link.conn, bytes.len(), self.now);
-        if let Some(peer) = link.peer.as_mut() {
-            peer.read(&bytes, link.tampered);
-        }
-        if self.node.wants_shutdown(link.conn) {
-            self.node.write_shut(link.conn, self.now);
+        if self.node.flush(link.conn, &mut wire, self.now) == Flushed::Freed {
+            link.gone = true;
         }
     }
 

@@ -61,6 +61,39 @@ pub(crate) struct ConnId {
     pub generation: u32,
 }
 
+/// A connection's outgoing byte stream as a driver holds it (a TCP socket, a simulated
+/// link, a test pipe): the only IO [`Node::flush`] does.
+pub(crate) trait Wire {
+    /// Writes a prefix of what `queue` holds (its slices, front first).
+    fn send(&mut self, queue: &OutQueue) -> Sent;
+    /// Shuts the write side: the peer reads the end of the stream after what was sent.
+    fn shutdown_write(&mut self);
+}
+
+/// What one [`Wire::send`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Wrote this many bytes (0 only if nothing was asked for).
+    Wrote(usize),
+    /// Took nothing now: the socket would block, or the link's window is full. The
+    /// driver flushes again once it can take more.
+    Blocked,
+    /// The write failed: the connection is lost.
+    Failed(std::io::ErrorKind),
+}
+
+/// Where a connection stands after [`Node::flush`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// In service; `waiting` when bytes remain queued that the wire did not take
+    /// (a driver then wants to hear when it is writable).
+    Live { waiting: bool },
+    /// Closed and forgotten by the node: the driver drops its socket.
+    Freed,
+    /// Nothing to do: the id is stale, or the connection is still dialling.
+    Idle,
+}
+
 /// Whole-node counters, readable at any time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -1059,8 +1092,58 @@ impl Node {
         self.with_socket(conn, now, |s, _, out| s.io_error(kind, out));
     }
 
-    /// Call before each write attempt on `conn`: starts its write-timeout clock if it
-    /// has bytes queued, and seals its staged frames into records (noise).
+    /// The write sequence of one connection, the same for every driver: seals staged
+    /// frames (noise), hands the queue to `wire` until it is empty or the wire takes no
+    /// more, shuts the write side once a close has flushed, and frees the connection
+    /// once it is closed.
+    pub(crate) fn flush(&mut self, conn: ConnId, wire: &mut impl Wire, now: Instant) -> Flushed {
+        match self.phase(conn) {
+            None | Some(Phase::Opening) => return Flushed::Idle,
+            Some(Phase::Closed) => {
+                self.remove(conn, now);
+                return Flushed::Freed;
+            }
+            Some(_) => {}
+        }
+        let mut waiting = false;
+        loop {
+            self.seal(conn, now);
+            let Some(queue) = self.transmit(conn) else {
+                return Flushed::Idle;
+            };
+            if queue.is_empty() {
+                break;
+            }
+            match wire.send(queue) {
+                Sent::Wrote(0) => {
+                    self.io_error(conn, std::io::ErrorKind::WriteZero, now);
+                    break;
+                }
+                Sent::Wrote(n) => self.written(conn, n, now),
+                Sent::Blocked => {
+                    waiting = true;
+                    break;
+                }
+                Sent::Failed(kind) => {
+                    self.io_error(conn, kind, now);
+                    break;
+                }
+            }
+        }
+        if self.wants_shutdown(conn) {
+            wire.shutdown_write();
+            self.write_shut(conn, now);
+        }
+        if self.phase(conn) == Some(Phase::Closed) {
+            self.remove(conn, now);
+            return Flushed::Freed;
+        }
+        Flushed::Live { waiting }
+    }
+
+    /// The first step of each write attempt in [`Node::flush`]: starts `conn`'s
+    /// write-timeout clock if it has bytes queued, and seals its staged frames into
+    /// records (noise). Tests call it to look at what would leave.
     pub(crate) fn seal(&mut self, conn: ConnId, now: Instant) {
         // Marks nothing dirty: the shell is writing this socket already.
         if let Some(entry) = self.entry_mut(conn) {

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::error::{CloseReason, DialError, RequestError, SendError};
 use crate::event::{Direction, Event};
-use crate::network::{ConnId, Node};
+use crate::network::{ConnId, Node, Sent, Wire};
 use crate::peer::PeerId;
+use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
 use crate::socket::Phase;
@@ -174,9 +175,11 @@ impl Pair {
 
 /// The bytes `conn` has queued, left in place.
 fn peek(node: &Node, conn: ConnId) -> Vec<u8> {
-    let Some(queue) = node.transmit(conn) else {
-        return Vec::new();
-    };
+    node.transmit(conn).map(queue_bytes).unwrap_or_default()
+}
+
+/// The front of `queue` (its first 16 slices), left in place.
+fn queue_bytes(queue: &OutQueue) -> Vec<u8> {
     let mut slices = [IoSlice::new(&[]); 16];
     let n = queue.slices(&mut slices);
     slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
@@ -198,30 +201,59 @@ fn deliver(node: &mut Node, conn: ConnId, bytes: &[u8], now: Instant) {
     }
 }
 
-/// Moves what `from` queued for `to`, as a socket pair would. True if anything moved.
+/// Moves what `from` queued for `to`, as a socket pair would: one write, of at most
+/// `chunk` bytes, and no further than `from.cut`. True if anything moved.
 fn transfer(from: &mut End, to: &mut End, now: Instant, chunk: usize) -> bool {
-    let mut moved = false;
+    let mut pipe = Pipe {
+        to,
+        chunk,
+        sent: &mut from.sent,
+        cut: from.cut,
+        now,
+        wrote: false,
+        moved: false,
+    };
     // The shell tries to write whether or not the peer reads.
-    from.node.seal(from.conn, now);
-    if to.reading {
-        let mut bytes = peek(&from.node, from.conn);
-        bytes.truncate(chunk);
-        if from.sent < from.cut {
-            bytes.truncate(from.cut - from.sent);
+    from.node.flush(from.conn, &mut pipe, now);
+    pipe.moved
+}
+
+/// The in-memory socket from one end to the other, for one [`transfer`].
+struct Pipe<'a> {
+    to: &'a mut End,
+    chunk: usize,
+    sent: &'a mut usize,
+    cut: usize,
+    now: Instant,
+    /// One write per transfer: the ends take turns.
+    wrote: bool,
+    moved: bool,
+}
+
+impl Wire for Pipe<'_> {
+    fn send(&mut self, queue: &OutQueue) -> Sent {
+        if self.wrote || !self.to.reading {
+            return Sent::Blocked;
         }
-        if !bytes.is_empty() {
-            from.sent += bytes.len();
-            from.node.written(from.conn, bytes.len(), now);
-            deliver(&mut to.node, to.conn, &bytes, now);
-            moved = true;
+        let mut bytes = queue_bytes(queue);
+        bytes.truncate(self.chunk);
+        if *self.sent < self.cut {
+            bytes.truncate(self.cut - *self.sent);
         }
+        if bytes.is_empty() {
+            return Sent::Blocked;
+        }
+        *self.sent += bytes.len();
+        deliver(&mut self.to.node, self.to.conn, &bytes, self.now);
+        self.wrote = true;
+        self.moved = true;
+        Sent::Wrote(bytes.len())
     }
-    if from.node.wants_shutdown(from.conn) {
-        from.node.write_shut(from.conn, now);
-        to.node.eof(to.conn, now);
-        moved = true;
+
+    fn shutdown_write(&mut self) {
+        self.to.node.eof(self.to.conn, self.now);
+        self.moved = true;
     }
-    moved
 }
 
 /// Everything `node` reported so far.

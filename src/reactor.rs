@@ -15,8 +15,9 @@ use crate::config::Config;
 use crate::error::{CloseReason, DialError, Error, RequestError, SendError};
 use crate::event::{Direction, Event, GossipId, RequestId};
 use crate::handle::{Command, Handle};
-use crate::network::{ConnId, Node, Stats};
+use crate::network::{ConnId, Flushed, Node, Sent, Stats, Wire};
 use crate::peer::PeerId;
+use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
 use crate::socket::{PeerStats, Phase};
@@ -85,6 +86,33 @@ fn stream_mut(streams: &mut [Option<Stream>], conn: ConnId) -> Option<&mut Strea
         .get_mut(conn.key)?
         .as_mut()
         .filter(|s| s.generation == conn.generation)
+}
+
+/// A connection's TCP stream (if it has one yet) as the core's write sequence sees it.
+struct TcpWire<'a>(Option<&'a mut TcpStream>);
+
+impl Wire for TcpWire<'_> {
+    fn send(&mut self, queue: &OutQueue) -> Sent {
+        let Some(tcp) = self.0.as_mut() else {
+            return Sent::Blocked;
+        };
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let n = queue.slices(&mut slices);
+        loop {
+            return match tcp.write_vectored(&slices[..n]) {
+                Ok(n) => Sent::Wrote(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Sent::Failed(e.kind()),
+            };
+        }
+    }
+
+    fn shutdown_write(&mut self) {
+        if let Some(tcp) = self.0.as_mut() {
+            let _ = tcp.shutdown(Shutdown::Write);
+        }
+    }
 }
 
 fn token(conn: ConnId) -> Token {
@@ -588,39 +616,15 @@ impl Network {
         }
     }
 
+    /// Runs the core's write sequence for `conn` on its TCP stream, then frees the
+    /// stream or sets its interest from what is left to write.
     fn write(&mut self, conn: ConnId) {
-        let now = self.now;
-        loop {
-            // Encryption happens here, as bytes move towards the socket.
-            self.node.seal(conn, now);
-            let Some(Stream { tcp, .. }) = stream_mut(&mut self.streams, conn) else {
-                return;
-            };
-            let Some(queue) = self.node.transmit(conn) else {
-                return;
-            };
-            if queue.is_empty() {
-                break;
-            }
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let n = queue.slices(&mut slices);
-            match tcp.write_vectored(&slices[..n]) {
-                Ok(0) => return self.node.io_error(conn, io::ErrorKind::WriteZero, now),
-                Ok(n) => self.node.written(conn, n, now),
-                Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => break,
-                    io::ErrorKind::Interrupted => {}
-                    kind => return self.node.io_error(conn, kind, now),
-                },
-            }
+        let mut wire = TcpWire(stream_mut(&mut self.streams, conn).map(|s| &mut s.tcp));
+        match self.node.flush(conn, &mut wire, self.now) {
+            Flushed::Freed => self.release(conn),
+            Flushed::Live { waiting } => self.update_interest(conn, waiting),
+            Flushed::Idle => {}
         }
-        if self.node.wants_shutdown(conn) {
-            if let Some(stream) = self.stream(conn) {
-                let _ = stream.tcp.shutdown(Shutdown::Write);
-            }
-            self.node.write_shut(conn, now);
-        }
-        self.update_interest(conn);
     }
 
     /// Writes, shuts, frees and re-registers whatever the core changed.
@@ -632,18 +636,13 @@ impl Network {
                 break;
             }
             for conn in dirty.drain(..) {
-                match self.node.phase(conn) {
-                    None | Some(Phase::Opening) => {}
-                    Some(Phase::Closed) => self.release(conn),
-                    Some(_) => self.write(conn),
-                }
+                self.write(conn);
             }
         }
         self.dirty = dirty;
     }
 
-    fn update_interest(&mut self, conn: ConnId) {
-        let wants_write = self.node.transmit(conn).is_some_and(|q| !q.is_empty());
+    fn update_interest(&mut self, conn: ConnId, wants_write: bool) {
         let registry: &Registry = self.poll.registry();
         let Some(stream) = stream_mut(&mut self.streams, conn) else {
             return;
@@ -661,6 +660,7 @@ impl Network {
         }
     }
 
+    /// Deregisters and drops the stream of a connection the core freed.
     fn release(&mut self, conn: ConnId) {
         if let Some(slot) = self.streams.get_mut(conn.key)
             && slot
@@ -670,7 +670,6 @@ impl Network {
         {
             let _ = self.poll.registry().deregister(&mut stream.tcp);
         }
-        self.node.remove(conn, self.now);
     }
 
     fn run_commands(&mut self) {

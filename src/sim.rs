@@ -41,8 +41,9 @@ use bytes::Bytes;
 use crate::config::{Config, ConfigError};
 use crate::error::{DialError, SendError};
 use crate::event::{Event, GossipId, RequestId};
-use crate::network::{ConnId, Node, Stats};
+use crate::network::{ConnId, Flushed, Node, Sent, Stats, Wire};
 use crate::peer::PeerId;
+use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
 use crate::socket::{PeerStats, Phase};
@@ -187,6 +188,76 @@ struct Direction {
     /// The rest of delivery `read`, which the receiver stopped reading for want of
     /// receive budget: it stays in flight until the receiver resumes.
     paused: Option<Bytes>,
+}
+
+/// One direction of a link as the sending node's write sequence sees it: bytes leave
+/// as far as the window allows, each write one delivery after the link's latency.
+struct LinkWire<'a> {
+    link: usize,
+    dir: usize,
+    direction: &'a mut Direction,
+    config: &'a SimConfig,
+    rng: &'a mut Rng,
+    agenda: &'a mut Agenda,
+    now: Instant,
+}
+
+impl Wire for LinkWire<'_> {
+    fn send(&mut self, queue: &OutQueue) -> Sent {
+        let d = &mut *self.direction;
+        let room = self.config.window - d.in_flight;
+        let n = queue.len().min(room);
+        if n == 0 {
+            return Sent::Blocked;
+        }
+        let mut bytes = Vec::with_capacity(n);
+        let mut slices = [std::io::IoSlice::new(&[]); 16];
+        let count = queue.slices(&mut slices);
+        for s in &slices[..count] {
+            let take = s.len().min(n - bytes.len());
+            bytes.extend_from_slice(&s[..take]);
+        }
+        let n = bytes.len();
+        d.in_flight += n;
+        let wire = Duration::from_nanos(
+            (n as u64).saturating_mul(1_000_000_000) / self.config.bandwidth.max(1),
+        );
+        d.busy_until = d.busy_until.max(self.now) + wire;
+        let jitter = if self.config.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(self.rng.next_u64() % (self.config.jitter.as_nanos() as u64 + 1))
+        };
+        let at = (d.busy_until + self.config.latency + jitter).max(d.last_arrival);
+        d.last_arrival = at;
+        let sent = d.sent;
+        d.sent += 1;
+        self.agenda.push(
+            at,
+            Action::Deliver {
+                link: self.link,
+                dir: self.dir,
+                bytes: Bytes::from(bytes),
+                n: sent,
+            },
+        );
+        Sent::Wrote(n)
+    }
+
+    fn shutdown_write(&mut self) {
+        let d = &mut *self.direction;
+        if !d.fin {
+            d.fin = true;
+            let at = d.last_arrival.max(self.now + self.config.latency);
+            self.agenda.push(
+                at,
+                Action::Fin {
+                    link: self.link,
+                    dir: self.dir,
+                },
+            );
+        }
+    }
 }
 
 /// A connection: end 0 dialled end 1.
@@ -1194,75 +1265,33 @@ impl Sim {
         let Some(node) = self.nodes[index].node.as_mut() else {
             return;
         };
-        if connected && node.phase(conn) != Some(Phase::Opening) {
-            loop {
-                node.seal(conn, now);
-                let room = self.config.window - self.links[link].dirs[dir].in_flight;
-                let Some(queue) = node.transmit(conn) else {
-                    break;
-                };
-                let n = queue.len().min(room);
-                if n == 0 {
-                    break;
-                }
-                let mut bytes = Vec::with_capacity(n);
-                let mut slices = [std::io::IoSlice::new(&[]); 16];
-                let count = queue.slices(&mut slices);
-                for s in &slices[..count] {
-                    let take = s.len().min(n - bytes.len());
-                    bytes.extend_from_slice(&s[..take]);
-                }
-                let n = bytes.len();
-                node.written(conn, n, now);
-                let d = &mut self.links[link].dirs[dir];
-                d.in_flight += n;
-                let wire = Duration::from_nanos(
-                    (n as u64).saturating_mul(1_000_000_000) / self.config.bandwidth.max(1),
-                );
-                d.busy_until = d.busy_until.max(now) + wire;
-                let jitter = if self.config.jitter.is_zero() {
-                    Duration::ZERO
-                } else {
-                    Duration::from_nanos(
-                        self.rng.next_u64() % (self.config.jitter.as_nanos() as u64 + 1),
-                    )
-                };
-                let at = (d.busy_until + self.config.latency + jitter).max(d.last_arrival);
-                d.last_arrival = at;
-                let n = d.sent;
-                d.sent += 1;
-                self.agenda.push(
-                    at,
-                    Action::Deliver {
-                        link,
-                        dir,
-                        bytes: Bytes::from(bytes),
-                        n,
-                    },
-                );
-            }
-            if node.wants_shutdown(conn) && !self.links[link].dirs[dir].fin {
-                node.write_shut(conn, now);
-                let d = &mut self.links[link].dirs[dir];
-                d.fin = true;
-                let at = d.last_arrival.max(now + self.config.latency);
-                self.agenda.push(at, Action::Fin { link, dir });
-            }
+        // Until the other end accepts, a dial has nowhere to send; it may still close.
+        if !connected && node.phase(conn) != Some(Phase::Closed) {
+            return;
         }
-        if node.phase(conn) == Some(Phase::Closed) {
-            node.remove(conn, now);
-            self.nodes[index].links.remove(&conn);
-            let l = &mut self.links[link];
-            l.ends[dir] = None;
-            // A close without a shut write side reaches the other end as its end.
-            if !l.dirs[dir].fin && l.ends[1 - dir].is_some() {
-                l.dirs[dir].fin = true;
-                let at = l.dirs[dir].last_arrival.max(now + self.config.latency);
-                self.agenda.push(at, Action::Fin { link, dir });
-            }
-            if l.ends.iter().all(Option::is_none) {
-                self.links.remove(link);
-            }
+        let mut wire = LinkWire {
+            link,
+            dir,
+            direction: &mut self.links[link].dirs[dir],
+            config: &self.config,
+            rng: &mut self.rng,
+            agenda: &mut self.agenda,
+            now,
+        };
+        if node.flush(conn, &mut wire, now) != Flushed::Freed {
+            return;
+        }
+        self.nodes[index].links.remove(&conn);
+        let l = &mut self.links[link];
+        l.ends[dir] = None;
+        // A close without a shut write side reaches the other end as its end.
+        if !l.dirs[dir].fin && l.ends[1 - dir].is_some() {
+            l.dirs[dir].fin = true;
+            let at = l.dirs[dir].last_arrival.max(now + self.config.latency);
+            self.agenda.push(at, Action::Fin { link, dir });
+        }
+        if l.ends.iter().all(Option::is_none) {
+            self.links.remove(link);
         }
     }
 
