@@ -63,8 +63,6 @@ mod handle;
 mod keypair;
 mod network;
 mod ordered;
-#[cfg(test)]
-mod pair;
 mod peer;
 mod queue;
 mod reactor;
@@ -77,6 +75,9 @@ pub mod sim;
 mod slots;
 mod socket;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;
 
 #[doc = include_str!("../docs/PROTOCOL.md")]
 pub mod protocol {}
