@@ -63,6 +63,7 @@ mod handle;
 mod keypair;
 mod network;
 mod ordered;
+mod payload;
 mod peer;
 mod queue;
 mod reactor;
@@ -90,11 +91,12 @@ struct ReadmeDoctests;
 pub use bytes::Bytes;
 pub use config::{Config, ConfigError, MAX_COUNT, MAX_DURATION, MAX_PER_PEER_TABLE};
 pub use error::{CloseReason, DialError, Error, HandleError, RequestError, SendError};
-pub use event::{Direction, Event, GossipId, RequestId};
+pub use event::{Direction, Event, GossipId, RequestId, SendId};
 pub use handle::Handle;
 #[cfg(feature = "noise")]
 pub use keypair::{KeyError, KeyFileCheck, Keypair};
 pub use network::Stats;
+pub use payload::Payload;
 pub use peer::{ParsePeerIdError, PeerId};
 pub use reactor::{Network, PeerInfo};
 #[cfg(feature = "noise")]

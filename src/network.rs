@@ -1386,12 +1386,38 @@ impl Node {
         payload: Bytes,
         now: Instant,
     ) -> Result<GossipId, SendError> {
+        self.check_broadcast(&payload)?;
+        let mut id = [0u8; 16];
+        self.rng.fill(&mut id);
+        self.flood_own(id, payload, now);
+        Ok(GossipId(id))
+    }
+
+    /// Starts a broadcast under an id its caller chose (a [`Handle`](crate::Handle),
+    /// from a secure generator of its own), refused as `broadcast` refuses. An id
+    /// already known goes out anyway: neighbours that saw it drop it as a duplicate.
+    pub(crate) fn broadcast_with_id(
+        &mut self,
+        id: GossipId,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        self.check_broadcast(&payload)?;
+        self.flood_own(id.0, payload, now);
+        Ok(())
+    }
+
+    /// Why a broadcast of ours would be refused, before an id is drawn for it.
+    fn check_broadcast(&self, payload: &Bytes) -> Result<(), SendError> {
         if self.shutting_down {
             return Err(SendError::ShuttingDown);
         }
-        self.check_frame(17 + payload.len())?;
-        let mut id = [0u8; 16];
-        self.rng.fill(&mut id);
+        // The GOSSIP body: a 16-byte id and a hop count before the payload.
+        self.check_frame(17 + payload.len())
+    }
+
+    /// Sends a broadcast of our own under `id` to every neighbour.
+    fn flood_own(&mut self, id: [u8; 16], payload: Bytes, now: Instant) {
         let rate = self.config.max_gossip_rate;
         self.relay
             .get_or_insert_with(|| RelayBudget::new(rate, now))
@@ -1403,7 +1429,6 @@ impl Node {
             payload,
         };
         self.flood(&frame, None, now);
-        Ok(GossipId(id))
     }
 
     fn gossip_received(

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
@@ -16,6 +15,7 @@ use crate::error::{CloseReason, DialError, Error, RequestError, SendError};
 use crate::event::{Direction, Event, GossipId, RequestId};
 use crate::handle::{Command, Handle};
 use crate::network::{ConnId, Flushed, Node, Sent, Stats, Wire};
+use crate::payload::Payload;
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
@@ -199,7 +199,14 @@ impl Network {
         let woken = Arc::new(AtomicBool::new(false));
         let request_ids = Arc::new(AtomicU64::new(first_request_id(&mut rng)));
         let (tx, commands) = sync_channel(config.command_queue);
-        let handle = Handle::new(tx, waker.clone(), woken.clone(), request_ids.clone());
+        let handle = Handle::new(
+            tx,
+            waker.clone(),
+            woken.clone(),
+            request_ids.clone(),
+            Arc::new(AtomicU64::new(0)),
+            Rng::secure().map_err(Error::Random)?,
+        );
         if config.security == Security::Plaintext {
             log::info!("plaintext mode: peer ids are claimed, not proven (unauthenticated)");
         }
@@ -280,20 +287,23 @@ impl Network {
 
     /// Sends a MESSAGE to `peer`. Refused, with nothing queued, when the peer's or the
     /// node's write buffer would go over its cap.
-    pub fn send(&mut self, peer: &PeerId, payload: impl Into<Bytes>) -> Result<(), SendError> {
-        self.node.send(peer, payload.into())
+    ///
+    /// `payload` is anything [`Payload`]: owned bytes are queued as they are, borrowed
+    /// ones (`msg.as_bytes()`, `&str`) are copied once here.
+    pub fn send(&mut self, peer: &PeerId, payload: impl Payload) -> Result<(), SendError> {
+        self.node.send(peer, payload.into_payload())
     }
 
     /// Sends a REQUEST; its [`Event::Response`] or [`Event::RequestFailed`] carries the id.
     pub fn request(
         &mut self,
         peer: &PeerId,
-        payload: impl Into<Bytes>,
+        payload: impl Payload,
     ) -> Result<RequestId, SendError> {
         self.tick();
         let id = RequestId(self.request_ids.fetch_add(1, Ordering::Relaxed));
         self.node
-            .request_with_id(peer, id, payload.into(), self.now)?;
+            .request_with_id(peer, id, payload.into_payload(), self.now)?;
         Ok(id)
     }
 
@@ -306,16 +316,16 @@ impl Network {
         &mut self,
         peer: &PeerId,
         id: RequestId,
-        payload: impl Into<Bytes>,
+        payload: impl Payload,
     ) -> Result<(), SendError> {
-        self.node.respond(peer, id, payload.into())
+        self.node.respond(peer, id, payload.into_payload())
     }
 
     /// Broadcasts to the whole network ([PROTOCOL.md](crate::protocol) §5). A neighbour whose write buffer
     /// is full misses it and its `dropped_sends` counter says so.
-    pub fn broadcast(&mut self, payload: impl Into<Bytes>) -> Result<GossipId, SendError> {
+    pub fn broadcast(&mut self, payload: impl Payload) -> Result<GossipId, SendError> {
         self.tick();
-        self.node.broadcast(payload.into(), self.now)
+        self.node.broadcast(payload.into_payload(), self.now)
     }
 
     /// Closes the connection to `peer` gracefully (GOODBYE 0); false if not connected.
@@ -354,7 +364,7 @@ impl Network {
         self.node.is_shutting_down() && self.node.is_idle()
     }
 
-    /// A handle for other threads.
+    /// A handle for other threads: it mirrors this type's commands (see [`Handle`]).
     pub fn handle(&self) -> Handle {
         self.handle.clone()
     }
@@ -694,9 +704,9 @@ impl Network {
                     });
                 }
             }
-            Command::Send(peer, payload) => {
+            Command::Send(peer, id, payload) => {
                 if let Err(reason) = self.node.send(&peer, payload) {
-                    self.node.push_event(Event::SendFailed { peer, reason });
+                    self.node.push_event(Event::SendFailed { peer, id, reason });
                 }
             }
             Command::Request(peer, id, payload) => {
@@ -710,12 +720,13 @@ impl Network {
             }
             Command::Respond(peer, id, payload) => {
                 if let Err(reason) = self.node.respond(&peer, id, payload) {
-                    self.node.push_event(Event::SendFailed { peer, reason });
+                    self.node
+                        .push_event(Event::RespondFailed { peer, id, reason });
                 }
             }
-            Command::Broadcast(payload) => {
-                if let Err(reason) = self.node.broadcast(payload, now) {
-                    self.node.push_event(Event::BroadcastFailed { reason });
+            Command::Broadcast(id, payload) => {
+                if let Err(reason) = self.node.broadcast_with_id(id, payload, now) {
+                    self.node.push_event(Event::BroadcastFailed { id, reason });
                 }
             }
             Command::Disconnect(peer) => {

@@ -42,6 +42,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::{DialError, SendError};
 use crate::event::{Event, GossipId, RequestId};
 use crate::network::{ConnId, Flushed, Node, Sent, Stats, Wire};
+use crate::payload::Payload;
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
@@ -735,10 +736,14 @@ impl Sim {
     }
 
     /// Node `index` broadcasts `payload` to the network.
-    pub fn broadcast(&mut self, index: NodeIndex, payload: Bytes) -> Result<GossipId, SendError> {
+    pub fn broadcast(
+        &mut self,
+        index: NodeIndex,
+        payload: impl Payload,
+    ) -> Result<GossipId, SendError> {
         let now = self.now;
         let node = self.core(index).ok_or(SendError::ShuttingDown)?;
-        let id = node.broadcast(payload, now)?;
+        let id = node.broadcast(payload.into_payload(), now)?;
         self.settle(index);
         Ok(id)
     }
@@ -748,10 +753,10 @@ impl Sim {
         &mut self,
         index: NodeIndex,
         peer: &PeerId,
-        payload: Bytes,
+        payload: impl Payload,
     ) -> Result<(), SendError> {
         let node = self.core(index).ok_or(SendError::ShuttingDown)?;
-        node.send(peer, payload)?;
+        node.send(peer, payload.into_payload())?;
         self.settle(index);
         Ok(())
     }
@@ -762,11 +767,11 @@ impl Sim {
         index: NodeIndex,
         peer: &PeerId,
         id: RequestId,
-        payload: Bytes,
+        payload: impl Payload,
     ) -> Result<(), SendError> {
         let now = self.now;
         let node = self.core(index).ok_or(SendError::ShuttingDown)?;
-        node.request_with_id(peer, id, payload, now)?;
+        node.request_with_id(peer, id, payload.into_payload(), now)?;
         self.settle(index);
         Ok(())
     }
@@ -779,10 +784,10 @@ impl Sim {
         index: NodeIndex,
         peer: &PeerId,
         id: RequestId,
-        payload: Bytes,
+        payload: impl Payload,
     ) -> Result<(), SendError> {
         let node = self.core(index).ok_or(SendError::ShuttingDown)?;
-        node.respond(peer, id, payload)?;
+        node.respond(peer, id, payload.into_payload())?;
         self.settle(index);
         Ok(())
     }
