@@ -134,8 +134,8 @@ fn conn_of(token: Token) -> ConnId {
 /// use std::time::Duration;
 ///
 /// let mut net = Network::new(Config::default())?;
-/// net.listen("127.0.0.1:0".parse().unwrap())?;
-/// net.dial("127.0.0.1:9000".parse().unwrap())?;
+/// net.listen("127.0.0.1:0".parse()?)?;
+/// net.dial("127.0.0.1:9000".parse()?)?;
 /// let mut events = Vec::new();
 /// loop {
 ///     net.poll(&mut events, Some(Duration::from_millis(100)))?;
@@ -145,7 +145,7 @@ fn conn_of(token: Token) -> ConnId {
 ///         }
 ///     }
 /// }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), p2p::Error>(())
 /// ```
 pub struct Network {
     node: Node,
