@@ -217,7 +217,7 @@ pub enum Error {
     /// The operating system's random source failed ([`Network::new`](crate::Network::new),
     /// [`PeerId::random`](crate::PeerId::random)).
     #[error("no randomness: {0}")]
-    Random(#[from] getrandom::Error),
+    Random(getrandom::Error),
     /// A keypair could not be generated, loaded or saved ([`Keypair`](crate::Keypair)).
     #[cfg(feature = "noise")]
     #[error("keypair: {0}")]
@@ -258,6 +258,15 @@ pub enum Error {
     /// A simulated dial was refused ([`Sim::dial`](crate::sim::Sim::dial)).
     #[error(transparent)]
     SimDial(#[from] crate::sim::SimDialError),
+}
+
+// By hand, not `#[from]`: that makes it the source, and `getrandom::Error` is a
+// `std::error::Error` only when getrandom's `std` feature is on (it is not without
+// `noise`).
+impl From<getrandom::Error> for Error {
+    fn from(e: getrandom::Error) -> Self {
+        Error::Random(e)
+    }
 }
 
 /// Why a [`Handle`](crate::Handle) could not queue a command.

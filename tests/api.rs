@@ -6,13 +6,14 @@ mod common;
 
 use std::error::Error as _;
 use std::net::SocketAddr;
+#[cfg(feature = "noise")]
 use std::path::PathBuf;
 
 use common::*;
 use p2p::sim::{Sim, SimConfig};
 use p2p::{
-    Bytes, CloseReason, Config, DialError, Event, GossipId, HandleError, Keypair, Network,
-    ParsePeerIdError, PeerId, RequestError, RequestId, SendError,
+    Bytes, CloseReason, Config, DialError, Event, GossipId, HandleError, Network, ParsePeerIdError,
+    PeerId, RequestError, RequestId, SendError,
 };
 
 /// Polls both nodes until `done` holds of the events gathered so far, at most
@@ -37,9 +38,11 @@ fn step(
     Ok(log)
 }
 
+#[cfg(feature = "noise")]
 /// A key file in a directory of its own under the system temp dir, removed on drop.
 struct KeyFile(PathBuf);
 
+#[cfg(feature = "noise")]
 impl KeyFile {
     fn new() -> KeyFile {
         let dir = std::env::temp_dir().join(format!("p2p-api-test-{}", std::process::id()));
@@ -53,6 +56,7 @@ impl KeyFile {
     }
 }
 
+#[cfg(feature = "noise")]
 impl Drop for KeyFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -64,13 +68,19 @@ impl Drop for KeyFile {
 /// text, config validation and a handle's commands. Payloads are borrowed from values
 /// that live only in this function.
 fn run() -> Result<(), p2p::Error> {
-    let keys = KeyFile::new();
-    Keypair::generate()?.save(&keys.path())?;
-    let keypair = Keypair::load(&keys.path())?;
-    let config = Config {
-        keypair: Some(keypair),
-        ..Config::default()
+    #[cfg(feature = "noise")]
+    let (_keys, config) = {
+        let keys = KeyFile::new();
+        p2p::Keypair::generate()?.save(&keys.path())?;
+        let keypair = p2p::Keypair::load(&keys.path())?;
+        let config = Config {
+            keypair: Some(keypair),
+            ..Config::default()
+        };
+        (keys, config)
     };
+    #[cfg(not(feature = "noise"))]
+    let config = Config::default();
     config.validate()?;
     let mut a = Network::new(config)?;
     let mut b = Network::new(Config::default())?;
@@ -169,6 +179,7 @@ fn every_public_error_converts_into_p2p_error() {
     converts(p2p::ConfigError::Zero("read_budget"));
     converts(ParsePeerIdError::Length(3));
     converts(std::io::Error::other("poll"));
+    #[cfg(feature = "noise")]
     converts(p2p::KeyError::NotAFile { path: "k".into() });
     converts(p2p::wire::PreambleError::BadMagic);
     converts(p2p::sim::SimDialError::NoNode(3));
