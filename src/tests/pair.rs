@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::{CloseReason, DialError, RequestError, SendError};
-use crate::event::{Direction, Event};
+use crate::event::{Direction, Event, GossipId};
 use crate::network::{ConnId, Node, Sent, Wire};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
@@ -1235,6 +1235,42 @@ fn settle(a: &mut Node, b: &mut Node, pairs: &[(ConnId, ConnId)], now: Instant) 
             pump(b, bc, a, ac, now);
         }
     }
+}
+
+/// A `Handle` chooses its broadcast's id: one already seen (two handles drawing the
+/// same 128 bits, as good as never) still goes out, and the peer drops it as a
+/// duplicate, with nothing else affected.
+#[test]
+fn a_broadcast_under_an_id_already_seen_is_sent_and_dropped_as_a_duplicate() {
+    let mut pair = Pair::connected();
+    let gid = GossipId([7; 16]);
+    let now = pair.now;
+    pair.a
+        .node
+        .broadcast_with_id(gid, Bytes::from_static(b"first"), now)
+        .unwrap();
+    pair.a
+        .node
+        .broadcast_with_id(gid, Bytes::from_static(b"again"), now)
+        .unwrap();
+    pair.step();
+    assert_eq!(
+        pair.b.events,
+        [Event::Broadcast {
+            from: id(1),
+            id: gid,
+            payload: Bytes::from_static(b"first")
+        }]
+    );
+    assert_eq!(pair.b.node.stats().duplicate_gossip, 1);
+    assert_eq!(pair.b.node.phase(pair.b.conn), Some(Phase::Open));
+    let refused = Bytes::from(vec![0u8; config().max_frame_size]);
+    assert!(matches!(
+        pair.a
+            .node
+            .broadcast_with_id(GossipId([8; 16]), refused, now),
+        Err(SendError::TooLarge { .. })
+    ));
 }
 
 #[test]
