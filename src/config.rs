@@ -253,7 +253,7 @@ pub enum ConfigError {
     /// size with [`Config::with_max_frame_size`], which does.
     #[error(
         "max_write_buffer is {buffer}, below the {needed} bytes that one frame of max_frame_size ({frame}) takes with its header and records plus {room} bytes kept for control frames: raise max_write_buffer to {needed} (Config::with_max_frame_size raises it)",
-        room = crate::socket::CONTROL_ROOM
+        room = crate::budget::CONTROL_ROOM
     )]
     WriteBufferBelowFrame {
         /// The configured per-peer write buffer.
@@ -348,7 +348,7 @@ impl Config {
         let frame = self.max_frame_size.saturating_add(LEN_FIELD + 1);
         frame
             .saturating_add(crate::secure::record_overhead(frame))
-            .saturating_add(crate::socket::CONTROL_ROOM)
+            .saturating_add(crate::budget::CONTROL_ROOM)
     }
 
     /// The smallest `max_read_buffer_total` [`Config::validate`] accepts with this
@@ -576,7 +576,7 @@ mod tests {
         let c = Config::default().with_max_frame_size(size);
         assert_eq!(c.max_frame_size, size);
         assert_eq!(c.max_write_buffer, c.min_write_buffer());
-        assert!(c.max_write_buffer > size + LEN_FIELD + 1 + crate::socket::CONTROL_ROOM);
+        assert!(c.max_write_buffer > size + LEN_FIELD + 1 + crate::budget::CONTROL_ROOM);
         assert_eq!(c.max_read_buffer_total, size + LEN_FIELD + 1);
         assert_eq!(
             c.max_write_buffer_total,

@@ -145,7 +145,7 @@ pub enum SendError {
         /// The peer the response was for.
         peer: PeerId,
         /// The request id given.
-        id: crate::event::RequestId,
+        id: crate::id::RequestId,
     },
     /// The node is shutting down.
     #[error("the node is shutting down")]
@@ -257,7 +257,7 @@ pub enum Error {
     Preamble(#[from] PreambleError),
     /// A simulated dial was refused ([`Sim::dial`](crate::sim::Sim::dial)).
     #[error(transparent)]
-    SimDial(#[from] crate::sim::SimDialError),
+    SimDial(#[from] SimDialError),
 }
 
 // By hand, not `#[from]`: that makes it the source, and `getrandom::Error` is a
@@ -278,4 +278,15 @@ pub enum HandleError {
     /// The `Network` was dropped.
     #[error("the network is gone")]
     Closed,
+}
+
+/// Why [`Sim::dial`](crate::sim::Sim::dial) did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SimDialError {
+    /// No such node (a [`NodeIndex`](crate::sim::NodeIndex)), or it is crashed.
+    #[error("node {0} does not exist or is down")]
+    NoNode(usize),
+    /// The node core refused the dial.
+    #[error(transparent)]
+    Dial(#[from] DialError),
 }

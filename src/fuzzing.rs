@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::config::Config;
-use crate::event::{Event, RequestId};
+use crate::event::Event;
+use crate::id::RequestId;
 use crate::network::{ConnId, Flushed, Node, Sent, Wire};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use mio::Waker;
 
 use crate::error::HandleError;
-use crate::event::{GossipId, RequestId, SendId};
+use crate::id::{GossipId, RequestId, SendId};
 use crate::payload::Payload;
 use crate::peer::PeerId;
 use crate::rng::Rng;

@@ -62,6 +62,7 @@
 compile_error!("p2p packs a slot and a generation into a mio token and needs a 64-bit target");
 
 mod bucket;
+mod budget;
 mod config;
 mod duplicate;
 mod error;
@@ -72,6 +73,7 @@ mod event;
 pub mod fuzzing;
 mod gossip;
 mod handle;
+mod id;
 #[cfg(feature = "noise")]
 mod keypair;
 mod network;
@@ -104,8 +106,9 @@ struct ReadmeDoctests;
 pub use bytes::Bytes;
 pub use config::{Config, ConfigError, MAX_COUNT, MAX_DURATION, MAX_PER_PEER_TABLE};
 pub use error::{CloseReason, DialError, Error, HandleError, RequestError, SendError};
-pub use event::{Direction, Event, GossipId, RequestId, SendId};
+pub use event::{Direction, Event};
 pub use handle::Handle;
+pub use id::{GossipId, RequestId, SendId};
 #[cfg(feature = "noise")]
 pub use keypair::{KeyError, KeyFileCheck, Keypair};
 pub use network::Stats;

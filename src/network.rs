@@ -8,19 +8,19 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
+use crate::budget::{CONTROL_ROOM, GOODBYE_ROOM, within_fair_share};
 use crate::config::Config;
 use crate::duplicate;
 use crate::error::{CloseReason, DialError, SendError};
-use crate::event::{Direction, Event, GossipId, RequestId};
+use crate::event::{Direction, Event};
 use crate::gossip::{Gossip, RelayBudget, Verdict};
+use crate::id::{GossipId, RequestId};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
 use crate::slots::{HandshakeRate, Held, Slots, addr_key};
-use crate::socket::{
-    CONTROL_ROOM, GOODBYE_ROOM, Output, PeerStats, Phase, Socket, within_fair_share,
-};
+use crate::socket::{Output, PeerStats, Phase, Socket};
 use crate::wire::{Frame, GoodbyeReason, LEN_FIELD, Security};
 
 /// Frames decoded per batch before their outputs are handled.

@@ -12,8 +12,9 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::config::Config;
 use crate::error::{CloseReason, DialError, Error, RequestError, SendError};
-use crate::event::{Direction, Event, GossipId, RequestId};
+use crate::event::{Direction, Event};
 use crate::handle::{Command, Handle};
+use crate::id::{GossipId, RequestId};
 use crate::network::{ConnId, Flushed, Node, Sent, Stats, Wire};
 use crate::payload::Payload;
 use crate::peer::PeerId;

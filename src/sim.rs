@@ -39,8 +39,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::{Config, ConfigError};
-use crate::error::{DialError, SendError};
-use crate::event::{Event, GossipId, RequestId};
+use crate::error::SendError;
+use crate::event::Event;
+use crate::id::{GossipId, RequestId};
 use crate::network::{ConnId, Flushed, Node, Sent, Stats, Wire};
 use crate::payload::Payload;
 use crate::peer::PeerId;
@@ -87,16 +88,7 @@ impl Default for SimConfig {
 /// A node's index in the simulation.
 pub type NodeIndex = usize;
 
-/// Why [`Sim::dial`] did nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum SimDialError {
-    /// No such node, or it is crashed.
-    #[error("node {0} does not exist or is down")]
-    NoNode(NodeIndex),
-    /// The node core refused the dial.
-    #[error(transparent)]
-    Dial(#[from] DialError),
-}
+pub use crate::error::SimDialError;
 
 /// What the simulator does at a point in virtual time.
 #[derive(Debug)]

@@ -8,7 +8,8 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::{CloseReason, DialError, RequestError, SendError};
-use crate::event::{Direction, Event, GossipId};
+use crate::event::{Direction, Event};
+use crate::id::{GossipId, RequestId};
 use crate::network::{ConnId, Node, Sent, Wire};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
@@ -517,7 +518,7 @@ fn connect_deadline_fails_the_dial() {
 fn request_response_and_timeout() {
     let mut pair = Pair::connected();
     let now = pair.now;
-    let id1 = crate::event::RequestId(7);
+    let id1 = RequestId(7);
     pair.a
         .node
         .request_with_id(&id(2), id1, Bytes::from_static(b"q"), now)
@@ -546,7 +547,7 @@ fn request_response_and_timeout() {
     );
     pair.a.events.clear();
 
-    let id2 = crate::event::RequestId(8);
+    let id2 = RequestId(8);
     pair.a
         .node
         .request_with_id(&id(2), id2, Bytes::new(), now)
@@ -576,7 +577,7 @@ fn request_response_and_timeout() {
 #[test]
 fn respond_refuses_an_id_not_received_or_answered_already_and_sends_nothing() {
     let mut pair = Pair::connected();
-    let rid = crate::event::RequestId(7);
+    let rid = RequestId(7);
     let unknown = Err(SendError::UnknownRequest {
         peer: id(1),
         id: rid,
@@ -616,7 +617,7 @@ fn late_responses_are_counted_late_and_never_close_the_peer() {
     pair.step();
     pair.a.events.clear();
     pair.b.events.clear();
-    let ids: Vec<_> = (1..=10).map(crate::event::RequestId).collect();
+    let ids: Vec<_> = (1..=10).map(RequestId).collect();
     for &rid in &ids {
         pair.a
             .node
@@ -753,7 +754,7 @@ fn a_request_flood_keeps_the_unanswered_table_at_its_cap_and_forgets_the_oldest(
     assert_eq!(pair.b.node.stats().unanswered_requests, 16);
     let stats = pair.b.node.peer_stats(&id(1)).unwrap();
     assert_eq!((stats.forgotten_requests, stats.rejected_frames), (984, 0));
-    let rid = crate::event::RequestId;
+    let rid = RequestId;
     assert_eq!(
         pair.b.node.respond(&id(1), rid(984), Bytes::new()),
         Err(SendError::UnknownRequest {
@@ -787,7 +788,7 @@ fn an_id_reused_after_its_answer_is_forgotten_in_its_new_place() {
             payload: Bytes::new(),
         })
     };
-    let rid = crate::event::RequestId;
+    let rid = RequestId;
     for n in [1, 2, 3] {
         inject(&mut pair.b, &request(n), now);
     }
@@ -822,7 +823,7 @@ fn a_request_reusing_an_answered_id_gets_its_whole_timeout() {
     // The simulator lets the application choose request ids; one used again once
     // answered must not inherit the deadline of its first use.
     let mut pair = Pair::connected();
-    let rid = crate::event::RequestId;
+    let rid = RequestId;
     let second = Duration::from_secs(1);
     let request = |pair: &mut Pair, n: u64| {
         let now = pair.now;
@@ -877,7 +878,7 @@ fn a_request_reusing_an_unanswered_id_is_rejected() {
         vec![
             Event::Request {
                 peer: id(1),
-                id: crate::event::RequestId(5),
+                id: RequestId(5),
                 payload: Bytes::new()
             },
             Event::FrameRejected {
@@ -890,7 +891,7 @@ fn a_request_reusing_an_unanswered_id_is_rejected() {
     // Once answered, the id is free again.
     pair.b
         .node
-        .respond(&id(1), crate::event::RequestId(5), Bytes::new())
+        .respond(&id(1), RequestId(5), Bytes::new())
         .unwrap();
     pair.b.events.clear();
     inject(&mut pair.b, &request, now);
@@ -900,7 +901,7 @@ fn a_request_reusing_an_unanswered_id_is_rejected() {
 #[test]
 fn a_request_fails_when_the_connection_closes_first() {
     let mut pair = Pair::connected();
-    let rid = crate::event::RequestId(1);
+    let rid = RequestId(1);
     pair.a
         .node
         .request_with_id(&id(2), rid, Bytes::new(), pair.now)
