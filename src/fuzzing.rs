@@ -65,9 +65,8 @@ impl<'a> Input<'a> {
 /// ([`Peer::new`]), so runs repeat.
 fn identity(security: Security, n: u8) -> LocalKey {
     let secret = [n; 32];
-    let id = match security {
-        #[cfg(feature = "noise")]
-        Security::NoiseXx => PeerId::from_bytes(crate::resolver::public_key(&secret)),
+    let id = match (security, crate::secure::public_id(&secret)) {
+        (Security::NoiseXx, Some(id)) => id,
         _ => PeerId::from_bytes(secret),
     };
     LocalKey {
@@ -115,7 +114,6 @@ impl Wire for PeerWire<'_> {
 /// Two record layers keyed by a real noise handshake: `seal` on one side, `open` on
 /// the other, with the fuzzer choosing what is sealed, how the ciphertext is cut, and
 /// what garbage or tampering lands in between.
-#[cfg(feature = "noise")]
 pub struct RecordPair {
     sender: Transport,
     receiver: Transport,
@@ -133,7 +131,6 @@ pub struct RecordPair {
     failed: bool,
 }
 
-#[cfg(feature = "noise")]
 impl RecordPair {
     const KEEP: usize = 1 << 20;
 
@@ -223,7 +220,6 @@ impl RecordPair {
     }
 }
 
-#[cfg(feature = "noise")]
 impl Default for RecordPair {
     fn default() -> Self {
         Self::new()

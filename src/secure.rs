@@ -49,6 +49,18 @@ pub(crate) fn record_overhead(_plain: usize) -> usize {
 #[cfg_attr(not(feature = "noise"), allow(dead_code))]
 pub(crate) const SEAL_AHEAD: usize = 256 * 1024;
 
+/// The id of the static `secret` under noise-xx (its X25519 public key); `None` in a
+/// build without noise, where no node has one.
+pub(crate) fn public_id(secret: &[u8; 32]) -> Option<PeerId> {
+    #[cfg(feature = "noise")]
+    return Some(PeerId::from_bytes(crate::resolver::public_key(secret)));
+    #[cfg(not(feature = "noise"))]
+    {
+        let _ = secret;
+        None
+    }
+}
+
 /// This node's identity as the handshake needs it.
 #[derive(Clone)]
 pub(crate) struct LocalKey {

@@ -499,11 +499,8 @@ impl Sim {
         let index = self.nodes.len();
         let mut secret = [0u8; 32];
         self.rng.fill(&mut secret);
-        let id = match config.security {
-            #[cfg(feature = "noise")]
-            crate::wire::Security::NoiseXx => {
-                PeerId::from_bytes(crate::resolver::public_key(&secret))
-            }
+        let id = match (config.security, crate::secure::public_id(&secret)) {
+            (crate::wire::Security::NoiseXx, Some(id)) => id,
             _ => {
                 let mut id = [0u8; 32];
                 self.rng.fill(&mut id);
