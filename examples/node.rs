@@ -592,8 +592,13 @@ fn emit_event(event: Event, lost: &mut Lost) {
             log::debug!("frame {count} rejected from {peer}");
             emit(&format!("rejected {peer} {}", words(&reason)))
         }
-        Event::BroadcastFailed { reason } => eprintln!("error: broadcast failed: {reason}"),
-        Event::SendFailed { peer, reason } => eprintln!("error: send to {peer} failed: {reason}"),
+        Event::BroadcastFailed { reason, .. } => eprintln!("error: broadcast failed: {reason}"),
+        Event::SendFailed { peer, reason, .. } => {
+            eprintln!("error: send to {peer} failed: {reason}")
+        }
+        Event::RespondFailed { peer, id, reason } => {
+            eprintln!("error: respond to {peer} {id} failed: {reason}")
+        }
         other => log::info!("event not shown: {other:?}"),
     }
 }

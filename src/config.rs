@@ -40,6 +40,13 @@ pub struct Config {
     /// after the handshake (`CloseReason::NotAllowed`), in either direction. Default `None`.
     pub allowlist: Option<std::collections::HashSet<PeerId>>,
     /// Largest frame body (`len - 1`) accepted; larger frames are skipped and counted. Default 8 MiB.
+    ///
+    /// Other fields must hold one frame of this size, and [`Config::validate`] says
+    /// which to raise and to what: `max_write_buffer` ([`Config::min_write_buffer`]),
+    /// `max_read_buffer_total` ([`Config::min_read_buffer_total`]) and so
+    /// `max_write_buffer_total`. [`Config::with_max_frame_size`] sets it and raises
+    /// them. The GOSSIP bytes bucket ([`Config::max_gossip_bytes_rate`]) grows to hold
+    /// one such frame by itself.
     pub max_frame_size: usize,
     /// Rejected frames ([`crate::protocol`] §4) that close a connection with GOODBYE 3
     /// when they all arrive within one [`Config::rejected_frames_window`]: a sliding
@@ -89,13 +96,16 @@ pub struct Config {
     /// accepted in the next turns. Default 64.
     pub max_accepts_per_turn: usize,
     /// Deadline for the peer's 12-byte preamble after the TCP connection is up,
-    /// shorter than the whole handshake's (`CloseReason::PreambleTimeout`). Default 1 s.
+    /// shorter than the whole handshake's (`CloseReason::PreambleTimeout`); one not
+    /// shorter than `handshake_timeout` never fires first. Default 1 s.
     pub preamble_timeout: Duration,
     /// Deadline for the preamble and handshake after the TCP connection is up. Default 5 s.
     pub handshake_timeout: Duration,
     /// Deadline for a TCP dial to connect. Default 5 s.
     pub connect_timeout: Duration,
-    /// Receive silence after which a PING is sent. Default 15 s.
+    /// Receive silence after which a PING is sent; must be shorter than
+    /// `idle_timeout`, by a round trip at least, for the PONG to arrive in time.
+    /// Default 15 s.
     pub ping_interval: Duration,
     /// Receive silence after which the peer is closed with GOODBYE 4. Default 45 s.
     pub idle_timeout: Duration,
@@ -113,7 +123,10 @@ pub struct Config {
     pub close_timeout: Duration,
     /// Bytes queued for one peer, which its queue never passes: `send` refuses with
     /// `Full` once a frame (with its records' overhead under noise) would leave less
-    /// than 256 bytes, kept for keepalives and the GOODBYE. Default 16 MiB.
+    /// than 256 bytes, kept for keepalives and the GOODBYE. At least
+    /// [`Config::min_write_buffer`] (one largest frame and those 256 bytes), at most
+    /// `max_write_buffer_total`: [`Config::with_max_write_buffer`] raises the total with
+    /// it. Default 16 MiB.
     pub max_write_buffer: usize,
     /// Bytes queued for all peers together, which the queues never pass: sends are
     /// refused with `GlobalFull` once they would leave less than 256 bytes per
@@ -122,7 +135,8 @@ pub struct Config {
     /// frame is no more than the room left after it: N peers that never read and fill
     /// their queues together hold at most 1/(N+1) of it each and as much stays free
     /// for the others; in any order, a full queue leaves at least its own length free.
-    /// An empty queue may always take one frame that fits. Default 256 MiB.
+    /// An empty queue may always take one frame that fits. At least `max_write_buffer`.
+    /// Default 256 MiB.
     pub max_write_buffer_total: usize,
     /// Bytes held for frames still arriving, over all connections. Each connection may
     /// hold one read chunk (64 KiB; under noise also one record still sealed and one
@@ -132,7 +146,7 @@ pub struct Config {
     /// (backpressure, `Stats::read_paused`); all but one leave one largest frame's
     /// worth free, so that one can always finish, and when it does the paused
     /// connection holding the most goes next. Must hold one frame of
-    /// `max_frame_size` with its header. Default 64 MiB.
+    /// `max_frame_size` with its header ([`Config::min_read_buffer_total`]). Default 64 MiB.
     pub max_read_buffer_total: usize,
     /// An unfinished frame that gains less than 64 KiB (or does not finish) within
     /// this time closes its connection gracefully with GOODBYE 4 (timeout),
@@ -159,7 +173,9 @@ pub struct Config {
     /// network's peak. Default 1000.
     pub max_gossip_rate: u32,
     /// GOSSIP bytes (frame bodies) accepted from one peer per second (a token bucket
-    /// holding this many, or one largest frame if more). Default 32 MiB.
+    /// holding this many, or one frame of `max_frame_size` if more: below it, a peer
+    /// may still send one largest broadcast, then waits for the bucket to refill at
+    /// this rate). Default 32 MiB.
     pub max_gossip_bytes_rate: usize,
     /// Gossip ids remembered to drop duplicates. Each id is accounted to the neighbour
     /// it first came from (or to us); when full, the oldest id of the source holding
@@ -232,35 +248,47 @@ pub enum ConfigError {
     /// `max_frame_size` does not fit the u32 `len` field.
     #[error("max_frame_size {0} is over the protocol's limit of {max}", max = u32::MAX - 1)]
     FrameTooLarge(usize),
-    /// The per-peer write buffer cannot hold one frame of the maximum size.
+    /// The per-peer write buffer cannot hold one frame of the maximum size: raise
+    /// `max_write_buffer` to `needed` ([`Config::min_write_buffer`]), or set the frame
+    /// size with [`Config::with_max_frame_size`], which does.
     #[error(
-        "max_write_buffer ({buffer}) must hold at least one frame of max_frame_size ({frame}) with its header and records, plus {room} bytes kept for control frames",
-        room = crate::socket::CONTROL_ROOM
+        "max_write_buffer is {buffer}, below the {needed} bytes that one frame of max_frame_size ({frame}) takes with its header and records plus {room} bytes kept for control frames: raise max_write_buffer to {needed} (Config::with_max_frame_size raises it)",
+        room = crate::budget::CONTROL_ROOM
     )]
     WriteBufferBelowFrame {
         /// The configured per-peer write buffer.
         buffer: usize,
         /// The configured maximum frame body.
         frame: usize,
+        /// The least `max_write_buffer` that works with it.
+        needed: usize,
     },
-    /// The global write buffer is smaller than one peer's.
-    #[error("max_write_buffer_total ({total}) must be at least max_write_buffer ({per_peer})")]
+    /// The global write buffer is smaller than one peer's: raise
+    /// `max_write_buffer_total` to `per_peer`, or set the per-peer buffer with
+    /// [`Config::with_max_write_buffer`], which does.
+    #[error(
+        "max_write_buffer_total is {total}, below max_write_buffer ({per_peer}): raise max_write_buffer_total to {per_peer} (Config::with_max_write_buffer and with_max_frame_size raise it)"
+    )]
     TotalBelowPerPeer {
         /// The configured global cap.
         total: usize,
-        /// The configured per-peer cap.
+        /// The configured per-peer cap, the least global cap that works with it.
         per_peer: usize,
     },
     /// The receive budget cannot hold one frame of the maximum size, so a large frame
-    /// could never finish.
+    /// could never finish: raise `max_read_buffer_total` to `needed`
+    /// ([`Config::min_read_buffer_total`]), or set the frame size with
+    /// [`Config::with_max_frame_size`], which does.
     #[error(
-        "max_read_buffer_total ({total}) must hold at least one frame of max_frame_size ({frame}) with its header"
+        "max_read_buffer_total is {total}, below the {needed} bytes that one frame of max_frame_size ({frame}) takes with its header: raise max_read_buffer_total to {needed} (Config::with_max_frame_size raises it)"
     )]
     ReadBufferBelowFrame {
         /// The configured receive budget.
         total: usize,
         /// The configured maximum frame body.
         frame: usize,
+        /// The least `max_read_buffer_total` that works with it.
+        needed: usize,
     },
     /// A duration is longer than this crate's timers take.
     #[error("config field `{0}` is over the maximum of {max:?}", max = MAX_DURATION)]
@@ -277,8 +305,11 @@ pub enum ConfigError {
     /// `ipv6_prefix_len` is over 128 bits.
     #[error("ipv6_prefix_len {0} is over 128")]
     PrefixTooLong(u8),
-    /// Pings would never be sent before the idle timeout closes the peer.
-    #[error("ping_interval ({ping:?}) must be shorter than idle_timeout ({idle:?})")]
+    /// Pings would never be sent before the idle timeout closes the peer: raise
+    /// `idle_timeout` above `ping`, or lower `ping_interval` below `idle`.
+    #[error(
+        "ping_interval ({ping:?}) must be shorter than idle_timeout ({idle:?}): raise idle_timeout above {ping:?} or lower ping_interval below {idle:?}"
+    )]
     PingNotBeforeIdle {
         /// The configured ping interval.
         ping: Duration,
@@ -299,24 +330,31 @@ pub const MAX_PER_PEER_TABLE: usize = 1 << 16;
 
 impl Config {
     /// The smallest `max_write_buffer` [`Config::validate`] accepts with this
-    /// `max_frame_size` and security: one largest frame with its header, the records
-    /// it takes under noise, and the room kept for control frames.
+    /// `max_frame_size`: one largest frame with its 5-byte header, the overhead of the
+    /// noise records it may be sealed into (counted in either security mode when the
+    /// `noise` feature is built), and the 256 bytes kept for control frames.
+    ///
+    /// [`Config::with_max_frame_size`] raises `max_write_buffer` to it:
     ///
     /// ```
     /// let mut config = p2p::Config { max_frame_size: 16 << 20, ..p2p::Config::default() };
     /// config.max_write_buffer = config.max_write_buffer.max(config.min_write_buffer());
     /// config.max_write_buffer_total = config.max_write_buffer_total.max(config.max_write_buffer);
     /// assert_eq!(config.validate(), Ok(()));
+    /// let same = p2p::Config::default().with_max_frame_size(16 << 20);
+    /// assert_eq!(same.max_write_buffer, config.max_write_buffer);
     /// ```
     pub fn min_write_buffer(&self) -> usize {
         let frame = self.max_frame_size.saturating_add(LEN_FIELD + 1);
         frame
             .saturating_add(crate::secure::record_overhead(frame))
-            .saturating_add(crate::socket::CONTROL_ROOM)
+            .saturating_add(crate::budget::CONTROL_ROOM)
     }
 
     /// The smallest `max_read_buffer_total` [`Config::validate`] accepts with this
     /// `max_frame_size`: one largest frame with its header.
+    ///
+    /// [`Config::with_max_frame_size`] raises `max_read_buffer_total` to it:
     ///
     /// ```
     /// let mut config = p2p::Config { max_frame_size: 100 << 20, ..p2p::Config::default() };
@@ -324,12 +362,92 @@ impl Config {
     /// config.max_write_buffer_total = config.max_write_buffer_total.max(config.max_write_buffer);
     /// config.max_read_buffer_total = config.max_read_buffer_total.max(config.min_read_buffer_total());
     /// assert_eq!(config.validate(), Ok(()));
+    /// let same = p2p::Config::default().with_max_frame_size(100 << 20);
+    /// assert_eq!(same.max_read_buffer_total, config.max_read_buffer_total);
     /// ```
     pub fn min_read_buffer_total(&self) -> usize {
         self.max_frame_size.saturating_add(LEN_FIELD + 1)
     }
 
-    /// Checks every field, returning the first one that cannot work.
+    /// The smallest `max_write_buffer_total` [`Config::validate`] accepts: one peer's
+    /// `max_write_buffer`.
+    pub fn min_write_buffer_total(&self) -> usize {
+        self.max_write_buffer
+    }
+
+    /// This config with `max_frame_size` set to `size`, and every field that must hold
+    /// a frame of that size raised to the least [`Config::validate`] accepts, if it is
+    /// below it (a field above it, or a smaller `size`, changes nothing else):
+    ///
+    /// * `max_write_buffer` to [`Config::min_write_buffer`]: the frame with its 5-byte
+    ///   header, the overhead of the noise records it may be sealed into, and 256
+    ///   bytes kept for control frames;
+    /// * `max_read_buffer_total` to [`Config::min_read_buffer_total`]: the frame with
+    ///   its header;
+    /// * `max_write_buffer_total` to [`Config::min_write_buffer_total`]: the per-peer
+    ///   buffer, as raised.
+    ///
+    /// ```
+    /// use p2p::Config;
+    ///
+    /// let config = Config::default().with_max_frame_size(64 << 20);
+    /// assert_eq!(config.max_frame_size, 64 << 20);
+    /// assert_eq!(config.max_write_buffer, config.min_write_buffer());
+    /// assert_eq!(config.max_read_buffer_total, (64 << 20) + 5);
+    /// assert_eq!(config.max_write_buffer_total, 256 << 20); // was above already
+    /// assert_eq!(config.validate(), Ok(()));
+    /// ```
+    pub fn with_max_frame_size(mut self, size: usize) -> Config {
+        self.max_frame_size = size;
+        self.fit_buffers()
+    }
+
+    /// This config with `max_write_buffer` set to `size`, and `max_write_buffer_total`
+    /// raised to it if below. A `size` below [`Config::min_write_buffer`] is kept, and
+    /// refused by [`Config::validate`]: lower `max_frame_size` first.
+    ///
+    /// ```
+    /// let config = p2p::Config::default().with_max_write_buffer(512 << 20);
+    /// assert_eq!(config.max_write_buffer_total, 512 << 20);
+    /// assert_eq!(config.validate(), Ok(()));
+    /// ```
+    pub fn with_max_write_buffer(mut self, size: usize) -> Config {
+        self.max_write_buffer = size;
+        self.max_write_buffer_total = self.max_write_buffer_total.max(size);
+        self
+    }
+
+    /// This config with each byte budget that is below the least [`Config::validate`]
+    /// accepts given the other fields raised to it, and nothing else changed:
+    /// `max_write_buffer` to [`Config::min_write_buffer`], `max_read_buffer_total` to
+    /// [`Config::min_read_buffer_total`], then `max_write_buffer_total` to
+    /// [`Config::min_write_buffer_total`]. For a config written with the struct update
+    /// syntax:
+    ///
+    /// ```
+    /// use p2p::{Config, Security};
+    ///
+    /// let config = Config {
+    ///     security: Security::Plaintext,
+    ///     max_frame_size: 32 << 20,
+    ///     ..Config::default()
+    /// }
+    /// .fit_buffers();
+    /// assert_eq!(config.validate(), Ok(()));
+    /// ```
+    pub fn fit_buffers(mut self) -> Config {
+        self.max_write_buffer = self.max_write_buffer.max(self.min_write_buffer());
+        self.max_read_buffer_total = self.max_read_buffer_total.max(self.min_read_buffer_total());
+        self.max_write_buffer_total = self
+            .max_write_buffer_total
+            .max(self.min_write_buffer_total());
+        self
+    }
+
+    /// Checks every field, returning the first one that cannot work. A field too small
+    /// for another is named with the value it needs ([`ConfigError`]);
+    /// [`Config::with_max_frame_size`], [`Config::with_max_write_buffer`] and
+    /// [`Config::fit_buffers`] raise such fields for you.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.security == Security::NoiseXx {
             if !cfg!(feature = "noise") {
@@ -414,15 +532,17 @@ impl Config {
             return Err(ConfigError::WriteBufferBelowFrame {
                 buffer: self.max_write_buffer,
                 frame: self.max_frame_size,
+                needed: self.min_write_buffer(),
             });
         }
         if self.max_read_buffer_total < self.min_read_buffer_total() {
             return Err(ConfigError::ReadBufferBelowFrame {
                 total: self.max_read_buffer_total,
                 frame: self.max_frame_size,
+                needed: self.min_read_buffer_total(),
             });
         }
-        if self.max_write_buffer_total < self.max_write_buffer {
+        if self.max_write_buffer_total < self.min_write_buffer_total() {
             return Err(ConfigError::TotalBelowPerPeer {
                 total: self.max_write_buffer_total,
                 per_peer: self.max_write_buffer,
@@ -448,6 +568,173 @@ mod tests {
     #[test]
     fn default_is_valid() {
         assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn with_max_frame_size_raises_each_buffer_that_must_hold_a_frame_to_its_minimum() {
+        let size = 64 << 20;
+        let c = Config::default().with_max_frame_size(size);
+        assert_eq!(c.max_frame_size, size);
+        assert_eq!(c.max_write_buffer, c.min_write_buffer());
+        assert!(c.max_write_buffer > size + LEN_FIELD + 1 + crate::budget::CONTROL_ROOM);
+        assert_eq!(c.max_read_buffer_total, size + LEN_FIELD + 1);
+        assert_eq!(
+            c.max_write_buffer_total,
+            Config::default().max_write_buffer_total
+        );
+        assert_eq!(c.validate(), Ok(()));
+        // Past the global write buffer too.
+        let c = Config::default().with_max_frame_size(1 << 30);
+        assert_eq!(c.max_write_buffer_total, c.max_write_buffer);
+        assert_eq!(c.validate(), Ok(()));
+        let c = Config {
+            security: Security::Plaintext,
+            ..Config::default()
+        }
+        .with_max_frame_size(size);
+        assert_eq!(c.max_write_buffer, c.min_write_buffer());
+        assert_eq!(c.validate(), Ok(()));
+        for size in [
+            1,
+            1000,
+            64 << 10,
+            8 << 20,
+            100 << 20,
+            (u32::MAX - 1) as usize,
+        ] {
+            let c = Config::default().with_max_frame_size(size);
+            assert_eq!(c.validate(), Ok(()), "max_frame_size {size}");
+        }
+    }
+
+    #[test]
+    fn with_max_frame_size_never_lowers_a_field() {
+        let d = Config::default();
+        let c = Config::default().with_max_frame_size(1024);
+        assert_eq!(c.max_frame_size, 1024);
+        assert_eq!(c.max_write_buffer, d.max_write_buffer);
+        assert_eq!(c.max_read_buffer_total, d.max_read_buffer_total);
+        assert_eq!(c.max_write_buffer_total, d.max_write_buffer_total);
+        let c = d.clone().fit_buffers();
+        assert_eq!(
+            (
+                c.max_write_buffer,
+                c.max_read_buffer_total,
+                c.max_write_buffer_total
+            ),
+            (
+                d.max_write_buffer,
+                d.max_read_buffer_total,
+                d.max_write_buffer_total
+            )
+        );
+    }
+
+    #[test]
+    fn each_raised_field_is_needed_and_its_error_says_to_what() {
+        let c = Config::default().with_max_frame_size(1 << 30);
+        let needed = c.min_write_buffer();
+        let short = Config {
+            max_write_buffer: needed - 1,
+            ..c.clone()
+        };
+        let err = short.validate().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::WriteBufferBelowFrame {
+                buffer: needed - 1,
+                frame: 1 << 30,
+                needed
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("raise max_write_buffer to {needed}")),
+            "{err}"
+        );
+        let needed = c.min_read_buffer_total();
+        let short = Config {
+            max_read_buffer_total: needed - 1,
+            ..c.clone()
+        };
+        let err = short.validate().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::ReadBufferBelowFrame {
+                total: needed - 1,
+                frame: 1 << 30,
+                needed
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("raise max_read_buffer_total to {needed}")),
+            "{err}"
+        );
+        let needed = c.min_write_buffer_total();
+        let short = Config {
+            max_write_buffer_total: needed - 1,
+            ..c
+        };
+        let err = short.validate().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::TotalBelowPerPeer {
+                total: needed - 1,
+                per_peer: needed
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("raise max_write_buffer_total to {needed}")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn with_max_write_buffer_raises_the_total_with_it() {
+        let c = Config::default().with_max_write_buffer(1 << 30);
+        assert_eq!(c.max_write_buffer, 1 << 30);
+        assert_eq!(c.max_write_buffer_total, 1 << 30);
+        assert_eq!(c.validate(), Ok(()));
+        let c = Config::default().with_max_write_buffer(32 << 20);
+        assert_eq!(
+            c.max_write_buffer_total,
+            Config::default().max_write_buffer_total
+        );
+        // Below what a largest frame needs it is kept, and refused by name.
+        let c = Config::default().with_max_write_buffer(1024);
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::WriteBufferBelowFrame { buffer: 1024, .. })
+        ));
+    }
+
+    #[test]
+    fn fit_buffers_makes_a_struct_update_config_valid() {
+        let c = Config {
+            max_frame_size: 200 << 20,
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::WriteBufferBelowFrame { .. })
+        ));
+        let c = c.fit_buffers();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.max_write_buffer, c.min_write_buffer());
+        assert_eq!(c.max_read_buffer_total, c.min_read_buffer_total());
+        assert_eq!(
+            c.max_write_buffer_total,
+            Config::default().max_write_buffer_total
+        );
+        let c = Config {
+            max_frame_size: 300 << 20,
+            ..Config::default()
+        }
+        .fit_buffers();
+        assert_eq!(c.max_write_buffer_total, c.max_write_buffer);
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Error types, one per layer; every variant says what happened.
 
 use std::io;
+use std::net::AddrParseError;
 
 use crate::config::ConfigError;
-use crate::peer::PeerId;
+use crate::peer::{ParsePeerIdError, PeerId};
 use crate::wire::{GoodbyeReason, PreambleError};
 
 /// Why a connection ended, or why it never became a peer.
@@ -144,7 +145,7 @@ pub enum SendError {
         /// The peer the response was for.
         peer: PeerId,
         /// The request id given.
-        id: crate::event::RequestId,
+        id: crate::id::RequestId,
     },
     /// The node is shutting down.
     #[error("the node is shutting down")]
@@ -187,22 +188,85 @@ pub enum DialError {
     Io(io::ErrorKind),
 }
 
-/// Errors of [`Network`](crate::Network) itself.
+/// Every error of this crate, so that one `fn run() -> Result<(), p2p::Error>` can
+/// `?` every call: [`Network::new`](crate::Network::new), `listen` and
+/// [`poll`](crate::Network::poll) return it (or `io::Error`) already, and each specific
+/// error below converts into it with `?`.
+///
+/// The specific enums stay the return types of the calls that produce them, to match
+/// on; here they are wrapped whole, so `match` on the variant to get one back. A
+/// wrapped error is shown as itself (its message has no prefix added), and
+/// [`source`](std::error::Error::source) is the wrapped error's own source.
+///
+/// ```
+/// fn parse_and_check(id: &str) -> Result<p2p::PeerId, p2p::Error> {
+///     p2p::Config::default().validate()?;
+///     Ok(id.parse()?)
+/// }
+/// let err = parse_and_check("beef").unwrap_err();
+/// assert!(matches!(err, p2p::Error::ParsePeerId(p2p::ParsePeerIdError::Length(4))));
+/// assert_eq!(err.to_string(), "a peer id is 64 hex digits, got 4 bytes");
+/// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// The configuration cannot work.
+    /// The configuration cannot work ([`Network::new`](crate::Network::new),
+    /// [`Config::validate`](crate::Config::validate), the simulator's nodes).
     #[error("invalid config: {0}")]
     Config(#[from] ConfigError),
-    /// The operating system's random source failed.
+    /// The operating system's random source failed ([`Network::new`](crate::Network::new),
+    /// [`PeerId::random`](crate::PeerId::random)).
     #[error("no randomness: {0}")]
     Random(getrandom::Error),
-    /// The noise keypair could not be generated.
+    /// A keypair could not be generated, loaded or saved ([`Keypair`](crate::Keypair)).
     #[cfg(feature = "noise")]
     #[error("keypair: {0}")]
     Key(#[from] crate::KeyError),
-    /// Setting up the poll, waker or listener failed.
+    /// Setting up the poll, waker or listener failed, or a turn of
+    /// [`Network::poll`](crate::Network::poll) did.
     #[error("io: {0}")]
     Io(#[from] io::Error),
+    /// A dial was refused at once ([`Network::dial`](crate::Network::dial)).
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// A send, request, response or broadcast was refused
+    /// ([`Network::send`](crate::Network::send) and the like).
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// A request ended without a response (from
+    /// [`Event::RequestFailed`](crate::Event::RequestFailed)).
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// A [`Handle`](crate::Handle) could not queue a command.
+    #[error(transparent)]
+    Handle(#[from] HandleError),
+    /// A string is not a [`PeerId`](crate::PeerId).
+    #[error(transparent)]
+    ParsePeerId(#[from] ParsePeerIdError),
+    /// A string is not a socket address (`"127.0.0.1:30333".parse()?`), so the address
+    /// to listen on or dial can be parsed in the same function.
+    #[error("invalid socket address: {0}")]
+    Addr(#[from] AddrParseError),
+    /// A connection ended, or never became a peer (from
+    /// [`Event::PeerDisconnected`](crate::Event::PeerDisconnected) and
+    /// [`Event::DialFailed`](crate::Event::DialFailed)).
+    #[error(transparent)]
+    Closed(#[from] CloseReason),
+    /// A preamble failed a check ([`wire::Preamble::check`](crate::wire::Preamble::check)).
+    #[error(transparent)]
+    Preamble(#[from] PreambleError),
+    /// A simulated dial was refused ([`Sim::dial`](crate::sim::Sim::dial)).
+    #[error(transparent)]
+    SimDial(#[from] SimDialError),
+}
+
+// By hand, not `#[from]`: that makes it the source, and `getrandom::Error` is a
+// `std::error::Error` only when getrandom's `std` feature is on (it is not without
+// `noise`).
+impl From<getrandom::Error> for Error {
+    fn from(e: getrandom::Error) -> Self {
+        Error::Random(e)
+    }
 }
 
 /// Why a [`Handle`](crate::Handle) could not queue a command.
@@ -214,4 +278,15 @@ pub enum HandleError {
     /// The `Network` was dropped.
     #[error("the network is gone")]
     Closed,
+}
+
+/// Why [`Sim::dial`](crate::sim::Sim::dial) did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SimDialError {
+    /// No such node (a [`NodeIndex`](crate::sim::NodeIndex)), or it is crashed.
+    #[error("node {0} does not exist or is down")]
+    NoNode(usize),
+    /// The node core refused the dial.
+    #[error(transparent)]
+    Dial(#[from] DialError),
 }

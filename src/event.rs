@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 use crate::error::{CloseReason, RequestError, SendError};
-use crate::peer::{PeerId, hex};
+use crate::id::{GossipId, RequestId, SendId};
+use crate::peer::PeerId;
 use crate::wire::Reject;
 
 /// Who opened a connection.
@@ -24,32 +25,6 @@ impl fmt::Display for Direction {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
         })
-    }
-}
-
-/// The id of a request, unique per node; a response carries the same id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RequestId(pub u64);
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// The 16-byte id of a broadcast, the same at every node it reaches.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct GossipId(pub [u8; 16]);
-
-impl fmt::Display for GossipId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex(&self.0))
-    }
-}
-
-impl fmt::Debug for GossipId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GossipId({self})")
     }
 }
 
@@ -149,17 +124,35 @@ pub enum Event {
         /// Bytes queued for it that were dropped.
         bytes: usize,
     },
-    /// A broadcast queued through a [`Handle`](crate::Handle) was refused.
+    /// A broadcast queued through a [`Handle`](crate::Handle) was refused;
+    /// [`Handle::broadcast`](crate::Handle::broadcast) returned `id`.
     BroadcastFailed {
+        /// The id the handle's call returned.
+        id: GossipId,
         /// Why.
         reason: SendError,
     },
-    /// A send or respond queued through a [`Handle`](crate::Handle) was refused (a
-    /// respond with an id not received from that peer, or answered already:
-    /// [`SendError::UnknownRequest`]).
+    /// A send queued through a [`Handle`](crate::Handle) was refused;
+    /// [`Handle::send`](crate::Handle::send) returned `id`.
     SendFailed {
         /// The peer it was for.
         peer: PeerId,
+        /// The id the handle's call returned.
+        id: SendId,
+        /// Why.
+        reason: SendError,
+    },
+    /// A respond queued through a [`Handle`](crate::Handle) was refused: nothing was
+    /// sent. `peer` and `id` are the arguments of the call
+    /// ([`Handle::respond`](crate::Handle::respond)), the request it answered. With
+    /// [`SendError::UnknownRequest`] the id was not received from that peer or was
+    /// answered already; with another reason the request stays unanswered, to answer
+    /// again.
+    RespondFailed {
+        /// The requester.
+        peer: PeerId,
+        /// The id of the request it answered.
+        id: RequestId,
         /// Why.
         reason: SendError,
     },

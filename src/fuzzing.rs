@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::config::Config;
-use crate::event::{Event, RequestId};
-use crate::network::{ConnId, Node};
+use crate::event::Event;
+use crate::id::RequestId;
+use crate::network::{ConnId, Flushed, Node, Sent, Wire};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
@@ -60,18 +61,17 @@ impl<'a> Input<'a> {
 }
 
 /// The identity numbered `n`: under noise, the X25519 key pair of the secret `[n; 32]`;
-/// in plaintext, the id `[n; 32]`. Ephemeral keys are seeded, so runs repeat.
+/// in plaintext, the id `[n; 32]`. Its peer's ephemeral keys are seeded with `n`
+/// ([`Peer::new`]), so runs repeat.
 fn identity(security: Security, n: u8) -> LocalKey {
     let secret = [n; 32];
-    let id = match security {
-        #[cfg(feature = "noise")]
-        Security::NoiseXx => PeerId::from_bytes(crate::resolver::public_key(&secret)),
+    let id = match (security, crate::secure::public_id(&secret)) {
+        (Security::NoiseXx, Some(id)) => id,
         _ => PeerId::from_bytes(secret),
     };
     LocalKey {
         id,
         secret: secret.into(),
-        ephemeral_seed: Some(u64::from(n)),
     }
 }
 
@@ -87,10 +87,33 @@ fn front(queue: &OutQueue, n: usize) -> Vec<u8> {
     out
 }
 
+/// The node's side of a link as its write sequence sees it: one write of at most
+/// `left` bytes, which the fuzzed peer (if any) reads.
+struct PeerWire<'a> {
+    peer: Option<&'a mut Peer>,
+    tampered: bool,
+    left: usize,
+}
+
+impl Wire for PeerWire<'_> {
+    fn send(&mut self, queue: &OutQueue) -> Sent {
+        let bytes = front(queue, self.left);
+        if bytes.is_empty() {
+            return Sent::Blocked;
+        }
+        self.left = 0;
+        if let Some(peer) = self.peer.as_mut() {
+            peer.read(&bytes, self.tampered);
+        }
+        Sent::Wrote(bytes.len())
+    }
+
+    fn shutdown_write(&mut self) {}
+}
+
 /// Two record layers keyed by a real noise handshake: `seal` on one side, `open` on
 /// the other, with the fuzzer choosing what is sealed, how the ciphertext is cut, and
 /// what garbage or tampering lands in between.
-#[cfg(feature = "noise")]
 pub struct RecordPair {
     sender: Transport,
     receiver: Transport,
@@ -108,7 +131,6 @@ pub struct RecordPair {
     failed: bool,
 }
 
-#[cfg(feature = "noise")]
 impl RecordPair {
     const KEEP: usize = 1 << 20;
 
@@ -198,7 +220,6 @@ impl RecordPair {
     }
 }
 
-#[cfg(feature = "noise")]
 impl Default for RecordPair {
     fn default() -> Self {
         Self::new()
@@ -228,10 +249,16 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(security: Security, key: &LocalKey, initiator: bool, max_frame: usize) -> Self {
+    fn new(
+        security: Security,
+        key: &LocalKey,
+        ephemeral: Rng,
+        initiator: bool,
+        max_frame: usize,
+    ) -> Self {
         let preamble = Preamble::new(security, 1);
         let ours = preamble.encode();
-        let mut handshake = Handshake::new(security, key, initiator);
+        let mut handshake = Handshake::new(security, key, initiator, ephemeral);
         let mut tx = BytesMut::from(&ours[..]);
         handshake.start(&mut tx);
         Peer {
@@ -421,8 +448,7 @@ impl Harness {
         if let Err(e) = config.validate() {
             panic!("the harness config is invalid: {e}");
         }
-        let mut node = Node::new(config.clone(), identity(security, 1), Rng::from_seed(7));
-        node.seed_handshakes();
+        let node = Node::new(config.clone(), identity(security, 1), Rng::from_seed(7));
         let now = Instant::now();
         let mut harness = Harness {
             node,
@@ -494,9 +520,10 @@ impl Harness {
             conn
         };
         let max_frame = self.config.max_frame_size;
-        let peer = self
-            .honest
-            .then(|| Peer::new(self.security, &key, !outbound, max_frame));
+        let peer = self.honest.then(|| {
+            let ephemeral = Rng::from_seed(u64::from(n));
+            Peer::new(self.security, &key, ephemeral, !outbound, max_frame)
+        });
         self.links.push(Link {
             conn,
             addr,
@@ -654,20 +681,16 @@ impl Harness {
     /// Lets the node write up to `n` bytes, which its peer reads.
     fn write(&mut self, l: usize, n: usize) {
         let link = &mut self.links[l];
-        if link.gone || self.node.phase(link.conn) == Some(Phase::Opening) {
+        if link.gone {
             return;
         }
-        self.node.seal(link.conn, self.now);
-        let Some(queue) = self.node.transmit(link.conn) else {
-            return;
+        let mut wire = PeerWire {
+            peer: link.peer.as_mut(),
+            tampered: link.tampered,
+            left: n,
         };
-        let bytes = front(queue, n);
-        self.node.written(link.conn, bytes.len(), self.now);
-        if let Some(peer) = link.peer.as_mut() {
-            peer.read(&bytes, link.tampered);
-        }
-        if self.node.wants_shutdown(link.conn) {
-            self.node.write_shut(link.conn, self.now);
+        if self.node.flush(link.conn, &mut wire, self.now) == Flushed::Freed {
+            link.gone = true;
         }
     }
 

@@ -1,41 +1,66 @@
 //! `Handle`: a `Clone + Send` way to command the network from other threads.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use mio::Waker;
 
 use crate::error::HandleError;
-use crate::event::RequestId;
+use crate::id::{GossipId, RequestId, SendId};
+use crate::payload::Payload;
 use crate::peer::PeerId;
+use crate::rng::Rng;
 
-/// A command queued by a [`Handle`] for the loop.
+/// A command queued by a [`Handle`] for the loop. Each carries what its failure event
+/// reports, chosen by the handle when it queued it.
 #[derive(Debug)]
 pub(crate) enum Command {
     Dial(SocketAddr),
-    Send(PeerId, Bytes),
+    Send(PeerId, SendId, Bytes),
     Request(PeerId, RequestId, Bytes),
     Respond(PeerId, RequestId, Bytes),
-    Broadcast(Bytes),
+    Broadcast(GossipId, Bytes),
     Disconnect(PeerId),
     Shutdown,
 }
 
 /// Queues commands for a [`Network`](crate::Network) from any thread and wakes its loop.
 ///
-/// A command runs on the loop's next turn; if it fails there, the failure comes back
-/// as an event ([`Event::SendFailed`](crate::Event::SendFailed),
-/// [`Event::RequestFailed`](crate::Event::RequestFailed),
-/// [`Event::DialFailed`](crate::Event::DialFailed),
-/// [`Event::BroadcastFailed`](crate::Event::BroadcastFailed)), never silently.
+/// It mirrors `Network` method for method, with the same names and arguments:
+///
+/// | `Network` | `Handle` | if it fails on the loop |
+/// |---|---|---|
+/// | `dial(addr) -> Result<(), DialError>` | `dial(addr) -> Result<(), HandleError>` | [`Event::DialFailed`](crate::Event::DialFailed) `{ addr, .. }` |
+/// | `send(&peer, payload) -> Result<(), SendError>` | `send(&peer, payload) -> Result<SendId, HandleError>` | [`Event::SendFailed`](crate::Event::SendFailed) `{ peer, id, .. }` |
+/// | `request(&peer, payload) -> Result<RequestId, SendError>` | `request(&peer, payload) -> Result<RequestId, HandleError>` | [`Event::RequestFailed`](crate::Event::RequestFailed) `{ peer, id, .. }` |
+/// | `respond(&peer, id, payload) -> Result<(), SendError>` | `respond(&peer, id, payload) -> Result<(), HandleError>` | [`Event::RespondFailed`](crate::Event::RespondFailed) `{ peer, id, .. }` |
+/// | `broadcast(payload) -> Result<GossipId, SendError>` | `broadcast(payload) -> Result<GossipId, HandleError>` | [`Event::BroadcastFailed`](crate::Event::BroadcastFailed) `{ id, .. }` |
+/// | `disconnect(&peer) -> bool` | `disconnect(&peer) -> Result<(), HandleError>` | nothing (not connected: nothing to do) |
+/// | `shutdown()` | `shutdown() -> Result<(), HandleError>` | cannot fail |
+///
+/// A call returns as soon as the command is queued: its error, [`HandleError`], says
+/// only that it could not be queued. The command runs on the loop's next turn
+/// (`Network::poll`), and if it fails there, the failure comes back as the event in
+/// the table, never silently, carrying what the call returned or was given, so it can
+/// be matched to its call: the [`SendId`] of a send, the [`RequestId`] of a request or
+/// of the request a respond answered, the [`GossipId`] of a broadcast, the address of
+/// a dial. A command that succeeds on the loop produces what the `Network` call would
+/// have (a `Response` or `RequestFailed` for a request, say). Ids are chosen here, as
+/// the `Network`'s are: request ids from the same counter, broadcast ids from a
+/// cryptographic generator of the handle's own, so peers cannot predict them either.
+///
+/// `listen`, `flush` and the read-only methods (`peers`, `stats`, ..) stay on
+/// `Network`: the loop writes what commands queued in the turn that runs them.
 ///
 /// ```no_run
 /// let net = p2p::Network::new(p2p::Config::default())?;
 /// let handle = net.handle();
-/// std::thread::spawn(move || handle.broadcast("block 7"));
+/// let id = std::thread::spawn(move || handle.broadcast("block 7")).join().unwrap()?;
+/// // .. later, on the loop: `Event::BroadcastFailed { id: failed, reason }` with `failed == id`
+/// # let _ = id;
 /// # Ok::<(), p2p::Error>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -45,6 +70,10 @@ pub struct Handle {
     /// Set while a wake is pending, so a burst of commands costs one wake-up syscall.
     woken: Arc<AtomicBool>,
     request_ids: Arc<AtomicU64>,
+    send_ids: Arc<AtomicU64>,
+    /// Makes broadcast ids, which peers must not predict: a secure generator of the
+    /// handles' own, shared by every clone (a lock held for 16 bytes).
+    gossip_ids: Arc<Mutex<Rng>>,
 }
 
 impl Handle {
@@ -53,12 +82,16 @@ impl Handle {
         waker: Arc<Waker>,
         woken: Arc<AtomicBool>,
         request_ids: Arc<AtomicU64>,
+        send_ids: Arc<AtomicU64>,
+        gossip_ids: Rng,
     ) -> Self {
         Handle {
             tx,
             waker,
             woken,
             request_ids,
+            send_ids,
+            gossip_ids: Arc::new(Mutex::new(gossip_ids)),
         }
     }
 
@@ -73,51 +106,67 @@ impl Handle {
         Ok(())
     }
 
-    /// Dials `addr`.
+    /// Dials `addr`, as [`Network::dial`](crate::Network::dial); a refusal comes back
+    /// as [`Event::DialFailed`](crate::Event::DialFailed) with `addr` and [`CloseReason::DialRefused`](crate::CloseReason::DialRefused).
     pub fn dial(&self, addr: SocketAddr) -> Result<(), HandleError> {
         self.queue(Command::Dial(addr))
     }
 
-    /// Sends a MESSAGE to `peer`.
-    pub fn send(&self, peer: PeerId, payload: impl Into<Bytes>) -> Result<(), HandleError> {
-        self.queue(Command::Send(peer, payload.into()))
-    }
-
-    /// Sends a REQUEST to `peer`; the id is known at once.
-    pub fn request(
-        &self,
-        peer: PeerId,
-        payload: impl Into<Bytes>,
-    ) -> Result<RequestId, HandleError> {
-        let id = RequestId(self.request_ids.fetch_add(1, Ordering::Relaxed));
-        self.queue(Command::Request(peer, id, payload.into()))?;
+    /// Sends a MESSAGE to `peer`, as [`Network::send`](crate::Network::send); a
+    /// refusal comes back as [`Event::SendFailed`](crate::Event::SendFailed) with the id returned here.
+    pub fn send(&self, peer: &PeerId, payload: impl Payload) -> Result<SendId, HandleError> {
+        let id = SendId(self.send_ids.fetch_add(1, Ordering::Relaxed));
+        self.queue(Command::Send(*peer, id, payload.into_payload()))?;
         Ok(id)
     }
 
-    /// Answers the REQUEST `id` of `peer`. Checked on the loop's next turn: an id
-    /// not received from `peer` or answered already sends nothing and comes back as
-    /// [`Event::SendFailed`](crate::Event::SendFailed) with
-    /// [`SendError::UnknownRequest`](crate::SendError::UnknownRequest).
+    /// Sends a REQUEST to `peer`, as [`Network::request`](crate::Network::request); the
+    /// id is known at once, and its [`Event::Response`](crate::Event::Response) or [`Event::RequestFailed`](crate::Event::RequestFailed)
+    /// (a refusal too, with [`RequestError::NotSent`](crate::RequestError::NotSent))
+    /// carries it.
+    pub fn request(&self, peer: &PeerId, payload: impl Payload) -> Result<RequestId, HandleError> {
+        let id = RequestId(self.request_ids.fetch_add(1, Ordering::Relaxed));
+        self.queue(Command::Request(*peer, id, payload.into_payload()))?;
+        Ok(id)
+    }
+
+    /// Answers the REQUEST `id` of `peer`, as [`Network::respond`](crate::Network::respond).
+    /// Checked on the loop's next turn: a refusal (an id not received from `peer` or
+    /// answered already: [`SendError::UnknownRequest`](crate::SendError::UnknownRequest);
+    /// a full buffer) sends nothing and comes back as [`Event::RespondFailed`](crate::Event::RespondFailed) with
+    /// `peer` and `id`.
     pub fn respond(
         &self,
-        peer: PeerId,
+        peer: &PeerId,
         id: RequestId,
-        payload: impl Into<Bytes>,
+        payload: impl Payload,
     ) -> Result<(), HandleError> {
-        self.queue(Command::Respond(peer, id, payload.into()))
+        self.queue(Command::Respond(*peer, id, payload.into_payload()))
     }
 
-    /// Broadcasts to the whole network.
-    pub fn broadcast(&self, payload: impl Into<Bytes>) -> Result<(), HandleError> {
-        self.queue(Command::Broadcast(payload.into()))
+    /// Broadcasts to the whole network, as [`Network::broadcast`](crate::Network::broadcast):
+    /// returns the broadcast's id, which every node it reaches reports in
+    /// [`Event::Broadcast`](crate::Event::Broadcast); a refusal comes back as [`Event::BroadcastFailed`](crate::Event::BroadcastFailed) with it.
+    pub fn broadcast(&self, payload: impl Payload) -> Result<GossipId, HandleError> {
+        let mut id = [0u8; 16];
+        // Filling cannot panic, so a poisoned lock still holds a sound generator.
+        self.gossip_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .fill(&mut id);
+        let id = GossipId(id);
+        self.queue(Command::Broadcast(id, payload.into_payload()))?;
+        Ok(id)
     }
 
-    /// Closes the connection to `peer`.
-    pub fn disconnect(&self, peer: PeerId) -> Result<(), HandleError> {
-        self.queue(Command::Disconnect(peer))
+    /// Closes the connection to `peer` gracefully, as
+    /// [`Network::disconnect`](crate::Network::disconnect); nothing happens if it is
+    /// not connected when the command runs.
+    pub fn disconnect(&self, peer: &PeerId) -> Result<(), HandleError> {
+        self.queue(Command::Disconnect(*peer))
     }
 
-    /// Starts a graceful shutdown.
+    /// Starts a graceful shutdown, as [`Network::shutdown`](crate::Network::shutdown).
     pub fn shutdown(&self) -> Result<(), HandleError> {
         self.queue(Command::Shutdown)
     }

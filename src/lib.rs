@@ -16,6 +16,12 @@
 //! * The README (operating a public node, the `node` and `cluster` examples,
 //!   benchmarks) ships with the crate.
 //!
+//! Every error the crate returns converts into [`Error`], so one function returning
+//! `Result<_, p2p::Error>` can `?` every call; the calls return their specific enums
+//! ([`SendError`], [`DialError`], ...) to match on. Payloads are anything
+//! [`Payload`]: `Bytes`, `Vec<u8>` and `String` owned, `&[u8]` and `&str` borrowed
+//! (copied once).
+//!
 //! A peer may leave at any moment, so a command about one peer can fail on an
 //! ordinary race; a node logs it and goes on. Only an error of `poll` itself ends the
 //! loop:
@@ -23,25 +29,32 @@
 //! ```no_run
 //! use p2p::{Config, Event, Network};
 //!
-//! let mut net = Network::new(Config::default())?;
-//! let addr = net.listen("127.0.0.1:0".parse()?)?;
-//! println!("listening on {addr} as {}", net.local_id());
-//! let mut events = Vec::new();
-//! loop {
-//!     net.poll(&mut events, None)?;
-//!     for event in events.drain(..) {
-//!         match event {
-//!             Event::Broadcast { payload, .. } => println!("got {} bytes", payload.len()),
-//!             Event::Request { peer, id, .. } => {
-//!                 if let Err(e) = net.respond(&peer, id, "ok") {
-//!                     eprintln!("respond to {peer}: {e}"); // it left, or its queue is full
-//!                 }
+//! fn main() -> Result<(), p2p::Error> {
+//!     let mut net = Network::new(Config::default())?;
+//!     let addr = net.listen("127.0.0.1:0".parse()?)?;
+//!     println!("listening on {addr} as {}", net.local_id());
+//!     let mut events = Vec::new();
+//!     loop {
+//!         net.poll(&mut events, None)?;
+//!         for event in events.drain(..) {
+//!             if let Err(e) = on_event(&mut net, event) {
+//!                 eprintln!("{e}"); // the peer left, or its queue is full
 //!             }
-//!             _ => {}
 //!         }
 //!     }
 //! }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//!
+//! fn on_event(net: &mut Network, event: Event) -> Result<(), p2p::Error> {
+//!     match event {
+//!         Event::Broadcast { payload, .. } => println!("got {} bytes", payload.len()),
+//!         Event::Request { peer, id, payload } => {
+//!             let answer = format!("{} bytes received", payload.len());
+//!             net.respond(&peer, id, answer.as_bytes())?;
+//!         }
+//!         _ => {}
+//!     }
+//!     Ok(())
+//! }
 //! ```
 #![warn(missing_docs)]
 
@@ -49,7 +62,9 @@
 compile_error!("p2p packs a slot and a generation into a mio token and needs a 64-bit target");
 
 mod bucket;
+mod budget;
 mod config;
+mod duplicate;
 mod error;
 mod event;
 // NOT API: hooks for the fuzz targets in fuzz/, behind the `fuzzing` feature.
@@ -58,12 +73,12 @@ mod event;
 pub mod fuzzing;
 mod gossip;
 mod handle;
+mod id;
 #[cfg(feature = "noise")]
 mod keypair;
 mod network;
 mod ordered;
-#[cfg(test)]
-mod pair;
+mod payload;
 mod peer;
 mod queue;
 mod reactor;
@@ -78,6 +93,9 @@ mod socket;
 mod timers;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 #[doc = include_str!("../docs/PROTOCOL.md")]
 pub mod protocol {}
 
@@ -89,11 +107,13 @@ struct ReadmeDoctests;
 pub use bytes::Bytes;
 pub use config::{Config, ConfigError, MAX_COUNT, MAX_DURATION, MAX_PER_PEER_TABLE};
 pub use error::{CloseReason, DialError, Error, HandleError, RequestError, SendError};
-pub use event::{Direction, Event, GossipId, RequestId};
+pub use event::{Direction, Event};
 pub use handle::Handle;
+pub use id::{GossipId, RequestId, SendId};
 #[cfg(feature = "noise")]
 pub use keypair::{KeyError, KeyFileCheck, Keypair};
 pub use network::Stats;
+pub use payload::Payload;
 pub use peer::{ParsePeerIdError, PeerId};
 pub use reactor::{Network, PeerInfo};
 #[cfg(feature = "noise")]

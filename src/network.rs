@@ -8,18 +8,19 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
+use crate::budget::{CONTROL_ROOM, GOODBYE_ROOM, within_fair_share};
 use crate::config::Config;
+use crate::duplicate;
 use crate::error::{CloseReason, DialError, SendError};
-use crate::event::{Direction, Event, GossipId, RequestId};
+use crate::event::{Direction, Event};
 use crate::gossip::{Gossip, RelayBudget, Verdict};
+use crate::id::{GossipId, RequestId};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
 use crate::slots::{HandshakeRate, Held, Slots, addr_key};
-use crate::socket::{
-    CONTROL_ROOM, GOODBYE_ROOM, Output, PeerStats, Phase, Socket, within_fair_share,
-};
+use crate::socket::{Output, PeerStats, Phase, Socket};
 use crate::timers::Timers;
 use crate::wire::{Frame, GoodbyeReason, LEN_FIELD, Security};
 
@@ -70,6 +71,39 @@ pub(crate) struct ConnId {
     pub key: usize,
     /// The generation of the socket in that slot.
     pub generation: u32,
+}
+
+/// A connection's outgoing byte stream as a driver holds it (a TCP socket, a simulated
+/// link, a test pipe): the only IO [`Node::flush`] does.
+pub(crate) trait Wire {
+    /// Writes a prefix of what `queue` holds (its slices, front first).
+    fn send(&mut self, queue: &OutQueue) -> Sent;
+    /// Shuts the write side: the peer reads the end of the stream after what was sent.
+    fn shutdown_write(&mut self);
+}
+
+/// What one [`Wire::send`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Wrote this many bytes (0 only if nothing was asked for).
+    Wrote(usize),
+    /// Took nothing now: the socket would block, or the link's window is full. The
+    /// driver flushes again once it can take more.
+    Blocked,
+    /// The write failed: the connection is lost.
+    Failed(std::io::ErrorKind),
+}
+
+/// Where a connection stands after [`Node::flush`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// In service; `waiting` when bytes remain queued that the wire did not take
+    /// (a driver then wants to hear when it is writable).
+    Live { waiting: bool },
+    /// Closed and forgotten by the node: the driver drops its socket.
+    Freed,
+    /// Nothing to do: the id is stale, or the connection is still dialling.
+    Idle,
 }
 
 /// Whole-node counters, readable at any time.
@@ -190,8 +224,6 @@ pub(crate) struct Node {
     /// The lowest and highest request ids this node issued so far: a RESPONSE with
     /// an id within them that matches no pending request is late, not made up.
     issued: Option<(u64, u64)>,
-    /// Whether handshakes take their ephemeral keys from `rng` (the simulator).
-    seed_handshakes: bool,
     /// Receive budget held by all connections (the sum of their charges).
     read_used: usize,
     /// The connection that may draw on the receive budget's last largest frame's
@@ -265,7 +297,6 @@ impl Node {
             out: Vec::new(),
             targets: Vec::new(),
             issued: None,
-            seed_handshakes: false,
             read_used: 0,
             read_first: None,
             read_first_until: None,
@@ -422,8 +453,8 @@ impl Node {
         if self.dialing.contains_key(&addr) {
             return Err(DialError::AlreadyDialing(addr));
         }
-        let key = self.handshake_key();
-        Ok(self.insert(Socket::outbound(&self.config, &key, addr, now), now))
+        let socket = Socket::outbound(&self.config, &self.key, self.rng.fork(), addr, now);
+        Ok(self.insert(socket, now))
     }
 
     /// A connection was accepted. `None`: refused, the shell drops it before any byte is sent.
@@ -440,12 +471,10 @@ impl Node {
         if let Some(victim) = victim {
             self.evicted_handshakes += 1;
             log::debug!("evicting a pending handshake for one from {addr}");
-            self.with_socket(victim, now, |s, _, out, _| {
-                s.abort(CloseReason::Evicted, out)
-            });
+            self.with_socket(victim, now, |s, _, out| s.abort(CloseReason::Evicted, out));
         }
-        let key = self.handshake_key();
-        Some(self.insert(Socket::inbound(&self.config, &key, addr, now), now))
+        let socket = Socket::inbound(&self.config, &self.key, self.rng.fork(), addr, now);
+        Some(self.insert(socket, now))
     }
 
     /// Whether a connection from the remote address `from` may start a handshake now,
@@ -506,21 +535,6 @@ impl Node {
             .min_by_key(|&(rank, _, _)| rank)
             .filter(|&(_, holds, _)| holds > pending)
             .map(|(_, _, conn)| conn)
-    }
-
-    /// Draws every handshake's ephemeral key from this node's seeded generator from
-    /// now on, instead of the operating system: the simulator's runs then repeat.
-    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
-    pub(crate) fn seed_handshakes(&mut self) {
-        self.seed_handshakes = true;
-    }
-
-    /// The identity a new connection's handshake uses.
-    fn handshake_key(&mut self) -> LocalKey {
-        LocalKey {
-            ephemeral_seed: self.seed_handshakes.then(|| self.rng.next_u64()),
-            ..self.key.clone()
-        }
     }
 
     /// Frees the slot of a dial whose connect call failed at once, with no event.
@@ -598,7 +612,7 @@ impl Node {
         &mut self,
         conn: ConnId,
         now: Instant,
-        f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>, &mut Vec<Event>) -> R,
+        f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>) -> R,
     ) -> Option<R> {
         let connections = self.sockets.len();
         let read_room = self.read_room(conn);
@@ -615,7 +629,7 @@ impl Node {
         );
         let mut out = std::mem::take(&mut self.out);
         let before = entry.socket.queued();
-        let result = f(&mut entry.socket, &mut self.rng, &mut out, &mut self.events);
+        let result = f(&mut entry.socket, &mut self.rng, &mut out);
         let after = entry.socket.queued();
         self.queued_total = self.queued_total + after - before;
         // Every phase change happens in here: keep the slot counts with it.
@@ -784,6 +798,22 @@ impl Node {
                 reason,
             }),
             Output::Unflushed(bytes) => self.unflushed(conn, bytes),
+            Output::Message(payload) => self.events.push(Event::Message { peer, payload }),
+            Output::Request { id, payload } => self.events.push(Event::Request {
+                peer,
+                id: RequestId(id),
+                payload,
+            }),
+            Output::Response { id, payload } => self.events.push(Event::Response {
+                peer,
+                id: RequestId(id),
+                payload,
+            }),
+            Output::Rejected { reason, count } => self.events.push(Event::FrameRejected {
+                peer,
+                reason,
+                count,
+            }),
         }
     }
 
@@ -840,32 +870,20 @@ impl Node {
 
     /// PROTOCOL.md §2.3 for a second connection `conn` to `peer`, which `other` serves.
     fn duplicate(&mut self, conn: ConnId, other: ConnId, peer: PeerId, now: Instant) {
-        let initiator = |node: &Self, c: ConnId| match node.entry(c).map(|e| e.socket.direction()) {
-            Some(Direction::Outbound) => node.local,
-            _ => peer,
-        };
-        let (new_initiator, old_initiator) = (initiator(self, conn), initiator(self, other));
-        let dialled_later = |node: &Self, a: ConnId, b: ConnId| {
-            node.entry(a).map(|e| e.created) > node.entry(b).map(|e| e.created)
-        };
-        let loser = if new_initiator != old_initiator {
-            // The connection whose initiator has the smaller id stays, at both ends.
-            Some(if new_initiator < old_initiator {
-                other
-            } else {
-                conn
+        let candidate = |node: &Self, c: ConnId| {
+            node.entry(c).map(|e| duplicate::Candidate {
+                direction: e.socket.direction(),
+                created: e.created,
             })
-        } else if new_initiator == self.local {
-            // We dialled both. Handshakes may finish in another order at the other end,
-            // so the initiator alone decides, by the order it dialled in.
-            Some(if dialled_later(self, conn, other) {
-                conn
-            } else {
-                other
-            })
-        } else {
-            // The peer dialled both and closes one; both serve it until then.
-            None
+        };
+        let (Some(new), Some(old)) = (candidate(self, conn), candidate(self, other)) else {
+            return;
+        };
+        let verdict = duplicate::rule(self.local, peer, new, old);
+        let loser = match verdict {
+            duplicate::Verdict::CloseNew => Some(conn),
+            duplicate::Verdict::CloseOld => Some(other),
+            duplicate::Verdict::PeerDecides => None,
         };
         if loser != Some(conn)
             && let Some(entry) = self.entry_mut(conn)
@@ -882,7 +900,7 @@ impl Node {
             // old one's handshake and keep that one after answering.
             log::debug!("second connection from {peer:?}; waiting for it to close one");
             if self.config.security == Security::NoiseXx {
-                self.with_socket(conn, now, |s, rng, _, _| s.probe(rng));
+                self.with_socket(conn, now, |s, rng, _| s.probe(rng));
             }
             return;
         };
@@ -892,10 +910,11 @@ impl Node {
             // Every other connection initiated by the loser's initiator loses to this
             // one too: a second one the peer dialled, still waiting for the peer to
             // close one, must not outlive the rule's verdict.
-            if new_initiator != old_initiator {
+            if new.direction != old.direction {
+                let old_direction = Some(old.direction);
                 losers.extend(
                     self.serving(peer, conn)
-                        .filter(|&c| initiator(self, c) == old_initiator),
+                        .filter(|&c| self.entry(c).map(|e| e.socket.direction()) == old_direction),
                 );
             }
         }
@@ -929,9 +948,7 @@ impl Node {
                 "{} connections closing; cutting the oldest short",
                 self.slots.closing
             );
-            self.with_socket(conn, now, |s, _, out, _| {
-                s.abort(CloseReason::Shutdown, out)
-            });
+            self.with_socket(conn, now, |s, _, out| s.abort(CloseReason::Shutdown, out));
         }
     }
 
@@ -943,7 +960,7 @@ impl Node {
         goodbye: Option<GoodbyeReason>,
         now: Instant,
     ) {
-        self.with_socket(conn, now, |s, _, out, _| s.close(reason, goodbye, now, out));
+        self.with_socket(conn, now, |s, _, out| s.close(reason, goodbye, now, out));
     }
 
     /// The open connections serving `peer`, besides `conn`, in slab order.
@@ -1019,12 +1036,12 @@ impl Node {
 
     /// The dial connected.
     pub(crate) fn connected(&mut self, conn: ConnId, now: Instant) {
-        self.with_socket(conn, now, |s, _, _, _| s.connected(now));
+        self.with_socket(conn, now, |s, _, _| s.connected(now));
     }
 
     /// The dial failed.
     pub(crate) fn connect_failed(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
-        self.with_socket(conn, now, |s, _, out, _| {
+        self.with_socket(conn, now, |s, _, out| {
             s.abort(CloseReason::ConnectFailed(kind), out)
         });
     }
@@ -1053,7 +1070,7 @@ impl Node {
         }
         loop {
             let wants = self
-                .with_socket(conn, now, |s, _, _, _| s.recv_buf(chunk).map(|(_, n)| n))
+                .with_socket(conn, now, |s, _, _| s.recv_buf(chunk).map(|(_, n)| n))
                 .flatten();
             if wants.is_some() {
                 break;
@@ -1072,7 +1089,7 @@ impl Node {
     /// produced.
     pub(crate) fn received(&mut self, conn: ConnId, n: usize, now: Instant) -> usize {
         let before = self.events.len();
-        self.with_socket(conn, now, |s, _, out, _| s.received(n, now, out));
+        self.with_socket(conn, now, |s, _, out| s.received(n, now, out));
         self.take_frames(conn, now);
         if let Some(peer) = self.kept_by_peer(conn) {
             self.replace(peer, conn, before, now);
@@ -1085,9 +1102,8 @@ impl Node {
     /// moves the deadline of a frame left unfinished.
     fn take_frames(&mut self, conn: ConnId, now: Instant) {
         while self.phase(conn) == Some(Phase::Open) {
-            let more = self.with_socket(conn, now, |s, _, out, events| {
-                s.take_frames(now, out, events, FRAME_BATCH)
-            });
+            let more =
+                self.with_socket(conn, now, |s, _, out| s.take_frames(now, out, FRAME_BATCH));
             if more == Some(true) {
                 continue;
             }
@@ -1154,16 +1170,66 @@ impl Node {
 
     /// The peer closed its side.
     pub(crate) fn eof(&mut self, conn: ConnId, now: Instant) {
-        self.with_socket(conn, now, |s, _, out, _| s.eof(now, out));
+        self.with_socket(conn, now, |s, _, out| s.eof(now, out));
     }
 
     /// The socket failed.
     pub(crate) fn io_error(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
-        self.with_socket(conn, now, |s, _, out, _| s.io_error(kind, out));
+        self.with_socket(conn, now, |s, _, out| s.io_error(kind, out));
     }
 
-    /// Call before each write attempt on `conn`: starts its write-timeout clock if it
-    /// has bytes queued, and seals its staged frames into records (noise).
+    /// The write sequence of one connection, the same for every driver: seals staged
+    /// frames (noise), hands the queue to `wire` until it is empty or the wire takes no
+    /// more, shuts the write side once a close has flushed, and frees the connection
+    /// once it is closed.
+    pub(crate) fn flush(&mut self, conn: ConnId, wire: &mut impl Wire, now: Instant) -> Flushed {
+        match self.phase(conn) {
+            None | Some(Phase::Opening) => return Flushed::Idle,
+            Some(Phase::Closed) => {
+                self.remove(conn, now);
+                return Flushed::Freed;
+            }
+            Some(_) => {}
+        }
+        let mut waiting = false;
+        loop {
+            self.seal(conn, now);
+            let Some(queue) = self.transmit(conn) else {
+                return Flushed::Idle;
+            };
+            if queue.is_empty() {
+                break;
+            }
+            match wire.send(queue) {
+                Sent::Wrote(0) => {
+                    self.io_error(conn, std::io::ErrorKind::WriteZero, now);
+                    break;
+                }
+                Sent::Wrote(n) => self.written(conn, n, now),
+                Sent::Blocked => {
+                    waiting = true;
+                    break;
+                }
+                Sent::Failed(kind) => {
+                    self.io_error(conn, kind, now);
+                    break;
+                }
+            }
+        }
+        if self.wants_shutdown(conn) {
+            wire.shutdown_write();
+            self.write_shut(conn, now);
+        }
+        if self.phase(conn) == Some(Phase::Closed) {
+            self.remove(conn, now);
+            return Flushed::Freed;
+        }
+        Flushed::Live { waiting }
+    }
+
+    /// The first step of each write attempt in [`Node::flush`]: starts `conn`'s
+    /// write-timeout clock if it has bytes queued, and seals its staged frames into
+    /// records (noise). Tests call it to look at what would leave.
     pub(crate) fn seal(&mut self, conn: ConnId, now: Instant) {
         // Marks nothing dirty: the shell is writing this socket already.
         if let Some(entry) = self.entry_mut(conn) {
@@ -1174,7 +1240,7 @@ impl Node {
         // socket re-dirtied by a seal that sealed nothing (a peer not reading) would
         // keep the shell's write pass spinning.
         if self.entry(conn).is_some_and(|e| e.socket.wants_seal()) {
-            self.with_socket(conn, now, |s, _, out, _| s.seal(out));
+            self.with_socket(conn, now, |s, _, out| s.seal(out));
         }
     }
 
@@ -1199,7 +1265,7 @@ impl Node {
 
     /// `conn`'s write side was shut.
     pub(crate) fn write_shut(&mut self, conn: ConnId, now: Instant) {
-        self.with_socket(conn, now, |s, _, _, _| s.write_shut());
+        self.with_socket(conn, now, |s, _, _| s.write_shut());
     }
 
     /// Runs every timer that is due: the sockets due run in slab order, whatever
@@ -1212,7 +1278,7 @@ impl Node {
         let mut due = std::mem::take(&mut self.due);
         self.timers.take_due(now, &mut due);
         for &conn in &due {
-            self.with_socket(conn, now, |s, rng, out, _| s.timeout(now, rng, out));
+            self.with_socket(conn, now, |s, rng, out| s.timeout(now, rng, out));
         }
         due.clear();
         self.due = due;
@@ -1416,7 +1482,7 @@ impl Node {
         let conn = self.open_conn(peer)?;
         self.check_frame(8 + payload.len())?;
         self.check_total(conn, LEN_FIELD + 1 + 8 + payload.len())?;
-        self.with_socket(conn, now, |s, _, _, _| s.request(id.0, payload, now))
+        self.with_socket(conn, now, |s, _, _| s.request(id.0, payload, now))
             .unwrap_or(Err(SendError::NotConnected(*peer)))?;
         self.issued = Some(
             self.issued
@@ -1462,12 +1528,38 @@ impl Node {
         payload: Bytes,
         now: Instant,
     ) -> Result<GossipId, SendError> {
+        self.check_broadcast(&payload)?;
+        let mut id = [0u8; 16];
+        self.rng.fill(&mut id);
+        self.flood_own(id, payload, now);
+        Ok(GossipId(id))
+    }
+
+    /// Starts a broadcast under an id its caller chose (a [`Handle`](crate::Handle),
+    /// from a secure generator of its own), refused as `broadcast` refuses. An id
+    /// already known goes out anyway: neighbours that saw it drop it as a duplicate.
+    pub(crate) fn broadcast_with_id(
+        &mut self,
+        id: GossipId,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        self.check_broadcast(&payload)?;
+        self.flood_own(id.0, payload, now);
+        Ok(())
+    }
+
+    /// Why a broadcast of ours would be refused, before an id is drawn for it.
+    fn check_broadcast(&self, payload: &Bytes) -> Result<(), SendError> {
         if self.shutting_down {
             return Err(SendError::ShuttingDown);
         }
-        self.check_frame(17 + payload.len())?;
-        let mut id = [0u8; 16];
-        self.rng.fill(&mut id);
+        // The GOSSIP body: a 16-byte id and a hop count before the payload.
+        self.check_frame(17 + payload.len())
+    }
+
+    /// Sends a broadcast of our own under `id` to every neighbour.
+    fn flood_own(&mut self, id: [u8; 16], payload: Bytes, now: Instant) {
         let rate = self.config.max_gossip_rate;
         self.relay
             .get_or_insert_with(|| RelayBudget::new(rate, now))
@@ -1479,7 +1571,6 @@ impl Node {
             payload,
         };
         self.flood(&frame, None, now);
-        Ok(GossipId(id))
     }
 
     fn gossip_received(

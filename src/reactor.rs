@@ -7,16 +7,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::config::Config;
 use crate::error::{CloseReason, DialError, Error, RequestError, SendError};
-use crate::event::{Direction, Event, GossipId, RequestId};
+use crate::event::{Direction, Event};
 use crate::handle::{Command, Handle};
-use crate::network::{ConnId, Node, Stats};
+use crate::id::{GossipId, RequestId};
+use crate::network::{ConnId, Flushed, Node, Sent, Stats, Wire};
+use crate::payload::Payload;
 use crate::peer::PeerId;
+use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
 use crate::socket::{PeerStats, Phase};
@@ -65,7 +67,6 @@ fn local_key(config: &Config) -> Result<LocalKey, Error> {
             return Ok(LocalKey {
                 id: config.peer_id.unwrap_or(keypair.peer_id()),
                 secret: keypair.secret_key().clone(),
-                ephemeral_seed: None,
             });
         }
     }
@@ -76,7 +77,6 @@ fn local_key(config: &Config) -> Result<LocalKey, Error> {
     Ok(LocalKey {
         id,
         secret: [0; 32].into(),
-        ephemeral_seed: None,
     })
 }
 
@@ -87,6 +87,33 @@ fn stream_mut(streams: &mut [Option<Stream>], conn: ConnId) -> Option<&mut Strea
         .get_mut(conn.key)?
         .as_mut()
         .filter(|s| s.generation == conn.generation)
+}
+
+/// A connection's TCP stream (if it has one yet) as the core's write sequence sees it.
+struct TcpWire<'a>(Option<&'a mut TcpStream>);
+
+impl Wire for TcpWire<'_> {
+    fn send(&mut self, queue: &OutQueue) -> Sent {
+        let Some(tcp) = self.0.as_mut() else {
+            return Sent::Blocked;
+        };
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let n = queue.slices(&mut slices);
+        loop {
+            return match tcp.write_vectored(&slices[..n]) {
+                Ok(n) => Sent::Wrote(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Sent::Failed(e.kind()),
+            };
+        }
+    }
+
+    fn shutdown_write(&mut self) {
+        if let Some(tcp) = self.0.as_mut() {
+            let _ = tcp.shutdown(Shutdown::Write);
+        }
+    }
 }
 
 fn token(conn: ConnId) -> Token {
@@ -108,8 +135,8 @@ fn conn_of(token: Token) -> ConnId {
 /// use std::time::Duration;
 ///
 /// let mut net = Network::new(Config::default())?;
-/// net.listen("127.0.0.1:0".parse().unwrap())?;
-/// net.dial("127.0.0.1:9000".parse().unwrap())?;
+/// net.listen("127.0.0.1:0".parse()?)?;
+/// net.dial("127.0.0.1:9000".parse()?)?;
 /// let mut events = Vec::new();
 /// loop {
 ///     net.poll(&mut events, Some(Duration::from_millis(100)))?;
@@ -119,7 +146,7 @@ fn conn_of(token: Token) -> ConnId {
 ///         }
 ///     }
 /// }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), p2p::Error>(())
 /// ```
 pub struct Network {
     node: Node,
@@ -173,7 +200,14 @@ impl Network {
         let woken = Arc::new(AtomicBool::new(false));
         let request_ids = Arc::new(AtomicU64::new(first_request_id(&mut rng)));
         let (tx, commands) = sync_channel(config.command_queue);
-        let handle = Handle::new(tx, waker.clone(), woken.clone(), request_ids.clone());
+        let handle = Handle::new(
+            tx,
+            waker.clone(),
+            woken.clone(),
+            request_ids.clone(),
+            Arc::new(AtomicU64::new(0)),
+            Rng::secure().map_err(Error::Random)?,
+        );
         if config.security == Security::Plaintext {
             log::info!("plaintext mode: peer ids are claimed, not proven (unauthenticated)");
         }
@@ -254,20 +288,23 @@ impl Network {
 
     /// Sends a MESSAGE to `peer`. Refused, with nothing queued, when the peer's or the
     /// node's write buffer would go over its cap.
-    pub fn send(&mut self, peer: &PeerId, payload: impl Into<Bytes>) -> Result<(), SendError> {
-        self.node.send(peer, payload.into())
+    ///
+    /// `payload` is anything [`Payload`]: owned bytes are queued as they are, borrowed
+    /// ones (`msg.as_bytes()`, `&str`) are copied once here.
+    pub fn send(&mut self, peer: &PeerId, payload: impl Payload) -> Result<(), SendError> {
+        self.node.send(peer, payload.into_payload())
     }
 
     /// Sends a REQUEST; its [`Event::Response`] or [`Event::RequestFailed`] carries the id.
     pub fn request(
         &mut self,
         peer: &PeerId,
-        payload: impl Into<Bytes>,
+        payload: impl Payload,
     ) -> Result<RequestId, SendError> {
         self.tick();
         let id = RequestId(self.request_ids.fetch_add(1, Ordering::Relaxed));
         self.node
-            .request_with_id(peer, id, payload.into(), self.now)?;
+            .request_with_id(peer, id, payload.into_payload(), self.now)?;
         Ok(id)
     }
 
@@ -280,16 +317,16 @@ impl Network {
         &mut self,
         peer: &PeerId,
         id: RequestId,
-        payload: impl Into<Bytes>,
+        payload: impl Payload,
     ) -> Result<(), SendError> {
-        self.node.respond(peer, id, payload.into())
+        self.node.respond(peer, id, payload.into_payload())
     }
 
     /// Broadcasts to the whole network ([PROTOCOL.md](crate::protocol) §5). A neighbour whose write buffer
     /// is full misses it and its `dropped_sends` counter says so.
-    pub fn broadcast(&mut self, payload: impl Into<Bytes>) -> Result<GossipId, SendError> {
+    pub fn broadcast(&mut self, payload: impl Payload) -> Result<GossipId, SendError> {
         self.tick();
-        self.node.broadcast(payload.into(), self.now)
+        self.node.broadcast(payload.into_payload(), self.now)
     }
 
     /// Closes the connection to `peer` gracefully (GOODBYE 0); false if not connected.
@@ -328,7 +365,7 @@ impl Network {
         self.node.is_shutting_down() && self.node.is_idle()
     }
 
-    /// A handle for other threads.
+    /// A handle for other threads: it mirrors this type's commands (see [`Handle`]).
     pub fn handle(&self) -> Handle {
         self.handle.clone()
     }
@@ -590,39 +627,15 @@ impl Network {
         }
     }
 
+    /// Runs the core's write sequence for `conn` on its TCP stream, then frees the
+    /// stream or sets its interest from what is left to write.
     fn write(&mut self, conn: ConnId) {
-        let now = self.now;
-        loop {
-            // Encryption happens here, as bytes move towards the socket.
-            self.node.seal(conn, now);
-            let Some(Stream { tcp, .. }) = stream_mut(&mut self.streams, conn) else {
-                return;
-            };
-            let Some(queue) = self.node.transmit(conn) else {
-                return;
-            };
-            if queue.is_empty() {
-                break;
-            }
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let n = queue.slices(&mut slices);
-            match tcp.write_vectored(&slices[..n]) {
-                Ok(0) => return self.node.io_error(conn, io::ErrorKind::WriteZero, now),
-                Ok(n) => self.node.written(conn, n, now),
-                Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => break,
-                    io::ErrorKind::Interrupted => {}
-                    kind => return self.node.io_error(conn, kind, now),
-                },
-            }
+        let mut wire = TcpWire(stream_mut(&mut self.streams, conn).map(|s| &mut s.tcp));
+        match self.node.flush(conn, &mut wire, self.now) {
+            Flushed::Freed => self.release(conn),
+            Flushed::Live { waiting } => self.update_interest(conn, waiting),
+            Flushed::Idle => {}
         }
-        if self.node.wants_shutdown(conn) {
-            if let Some(stream) = self.stream(conn) {
-                let _ = stream.tcp.shutdown(Shutdown::Write);
-            }
-            self.node.write_shut(conn, now);
-        }
-        self.update_interest(conn);
     }
 
     /// Writes, shuts, frees and re-registers whatever the core changed.
@@ -634,18 +647,13 @@ impl Network {
                 break;
             }
             for conn in dirty.drain(..) {
-                match self.node.phase(conn) {
-                    None | Some(Phase::Opening) => {}
-                    Some(Phase::Closed) => self.release(conn),
-                    Some(_) => self.write(conn),
-                }
+                self.write(conn);
             }
         }
         self.dirty = dirty;
     }
 
-    fn update_interest(&mut self, conn: ConnId) {
-        let wants_write = self.node.transmit(conn).is_some_and(|q| !q.is_empty());
+    fn update_interest(&mut self, conn: ConnId, wants_write: bool) {
         let registry: &Registry = self.poll.registry();
         let Some(stream) = stream_mut(&mut self.streams, conn) else {
             return;
@@ -663,6 +671,7 @@ impl Network {
         }
     }
 
+    /// Deregisters and drops the stream of a connection the core freed.
     fn release(&mut self, conn: ConnId) {
         if let Some(slot) = self.streams.get_mut(conn.key)
             && slot
@@ -672,7 +681,6 @@ impl Network {
         {
             let _ = self.poll.registry().deregister(&mut stream.tcp);
         }
-        self.node.remove(conn, self.now);
     }
 
     fn run_commands(&mut self) {
@@ -697,9 +705,9 @@ impl Network {
                     });
                 }
             }
-            Command::Send(peer, payload) => {
+            Command::Send(peer, id, payload) => {
                 if let Err(reason) = self.node.send(&peer, payload) {
-                    self.node.push_event(Event::SendFailed { peer, reason });
+                    self.node.push_event(Event::SendFailed { peer, id, reason });
                 }
             }
             Command::Request(peer, id, payload) => {
@@ -713,12 +721,13 @@ impl Network {
             }
             Command::Respond(peer, id, payload) => {
                 if let Err(reason) = self.node.respond(&peer, id, payload) {
-                    self.node.push_event(Event::SendFailed { peer, reason });
+                    self.node
+                        .push_event(Event::RespondFailed { peer, id, reason });
                 }
             }
-            Command::Broadcast(payload) => {
-                if let Err(reason) = self.node.broadcast(payload, now) {
-                    self.node.push_event(Event::BroadcastFailed { reason });
+            Command::Broadcast(id, payload) => {
+                if let Err(reason) = self.node.broadcast_with_id(id, payload, now) {
+                    self.node.push_event(Event::BroadcastFailed { id, reason });
                 }
             }
             Command::Disconnect(peer) => {

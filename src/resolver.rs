@@ -69,8 +69,9 @@ pub struct NoiseResolver {
     known: Option<(SecretKey, [u8; 32])>,
     /// The last remote key mapped to the Edwards form, shared by the handshake's keys.
     remote: Arc<Mutex<Option<Remote>>>,
-    /// A seed for ephemeral keys (the simulator); `None`: the operating system.
-    seed: Option<u64>,
+    /// The node's generator for the handshake's ephemeral key, taken by the one
+    /// `resolve_rng` call of a build; `None`: the operating system's.
+    rng: std::sync::Mutex<Option<crate::rng::Rng>>,
 }
 
 /// A remote public key and its Edwards form (`None`: not on the curve).
@@ -102,22 +103,26 @@ impl NoiseResolver {
         NoiseResolver {
             known: Some((secret.into(), public)),
             remote: Arc::default(),
-            seed: None,
+            rng: std::sync::Mutex::default(),
         }
     }
 
-    /// Ephemeral keys from a generator seeded with `seed` instead of the operating
-    /// system: only for the simulator, whose runs must repeat bit for bit.
-    pub(crate) fn with_seed(mut self, seed: Option<u64>) -> NoiseResolver {
-        self.seed = seed;
-        self
+    /// Ephemeral keys from `rng` (the node's, forked) instead of the operating
+    /// system's: one source for the whole core, seeded in the simulator so that its
+    /// runs repeat bit for bit.
+    pub(crate) fn with_rng(self, rng: Option<crate::rng::Rng>) -> NoiseResolver {
+        NoiseResolver {
+            rng: std::sync::Mutex::new(rng),
+            ..self
+        }
     }
 }
 
 impl CryptoResolver for NoiseResolver {
     fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        match self.seed {
-            Some(seed) => Some(Box::new(Seeded(crate::rng::Rng::from_seed(seed)))),
+        let injected = self.rng.lock().ok().and_then(|mut rng| rng.take());
+        match injected {
+            Some(rng) => Some(Box::new(Injected(rng))),
             None => DefaultResolver.resolve_rng(),
         }
     }
@@ -147,10 +152,10 @@ impl CryptoResolver for NoiseResolver {
     }
 }
 
-/// Seeded "randomness" for simulated handshakes: predictable, never for real keys.
-struct Seeded(crate::rng::Rng);
+/// The node's own generator, as snow asks for one.
+struct Injected(crate::rng::Rng);
 
-impl Random for Seeded {
+impl Random for Injected {
     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
         self.0.fill(dest);
         Ok(())

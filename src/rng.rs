@@ -54,6 +54,21 @@ impl Rng {
         }
     }
 
+    /// A new generator of the same kind, keyed from this one: a secure one gives a
+    /// secure one (ChaCha20 keyed with 256 bits of this one's output), a seeded one
+    /// a seeded one, so a simulated run still repeats. Each handshake draws its
+    /// ephemeral key from one (src/secure.rs).
+    pub fn fork(&mut self) -> Rng {
+        match self {
+            Rng::Secure(rng) => {
+                let mut seed = [0u8; 32];
+                rng.fill_bytes(&mut seed);
+                Rng::Secure(Box::new(ChaCha20Rng::from_seed(seed)))
+            }
+            Rng::Seeded(rng) => Rng::from_seed(rng.next_u64()),
+        }
+    }
+
     /// Fills `out` with random bytes.
     pub fn fill(&mut self, out: &mut [u8]) {
         match self {
@@ -152,12 +167,24 @@ mod tests {
         assert_ne!(xs, ys);
     }
 
+    #[test]
+    fn a_fork_is_of_its_parents_kind() {
+        // A real node's handshakes draw ephemeral keys from forks: never predictable.
+        let mut secure = Rng::secure().unwrap();
+        let (mut a, mut b) = (secure.fork(), secure.fork());
+        assert!(matches!(a, Rng::Secure(_)), "{a:?}");
+        assert_ne!(a.next_u64(), b.next_u64());
+        // The simulator's repeat.
+        let (mut x, mut y) = (Rng::from_seed(3).fork(), Rng::from_seed(3).fork());
+        assert!(matches!(x, Rng::Seeded(_)), "{x:?}");
+        assert_eq!(x.next_u64(), y.next_u64());
+    }
+
     /// Three broadcast ids of a node whose generator is `rng`.
     fn three_ids(rng: Rng) -> [[u8; 16]; 3] {
         let key = LocalKey {
             id: PeerId::from_bytes([1; 32]),
             secret: [1; 32].into(),
-            ephemeral_seed: None,
         };
         let config = crate::Config {
             security: crate::Security::Plaintext,

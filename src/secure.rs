@@ -5,6 +5,7 @@ use bytes::{Buf, BytesMut};
 
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
+use crate::rng::Rng;
 use crate::secret::SecretKey;
 use crate::wire::{PREAMBLE_LEN, Security};
 
@@ -48,6 +49,18 @@ pub(crate) fn record_overhead(_plain: usize) -> usize {
 #[cfg_attr(not(feature = "noise"), allow(dead_code))]
 pub(crate) const SEAL_AHEAD: usize = 256 * 1024;
 
+/// The id of the static `secret` under noise-xx (its X25519 public key); `None` in a
+/// build without noise, where no node has one.
+pub(crate) fn public_id(secret: &[u8; 32]) -> Option<PeerId> {
+    #[cfg(feature = "noise")]
+    return Some(PeerId::from_bytes(crate::resolver::public_key(secret)));
+    #[cfg(not(feature = "noise"))]
+    {
+        let _ = secret;
+        None
+    }
+}
+
 /// This node's identity as the handshake needs it.
 #[derive(Clone)]
 pub(crate) struct LocalKey {
@@ -57,10 +70,6 @@ pub(crate) struct LocalKey {
     /// and every handshake rather than copied.
     #[cfg_attr(not(feature = "noise"), allow(dead_code))]
     pub secret: SecretKey,
-    /// Where a handshake's ephemeral key comes from: `None`, the operating system;
-    /// a seed only in the simulator, whose runs must repeat bit for bit.
-    #[cfg_attr(not(feature = "noise"), allow(dead_code))]
-    pub ephemeral_seed: Option<u64>,
 }
 
 impl std::fmt::Debug for LocalKey {
@@ -99,8 +108,10 @@ pub(crate) struct NoiseHandshake {
     secret: SecretKey,
     /// The public half of `secret`: our id (`Config` refuses another id in noise mode).
     public: [u8; 32],
-    /// See [`LocalKey::ephemeral_seed`].
-    ephemeral_seed: Option<u64>,
+    /// Where the ephemeral key comes from: a generator forked from the node's own
+    /// (secure in a real node, seeded in the simulator, whose runs must repeat).
+    /// Taken when the handshake is built.
+    ephemeral: Option<Rng>,
     state: Option<snow::HandshakeState>,
 }
 
@@ -126,21 +137,22 @@ pub(crate) enum HandshakeError {
 }
 
 impl Handshake {
-    /// A handshake for `security`, this side being the initiator when `initiator`.
-    pub(crate) fn new(security: Security, key: &LocalKey, initiator: bool) -> Self {
+    /// A handshake for `security`, this side being the initiator when `initiator`,
+    /// drawing its ephemeral key (noise) from `ephemeral`.
+    pub(crate) fn new(security: Security, key: &LocalKey, initiator: bool, ephemeral: Rng) -> Self {
         match security {
             #[cfg(feature = "noise")]
             Security::NoiseXx => Handshake::Noise(Box::new(NoiseHandshake {
                 initiator,
                 secret: key.secret.clone(),
                 public: *key.id.as_bytes(),
-                ephemeral_seed: key.ephemeral_seed,
+                ephemeral: Some(ephemeral),
                 state: None,
             })),
             // Without the feature, `Config::validate` refuses noise-xx, so no node
             // announces security 1 and then speaks plaintext.
             _ => {
-                let _ = initiator;
+                let _ = (initiator, ephemeral);
                 Handshake::Plaintext { local: key.id }
             }
         }
@@ -228,7 +240,7 @@ impl NoiseHandshake {
             .map_err(|e: snow::Error| noise_error(e))?;
         let resolver =
             crate::resolver::NoiseResolver::with_static(self.secret.clone(), self.public)
-                .with_seed(self.ephemeral_seed);
+                .with_rng(self.ephemeral.take());
         let builder = snow::Builder::with_resolver(params, Box::new(resolver))
             .local_private_key(self.secret.as_bytes())
             .map_err(noise_error)?
@@ -535,7 +547,6 @@ mod tests {
         LocalKey {
             id: PeerId::from_bytes([n; 32]),
             secret: [n; 32].into(),
-            ephemeral_seed: None,
         }
     }
 
@@ -544,7 +555,7 @@ mod tests {
     fn handshakes_share_the_node_secret_rather_than_copy_it() {
         let local = key(1);
         let mut tx = BytesMut::new();
-        let mut hs = Handshake::new(Security::NoiseXx, &local, true);
+        let mut hs = Handshake::new(Security::NoiseXx, &local, true, Rng::from_seed(1));
         // The resolver built here keeps the secret for as long as the handshake runs.
         hs.preamble_checked(&[0; PREAMBLE_LEN], &[0; PREAMBLE_LEN], &mut tx)
             .unwrap();
@@ -559,7 +570,7 @@ mod tests {
     fn plaintext_sends_and_reads_the_id_byte_by_byte() {
         let local = key(1);
         let remote = PeerId::from_bytes([2; 32]);
-        let mut hs = Handshake::new(Security::Plaintext, &local, true);
+        let mut hs = Handshake::new(Security::Plaintext, &local, true, Rng::from_seed(1));
         let mut tx = BytesMut::new();
         hs.start(&mut tx);
         assert_eq!(&tx[..], local.id.as_bytes());

@@ -39,10 +39,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::{Config, ConfigError};
-use crate::error::{DialError, SendError};
-use crate::event::{Event, GossipId, RequestId};
-use crate::network::{ConnId, Node, Stats};
+use crate::error::SendError;
+use crate::event::Event;
+use crate::id::{GossipId, RequestId};
+use crate::network::{ConnId, Flushed, Node, Sent, Stats, Wire};
+use crate::payload::Payload;
 use crate::peer::PeerId;
+use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
 use crate::socket::{PeerStats, Phase};
@@ -85,16 +88,7 @@ impl Default for SimConfig {
 /// A node's index in the simulation.
 pub type NodeIndex = usize;
 
-/// Why [`Sim::dial`] did nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum SimDialError {
-    /// No such node, or it is crashed.
-    #[error("node {0} does not exist or is down")]
-    NoNode(NodeIndex),
-    /// The node core refused the dial.
-    #[error(transparent)]
-    Dial(#[from] DialError),
-}
+pub use crate::error::SimDialError;
 
 /// What the simulator does at a point in virtual time.
 #[derive(Debug)]
@@ -187,6 +181,76 @@ struct Direction {
     /// The rest of delivery `read`, which the receiver stopped reading for want of
     /// receive budget: it stays in flight until the receiver resumes.
     paused: Option<Bytes>,
+}
+
+/// One direction of a link as the sending node's write sequence sees it: bytes leave
+/// as far as the window allows, each write one delivery after the link's latency.
+struct LinkWire<'a> {
+    link: usize,
+    dir: usize,
+    direction: &'a mut Direction,
+    config: &'a SimConfig,
+    rng: &'a mut Rng,
+    agenda: &'a mut Agenda,
+    now: Instant,
+}
+
+impl Wire for LinkWire<'_> {
+    fn send(&mut self, queue: &OutQueue) -> Sent {
+        let d = &mut *self.direction;
+        let room = self.config.window - d.in_flight;
+        let n = queue.len().min(room);
+        if n == 0 {
+            return Sent::Blocked;
+        }
+        let mut bytes = Vec::with_capacity(n);
+        let mut slices = [std::io::IoSlice::new(&[]); 16];
+        let count = queue.slices(&mut slices);
+        for s in &slices[..count] {
+            let take = s.len().min(n - bytes.len());
+            bytes.extend_from_slice(&s[..take]);
+        }
+        let n = bytes.len();
+        d.in_flight += n;
+        let wire = Duration::from_nanos(
+            (n as u64).saturating_mul(1_000_000_000) / self.config.bandwidth.max(1),
+        );
+        d.busy_until = d.busy_until.max(self.now) + wire;
+        let jitter = if self.config.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(self.rng.next_u64() % (self.config.jitter.as_nanos() as u64 + 1))
+        };
+        let at = (d.busy_until + self.config.latency + jitter).max(d.last_arrival);
+        d.last_arrival = at;
+        let sent = d.sent;
+        d.sent += 1;
+        self.agenda.push(
+            at,
+            Action::Deliver {
+                link: self.link,
+                dir: self.dir,
+                bytes: Bytes::from(bytes),
+                n: sent,
+            },
+        );
+        Sent::Wrote(n)
+    }
+
+    fn shutdown_write(&mut self) {
+        let d = &mut *self.direction;
+        if !d.fin {
+            d.fin = true;
+            let at = d.last_arrival.max(self.now + self.config.latency);
+            self.agenda.push(
+                at,
+                Action::Fin {
+                    link: self.link,
+                    dir: self.dir,
+                },
+            );
+        }
+    }
 }
 
 /// A connection: end 0 dialled end 1.
@@ -435,11 +499,8 @@ impl Sim {
         let index = self.nodes.len();
         let mut secret = [0u8; 32];
         self.rng.fill(&mut secret);
-        let id = match config.security {
-            #[cfg(feature = "noise")]
-            crate::wire::Security::NoiseXx => {
-                PeerId::from_bytes(crate::resolver::public_key(&secret))
-            }
+        let id = match (config.security, crate::secure::public_id(&secret)) {
+            (crate::wire::Security::NoiseXx, Some(id)) => id,
             _ => {
                 let mut id = [0u8; 32];
                 self.rng.fill(&mut id);
@@ -449,7 +510,6 @@ impl Sim {
         let key = LocalKey {
             id,
             secret: secret.into(),
-            ephemeral_seed: None,
         };
         let octets = (index as u32 + 1).to_be_bytes();
         let addr = SocketAddr::from((Ipv4Addr::new(10, octets[1], octets[2], octets[3]), 7000));
@@ -476,12 +536,11 @@ impl Sim {
     fn boot(&mut self, index: NodeIndex) {
         let seed = self.rng.next_u64();
         let sim_node = &mut self.nodes[index];
-        let mut node = Node::new(
+        let node = Node::new(
             sim_node.config.clone(),
             sim_node.key.clone(),
             Rng::from_seed(seed),
         );
-        node.seed_handshakes();
         sim_node.node = Some(node);
         sim_node.timer = None;
     }
@@ -666,10 +725,14 @@ impl Sim {
     }
 
     /// Node `index` broadcasts `payload` to the network.
-    pub fn broadcast(&mut self, index: NodeIndex, payload: Bytes) -> Result<GossipId, SendError> {
+    pub fn broadcast(
+        &mut self,
+        index: NodeIndex,
+        payload: impl Payload,
+    ) -> Result<GossipId, SendError> {
         let now = self.now;
         let node = self.core(index).ok_or(SendError::ShuttingDown)?;
-        let id = node.broadcast(payload, now)?;
+        let id = node.broadcast(payload.into_payload(), now)?;
         self.settle(index);
         Ok(id)
     }
@@ -679,10 +742,10 @@ impl Sim {
         &mut self,
         index: NodeIndex,
         peer: &PeerId,
-        payload: Bytes,
+        payload: impl Payload,
     ) -> Result<(), SendError> {
         let node = self.core(index).ok_or(SendError::ShuttingDown)?;
-        node.send(peer, payload)?;
+        node.send(peer, payload.into_payload())?;
         self.settle(index);
         Ok(())
     }
@@ -693,11 +756,11 @@ impl Sim {
         index: NodeIndex,
         peer: &PeerId,
         id: RequestId,
-        payload: Bytes,
+        payload: impl Payload,
     ) -> Result<(), SendError> {
         let now = self.now;
         let node = self.core(index).ok_or(SendError::ShuttingDown)?;
-        node.request_with_id(peer, id, payload, now)?;
+        node.request_with_id(peer, id, payload.into_payload(), now)?;
         self.settle(index);
         Ok(())
     }
@@ -710,10 +773,10 @@ impl Sim {
         index: NodeIndex,
         peer: &PeerId,
         id: RequestId,
-        payload: Bytes,
+        payload: impl Payload,
     ) -> Result<(), SendError> {
         let node = self.core(index).ok_or(SendError::ShuttingDown)?;
-        node.respond(peer, id, payload)?;
+        node.respond(peer, id, payload.into_payload())?;
         self.settle(index);
         Ok(())
     }
@@ -1196,75 +1259,33 @@ impl Sim {
         let Some(node) = self.nodes[index].node.as_mut() else {
             return;
         };
-        if connected && node.phase(conn) != Some(Phase::Opening) {
-            loop {
-                node.seal(conn, now);
-                let room = self.config.window - self.links[link].dirs[dir].in_flight;
-                let Some(queue) = node.transmit(conn) else {
-                    break;
-                };
-                let n = queue.len().min(room);
-                if n == 0 {
-                    break;
-                }
-                let mut bytes = Vec::with_capacity(n);
-                let mut slices = [std::io::IoSlice::new(&[]); 16];
-                let count = queue.slices(&mut slices);
-                for s in &slices[..count] {
-                    let take = s.len().min(n - bytes.len());
-                    bytes.extend_from_slice(&s[..take]);
-                }
-                let n = bytes.len();
-                node.written(conn, n, now);
-                let d = &mut self.links[link].dirs[dir];
-                d.in_flight += n;
-                let wire = Duration::from_nanos(
-                    (n as u64).saturating_mul(1_000_000_000) / self.config.bandwidth.max(1),
-                );
-                d.busy_until = d.busy_until.max(now) + wire;
-                let jitter = if self.config.jitter.is_zero() {
-                    Duration::ZERO
-                } else {
-                    Duration::from_nanos(
-                        self.rng.next_u64() % (self.config.jitter.as_nanos() as u64 + 1),
-                    )
-                };
-                let at = (d.busy_until + self.config.latency + jitter).max(d.last_arrival);
-                d.last_arrival = at;
-                let n = d.sent;
-                d.sent += 1;
-                self.agenda.push(
-                    at,
-                    Action::Deliver {
-                        link,
-                        dir,
-                        bytes: Bytes::from(bytes),
-                        n,
-                    },
-                );
-            }
-            if node.wants_shutdown(conn) && !self.links[link].dirs[dir].fin {
-                node.write_shut(conn, now);
-                let d = &mut self.links[link].dirs[dir];
-                d.fin = true;
-                let at = d.last_arrival.max(now + self.config.latency);
-                self.agenda.push(at, Action::Fin { link, dir });
-            }
+        // Until the other end accepts, a dial has nowhere to send; it may still close.
+        if !connected && node.phase(conn) != Some(Phase::Closed) {
+            return;
         }
-        if node.phase(conn) == Some(Phase::Closed) {
-            node.remove(conn, now);
-            self.nodes[index].links.remove(&conn);
-            let l = &mut self.links[link];
-            l.ends[dir] = None;
-            // A close without a shut write side reaches the other end as its end.
-            if !l.dirs[dir].fin && l.ends[1 - dir].is_some() {
-                l.dirs[dir].fin = true;
-                let at = l.dirs[dir].last_arrival.max(now + self.config.latency);
-                self.agenda.push(at, Action::Fin { link, dir });
-            }
-            if l.ends.iter().all(Option::is_none) {
-                self.links.remove(link);
-            }
+        let mut wire = LinkWire {
+            link,
+            dir,
+            direction: &mut self.links[link].dirs[dir],
+            config: &self.config,
+            rng: &mut self.rng,
+            agenda: &mut self.agenda,
+            now,
+        };
+        if node.flush(conn, &mut wire, now) != Flushed::Freed {
+            return;
+        }
+        self.nodes[index].links.remove(&conn);
+        let l = &mut self.links[link];
+        l.ends[dir] = None;
+        // A close without a shut write side reaches the other end as its end.
+        if !l.dirs[dir].fin && l.ends[1 - dir].is_some() {
+            l.dirs[dir].fin = true;
+            let at = l.dirs[dir].last_arrival.max(now + self.config.latency);
+            self.agenda.push(at, Action::Fin { link, dir });
+        }
+        if l.ends.iter().all(Option::is_none) {
+            self.links.remove(link);
         }
     }
 

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::bucket::{DropLog, SlidingWindow};
+use crate::budget::{CONTROL_ROOM, GOODBYE_ROOM, within_fair_share};
 use crate::config::Config;
 use crate::error::{CloseReason, RequestError, SendError};
-use crate::event::{Direction, Event, RequestId};
+use crate::event::Direction;
 use crate::gossip::{GossipLimit, RelayShare};
 use crate::ordered::OrderedIds;
 use crate::peer::PeerId;
@@ -16,8 +17,8 @@ use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::{Handshake, LocalKey, Transport};
 use crate::wire::{
-    COPY_LIMIT, Decoded, Decoder, Frame, GOSSIP_HEAD_LEN, GoodbyeReason, LEN_FIELD, PREAMBLE_LEN,
-    Preamble, Reject,
+    COPY_LIMIT, Decoded, Decoder, Frame, GOSSIP_HEAD_LEN, GoodbyeReason, PREAMBLE_LEN, Preamble,
+    Reject,
 };
 
 /// Where a connection is in its life.
@@ -36,8 +37,8 @@ pub enum Phase {
     Closed,
 }
 
-/// What a socket needs the node core to decide, in order. Frames the node has nothing
-/// to decide about become [`Event`]s in the socket directly.
+/// What happened on a socket, in order, for the node: only the node turns these into
+/// public `Event`s (adding the peer) or decisions (gossip, duplicates, closes).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Output {
     /// The handshake finished with this peer.
@@ -50,6 +51,14 @@ pub(crate) enum Output {
     },
     /// A pending request of ours ended without response.
     RequestFailed { id: u64, reason: RequestError },
+    /// A MESSAGE frame.
+    Message(Bytes),
+    /// A REQUEST frame, now waiting for our answer.
+    Request { id: u64, payload: Bytes },
+    /// The RESPONSE to a pending request of ours.
+    Response { id: u64, payload: Bytes },
+    /// A frame was rejected; `count` is the connection's total so far.
+    Rejected { reason: Reject, count: u32 },
     /// The connection left service (no more frames in or out); given once.
     Closed(CloseReason),
     /// A graceful close ended (its `close_timeout` ran out, or the socket failed)
@@ -99,20 +108,6 @@ impl PeerStats {
         self.forgotten_requests += other.forgotten_requests;
     }
 }
-
-/// What a GOODBYE may add to a queue: its frame, and a record of its own under noise.
-pub(crate) const GOODBYE_ROOM: usize = LEN_FIELD + 2 + crate::secure::RECORD_OVERHEAD;
-
-/// Room every queue keeps beside application frames, which are refused before they
-/// would take it, so that no queue ever passes its cap: the handshake's last message
-/// (it may still be leaving when the connection opens; at most 98 bytes and the
-/// 12-byte preamble), one PING (sent once per silence), one PONG (one answered at a
-/// time) and the GOODBYE, each in a record of its own under noise.
-pub(crate) const CONTROL_ROOM: usize = 256;
-
-const _: () = assert!(
-    CONTROL_ROOM >= 110 + 2 * (LEN_FIELD + 1 + 8 + crate::secure::RECORD_OVERHEAD) + GOODBYE_ROOM
-);
 
 /// Bytes of the frame stream a connection holds without drawing on the receive budget
 /// (`Config::max_read_buffer_total`): one read chunk. A frame larger than this is
@@ -178,16 +173,6 @@ struct Limits {
     close_timeout: Duration,
     write_timeout: Duration,
     frame_timeout: Duration,
-}
-
-/// Whether a queue holding `queued` bytes may grow by `growth` when `room` bytes are
-/// left under the global cap: the dynamic threshold of shared-buffer switches
-/// (Choudhury & Hahne). A queue may grow only while its length after the frame is no
-/// more than the room left after it, so with N queues that never drain each holds
-/// at most 1/(N+1) of the budget and as much again stays free for the others; an
-/// empty queue may always take one frame that fits, so every peer makes progress.
-pub(crate) fn within_fair_share(queued: usize, growth: usize, room: usize) -> bool {
-    growth <= room && (queued == 0 || queued + growth <= room - growth)
 }
 
 /// What a write queue must get written per `write_timeout` (or all it holds, if
@@ -302,15 +287,22 @@ impl Socket {
     pub(crate) fn outbound(
         config: &Config,
         key: &LocalKey,
+        ephemeral: Rng,
         addr: SocketAddr,
         now: Instant,
     ) -> Self {
-        Self::new(config, key, addr, Direction::Outbound, now)
+        Self::new(config, key, ephemeral, addr, Direction::Outbound, now)
     }
 
     /// A socket for an accepted connection, already sending its preamble.
-    pub(crate) fn inbound(config: &Config, key: &LocalKey, addr: SocketAddr, now: Instant) -> Self {
-        let mut socket = Self::new(config, key, addr, Direction::Inbound, now);
+    pub(crate) fn inbound(
+        config: &Config,
+        key: &LocalKey,
+        ephemeral: Rng,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Self {
+        let mut socket = Self::new(config, key, ephemeral, addr, Direction::Inbound, now);
         socket.connected(now);
         socket
     }
@@ -318,6 +310,7 @@ impl Socket {
     fn new(
         config: &Config,
         key: &LocalKey,
+        ephemeral: Rng,
         addr: SocketAddr,
         direction: Direction,
         now: Instant,
@@ -331,7 +324,12 @@ impl Socket {
             preamble_expected: expected,
             preamble_checked: false,
             handshake_messages: 0,
-            handshake: Handshake::new(config.security, key, direction == Direction::Outbound),
+            handshake: Handshake::new(
+                config.security,
+                key,
+                direction == Direction::Outbound,
+                ephemeral,
+            ),
             remote: None,
             rx: BytesMut::new(),
             plain: BytesMut::new(),
@@ -755,17 +753,11 @@ impl Socket {
         }
     }
 
-    /// Decodes up to `max` whole frames from the read buffer into `events`, and into
-    /// `out` what the node must decide; true if it stopped early with more perhaps
-    /// waiting. A GOSSIP frame ends the batch, so the node handles it before any later
-    /// frame becomes an event and the application sees the peer's order.
-    pub(crate) fn take_frames(
-        &mut self,
-        now: Instant,
-        out: &mut Vec<Output>,
-        events: &mut Vec<Event>,
-        max: usize,
-    ) -> bool {
+    /// Decodes up to `max` whole frames from the read buffer into `out`; true if it
+    /// stopped early with more perhaps waiting. A GOSSIP frame the node must decide
+    /// on ends the batch, so its verdict (a relay, which may close connections) comes
+    /// before any later frame is taken.
+    pub(crate) fn take_frames(&mut self, now: Instant, out: &mut Vec<Output>, max: usize) -> bool {
         self.starved = false;
         for _ in 0..max {
             if self.phase != Phase::Open {
@@ -780,7 +772,7 @@ impl Socket {
                 Some(Decoded::Frame(frame)) => {
                     let outputs = out.len();
                     let gossip = matches!(frame, Frame::Gossip { .. });
-                    self.on_frame(frame, now, out, events);
+                    self.on_frame(frame, now, out);
                     // A GOSSIP dropped by the rate limit needs no decision: the batch
                     // goes on, so a flood of them costs little.
                     if gossip && out.len() > outputs {
@@ -788,7 +780,7 @@ impl Socket {
                         return true;
                     }
                 }
-                Some(Decoded::Rejected(reason)) => self.reject(reason, now, out, events),
+                Some(Decoded::Rejected(reason)) => self.reject(reason, now, out),
                 None => {
                     self.release_frame_buffer();
                     if self.transport.encrypts() && !self.decrypt_failed && self.open_record() {
@@ -844,13 +836,7 @@ impl Socket {
         self.remote.unwrap_or(PeerId::from_bytes([0; 32]))
     }
 
-    fn on_frame(
-        &mut self,
-        frame: Frame,
-        now: Instant,
-        out: &mut Vec<Output>,
-        events: &mut Vec<Event>,
-    ) {
+    fn on_frame(&mut self, frame: Frame, now: Instant, out: &mut Vec<Output>) {
         match frame {
             Frame::Ping(nonce) => {
                 self.stats.frames_in += 1;
@@ -871,16 +857,12 @@ impl Socket {
             Frame::Response { id, payload } => {
                 if self.pending.remove(id).is_some() {
                     self.stats.frames_in += 1;
-                    events.push(Event::Response {
-                        peer: self.peer(),
-                        id: RequestId(id),
-                        payload,
-                    });
+                    out.push(Output::Response { id, payload });
                 } else if self.was_issued(id) {
                     self.stats.late_responses += 1;
                     log::debug!("late response {id} from {:?} dropped", self.remote);
                 } else {
-                    self.reject(Reject::UnmatchedResponse(id), now, out, events);
+                    self.reject(Reject::UnmatchedResponse(id), now, out);
                 }
             }
             Frame::Goodbye(reason) => {
@@ -890,22 +872,15 @@ impl Socket {
             }
             Frame::Message(payload) => {
                 self.stats.frames_in += 1;
-                events.push(Event::Message {
-                    peer: self.peer(),
-                    payload,
-                });
+                out.push(Output::Message(payload));
             }
             Frame::Request { id, payload } => {
                 if self.unanswered.contains(id) {
-                    return self.reject(Reject::DuplicateRequest(id), now, out, events);
+                    return self.reject(Reject::DuplicateRequest(id), now, out);
                 }
                 self.stats.frames_in += 1;
                 self.remember_request(id);
-                events.push(Event::Request {
-                    peer: self.peer(),
-                    id: RequestId(id),
-                    payload,
-                });
+                out.push(Output::Request { id, payload });
             }
             Frame::Gossip { id, hops, payload } => {
                 if !self
@@ -937,13 +912,7 @@ impl Socket {
         }
     }
 
-    fn reject(
-        &mut self,
-        reason: Reject,
-        now: Instant,
-        out: &mut Vec<Output>,
-        events: &mut Vec<Event>,
-    ) {
+    fn reject(&mut self, reason: Reject, now: Instant, out: &mut Vec<Output>) {
         self.rejected = self.rejected.saturating_add(1);
         self.stats.rejected_frames += 1;
         let recent = self.rejected_recently.record(now);
@@ -952,8 +921,7 @@ impl Socket {
             self.remote,
             self.rejected
         );
-        events.push(Event::FrameRejected {
-            peer: self.peer(),
+        out.push(Output::Rejected {
             reason,
             count: self.rejected,
         });

@@ -229,9 +229,9 @@ fn handle_commands_from_another_thread_wake_the_loop() {
     let (done, finished) = mpsc::channel();
     let worker = std::thread::spawn(move || {
         wait.recv().unwrap();
-        handle.send(b_id, "from a thread").unwrap();
+        handle.send(&b_id, "from a thread").unwrap();
         handle.broadcast("broadcast from a thread").unwrap();
-        let rid = handle.request(b_id, "request from a thread").unwrap();
+        let rid = handle.request(&b_id, "request from a thread").unwrap();
         done.send(rid).unwrap();
     });
     let frames_before = a.peer_stats(&b_id).unwrap().frames_out;
@@ -291,13 +291,14 @@ fn handle_failures_come_back_as_events() {
     net.dial(listener.addr).unwrap();
     let handle = net.handle();
     let stranger = id(7);
-    handle.send(stranger, "x").unwrap();
-    let rid = handle.request(stranger, "y").unwrap();
+    let sid = handle.send(&stranger, "x").unwrap();
+    let rid = handle.request(&stranger, "y").unwrap();
     handle.dial(listener.addr).unwrap();
     let log = run_until(&mut [&mut net], 400, |_, log| log.len() >= 3);
     let events = of(&log, 0);
     assert!(events.contains(&Event::SendFailed {
         peer: stranger,
+        id: sid,
         reason: SendError::NotConnected(stranger)
     }));
     assert!(events.contains(&Event::RequestFailed {
@@ -617,7 +618,7 @@ fn handle_dials_disconnects_and_shuts_down_from_another_thread() {
         connected_to(log, 0, b_id)
     });
     let handle = a.handle();
-    std::thread::spawn(move || handle.disconnect(b_id).unwrap())
+    std::thread::spawn(move || handle.disconnect(&b_id).unwrap())
         .join()
         .unwrap();
     let log = run_until(&mut [&mut a, &mut b], 400, |_, log| {

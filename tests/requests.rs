@@ -322,18 +322,19 @@ fn respond_to_the_wrong_peer_or_twice_fails_locally_and_sends_nothing() {
 }
 
 #[test]
-fn a_respond_through_a_handle_with_an_unknown_id_comes_back_as_send_failed() {
+fn a_respond_through_a_handle_with_an_unknown_id_comes_back_as_respond_failed() {
     let (mut net, mut raw) = with_raw_peer(plain(), id(R));
     let handle = net.handle();
-    handle.respond(id(R), RequestId(5), "made up").unwrap();
+    handle.respond(&id(R), RequestId(5), "made up").unwrap();
     let log = run_until(&mut [&mut net], 400, |_, log| {
         raw.pump();
-        has(log, 0, |e| matches!(e, Event::SendFailed { .. }))
+        has(log, 0, |e| matches!(e, Event::RespondFailed { .. }))
     });
     assert_eq!(
         of(&log, 0),
-        vec![Event::SendFailed {
+        vec![Event::RespondFailed {
             peer: id(R),
+            id: RequestId(5),
             reason: SendError::UnknownRequest {
                 peer: id(R),
                 id: RequestId(5)

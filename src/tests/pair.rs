@@ -9,8 +9,10 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::error::{CloseReason, DialError, RequestError, SendError};
 use crate::event::{Direction, Event};
-use crate::network::{ConnId, Node};
+use crate::id::{GossipId, RequestId};
+use crate::network::{ConnId, Node, Sent, Wire};
 use crate::peer::PeerId;
+use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
 use crate::socket::Phase;
@@ -64,7 +66,6 @@ fn key(id: PeerId) -> LocalKey {
     LocalKey {
         id,
         secret: [0; 32].into(),
-        ephemeral_seed: None,
     }
 }
 
@@ -175,9 +176,11 @@ impl Pair {
 
 /// The bytes `conn` has queued, left in place.
 fn peek(node: &Node, conn: ConnId) -> Vec<u8> {
-    let Some(queue) = node.transmit(conn) else {
-        return Vec::new();
-    };
+    node.transmit(conn).map(queue_bytes).unwrap_or_default()
+}
+
+/// The front of `queue` (its first 16 slices), left in place.
+fn queue_bytes(queue: &OutQueue) -> Vec<u8> {
     let mut slices = [IoSlice::new(&[]); 16];
     let n = queue.slices(&mut slices);
     slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
@@ -199,30 +202,59 @@ fn deliver(node: &mut Node, conn: ConnId, bytes: &[u8], now: Instant) {
     }
 }
 
-/// Moves what `from` queued for `to`, as a socket pair would. True if anything moved.
+/// Moves what `from` queued for `to`, as a socket pair would: one write, of at most
+/// `chunk` bytes, and no further than `from.cut`. True if anything moved.
 fn transfer(from: &mut End, to: &mut End, now: Instant, chunk: usize) -> bool {
-    let mut moved = false;
+    let mut pipe = Pipe {
+        to,
+        chunk,
+        sent: &mut from.sent,
+        cut: from.cut,
+        now,
+        wrote: false,
+        moved: false,
+    };
     // The shell tries to write whether or not the peer reads.
-    from.node.seal(from.conn, now);
-    if to.reading {
-        let mut bytes = peek(&from.node, from.conn);
-        bytes.truncate(chunk);
-        if from.sent < from.cut {
-            bytes.truncate(from.cut - from.sent);
+    from.node.flush(from.conn, &mut pipe, now);
+    pipe.moved
+}
+
+/// The in-memory socket from one end to the other, for one [`transfer`].
+struct Pipe<'a> {
+    to: &'a mut End,
+    chunk: usize,
+    sent: &'a mut usize,
+    cut: usize,
+    now: Instant,
+    /// One write per transfer: the ends take turns.
+    wrote: bool,
+    moved: bool,
+}
+
+impl Wire for Pipe<'_> {
+    fn send(&mut self, queue: &OutQueue) -> Sent {
+        if self.wrote || !self.to.reading {
+            return Sent::Blocked;
         }
-        if !bytes.is_empty() {
-            from.sent += bytes.len();
-            from.node.written(from.conn, bytes.len(), now);
-            deliver(&mut to.node, to.conn, &bytes, now);
-            moved = true;
+        let mut bytes = queue_bytes(queue);
+        bytes.truncate(self.chunk);
+        if *self.sent < self.cut {
+            bytes.truncate(self.cut - *self.sent);
         }
+        if bytes.is_empty() {
+            return Sent::Blocked;
+        }
+        *self.sent += bytes.len();
+        deliver(&mut self.to.node, self.to.conn, &bytes, self.now);
+        self.wrote = true;
+        self.moved = true;
+        Sent::Wrote(bytes.len())
     }
-    if from.node.wants_shutdown(from.conn) {
-        from.node.write_shut(from.conn, now);
-        to.node.eof(to.conn, now);
-        moved = true;
+
+    fn shutdown_write(&mut self) {
+        self.to.node.eof(self.to.conn, self.now);
+        self.moved = true;
     }
-    moved
 }
 
 /// Everything `node` reported so far.
@@ -486,7 +518,7 @@ fn connect_deadline_fails_the_dial() {
 fn request_response_and_timeout() {
     let mut pair = Pair::connected();
     let now = pair.now;
-    let id1 = crate::event::RequestId(7);
+    let id1 = RequestId(7);
     pair.a
         .node
         .request_with_id(&id(2), id1, Bytes::from_static(b"q"), now)
@@ -515,7 +547,7 @@ fn request_response_and_timeout() {
     );
     pair.a.events.clear();
 
-    let id2 = crate::event::RequestId(8);
+    let id2 = RequestId(8);
     pair.a
         .node
         .request_with_id(&id(2), id2, Bytes::new(), now)
@@ -545,7 +577,7 @@ fn request_response_and_timeout() {
 #[test]
 fn respond_refuses_an_id_not_received_or_answered_already_and_sends_nothing() {
     let mut pair = Pair::connected();
-    let rid = crate::event::RequestId(7);
+    let rid = RequestId(7);
     let unknown = Err(SendError::UnknownRequest {
         peer: id(1),
         id: rid,
@@ -585,7 +617,7 @@ fn late_responses_are_counted_late_and_never_close_the_peer() {
     pair.step();
     pair.a.events.clear();
     pair.b.events.clear();
-    let ids: Vec<_> = (1..=10).map(crate::event::RequestId).collect();
+    let ids: Vec<_> = (1..=10).map(RequestId).collect();
     for &rid in &ids {
         pair.a
             .node
@@ -722,7 +754,7 @@ fn a_request_flood_keeps_the_unanswered_table_at_its_cap_and_forgets_the_oldest(
     assert_eq!(pair.b.node.stats().unanswered_requests, 16);
     let stats = pair.b.node.peer_stats(&id(1)).unwrap();
     assert_eq!((stats.forgotten_requests, stats.rejected_frames), (984, 0));
-    let rid = crate::event::RequestId;
+    let rid = RequestId;
     assert_eq!(
         pair.b.node.respond(&id(1), rid(984), Bytes::new()),
         Err(SendError::UnknownRequest {
@@ -756,7 +788,7 @@ fn an_id_reused_after_its_answer_is_forgotten_in_its_new_place() {
             payload: Bytes::new(),
         })
     };
-    let rid = crate::event::RequestId;
+    let rid = RequestId;
     for n in [1, 2, 3] {
         inject(&mut pair.b, &request(n), now);
     }
@@ -791,7 +823,7 @@ fn a_request_reusing_an_answered_id_gets_its_whole_timeout() {
     // The simulator lets the application choose request ids; one used again once
     // answered must not inherit the deadline of its first use.
     let mut pair = Pair::connected();
-    let rid = crate::event::RequestId;
+    let rid = RequestId;
     let second = Duration::from_secs(1);
     let request = |pair: &mut Pair, n: u64| {
         let now = pair.now;
@@ -846,7 +878,7 @@ fn a_request_reusing_an_unanswered_id_is_rejected() {
         vec![
             Event::Request {
                 peer: id(1),
-                id: crate::event::RequestId(5),
+                id: RequestId(5),
                 payload: Bytes::new()
             },
             Event::FrameRejected {
@@ -859,7 +891,7 @@ fn a_request_reusing_an_unanswered_id_is_rejected() {
     // Once answered, the id is free again.
     pair.b
         .node
-        .respond(&id(1), crate::event::RequestId(5), Bytes::new())
+        .respond(&id(1), RequestId(5), Bytes::new())
         .unwrap();
     pair.b.events.clear();
     inject(&mut pair.b, &request, now);
@@ -869,7 +901,7 @@ fn a_request_reusing_an_unanswered_id_is_rejected() {
 #[test]
 fn a_request_fails_when_the_connection_closes_first() {
     let mut pair = Pair::connected();
-    let rid = crate::event::RequestId(1);
+    let rid = RequestId(1);
     pair.a
         .node
         .request_with_id(&id(2), rid, Bytes::new(), pair.now)
@@ -1206,6 +1238,42 @@ fn settle(a: &mut Node, b: &mut Node, pairs: &[(ConnId, ConnId)], now: Instant) 
     }
 }
 
+/// A `Handle` chooses its broadcast's id: one already seen (two handles drawing the
+/// same 128 bits, as good as never) still goes out, and the peer drops it as a
+/// duplicate, with nothing else affected.
+#[test]
+fn a_broadcast_under_an_id_already_seen_is_sent_and_dropped_as_a_duplicate() {
+    let mut pair = Pair::connected();
+    let gid = GossipId([7; 16]);
+    let now = pair.now;
+    pair.a
+        .node
+        .broadcast_with_id(gid, Bytes::from_static(b"first"), now)
+        .unwrap();
+    pair.a
+        .node
+        .broadcast_with_id(gid, Bytes::from_static(b"again"), now)
+        .unwrap();
+    pair.step();
+    assert_eq!(
+        pair.b.events,
+        [Event::Broadcast {
+            from: id(1),
+            id: gid,
+            payload: Bytes::from_static(b"first")
+        }]
+    );
+    assert_eq!(pair.b.node.stats().duplicate_gossip, 1);
+    assert_eq!(pair.b.node.phase(pair.b.conn), Some(Phase::Open));
+    let refused = Bytes::from(vec![0u8; config().max_frame_size]);
+    assert!(matches!(
+        pair.a
+            .node
+            .broadcast_with_id(GossipId([8; 16]), refused, now),
+        Err(SendError::TooLarge { .. })
+    ));
+}
+
 #[test]
 fn stale_ids_never_reach_a_reused_slot() {
     let now = Instant::now();
@@ -1501,7 +1569,6 @@ mod noise {
         LocalKey {
             id: keypair.peer_id(),
             secret: keypair.secret_key().clone(),
-            ephemeral_seed: None,
         }
     }
 

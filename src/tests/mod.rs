@@ -1,0 +1,3 @@
+//! Test harnesses over the node core, kept out of the production modules.
+
+mod pair;
