@@ -172,6 +172,15 @@ pub(crate) struct Node {
     unflushed_bytes: u64,
     shutting_down: bool,
     out: Vec<Output>,
+    /// The one buffer connections are read into ([`Socket::lend_rx`]): between reads
+    /// a connection holds only the bytes of its unfinished frame, so an idle one
+    /// holds no read buffer.
+    rx_scratch: BytesMut,
+    /// The connection `rx_scratch` is lent to, until [`Node::settle_rx`].
+    rx_lent: Option<ConnId>,
+    /// The one buffer records are opened into (noise), lent the same way for the
+    /// time frames are taken.
+    plain_scratch: BytesMut,
     targets: Vec<ConnId>,
     /// The lowest and highest request ids this node issued so far: a RESPONSE with
     /// an id within them that matches no pending request is late, not made up.
@@ -235,6 +244,9 @@ impl Node {
             unflushed_bytes: 0,
             shutting_down: false,
             out: Vec::new(),
+            rx_scratch: BytesMut::new(),
+            rx_lent: None,
+            plain_scratch: BytesMut::new(),
             targets: Vec::new(),
             issued: None,
             seed_handshakes: false,
@@ -953,6 +965,7 @@ impl Node {
         chunk: usize,
         now: Instant,
     ) -> Option<(&mut BytesMut, usize)> {
+        self.settle_rx();
         let entry = self.entry(conn)?;
         if matches!(entry.socket.phase(), Phase::Opening | Phase::Closed)
             || entry.socket.is_paused()
@@ -965,6 +978,11 @@ impl Node {
             if self.is_read_paused(conn) {
                 return None;
             }
+        }
+        if let Some(entry) = slot_mut(&mut self.sockets, conn)
+            && entry.socket.lend_rx(&mut self.rx_scratch)
+        {
+            self.rx_lent = Some(conn);
         }
         loop {
             let wants = self
@@ -989,16 +1007,29 @@ impl Node {
         let before = self.events.len();
         self.with_socket(conn, now, |s, _, out, _| s.received(n, now, out));
         self.take_frames(conn, now);
+        self.settle_rx();
         if let Some(peer) = self.kept_by_peer(conn) {
             self.replace(peer, conn, before, now);
         }
         self.events.len().saturating_sub(before)
     }
 
+    /// Takes the read buffer back from the connection it was lent to, which keeps a
+    /// copy of its unfinished frame, if any.
+    fn settle_rx(&mut self) {
+        if let Some(conn) = self.rx_lent.take()
+            && let Some(entry) = slot_mut(&mut self.sockets, conn)
+        {
+            entry.socket.settle_rx(&mut self.rx_scratch);
+        }
+    }
+
     /// Takes `conn`'s whole frames, once the node kept the connection; in batches, so
     /// the outputs stay in cache however many frames one read brought. Then starts or
     /// moves the deadline of a frame left unfinished.
     fn take_frames(&mut self, conn: ConnId, now: Instant) {
+        let lent = slot_mut(&mut self.sockets, conn)
+            .is_some_and(|entry| entry.socket.lend_plain(&mut self.plain_scratch));
         while self.phase(conn) == Some(Phase::Open) {
             let more = self.with_socket(conn, now, |s, _, out, events| {
                 s.take_frames(now, out, events, FRAME_BATCH)
@@ -1011,7 +1042,10 @@ impl Node {
                 break;
             }
         }
-        if let Some(entry) = self.entry_mut(conn) {
+        if let Some(entry) = slot_mut(&mut self.sockets, conn) {
+            if lent {
+                entry.socket.settle_plain(&mut self.plain_scratch);
+            }
             entry.socket.track_frame(now);
         }
     }

@@ -153,6 +153,35 @@ fn make_room(buf: &mut BytesMut, want: usize, cap: usize) {
     }
 }
 
+/// Makes `scratch` the buffer `own` was, holding what `own` held: the bytes of an
+/// unfinished frame or record move to the front of the scratch, which the read or
+/// open that follows appends to. `scratch` is left empty, with no allocation.
+fn lend(own: &mut BytesMut, scratch: &mut BytesMut, cap: usize) {
+    let mut lent = std::mem::take(scratch);
+    lent.clear();
+    // Back to the front of its allocation, so a read fills it whatever its last use
+    // left (a no-op when it is already there, or shared).
+    let _ = lent.try_reclaim(lent.capacity() + 1);
+    if !own.is_empty() {
+        make_room(&mut lent, own.len(), cap);
+        lent.extend_from_slice(own);
+    }
+    *own = lent;
+}
+
+/// Gives a lent buffer back: `own` keeps a copy of what it holds (the unfinished
+/// frame or record, often nothing), and `scratch`, if empty, gets the allocation.
+fn settle(own: &mut BytesMut, scratch: &mut BytesMut) {
+    let used = if own.is_empty() {
+        std::mem::take(own)
+    } else {
+        std::mem::replace(own, BytesMut::from(&own[..]))
+    };
+    if scratch.capacity() == 0 {
+        *scratch = used;
+    }
+}
+
 /// A PING sent to learn whether the peer reads a connection ([`Socket::probe`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Probe {
@@ -631,6 +660,62 @@ impl Socket {
             .is_some_and(|need| need > READ_ALLOWANCE);
         if !large {
             self.charged = 0;
+        }
+    }
+
+    /// Whether `rx` is the buffer of a frame larger than [`READ_ALLOWANCE`] under way
+    /// (plaintext): it is read into as it is, and stays the socket's.
+    fn rx_holds_large_frame(&self) -> bool {
+        self.phase == Phase::Open
+            && !self.transport.encrypts()
+            && self
+                .decoder
+                .frame_need(&self.rx)
+                .is_some_and(|need| need > READ_ALLOWANCE)
+    }
+
+    /// Whether `plain` is the buffer of a frame larger than [`READ_ALLOWANCE`] under
+    /// way (noise).
+    fn plain_holds_large_frame(&self) -> bool {
+        self.decoder
+            .frame_need(&self.plain)
+            .is_some_and(|need| need > READ_ALLOWANCE)
+    }
+
+    /// Reads go into `scratch`, the node's one read buffer, instead of a buffer of the
+    /// connection's own, unless a large frame's own buffer is under way; between reads
+    /// the connection keeps only the bytes of its unfinished frame
+    /// ([`Socket::settle_rx`]). Leaves `scratch` empty; false if it was not taken.
+    pub(crate) fn lend_rx(&mut self, scratch: &mut BytesMut) -> bool {
+        if self.rx_holds_large_frame() {
+            return false;
+        }
+        lend(&mut self.rx, scratch, READ_ALLOWANCE.max(RECORD_LIMIT));
+        true
+    }
+
+    /// After the bytes read were taken: gives the read buffer back to `scratch`,
+    /// keeping a copy of the unfinished frame, unless it became a large frame's own.
+    pub(crate) fn settle_rx(&mut self, scratch: &mut BytesMut) {
+        if !self.rx_holds_large_frame() {
+            settle(&mut self.rx, scratch);
+        }
+    }
+
+    /// [`Socket::lend_rx`] for the frame stream opened from records (noise): frames
+    /// are taken from `scratch`, and only an unfinished one stays.
+    pub(crate) fn lend_plain(&mut self, scratch: &mut BytesMut) -> bool {
+        if !self.transport.encrypts() || self.plain_holds_large_frame() {
+            return false;
+        }
+        lend(&mut self.plain, scratch, READ_ALLOWANCE + RECORD_SLACK);
+        true
+    }
+
+    /// [`Socket::settle_rx`] for the opened frame stream.
+    pub(crate) fn settle_plain(&mut self, scratch: &mut BytesMut) {
+        if !self.plain_holds_large_frame() {
+            settle(&mut self.plain, scratch);
         }
     }
 
