@@ -1014,6 +1014,12 @@ impl Node {
         self.events.len().saturating_sub(before)
     }
 
+    /// The capacity of `conn`'s own read buffers (tests).
+    #[cfg(test)]
+    pub(crate) fn read_capacity(&self, conn: ConnId) -> Option<usize> {
+        self.entry(conn).map(|e| e.socket.read_capacity())
+    }
+
     /// Takes the read buffer back from the connection it was lent to, which keeps a
     /// copy of its unfinished frame, if any.
     fn settle_rx(&mut self) {

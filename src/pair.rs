@@ -904,6 +904,33 @@ fn a_request_fails_when_the_connection_closes_first() {
     assert_eq!(pair.b.node.stats().connections, 0);
 }
 
+/// Sends `a` to `b` in two reads cut at `cut`, checking after each what `b`'s
+/// connection holds: only the bytes of the unfinished frame, then nothing.
+fn holds_only_an_unfinished_frame(pair: &mut Pair, peer: PeerId, cut: usize) {
+    let payload = Bytes::from(vec![7u8; 1000]);
+    pair.a.node.send(&peer, payload.clone()).unwrap();
+    let wire = take_output(&mut pair.a.node, pair.a.conn, pair.now);
+    inject(&mut pair.b, &wire[..cut], pair.now);
+    let held = pair.b.node.read_capacity(pair.b.conn).unwrap();
+    assert!(
+        held > 0 && held <= wire.len(),
+        "an unfinished frame: {held} bytes held"
+    );
+    inject(&mut pair.b, &wire[cut..], pair.now);
+    assert!(matches!(
+        &pair.b.events[..],
+        [Event::Message { payload: p, .. }] if *p == payload
+    ));
+    assert_eq!(pair.b.node.read_capacity(pair.b.conn), Some(0));
+}
+
+#[test]
+fn an_idle_connection_holds_no_read_buffer_and_an_unfinished_frame_only_its_bytes() {
+    let mut pair = Pair::connected();
+    assert_eq!(pair.b.node.read_capacity(pair.b.conn), Some(0));
+    holds_only_an_unfinished_frame(&mut pair, id(2), 600);
+}
+
 #[test]
 fn a_graceful_close_flushes_everything_queued_before_the_goodbye() {
     let mut pair = Pair::connected();
@@ -1582,6 +1609,17 @@ mod noise {
             pair.a.events,
             pair.b.events
         );
+    }
+
+    #[test]
+    fn an_idle_noise_connection_holds_no_read_buffer_and_an_unfinished_record_only_its_bytes()
+    {
+        let (mut pair, ka, kb) = noise_pair(noise(), noise());
+        pair.step();
+        assert!(connected_both_ways(&pair, &ka, &kb));
+        pair.b.events.clear();
+        assert_eq!(pair.b.node.read_capacity(pair.b.conn), Some(0));
+        holds_only_an_unfinished_frame(&mut pair, kb.peer_id(), 600);
     }
 
     #[test]

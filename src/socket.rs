@@ -719,6 +719,12 @@ impl Socket {
         }
     }
 
+    /// The capacity of the socket's own read buffers, raw and opened (tests).
+    #[cfg(test)]
+    pub(crate) fn read_capacity(&self) -> usize {
+        self.rx.capacity() + self.plain.capacity()
+    }
+
     /// How far the handshake got: the preamble, then each whole handshake message the
     /// peer sent. Bytes of an unfinished message do not count: they cost a peer
     /// nothing to send, while every whole message costs it a round trip.
