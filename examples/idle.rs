@@ -27,7 +27,7 @@ const CLIENTS_PER_CHILD: usize = 4000;
 /// Dials a client process has under way at once.
 const IN_FLIGHT: usize = 100;
 /// How long establishing every connection may take before the run is called stuck.
-const STALL: Duration = Duration::from_secs(20);
+const STALL: Duration = Duration::from_secs(90);
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
