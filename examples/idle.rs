@@ -171,7 +171,12 @@ fn spawn_client(
 ) -> Result<Child, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut command = Command::new(exe);
-    command.args(["--client", &server.to_string(), "--connections", &count.to_string()]);
+    command.args([
+        "--client",
+        &server.to_string(),
+        "--connections",
+        &count.to_string(),
+    ]);
     command.args(["--message", &message.to_string()]);
     if security == Security::NoiseXx {
         command.arg("--noise");
@@ -223,7 +228,10 @@ fn run_clients(
     let (mut dialled, mut waiting) = (0, Vec::new());
     while dialled < count || !waiting.is_empty() {
         if start.elapsed() > STALL {
-            return Err(format!("{} clients not connected", count - dialled + waiting.len()));
+            return Err(format!(
+                "{} clients not connected",
+                count - dialled + waiting.len()
+            ));
         }
         while dialled < count && waiting.len() < IN_FLIGHT {
             clients[dialled].dial(server).map_err(|e| e.to_string())?;
@@ -251,7 +259,9 @@ fn run_clients(
             let Some(peer) = client.peers().first().map(|p| p.id) else {
                 return Err("a client lost its connection".into());
             };
-            client.send(&peer, payload.clone()).map_err(|e| e.to_string())?;
+            client
+                .send(&peer, payload.clone())
+                .map_err(|e| e.to_string())?;
         }
     }
     let mut stdout = std::io::stdout();

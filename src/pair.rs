@@ -1612,8 +1612,7 @@ mod noise {
     }
 
     #[test]
-    fn an_idle_noise_connection_holds_no_read_buffer_and_an_unfinished_record_only_its_bytes()
-    {
+    fn an_idle_noise_connection_holds_no_read_buffer_and_an_unfinished_record_only_its_bytes() {
         let (mut pair, ka, kb) = noise_pair(noise(), noise());
         pair.step();
         assert!(connected_both_ways(&pair, &ka, &kb));
