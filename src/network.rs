@@ -176,7 +176,7 @@ pub(crate) struct Node {
     /// a connection holds only the bytes of its unfinished frame, so an idle one
     /// holds no read buffer.
     rx_scratch: BytesMut,
-    /// The connection `rx_scratch` is lent to, until [`Node::settle_rx`].
+    /// The connection `rx_scratch` may be lent to, until [`Node::settle_rx`].
     rx_lent: Option<ConnId>,
     /// The one buffer records are opened into (noise), lent the same way for the
     /// time frames are taken.
@@ -965,7 +965,9 @@ impl Node {
         chunk: usize,
         now: Instant,
     ) -> Option<(&mut BytesMut, usize)> {
-        self.settle_rx();
+        if let Some(lent) = self.rx_lent.take() {
+            self.settle_rx(lent);
+        }
         let entry = self.entry(conn)?;
         if matches!(entry.socket.phase(), Phase::Opening | Phase::Closed)
             || entry.socket.is_paused()
@@ -1007,7 +1009,10 @@ impl Node {
         let before = self.events.len();
         self.with_socket(conn, now, |s, _, out, _| s.received(n, now, out));
         self.take_frames(conn, now);
-        self.settle_rx();
+        // Whether or not it was read into the scratch: a buffer it kept for an
+        // unfinished frame goes once the frame is done.
+        self.rx_lent = None;
+        self.settle_rx(conn);
         if let Some(peer) = self.kept_by_peer(conn) {
             self.replace(peer, conn, before, now);
         }
@@ -1020,12 +1025,10 @@ impl Node {
         self.entry(conn).map(|e| e.socket.read_capacity())
     }
 
-    /// Takes the read buffer back from the connection it was lent to, which keeps a
-    /// copy of its unfinished frame, if any.
-    fn settle_rx(&mut self) {
-        if let Some(conn) = self.rx_lent.take()
-            && let Some(entry) = slot_mut(&mut self.sockets, conn)
-        {
+    /// Takes the read buffer back from `conn` if it was lent it, and leaves `conn`
+    /// only its unfinished frame ([`Socket::settle_rx`]).
+    fn settle_rx(&mut self, conn: ConnId) {
+        if let Some(entry) = slot_mut(&mut self.sockets, conn) {
             entry.socket.settle_rx(&mut self.rx_scratch);
         }
     }
@@ -1034,8 +1037,9 @@ impl Node {
     /// the outputs stay in cache however many frames one read brought. Then starts or
     /// moves the deadline of a frame left unfinished.
     fn take_frames(&mut self, conn: ConnId, now: Instant) {
-        let lent = slot_mut(&mut self.sockets, conn)
-            .is_some_and(|entry| entry.socket.lend_plain(&mut self.plain_scratch));
+        if let Some(entry) = slot_mut(&mut self.sockets, conn) {
+            entry.socket.lend_plain(&mut self.plain_scratch);
+        }
         while self.phase(conn) == Some(Phase::Open) {
             let more = self.with_socket(conn, now, |s, _, out, events| {
                 s.take_frames(now, out, events, FRAME_BATCH)
@@ -1049,9 +1053,7 @@ impl Node {
             }
         }
         if let Some(entry) = slot_mut(&mut self.sockets, conn) {
-            if lent {
-                entry.socket.settle_plain(&mut self.plain_scratch);
-            }
+            entry.socket.settle_plain(&mut self.plain_scratch);
             entry.socket.track_frame(now);
         }
     }

@@ -711,8 +711,9 @@ impl Socket {
         lend(&mut self.rx, scratch, READ_ALLOWANCE.max(RECORD_LIMIT))
     }
 
-    /// After the bytes read were taken: gives the read buffer back to `scratch`,
-    /// keeping a copy of the unfinished frame, unless it became a large frame's own.
+    /// After the bytes read were taken: gives the read buffer back to `scratch` (or
+    /// drops a buffer of its own), keeping a copy of the unfinished frame, unless it
+    /// is a large frame's own or holds more than [`COPY_OUT_LIMIT`] bytes of it.
     pub(crate) fn settle_rx(&mut self, scratch: &mut BytesMut) {
         if !self.rx_holds_large_frame() {
             settle(&mut self.rx, scratch);
@@ -721,16 +722,15 @@ impl Socket {
 
     /// [`Socket::lend_rx`] for the frame stream opened from records (noise): frames
     /// are taken from `scratch`, and only an unfinished one stays.
-    pub(crate) fn lend_plain(&mut self, scratch: &mut BytesMut) -> bool {
-        if !self.transport.encrypts() || self.plain_holds_large_frame() {
-            return false;
+    pub(crate) fn lend_plain(&mut self, scratch: &mut BytesMut) {
+        if self.transport.encrypts() && !self.plain_holds_large_frame() {
+            lend(&mut self.plain, scratch, READ_ALLOWANCE + RECORD_SLACK);
         }
-        lend(&mut self.plain, scratch, READ_ALLOWANCE + RECORD_SLACK)
     }
 
     /// [`Socket::settle_rx`] for the opened frame stream.
     pub(crate) fn settle_plain(&mut self, scratch: &mut BytesMut) {
-        if !self.plain_holds_large_frame() {
+        if self.transport.encrypts() && !self.plain_holds_large_frame() {
             settle(&mut self.plain, scratch);
         }
     }
