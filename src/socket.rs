@@ -174,6 +174,11 @@ fn lend(own: &mut BytesMut, scratch: &mut BytesMut, cap: usize) -> bool {
     // Back to the front of its allocation, so a read fills it whatever its last use
     // left (a no-op when it is already there, or shared).
     let _ = lent.try_reclaim(lent.capacity() + 1);
+    if lent.capacity() > cap {
+        // A large frame's buffer whose payload is gone: read into, it would hold the
+        // next large frame uncharged (as in `make_room`).
+        lent = BytesMut::new();
+    }
     if !own.is_empty() {
         make_room(&mut lent, own.len(), cap);
         lent.extend_from_slice(own);
@@ -708,7 +713,12 @@ impl Socket {
         if self.rx_holds_large_frame() {
             return false;
         }
-        lend(&mut self.rx, scratch, READ_ALLOWANCE.max(RECORD_LIMIT))
+        let cap = if self.phase == Phase::Open && self.transport.encrypts() {
+            RECORD_LIMIT
+        } else {
+            READ_ALLOWANCE
+        };
+        lend(&mut self.rx, scratch, cap)
     }
 
     /// After the bytes read were taken: gives the read buffer back to `scratch` (or
