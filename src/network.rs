@@ -959,6 +959,9 @@ impl Node {
     /// The buffer to read into for `conn` and how many bytes to ask for (at most
     /// `chunk`, never 0), or `None` if it takes no input now: not connected, or paused
     /// for want of receive budget ([`Node::take_resumed`] tells when it may read again).
+    /// Unless a large frame's own buffer is under way, the buffer is the node's one
+    /// read buffer, lent to `conn` until the next read of any connection; `conn`
+    /// keeps only what is left of an unfinished frame ([`Socket::lend_rx`]).
     pub(crate) fn recv_buf(
         &mut self,
         conn: ConnId,
