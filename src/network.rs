@@ -220,6 +220,15 @@ pub(crate) struct Node {
     unflushed_bytes: u64,
     shutting_down: bool,
     out: Vec<Output>,
+    /// The one buffer connections are read into ([`Socket::lend_rx`]): between reads
+    /// a connection holds only the bytes of its unfinished frame, so an idle one
+    /// holds no read buffer.
+    rx_scratch: BytesMut,
+    /// The connection `rx_scratch` may be lent to, until [`Node::settle_rx`].
+    rx_lent: Option<ConnId>,
+    /// The one buffer records are opened into (noise), lent the same way for the
+    /// time frames are taken.
+    plain_scratch: BytesMut,
     targets: Vec<ConnId>,
     /// The lowest and highest request ids this node issued so far: a RESPONSE with
     /// an id within them that matches no pending request is late, not made up.
@@ -295,6 +304,9 @@ impl Node {
             unflushed_bytes: 0,
             shutting_down: false,
             out: Vec::new(),
+            rx_scratch: BytesMut::new(),
+            rx_lent: None,
+            plain_scratch: BytesMut::new(),
             targets: Vec::new(),
             issued: None,
             read_used: 0,
@@ -1049,12 +1061,18 @@ impl Node {
     /// The buffer to read into for `conn` and how many bytes to ask for (at most
     /// `chunk`, never 0), or `None` if it takes no input now: not connected, or paused
     /// for want of receive budget ([`Node::take_resumed`] tells when it may read again).
+    /// Unless a large frame's own buffer is under way, the buffer is the node's one
+    /// read buffer, lent to `conn` until the next read of any connection; `conn`
+    /// keeps only what is left of an unfinished frame ([`Socket::lend_rx`]).
     pub(crate) fn recv_buf(
         &mut self,
         conn: ConnId,
         chunk: usize,
         now: Instant,
     ) -> Option<(&mut BytesMut, usize)> {
+        if let Some(lent) = self.rx_lent.take() {
+            self.settle_rx(lent);
+        }
         let entry = self.entry(conn)?;
         if matches!(entry.socket.phase(), Phase::Opening | Phase::Closed)
             || entry.socket.is_paused()
@@ -1067,6 +1085,11 @@ impl Node {
             if self.is_read_paused(conn) {
                 return None;
             }
+        }
+        if let Some(entry) = slot_mut(&mut self.sockets, conn)
+            && entry.socket.lend_rx(&mut self.rx_scratch)
+        {
+            self.rx_lent = Some(conn);
         }
         loop {
             let wants = self
@@ -1091,16 +1114,37 @@ impl Node {
         let before = self.events.len();
         self.with_socket(conn, now, |s, _, out| s.received(n, now, out));
         self.take_frames(conn, now);
+        // Whether or not it was read into the scratch: a buffer it kept for an
+        // unfinished frame goes once the frame is done.
+        self.rx_lent = None;
+        self.settle_rx(conn);
         if let Some(peer) = self.kept_by_peer(conn) {
             self.replace(peer, conn, before, now);
         }
         self.events.len().saturating_sub(before)
     }
 
+    /// The capacity of `conn`'s own read buffers (tests).
+    #[cfg(test)]
+    pub(crate) fn read_capacity(&self, conn: ConnId) -> Option<usize> {
+        self.entry(conn).map(|e| e.socket.read_capacity())
+    }
+
+    /// Takes the read buffer back from `conn` if it was lent it, and leaves `conn`
+    /// only its unfinished frame ([`Socket::settle_rx`]).
+    fn settle_rx(&mut self, conn: ConnId) {
+        if let Some(entry) = slot_mut(&mut self.sockets, conn) {
+            entry.socket.settle_rx(&mut self.rx_scratch);
+        }
+    }
+
     /// Takes `conn`'s whole frames, once the node kept the connection; in batches, so
     /// the outputs stay in cache however many frames one read brought. Then starts or
     /// moves the deadline of a frame left unfinished.
     fn take_frames(&mut self, conn: ConnId, now: Instant) {
+        if let Some(entry) = slot_mut(&mut self.sockets, conn) {
+            entry.socket.lend_plain(&mut self.plain_scratch);
+        }
         while self.phase(conn) == Some(Phase::Open) {
             let more =
                 self.with_socket(conn, now, |s, _, out| s.take_frames(now, out, FRAME_BATCH));
@@ -1112,7 +1156,8 @@ impl Node {
                 break;
             }
         }
-        if let Some(entry) = self.entry_mut(conn) {
+        if let Some(entry) = slot_mut(&mut self.sockets, conn) {
+            entry.socket.settle_plain(&mut self.plain_scratch);
             entry.socket.track_frame(now);
             self.retime(conn);
         }

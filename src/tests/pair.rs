@@ -936,6 +936,36 @@ fn a_request_fails_when_the_connection_closes_first() {
     assert_eq!(pair.b.node.stats().connections, 0);
 }
 
+/// Sends a message of `size` bytes from `a` to `b` in two reads cut at `cut`,
+/// checking after each what `b`'s connection holds: the bytes of the unfinished frame
+/// (a copy of them up to 4 KiB, the buffer they were read into above), then nothing.
+fn holds_only_an_unfinished_frame(pair: &mut Pair, peer: PeerId, size: usize, cut: usize) {
+    let payload = Bytes::from(vec![7u8; size]);
+    pair.a.node.send(&peer, payload.clone()).unwrap();
+    let wire = take_output(&mut pair.a.node, pair.a.conn, pair.now);
+    inject(&mut pair.b, &wire[..cut], pair.now);
+    let held = pair.b.node.read_capacity(pair.b.conn).unwrap();
+    if cut <= 4096 {
+        assert_eq!(held, cut, "a copy of the unfinished frame");
+    } else {
+        assert!(held >= cut, "the buffer read into: {held} bytes");
+    }
+    inject(&mut pair.b, &wire[cut..], pair.now);
+    assert!(matches!(
+        pair.b.events.pop(),
+        Some(Event::Message { payload: p, .. }) if p == payload
+    ));
+    assert_eq!(pair.b.node.read_capacity(pair.b.conn), Some(0));
+}
+
+#[test]
+fn an_idle_connection_holds_no_read_buffer_and_an_unfinished_frame_only_its_bytes() {
+    let mut pair = Pair::connected();
+    assert_eq!(pair.b.node.read_capacity(pair.b.conn), Some(0));
+    holds_only_an_unfinished_frame(&mut pair, id(2), 1000, 600);
+    holds_only_an_unfinished_frame(&mut pair, id(2), 10_000, 6000);
+}
+
 #[test]
 fn a_graceful_close_flushes_everything_queued_before_the_goodbye() {
     let mut pair = Pair::connected();
@@ -1649,6 +1679,17 @@ mod noise {
             pair.a.events,
             pair.b.events
         );
+    }
+
+    #[test]
+    fn an_idle_noise_connection_holds_no_read_buffer_and_an_unfinished_record_only_its_bytes() {
+        let (mut pair, ka, kb) = noise_pair(noise(), noise());
+        pair.step();
+        assert!(connected_both_ways(&pair, &ka, &kb));
+        pair.b.events.clear();
+        assert_eq!(pair.b.node.read_capacity(pair.b.conn), Some(0));
+        holds_only_an_unfinished_frame(&mut pair, kb.peer_id(), 1000, 600);
+        holds_only_an_unfinished_frame(&mut pair, kb.peer_id(), 10_000, 6000);
     }
 
     #[test]
