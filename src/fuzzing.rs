@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use crate::config::Config;
 use crate::event::Event;
 use crate::id::RequestId;
-use crate::network::{ConnId, Flushed, Node, Sent, Wire};
+use crate::node::{ConnId, Flushed, Node, Sent, Wire};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;

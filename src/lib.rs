@@ -77,6 +77,7 @@ mod id;
 #[cfg(feature = "noise")]
 mod keypair;
 mod network;
+mod node;
 mod ordered;
 mod payload;
 mod peer;
@@ -112,10 +113,10 @@ pub use handle::Handle;
 pub use id::{GossipId, RequestId, SendId};
 #[cfg(feature = "noise")]
 pub use keypair::{KeyError, KeyFileCheck, Keypair};
-pub use network::Stats;
+pub use network::{Network, PeerInfo};
+pub use node::Stats;
 pub use payload::Payload;
 pub use peer::{ParsePeerIdError, PeerId};
-pub use reactor::{Network, PeerInfo};
 #[cfg(feature = "noise")]
 pub use resolver::NoiseResolver;
 pub use socket::{PeerStats, Phase};

@@ -1,28 +1,18 @@
-//! The mio shell: one `Poll`, listeners, tokens, the `Waker`; it moves bytes, the core decides.
+//! The mio driver of the node core: one `Poll`, listeners, tokens, the `Waker`; it moves bytes, the core decides.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use crate::config::Config;
-use crate::error::{CloseReason, DialError, Error, RequestError, SendError};
-use crate::event::{Direction, Event};
-use crate::handle::{Command, Handle};
-use crate::id::{GossipId, RequestId};
-use crate::network::{ConnId, Flushed, Node, Sent, Stats, Wire};
-use crate::payload::Payload;
-use crate::peer::PeerId;
+use crate::error::DialError;
+use crate::event::Event;
+use crate::node::{ConnId, Flushed, Node, Sent, Wire};
 use crate::queue::OutQueue;
-use crate::rng::Rng;
-use crate::secure::LocalKey;
-use crate::socket::{PeerStats, Phase};
-use crate::wire::Security;
+use crate::socket::Phase;
 
 const WAKER: Token = Token(usize::MAX);
 /// Listener `i` has token `LISTENER_BASE - i`, far above any connection's.
@@ -34,50 +24,12 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 /// Slices handed to one `write_vectored` call.
 const MAX_SLICES: usize = 64;
 
-/// A connected peer, as [`Network::peers`] lists it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeerInfo {
-    /// Its id.
-    pub id: PeerId,
-    /// Its address.
-    pub addr: SocketAddr,
-    /// Who dialled.
-    pub direction: Direction,
-}
-
 struct Stream {
     generation: u32,
     tcp: TcpStream,
     interest: Interest,
     /// The turn this socket was last read in.
     read_turn: u64,
-}
-
-/// This node's identity: the noise keypair (given or generated) in noise-xx mode; in
-/// plaintext mode the configured id, else the keypair's, else a random one.
-fn local_key(config: &Config) -> Result<LocalKey, Error> {
-    #[cfg(feature = "noise")]
-    {
-        let keypair = match (&config.keypair, config.security) {
-            (Some(keypair), _) => Some(keypair.clone()),
-            (None, Security::NoiseXx) => Some(crate::Keypair::generate()?),
-            (None, Security::Plaintext) => None,
-        };
-        if let Some(keypair) = keypair {
-            return Ok(LocalKey {
-                id: config.peer_id.unwrap_or(keypair.peer_id()),
-                secret: keypair.secret_key().clone(),
-            });
-        }
-    }
-    let id = match config.peer_id {
-        Some(id) => id,
-        None => PeerId::random().map_err(Error::Random)?,
-    };
-    Ok(LocalKey {
-        id,
-        secret: [0; 32].into(),
-    })
 }
 
 /// The stream of `conn`, if its slot still holds that generation. A free function over
@@ -127,38 +79,14 @@ fn conn_of(token: Token) -> ConnId {
     }
 }
 
-/// A peer-to-peer node: listens, dials, authenticates, sends, requests and broadcasts,
-/// and hands what arrives to the caller of [`Network::poll`].
-///
-/// ```no_run
-/// use p2p::{Config, Event, Network};
-/// use std::time::Duration;
-///
-/// let mut net = Network::new(Config::default())?;
-/// net.listen("127.0.0.1:0".parse()?)?;
-/// net.dial("127.0.0.1:9000".parse()?)?;
-/// let mut events = Vec::new();
-/// loop {
-///     net.poll(&mut events, Some(Duration::from_millis(100)))?;
-///     for event in events.drain(..) {
-///         if let Event::PeerConnected { peer, .. } = event {
-///             net.send(&peer, "hello")?;
-///         }
-///     }
-/// }
-/// # Ok::<(), p2p::Error>(())
-/// ```
-pub struct Network {
-    node: Node,
+/// The mio shell: one `Poll`, the listeners, a stream per connection, the `Waker`. It
+/// moves bytes between the sockets and a [`Node`] and decides nothing.
+pub(crate) struct Reactor {
     poll: Poll,
     mio_events: Events,
     listeners: Vec<TcpListener>,
     streams: Vec<Option<Stream>>,
     waker: Arc<Waker>,
-    woken: Arc<AtomicBool>,
-    commands: Receiver<Command>,
-    handle: Handle,
-    request_ids: Arc<AtomicU64>,
     dirty: Vec<ConnId>,
     /// Readiness of this turn (connection, readable, writable), kept to reuse its allocation.
     readiness: Vec<(ConnId, bool, bool)>,
@@ -178,50 +106,20 @@ pub struct Network {
     next_listener: usize,
     /// Turns of the loop so far; a socket is read at most once per turn.
     turn: u64,
+    /// The clock of the turn or command running now.
     now: Instant,
 }
 
-/// Where this node's request ids start: at random in 1..=2^63, so that a peer's late
-/// answer to a request of an earlier run of this node (the same key, a new process)
-/// does not carry an id this run has issued: it would be taken for the answer to
-/// another request. The ids then count up from there, 2^63 of them before any wrap.
-fn first_request_id(rng: &mut Rng) -> u64 {
-    (rng.next_u64() >> 1) + 1
-}
-
-impl Network {
-    /// A node with `config`; it neither listens nor dials yet.
-    pub fn new(config: Config) -> Result<Network, Error> {
-        config.validate()?;
-        let key = local_key(&config)?;
-        let mut rng = Rng::secure().map_err(Error::Random)?;
+impl Reactor {
+    pub(crate) fn new() -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let woken = Arc::new(AtomicBool::new(false));
-        let request_ids = Arc::new(AtomicU64::new(first_request_id(&mut rng)));
-        let (tx, commands) = sync_channel(config.command_queue);
-        let handle = Handle::new(
-            tx,
-            waker.clone(),
-            woken.clone(),
-            request_ids.clone(),
-            Arc::new(AtomicU64::new(0)),
-            Rng::secure().map_err(Error::Random)?,
-        );
-        if config.security == Security::Plaintext {
-            log::info!("plaintext mode: peer ids are claimed, not proven (unauthenticated)");
-        }
-        Ok(Network {
-            node: Node::new(config, key, rng),
+        Ok(Reactor {
             poll,
             mio_events: Events::with_capacity(1024),
             listeners: Vec::new(),
             streams: Vec::new(),
             waker,
-            woken,
-            commands,
-            handle,
-            request_ids,
             dirty: Vec::new(),
             readiness: Vec::new(),
             ready: Vec::new(),
@@ -233,18 +131,18 @@ impl Network {
         })
     }
 
-    /// This node's id.
-    pub fn local_id(&self) -> PeerId {
-        self.node.local_id()
+    /// The waker that ends a wait in [`Reactor::turn`] from another thread.
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        self.node.config()
+    /// Ends a wait in [`Reactor::turn`].
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        self.waker.wake()
     }
 
-    /// Listens on `addr` (port 0 picks a free one); returns the bound address.
-    pub fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, Error> {
+    /// Listens on `addr`; returns the bound address.
+    pub(crate) fn listen(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
         let mut listener = TcpListener::bind(addr)?;
         let token = Token(LISTENER_BASE - self.listeners.len());
         self.poll
@@ -252,170 +150,76 @@ impl Network {
             .register(&mut listener, token, Interest::READABLE)?;
         let bound = listener.local_addr()?;
         self.listeners.push(listener);
-        log::info!("listening on {bound}");
         Ok(bound)
     }
 
     /// The addresses listened on.
-    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+    pub(crate) fn listen_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
     }
 
-    /// Starts a dial. It ends in [`Event::PeerConnected`] or [`Event::DialFailed`];
-    /// an error here means nothing was started. A dial to a peer already connected
-    /// ends in `DialFailed` with `DuplicateConnection` if the duplicate rule closes the
-    /// new connection, and in no event if the new one takes over (the peer stays
-    /// connected throughout).
-    pub fn dial(&mut self, addr: SocketAddr) -> Result<(), DialError> {
-        self.tick();
-        let conn = self.node.dial(addr, self.now)?;
+    /// Closes every listener.
+    pub(crate) fn stop_listening(&mut self) {
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+    }
+
+    /// Dials `addr` for a connection the core reserves; nothing is left of it if the
+    /// connect call fails at once.
+    pub(crate) fn dial(
+        &mut self,
+        node: &mut Node,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Result<(), DialError> {
+        let conn = node.dial(addr, now)?;
         let tcp = match TcpStream::connect(addr) {
             Ok(tcp) => tcp,
             Err(e) => {
-                self.node.cancel(conn);
+                node.cancel(conn);
                 return Err(DialError::Io(e.kind()));
             }
         };
         if let Err(e) = self.register(conn, tcp, Interest::READABLE | Interest::WRITABLE) {
-            self.node.cancel(conn);
+            node.cancel(conn);
             return Err(DialError::Io(e.kind()));
         }
         Ok(())
     }
 
-    /// Sends a MESSAGE to `peer`. Refused, with nothing queued, when the peer's or the
-    /// node's write buffer would go over its cap.
-    ///
-    /// `payload` is anything [`Payload`]: owned bytes are queued as they are, borrowed
-    /// ones (`msg.as_bytes()`, `&str`) are copied once here.
-    pub fn send(&mut self, peer: &PeerId, payload: impl Payload) -> Result<(), SendError> {
-        self.node.send(peer, payload.into_payload())
+    /// Writes, shuts, frees and re-registers whatever the core changed, and takes the
+    /// connections the receive budget lets read again for the next turn.
+    pub(crate) fn flush(&mut self, node: &mut Node, now: Instant) {
+        self.now = now;
+        self.write_dirty(node);
+        node.take_resumed(&mut self.ready);
     }
 
-    /// Sends a REQUEST; its [`Event::Response`] or [`Event::RequestFailed`] carries the id.
-    pub fn request(
+    /// Waits for readiness at most `timeout` (less if the core has a timer due or
+    /// work is left over), then reads, accepts and writes what is ready. `now` is the
+    /// clock after the wait. Returns whether the waker fired.
+    pub(crate) fn turn(
         &mut self,
-        peer: &PeerId,
-        payload: impl Payload,
-    ) -> Result<RequestId, SendError> {
-        self.tick();
-        let id = RequestId(self.request_ids.fetch_add(1, Ordering::Relaxed));
-        self.node
-            .request_with_id(peer, id, payload.into_payload(), self.now)?;
-        Ok(id)
-    }
-
-    /// Answers the REQUEST `id` of `peer`, once, on the connection it came on. Refused
-    /// with [`SendError::UnknownRequest`], nothing sent, for an id no open connection
-    /// of `peer` delivered as an unanswered REQUEST (another peer's, answered already,
-    /// or forgotten: see [`Config::max_pending_requests`]); a refusal for a full
-    /// buffer leaves the request unanswered, to answer again.
-    pub fn respond(
-        &mut self,
-        peer: &PeerId,
-        id: RequestId,
-        payload: impl Payload,
-    ) -> Result<(), SendError> {
-        self.node.respond(peer, id, payload.into_payload())
-    }
-
-    /// Broadcasts to the whole network ([PROTOCOL.md](crate::protocol) §5). A neighbour whose write buffer
-    /// is full misses it and its `dropped_sends` counter says so.
-    pub fn broadcast(&mut self, payload: impl Payload) -> Result<GossipId, SendError> {
-        self.tick();
-        self.node.broadcast(payload.into_payload(), self.now)
-    }
-
-    /// Closes the connection to `peer` gracefully (GOODBYE 0); false if not connected.
-    pub fn disconnect(&mut self, peer: &PeerId) -> bool {
-        self.tick();
-        self.node.disconnect(peer, self.now)
-    }
-
-    /// Stops listening and closes every connection gracefully: queued bytes are
-    /// flushed, then GOODBYE 0. Keep calling [`Network::poll`] until
-    /// [`Network::is_shut_down`].
-    pub fn shutdown(&mut self) {
-        self.tick();
-        for mut listener in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        self.node.shutdown(self.now);
-    }
-
-    /// Writes what `send`, `request`, `respond` and `broadcast` queued, as far as the
-    /// sockets take it now, without waiting for readiness; the rest leaves during
-    /// later turns of [`Network::poll`]. For a sender that must not wait for its next
-    /// turn (a vote, say); otherwise `poll` does it, coalescing more frames per write.
-    pub fn flush(&mut self) {
-        self.tick();
-        self.write_dirty();
-    }
-
-    /// Bytes queued for `peer` and not yet written; `None` if not connected.
-    pub fn queued_bytes(&self, peer: &PeerId) -> Option<usize> {
-        self.node.queued(peer)
-    }
-
-    /// Whether `shutdown` was called and every connection is gone.
-    pub fn is_shut_down(&self) -> bool {
-        self.node.is_shutting_down() && self.node.is_idle()
-    }
-
-    /// A handle for other threads: it mirrors this type's commands (see [`Handle`]).
-    pub fn handle(&self) -> Handle {
-        self.handle.clone()
-    }
-
-    /// The connected peers.
-    pub fn peers(&self) -> Vec<PeerInfo> {
-        self.node
-            .peers()
-            .map(|(id, addr, direction)| PeerInfo {
-                id,
-                addr,
-                direction,
-            })
-            .collect()
-    }
-
-    /// Whether `peer` is connected.
-    pub fn is_connected(&self, peer: &PeerId) -> bool {
-        self.node.is_connected(peer)
-    }
-
-    /// Whole-node counters.
-    pub fn stats(&self) -> Stats {
-        self.node.stats()
-    }
-
-    /// The counters of the connection to `peer`.
-    pub fn peer_stats(&self, peer: &PeerId) -> Option<PeerStats> {
-        self.node.peer_stats(peer)
-    }
-
-    /// Runs one turn of the loop: waits for readiness at most `timeout` (`None`: until
-    /// something happens), moves bytes, runs timers, and replaces the contents of
-    /// `events` with what happened.
-    pub fn poll(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
-        events.clear();
-        self.now = Instant::now();
-        self.run_commands();
-        self.write_dirty();
-        self.node.take_resumed(&mut self.ready);
-        let wait = self.wait_time(timeout);
+        node: &mut Node,
+        timeout: Option<Duration>,
+        now: &mut Instant,
+    ) -> io::Result<bool> {
+        self.now = *now;
+        let wait = self.wait_time(node, timeout);
         match self.poll.poll(&mut self.mio_events, wait) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => self.mio_events.clear(),
             Err(e) => return Err(e),
         }
         self.now = Instant::now();
+        *now = self.now;
         self.turn += 1;
         for conn in std::mem::take(&mut self.ready) {
-            self.read(conn);
+            self.read(node, conn);
         }
         let mut woken = false;
         // A pause that ended retries the accept; one still running holds it back.
@@ -437,36 +241,26 @@ impl Network {
         }
         if accept && !paused {
             self.accept_paused_until = None;
-            self.accept();
+            self.accept(node);
         }
         for &(conn, readable, writable) in &readiness {
             if writable {
-                self.writable(conn);
+                self.writable(node, conn);
             }
             if readable {
-                self.read(conn);
+                self.read(node, conn);
             }
         }
         readiness.clear();
         self.readiness = readiness;
-        if woken {
-            self.run_commands();
-        }
-        if self.node.next_deadline().is_some_and(|d| d <= self.now) {
-            self.node.timeout(self.now);
-        }
-        self.write_dirty();
-        // Connections the receive budget paused and now lets read again.
-        self.node.take_resumed(&mut self.ready);
-        self.node.drain_events(events);
-        Ok(())
+        Ok(woken)
     }
 
-    fn wait_time(&self, timeout: Option<Duration>) -> Option<Duration> {
-        if !self.ready.is_empty() || self.node.has_events() || self.accept_again {
+    fn wait_time(&self, node: &Node, timeout: Option<Duration>) -> Option<Duration> {
+        if !self.ready.is_empty() || node.has_events() || self.accept_again {
             return Some(Duration::ZERO);
         }
-        let deadline = match (self.node.next_deadline(), self.accept_paused_until) {
+        let deadline = match (node.next_deadline(), self.accept_paused_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -497,12 +291,6 @@ impl Network {
         Ok(())
     }
 
-    /// Reads the clock for a command from the application: the deadlines it starts
-    /// count from now, not from the last turn of the loop.
-    fn tick(&mut self) {
-        self.now = Instant::now();
-    }
-
     fn stream(&mut self, conn: ConnId) -> Option<&mut Stream> {
         stream_mut(&mut self.streams, conn)
     }
@@ -510,9 +298,9 @@ impl Network {
     /// Accepts from every listener until its backlog is empty, at most
     /// `max_accepts_per_turn` connections in all (refused ones count: each costs an
     /// accept), so a flood of connections takes a bounded share of each turn.
-    fn accept(&mut self) {
+    fn accept(&mut self, node: &mut Node) {
         self.accept_again = false;
-        let mut budget = self.node.config().max_accepts_per_turn;
+        let mut budget = node.config().max_accepts_per_turn;
         let count = self.listeners.len();
         for n in 0..count {
             let i = (self.next_listener + n) % count;
@@ -536,40 +324,40 @@ impl Network {
                 };
                 budget -= 1;
                 // Refused: dropped here, before a byte is sent.
-                let Some(conn) = self.node.accept(addr, self.now) else {
+                let Some(conn) = node.accept(addr, self.now) else {
                     continue;
                 };
                 if let Err(e) = self.register(conn, tcp, Interest::READABLE) {
                     log::warn!("register failed: {e}");
-                    self.node.io_error(conn, e.kind(), self.now);
+                    node.io_error(conn, e.kind(), self.now);
                 }
             }
         }
     }
 
     /// A dial is connected once writable with no pending error and a peer address.
-    fn writable(&mut self, conn: ConnId) {
-        if self.node.phase(conn) == Some(Phase::Opening) {
+    fn writable(&mut self, node: &mut Node, conn: ConnId) {
+        if node.phase(conn) == Some(Phase::Opening) {
             let now = self.now;
             let Some(stream) = self.stream(conn) else {
                 return;
             };
             match stream.tcp.take_error() {
                 Ok(None) => {}
-                Ok(Some(e)) | Err(e) => return self.node.connect_failed(conn, e.kind(), now),
+                Ok(Some(e)) | Err(e) => return node.connect_failed(conn, e.kind(), now),
             }
             match stream.tcp.peer_addr() {
-                Ok(_) => self.node.connected(conn, now),
+                Ok(_) => node.connected(conn, now),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => return self.node.connect_failed(conn, e.kind(), now),
+                Err(e) => return node.connect_failed(conn, e.kind(), now),
             }
         }
-        self.write(conn);
+        self.write(node, conn);
     }
 
     /// Reads `conn` until `WouldBlock`, or until its budget for this turn is spent; then
     /// it waits in the retry list, since edge-triggered readiness will not repeat.
-    fn read(&mut self, conn: ConnId) {
+    fn read(&mut self, node: &mut Node, conn: ConnId) {
         let now = self.now;
         let turn = self.turn;
         let Some(stream) = self.stream(conn) else {
@@ -582,12 +370,12 @@ impl Network {
             return;
         }
         stream.read_turn = turn;
-        let mut budget = self.node.config().read_budget;
+        let mut budget = node.config().read_budget;
         loop {
             let Some(Stream { tcp, .. }) = stream_mut(&mut self.streams, conn) else {
                 return;
             };
-            let Some((buf, want)) = self.node.recv_buf(conn, READ_CHUNK.min(budget), now) else {
+            let Some((buf, want)) = node.recv_buf(conn, READ_CHUNK.min(budget), now) else {
                 return;
             };
             // Read into the spare capacity as it is: zero-filling up to a whole chunk
@@ -603,12 +391,12 @@ impl Network {
             // below covers those the kernel wrote. (tokio reads mio sockets this way.)
             let spare = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
             match tcp.read(spare) {
-                Ok(0) => return self.node.eof(conn, now),
+                Ok(0) => return node.eof(conn, now),
                 Ok(n) => {
                     // SAFETY: `read` wrote its first `n` bytes (`n <= want`, within the
                     // capacity `recv_buf` made room for).
                     unsafe { buf.set_len(buf.len() + n) };
-                    let events = self.node.received(conn, n, now);
+                    let events = node.received(conn, n, now);
                     // Events cost memory until the application takes them: tiny frames
                     // must not turn one turn's read budget into many times its size.
                     budget = budget.saturating_sub(n + events * std::mem::size_of::<Event>());
@@ -621,7 +409,7 @@ impl Network {
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return,
                     io::ErrorKind::Interrupted => {}
-                    kind => return self.node.io_error(conn, kind, now),
+                    kind => return node.io_error(conn, kind, now),
                 },
             }
         }
@@ -629,9 +417,9 @@ impl Network {
 
     /// Runs the core's write sequence for `conn` on its TCP stream, then frees the
     /// stream or sets its interest from what is left to write.
-    fn write(&mut self, conn: ConnId) {
+    fn write(&mut self, node: &mut Node, conn: ConnId) {
         let mut wire = TcpWire(stream_mut(&mut self.streams, conn).map(|s| &mut s.tcp));
-        match self.node.flush(conn, &mut wire, self.now) {
+        match node.flush(conn, &mut wire, self.now) {
             Flushed::Freed => self.release(conn),
             Flushed::Live { waiting } => self.update_interest(conn, waiting),
             Flushed::Idle => {}
@@ -639,15 +427,15 @@ impl Network {
     }
 
     /// Writes, shuts, frees and re-registers whatever the core changed.
-    fn write_dirty(&mut self) {
+    fn write_dirty(&mut self, node: &mut Node) {
         let mut dirty = std::mem::take(&mut self.dirty);
         loop {
-            self.node.take_dirty(&mut dirty);
+            node.take_dirty(&mut dirty);
             if dirty.is_empty() {
                 break;
             }
             for conn in dirty.drain(..) {
-                self.write(conn);
+                self.write(node, conn);
             }
         }
         self.dirty = dirty;
@@ -681,74 +469,5 @@ impl Network {
         {
             let _ = self.poll.registry().deregister(&mut stream.tcp);
         }
-    }
-
-    fn run_commands(&mut self) {
-        self.woken.store(false, Ordering::Release);
-        loop {
-            let command = match self.commands.try_recv() {
-                Ok(command) => command,
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
-            };
-            self.run(command);
-        }
-    }
-
-    fn run(&mut self, command: Command) {
-        let now = self.now;
-        match command {
-            Command::Dial(addr) => {
-                if let Err(e) = self.dial(addr) {
-                    self.node.push_event(Event::DialFailed {
-                        addr,
-                        reason: CloseReason::DialRefused(e),
-                    });
-                }
-            }
-            Command::Send(peer, id, payload) => {
-                if let Err(reason) = self.node.send(&peer, payload) {
-                    self.node.push_event(Event::SendFailed { peer, id, reason });
-                }
-            }
-            Command::Request(peer, id, payload) => {
-                if let Err(e) = self.node.request_with_id(&peer, id, payload, now) {
-                    self.node.push_event(Event::RequestFailed {
-                        peer,
-                        id,
-                        reason: RequestError::NotSent(e),
-                    });
-                }
-            }
-            Command::Respond(peer, id, payload) => {
-                if let Err(reason) = self.node.respond(&peer, id, payload) {
-                    self.node
-                        .push_event(Event::RespondFailed { peer, id, reason });
-                }
-            }
-            Command::Broadcast(id, payload) => {
-                if let Err(reason) = self.node.broadcast_with_id(id, payload, now) {
-                    self.node.push_event(Event::BroadcastFailed { id, reason });
-                }
-            }
-            Command::Disconnect(peer) => {
-                self.node.disconnect(&peer, now);
-            }
-            Command::Shutdown => self.shutdown(),
-        }
-    }
-
-    /// Wakes a blocked [`Network::poll`] from this thread (a [`Handle`] does it from others).
-    pub fn wake(&self) -> io::Result<()> {
-        self.waker.wake()
-    }
-}
-
-impl std::fmt::Debug for Network {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Network")
-            .field("local_id", &self.local_id())
-            .field("listening", &self.listen_addrs())
-            .field("stats", &self.stats())
-            .finish()
     }
 }

@@ -133,7 +133,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::network::Node;
+    use crate::node::Node;
     use crate::peer::PeerId;
     use crate::secure::LocalKey;
 

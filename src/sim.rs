@@ -42,7 +42,7 @@ use crate::config::{Config, ConfigError};
 use crate::error::SendError;
 use crate::event::Event;
 use crate::id::{GossipId, RequestId};
-use crate::network::{ConnId, Flushed, Node, Sent, Stats, Wire};
+use crate::node::{ConnId, Flushed, Node, Sent, Stats, Wire};
 use crate::payload::Payload;
 use crate::peer::PeerId;
 use crate::queue::OutQueue;

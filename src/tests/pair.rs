@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::error::{CloseReason, DialError, RequestError, SendError};
 use crate::event::{Direction, Event};
 use crate::id::{GossipId, RequestId};
-use crate::network::{ConnId, Node, Sent, Wire};
+use crate::node::{ConnId, Node, Sent, Wire};
 use crate::peer::PeerId;
 use crate::queue::OutQueue;
 use crate::rng::Rng;

@@ -1,0 +1,1807 @@
+//! The node core, sans-IO: the slab of sockets, the peer table, limits, gossip, requests, events.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use slab::Slab;
+
+use crate::budget::{CONTROL_ROOM, GOODBYE_ROOM, within_fair_share};
+use crate::config::Config;
+use crate::duplicate;
+use crate::error::{CloseReason, DialError, SendError};
+use crate::event::{Direction, Event};
+use crate::gossip::{Gossip, RelayBudget, Verdict};
+use crate::id::{GossipId, RequestId};
+use crate::peer::PeerId;
+use crate::queue::OutQueue;
+use crate::rng::Rng;
+use crate::secure::LocalKey;
+use crate::slots::{HandshakeRate, Held, Slots, addr_key};
+use crate::socket::{Output, PeerStats, Phase, Socket};
+use crate::timers::Timers;
+use crate::wire::{Frame, GoodbyeReason, LEN_FIELD, Security};
+
+/// Frames decoded per batch before their outputs are handled.
+const FRAME_BATCH: usize = 64;
+
+/// Debug builds check the node's indexes against a pass over its sockets each turn
+/// while it holds at most this many.
+#[cfg(debug_assertions)]
+const CHECKED_UP_TO: usize = 1024;
+
+/// Hashes a [`PeerId`] by its first eight bytes. The peer table holds at most the
+/// connection limits' worth of ids, so a peer choosing colliding ids gains nothing
+/// worth SipHash's cost on every send.
+#[derive(Default)]
+struct PeerIdHasher(u64);
+
+impl Hasher for PeerIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // `PeerId` hashes its length first (write_usize), then its 32 bytes here.
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(word);
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The peer table: one serving connection per connected peer.
+type PeerTable = HashMap<PeerId, ConnId, BuildHasherDefault<PeerIdHasher>>;
+
+/// Per connected peer, the open connections serving it that the application was told
+/// about, in slab order: [`Node::serving`] without a pass over every socket. A peer
+/// has more than one only while the duplicate rule settles, so a list is bounded by
+/// the connections the peer itself holds (the connection limits).
+type ServingTable = HashMap<PeerId, Vec<ConnId>, BuildHasherDefault<PeerIdHasher>>;
+
+/// A connection's slot and generation; a stale id never reaches the socket that
+/// reused its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ConnId {
+    /// The slab key.
+    pub key: usize,
+    /// The generation of the socket in that slot.
+    pub generation: u32,
+}
+
+/// A connection's outgoing byte stream as a driver holds it (a TCP socket, a simulated
+/// link, a test pipe): the only IO [`Node::flush`] does.
+pub(crate) trait Wire {
+    /// Writes a prefix of what `queue` holds (its slices, front first).
+    fn send(&mut self, queue: &OutQueue) -> Sent;
+    /// Shuts the write side: the peer reads the end of the stream after what was sent.
+    fn shutdown_write(&mut self);
+}
+
+/// What one [`Wire::send`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Wrote this many bytes (0 only if nothing was asked for).
+    Wrote(usize),
+    /// Took nothing now: the socket would block, or the link's window is full. The
+    /// driver flushes again once it can take more.
+    Blocked,
+    /// The write failed: the connection is lost.
+    Failed(std::io::ErrorKind),
+}
+
+/// Where a connection stands after [`Node::flush`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flushed {
+    /// In service; `waiting` when bytes remain queued that the wire did not take
+    /// (a driver then wants to hear when it is writable).
+    Live { waiting: bool },
+    /// Closed and forgotten by the node: the driver drops its socket.
+    Freed,
+    /// Nothing to do: the id is stale, or the connection is still dialling.
+    Idle,
+}
+
+/// Whole-node counters, readable at any time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Peers connected now.
+    pub peers: usize,
+    /// Connections in any phase now.
+    pub connections: usize,
+    /// Connections still dialling or handshaking.
+    pub handshaking: usize,
+    /// Bytes queued for all peers (under noise, frames not yet sealed count with the
+    /// overhead of the records they may take): at most `max_write_buffer_total`.
+    pub queued_bytes: usize,
+    /// Counters summed over every connection, open or closed.
+    pub totals: PeerStats,
+    /// Inbound connections refused at accept (limits, rate or shutdown).
+    pub refused_inbound: u64,
+    /// Of `refused_inbound`, those refused because their address started handshakes
+    /// over `handshake_rate_per_ip`.
+    pub rate_limited_accepts: u64,
+    /// Inbound handshakes evicted from a full pending table by a connection from an
+    /// address with fewer pending ones (`CloseReason::Evicted`; each also counts in
+    /// `failed_handshakes`).
+    pub evicted_handshakes: u64,
+    /// Bytes that graceful closes of connections serving a peer could not flush
+    /// before `close_timeout` or a failure ended them (each such close also gives
+    /// `Event::Unflushed`).
+    pub unflushed_bytes: u64,
+    /// Connections not read now because the receive budget
+    /// (`max_read_buffer_total`) is spent and they need more of it.
+    pub read_paused: usize,
+    /// Connections that closed before their handshake finished.
+    pub failed_handshakes: u64,
+    /// GOSSIP frames dropped as already seen.
+    pub duplicate_gossip: u64,
+    /// New broadcasts delivered but not relayed: the relay budget (half of
+    /// `max_gossip_rate` a second, shared fairly between peers) was spent.
+    pub unrelayed_gossip: u64,
+    /// Peers closed after the handshake because they are not on the allowlist.
+    pub not_allowed: u64,
+    /// Gossip ids remembered now (at most `gossip_cache_size`).
+    pub gossip_ids: usize,
+    /// Bytes received and not yet taken as frames, over all connections: at most
+    /// `max_read_buffer_total` plus what each connection holds of its own, one read
+    /// chunk of 64 KiB (under noise, one sealed record and one opened besides).
+    pub buffered_bytes: usize,
+    /// Requests of ours waiting for a response, over all connections.
+    pub pending_requests: usize,
+    /// Requests from peers delivered and not yet answered, over all connections: at
+    /// most `max_pending_requests` per connection (`PeerStats::forgotten_requests`
+    /// counts those forgotten for it).
+    pub unanswered_requests: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    generation: u32,
+    socket: Socket,
+    /// The connection serves a peer the application was told about.
+    announced: bool,
+    /// Creation order, to tell which of two dials came later.
+    created: u64,
+    /// When it was dialled or accepted.
+    since: Instant,
+    dirty: bool,
+    /// The remote address as the per-address limits count it.
+    addr_key: IpAddr,
+    /// What it is counted as holding in [`Node::slots`] now.
+    held: Held,
+    /// Listed in [`Node::serving`] (open, announced).
+    listed: bool,
+}
+
+/// The live entry of `conn`, if its slot still holds that generation. A free function
+/// over the slab, so callers can borrow other fields of the node beside it.
+fn slot_mut(sockets: &mut Slab<Entry>, conn: ConnId) -> Option<&mut Entry> {
+    sockets
+        .get_mut(conn.key)
+        .filter(|e| e.generation == conn.generation)
+}
+
+/// The node: every decision of the network, with no socket and no clock.
+#[derive(Debug)]
+pub(crate) struct Node {
+    config: Config,
+    local: PeerId,
+    key: LocalKey,
+    rng: Rng,
+    sockets: Slab<Entry>,
+    next_generation: u32,
+    created: u64,
+    peers: PeerTable,
+    gossip: Gossip,
+    /// New broadcasts taken from peers per second, shared fairly; made at first use,
+    /// when the clock is first known.
+    relay: Option<RelayBudget>,
+    events: Vec<Event>,
+    dirty: Vec<ConnId>,
+    queued_total: usize,
+    closed_totals: PeerStats,
+    /// The connection and handshake slots held, by direction and remote address.
+    slots: Slots,
+    /// Handshake starts per remote address.
+    handshake_rate: HandshakeRate,
+    refused_inbound: u64,
+    rate_limited_accepts: u64,
+    evicted_handshakes: u64,
+    failed_handshakes: u64,
+    duplicate_gossip: u64,
+    unrelayed_gossip: u64,
+    not_allowed: u64,
+    /// Bytes graceful closes left unsent, kept here because closed sockets are freed.
+    unflushed_bytes: u64,
+    shutting_down: bool,
+    out: Vec<Output>,
+    /// The one buffer connections are read into ([`Socket::lend_rx`]): between reads
+    /// a connection holds only the bytes of its unfinished frame, so an idle one
+    /// holds no read buffer.
+    rx_scratch: BytesMut,
+    /// The connection `rx_scratch` may be lent to, until [`Node::settle_rx`].
+    rx_lent: Option<ConnId>,
+    /// The one buffer records are opened into (noise), lent the same way for the
+    /// time frames are taken.
+    plain_scratch: BytesMut,
+    targets: Vec<ConnId>,
+    /// The lowest and highest request ids this node issued so far: a RESPONSE with
+    /// an id within them that matches no pending request is late, not made up.
+    issued: Option<(u64, u64)>,
+    /// Receive budget held by all connections (the sum of their charges).
+    read_used: usize,
+    /// The connection that may draw on the receive budget's last largest frame's
+    /// worth, which the others leave free: whatever the others hold, it can finish its
+    /// frame, so pausing never deadlocks.
+    read_first: Option<ConnId>,
+    /// While others wait, when the first in line must have finished its frame.
+    read_first_until: Option<Instant>,
+    /// Connections paused for want of receive budget, in slab order.
+    paused: BTreeSet<ConnId>,
+    /// Every socket's next deadline ([`Socket::next_deadline`]), kept as it changes,
+    /// so a turn finds the next one and the due ones without a pass over every socket.
+    timers: Timers<ConnId>,
+    /// Reused by [`Node::timeout`] for the sockets due.
+    due: Vec<ConnId>,
+    /// Our dials not closing, by the address dialled: one each (see [`Node::dial`]).
+    dialing: HashMap<SocketAddr, ConnId>,
+    /// Inbound connections holding a handshake slot: the candidates for eviction, at
+    /// most `max_pending_handshakes`.
+    pending_inbound: BTreeSet<ConnId>,
+    /// Connections in a graceful close, by creation order (oldest first).
+    closing: BTreeMap<u64, ConnId>,
+    /// The open announced connections of each peer.
+    serving: ServingTable,
+    /// Paused connections that may read again: edge-triggered readiness will not
+    /// repeat for bytes that arrived meanwhile, so the shell reads them unasked.
+    resumed: Vec<ConnId>,
+}
+
+impl Node {
+    /// A node with this config (already validated), identity and random source.
+    pub(crate) fn new(config: Config, key: LocalKey, rng: Rng) -> Self {
+        let local = key.id;
+        let gossip = Gossip::new(
+            config.gossip_cache_size,
+            config.gossip_cache_age,
+            config.gossip_hops,
+        );
+        let handshake_rate = HandshakeRate::new(
+            config.handshake_rate_per_ip,
+            config
+                .max_inbound
+                .saturating_add(config.max_pending_handshakes),
+        );
+        Node {
+            config,
+            local,
+            key,
+            rng,
+            sockets: Slab::new(),
+            next_generation: 1,
+            created: 0,
+            peers: PeerTable::default(),
+            gossip,
+            relay: None,
+            events: Vec::new(),
+            dirty: Vec::new(),
+            queued_total: 0,
+            closed_totals: PeerStats::default(),
+            slots: Slots::default(),
+            handshake_rate,
+            refused_inbound: 0,
+            rate_limited_accepts: 0,
+            evicted_handshakes: 0,
+            failed_handshakes: 0,
+            duplicate_gossip: 0,
+            unrelayed_gossip: 0,
+            not_allowed: 0,
+            unflushed_bytes: 0,
+            shutting_down: false,
+            out: Vec::new(),
+            rx_scratch: BytesMut::new(),
+            rx_lent: None,
+            plain_scratch: BytesMut::new(),
+            targets: Vec::new(),
+            issued: None,
+            read_used: 0,
+            read_first: None,
+            read_first_until: None,
+            paused: BTreeSet::new(),
+            timers: Timers::default(),
+            due: Vec::new(),
+            dialing: HashMap::new(),
+            pending_inbound: BTreeSet::new(),
+            closing: BTreeMap::new(),
+            serving: ServingTable::default(),
+            resumed: Vec::new(),
+        }
+    }
+
+    /// This node's id.
+    pub(crate) fn local_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ---- connections coming and going ----
+
+    fn insert(&mut self, socket: Socket, now: Instant) -> ConnId {
+        let generation = self.next_generation;
+        // Generation 0 is never used, so no live id equals a zeroed one.
+        self.next_generation = self.next_generation.checked_add(1).unwrap_or(1);
+        self.queued_total += socket.queued();
+        let addr_key = addr_key(socket.addr().ip(), self.config.ipv6_prefix_len);
+        let held = Held::of(socket.phase());
+        let key = self.sockets.insert(Entry {
+            generation,
+            socket,
+            announced: false,
+            dirty: false,
+            created: self.created,
+            since: now,
+            addr_key,
+            held,
+            listed: false,
+        });
+        self.created += 1;
+        let conn = ConnId { key, generation };
+        self.rehold(conn, Held::default(), held);
+        self.retime(conn);
+        self.mark_dirty(conn);
+        conn
+    }
+
+    /// Counts `conn` as holding `to` instead of `from`, in the slot counts and in the
+    /// sets kept beside them. Every change of phase comes through here.
+    fn rehold(&mut self, conn: ConnId, from: Held, to: Held) {
+        let Some(entry) = self.entry(conn) else {
+            return;
+        };
+        let (direction, addr, addr_key, created) = (
+            entry.socket.direction(),
+            entry.socket.addr(),
+            entry.addr_key,
+            entry.created,
+        );
+        self.slots.remove(direction, addr_key, from);
+        self.slots.add(direction, addr_key, to);
+        if direction == Direction::Outbound && from.slot != to.slot {
+            if to.slot {
+                self.dialing.insert(addr, conn);
+            } else if self.dialing.get(&addr) == Some(&conn) {
+                self.dialing.remove(&addr);
+            }
+        }
+        if direction == Direction::Inbound && from.pending != to.pending {
+            if to.pending {
+                self.pending_inbound.insert(conn);
+            } else {
+                self.pending_inbound.remove(&conn);
+            }
+        }
+        if from.closing != to.closing {
+            if to.closing {
+                self.closing.insert(created, conn);
+            } else {
+                self.closing.remove(&created);
+            }
+        }
+    }
+
+    /// Lists `conn` in [`Node::serving`] while it is open and announced, and only then.
+    fn relist(&mut self, conn: ConnId) {
+        let Some(entry) = slot_mut(&mut self.sockets, conn) else {
+            return;
+        };
+        let serves = entry.announced && entry.socket.phase() == Phase::Open;
+        // A connection is announced only once its peer is known, and keeps it.
+        let Some(peer) = entry.socket.remote() else {
+            return;
+        };
+        if serves == entry.listed {
+            return;
+        }
+        entry.listed = serves;
+        let list = self.serving.entry(peer).or_default();
+        match list.binary_search(&conn) {
+            Err(at) if serves => list.insert(at, conn),
+            Ok(at) if !serves => {
+                list.remove(at);
+            }
+            _ => {}
+        }
+        if list.is_empty() {
+            self.serving.remove(&peer);
+        }
+    }
+
+    /// Keeps `conn`'s deadline in [`Node::timers`] after its socket changed.
+    fn retime(&mut self, conn: ConnId) {
+        let at = self.entry(conn).and_then(|e| e.socket.next_deadline());
+        self.timers.set(conn, at);
+    }
+
+    /// Takes `conn`, about to leave the slab, out of every count and set.
+    fn unlink(&mut self, conn: ConnId) {
+        let Some(entry) = slot_mut(&mut self.sockets, conn) else {
+            return;
+        };
+        let held = std::mem::take(&mut entry.held);
+        self.rehold(conn, held, Held::default());
+        // Closed, or a dial that never connected: listed nowhere, and nothing to relist.
+        debug_assert!(self.entry(conn).is_none_or(|e| !e.listed));
+        self.timers.set(conn, None);
+    }
+
+    /// Connections dialling or handshaking, both ways.
+    fn handshaking(&self) -> usize {
+        self.slots.pending_inbound + self.slots.pending_dials
+    }
+
+    /// Reserves a socket for a dial; the shell connects and reports back.
+    pub(crate) fn dial(&mut self, addr: SocketAddr, now: Instant) -> Result<ConnId, DialError> {
+        if self.shutting_down {
+            return Err(DialError::ShuttingDown);
+        }
+        // Our own budgets: inbound connections never take from them.
+        if self.slots.outbound >= self.config.max_outbound {
+            return Err(DialError::OutboundLimit(self.config.max_outbound));
+        }
+        if self.slots.pending_dials >= self.config.max_pending_dials {
+            return Err(DialError::HandshakeLimit(self.config.max_pending_dials));
+        }
+        // Two dials to one peer would both be initiated by us, and the two ends could
+        // disagree on which is newer (PROTOCOL.md §2.3); one dial per address avoids it.
+        if self.dialing.contains_key(&addr) {
+            return Err(DialError::AlreadyDialing(addr));
+        }
+        let socket = Socket::outbound(&self.config, &self.key, self.rng.fork(), addr, now);
+        Ok(self.insert(socket, now))
+    }
+
+    /// A connection was accepted. `None`: refused, the shell drops it before any byte is sent.
+    pub(crate) fn accept(&mut self, addr: SocketAddr, now: Instant) -> Option<ConnId> {
+        let from = addr_key(addr.ip(), self.config.ipv6_prefix_len);
+        let victim = match self.admit(from, now) {
+            Ok(victim) => victim,
+            Err(why) => {
+                self.refused_inbound += 1;
+                log::debug!("refused inbound connection from {addr}: {why}");
+                return None;
+            }
+        };
+        if let Some(victim) = victim {
+            self.evicted_handshakes += 1;
+            log::debug!("evicting a pending handshake for one from {addr}");
+            self.with_socket(victim, now, |s, _, out| s.abort(CloseReason::Evicted, out));
+        }
+        let socket = Socket::inbound(&self.config, &self.key, self.rng.fork(), addr, now);
+        Some(self.insert(socket, now))
+    }
+
+    /// Whether a connection from the remote address `from` may start a handshake now,
+    /// and if so, which pending one it evicts; takes its handshake token. The
+    /// connection limits first, then the token, so that connections refused anyway do
+    /// not spend their address's tokens.
+    fn admit(&mut self, from: IpAddr, now: Instant) -> Result<Option<ConnId>, &'static str> {
+        if self.shutting_down {
+            return Err("shutting down");
+        }
+        if self.slots.inbound >= self.config.max_inbound {
+            return Err("max_inbound");
+        }
+        let here = self.slots.at(from);
+        if here.inbound >= self.config.max_inbound_per_ip {
+            return Err("max_inbound_per_ip");
+        }
+        if here.pending >= self.config.max_pending_handshakes_per_ip {
+            return Err("max_pending_handshakes_per_ip");
+        }
+        let victim = if self.slots.pending_inbound >= self.config.max_pending_handshakes {
+            Some(
+                self.eviction_victim(here.pending)
+                    .ok_or("max_pending_handshakes")?,
+            )
+        } else {
+            None
+        };
+        if !self.handshake_rate.take(from, now) {
+            self.rate_limited_accepts += 1;
+            return Err("handshake_rate_per_ip");
+        }
+        Ok(victim)
+    }
+
+    /// The pending inbound connection a newcomer whose address has `pending`
+    /// handshakes evicts from a full table: among the addresses holding the most, and
+    /// more than `pending`, the one that made the least progress (fewest whole
+    /// handshake messages, then oldest). `None` if no address holds more. One pass over the
+    /// pending handshakes (at most `max_pending_handshakes`), only when the table is
+    /// full; the rank ends with the creation number, so the choice repeats in the
+    /// simulator.
+    fn eviction_victim(&self, pending: usize) -> Option<ConnId> {
+        self.pending_inbound
+            .iter()
+            .filter_map(|&conn| self.entry(conn).map(|e| (conn, e)))
+            .map(|(conn, e)| {
+                let holds = self.slots.at(e.addr_key).pending;
+                // Least progress first (whole handshake messages, never padding
+                // bytes), then the oldest.
+                let rank = (
+                    std::cmp::Reverse(holds),
+                    e.socket.handshake_progress(),
+                    e.created,
+                );
+                (rank, holds, conn)
+            })
+            .min_by_key(|&(rank, _, _)| rank)
+            .filter(|&(_, holds, _)| holds > pending)
+            .map(|(_, _, conn)| conn)
+    }
+
+    /// Frees the slot of a dial whose connect call failed at once, with no event.
+    pub(crate) fn cancel(&mut self, conn: ConnId) {
+        if self.entry(conn).is_some() {
+            self.unlink(conn);
+            let entry = self.sockets.remove(conn.key);
+            self.queued_total -= entry.socket.queued();
+        }
+    }
+
+    /// Forgets the receive budget `socket` held, as its entry leaves the slab.
+    fn forget_reads(&mut self, conn: ConnId, socket: &Socket, now: Instant) {
+        self.read_used -= socket.charged();
+        if socket.is_paused() {
+            self.paused.remove(&conn);
+        }
+        if socket.charged() > 0 || self.read_first == Some(conn) {
+            self.read_released(conn, now);
+        }
+    }
+
+    /// Frees a closed socket's slot; false if `conn` is stale or not closed.
+    pub(crate) fn remove(&mut self, conn: ConnId, now: Instant) -> bool {
+        if self.phase(conn) != Some(Phase::Closed) {
+            return false;
+        }
+        self.unlink(conn);
+        let entry = self.sockets.remove(conn.key);
+        self.forget_reads(conn, &entry.socket, now);
+        if let Some(reason) = entry.socket.close_reason() {
+            log::trace!("freed connection with {}: {reason}", entry.socket.addr());
+        }
+        self.queued_total -= entry.socket.queued();
+        self.closed_totals.add(entry.socket.stats());
+        true
+    }
+
+    fn entry(&self, conn: ConnId) -> Option<&Entry> {
+        self.sockets
+            .get(conn.key)
+            .filter(|e| e.generation == conn.generation)
+    }
+
+    fn entry_mut(&mut self, conn: ConnId) -> Option<&mut Entry> {
+        slot_mut(&mut self.sockets, conn)
+    }
+
+    /// The phase of a connection; `None` for a stale id.
+    pub(crate) fn phase(&self, conn: ConnId) -> Option<Phase> {
+        self.entry(conn).map(|e| e.socket.phase())
+    }
+
+    fn mark_dirty(&mut self, conn: ConnId) {
+        if let Some(entry) = self.entry_mut(conn)
+            && !entry.dirty
+        {
+            entry.dirty = true;
+            self.dirty.push(conn);
+        }
+    }
+
+    /// Moves the connections whose output, phase or interest may have changed into `into`.
+    pub(crate) fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
+        for conn in self.dirty.drain(..) {
+            if let Some(entry) = slot_mut(&mut self.sockets, conn) {
+                entry.dirty = false;
+                into.push(conn);
+            }
+        }
+    }
+
+    /// Runs `f` on a socket, keeping the global byte count, then handles its outputs.
+    fn with_socket<R>(
+        &mut self,
+        conn: ConnId,
+        now: Instant,
+        f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>) -> R,
+    ) -> Option<R> {
+        let connections = self.sockets.len();
+        let read_room = self.read_room(conn);
+        let entry = slot_mut(&mut self.sockets, conn)?;
+        entry.socket.set_read_room(read_room);
+        entry.socket.set_issued(self.issued);
+        let charged = entry.socket.charged();
+        // PINGs and PONGs stay under the global cap too, leaving every connection
+        // room for its GOODBYE.
+        entry.socket.set_control_budget(
+            self.config
+                .max_write_buffer_total
+                .saturating_sub(self.queued_total + GOODBYE_ROOM * connections),
+        );
+        let mut out = std::mem::take(&mut self.out);
+        let before = entry.socket.queued();
+        let result = f(&mut entry.socket, &mut self.rng, &mut out);
+        let after = entry.socket.queued();
+        self.queued_total = self.queued_total + after - before;
+        // Every phase change happens in here: keep the slot counts with it.
+        let held = Held::of(entry.socket.phase());
+        let was = std::mem::replace(&mut entry.held, held);
+        let began_closing = held.closing && !was.closing;
+        let released = entry.socket.charged() < charged;
+        self.read_used = self.read_used + entry.socket.charged() - charged;
+        if held != was {
+            self.rehold(conn, was, held);
+            self.relist(conn);
+        }
+        self.mark_dirty(conn);
+        if released {
+            self.read_released(conn, now);
+        }
+        for output in out.drain(..) {
+            self.handle_output(conn, output, now);
+        }
+        self.out = out;
+        if began_closing {
+            self.shed_closing(now);
+        }
+        self.retime(conn);
+        Some(result)
+    }
+
+    // ---- the receive budget ----
+
+    /// What `conn` may add to the receive budget now. All but the first in line leave
+    /// one largest frame's worth free (`Config::validate` makes the budget hold one),
+    /// so the first can always finish its frame and give the budget back.
+    fn read_room(&self, conn: ConnId) -> usize {
+        let free = self
+            .config
+            .max_read_buffer_total
+            .saturating_sub(self.read_used);
+        if self.read_first == Some(conn) {
+            free
+        } else {
+            free.saturating_sub(self.config.min_read_buffer_total())
+        }
+    }
+
+    /// `conn` could not read on for want of receive budget. If no connection is first
+    /// in line it becomes first and may try again (true); otherwise it is paused until
+    /// budget returns.
+    fn read_starved(&mut self, conn: ConnId, now: Instant) -> bool {
+        if self.read_first.is_none() {
+            self.set_first(Some(conn), now);
+            return true;
+        }
+        // The first in line always has room for its frame; were it starved all the
+        // same, it waits like the others rather than being left unread.
+        if let Some(entry) = slot_mut(&mut self.sockets, conn)
+            && !entry.socket.is_paused()
+        {
+            entry.socket.pause(now);
+            self.paused.insert(conn);
+            self.retime(conn);
+            log::debug!("receive budget spent: pausing a connection");
+        }
+        false
+    }
+
+    /// `conn` gave receive budget back (a large frame finished, or the connection
+    /// closed): the first in line is chosen again if it was `conn`, and every paused
+    /// connection reads again.
+    fn read_released(&mut self, conn: ConnId, now: Instant) {
+        if self.read_first == Some(conn)
+            && self
+                .entry(conn)
+                .is_none_or(|e| e.socket.charged() == 0 || e.socket.phase() != Phase::Open)
+        {
+            self.set_first(None, now);
+        }
+        if self.paused.is_empty() {
+            return;
+        }
+        let paused: Vec<ConnId> = std::mem::take(&mut self.paused).into_iter().collect();
+        if self.read_first.is_none() {
+            // Those holding the least go first, then the oldest: a connection holding
+            // much and finishing slowly must not keep the line (it has
+            // `frame_timeout` once it has it), and one that just started a large
+            // frame, as an honest sender of a block does, is not kept waiting behind
+            // those that fill the budget.
+            let first = paused.iter().copied().min_by_key(|&c| {
+                self.entry(c)
+                    .map(|e| (e.socket.charged(), e.socket.buffered(), e.created))
+            });
+            self.set_first(first, now);
+        }
+        for conn in paused {
+            if let Some(entry) = self.entry_mut(conn) {
+                entry.socket.resume(now);
+                self.resumed.push(conn);
+                self.retime(conn);
+            }
+        }
+    }
+
+    /// Makes `conn` the first in line (or nobody), with `frame_timeout` to finish its
+    /// frame while others wait.
+    fn set_first(&mut self, conn: Option<ConnId>, now: Instant) {
+        self.read_first = conn;
+        self.read_first_until = conn.map(|_| now + self.config.frame_timeout);
+    }
+
+    /// The first in line holds the budget's reserve: while others wait for it, it must
+    /// finish its frame within `frame_timeout` of taking the line, or its connection
+    /// closes (`FrameTimeout`, GOODBYE 4) and the line moves on. Without others
+    /// waiting it may take its time (its own frame progress deadline still runs).
+    fn line_timeout(&mut self, now: Instant) {
+        let (Some(conn), Some(until)) = (self.read_first, self.read_first_until) else {
+            return;
+        };
+        if until > now {
+            return;
+        }
+        if self.paused.is_empty() {
+            self.read_first_until = Some(now + self.config.frame_timeout);
+            return;
+        }
+        let holds = self
+            .entry(conn)
+            .is_some_and(|e| e.socket.phase() == Phase::Open && e.socket.buffered() > 0);
+        if holds {
+            log::info!("closing a connection that kept the receive budget's line");
+            self.close(
+                conn,
+                CloseReason::FrameTimeout,
+                Some(GoodbyeReason::Timeout),
+                now,
+            );
+        }
+        if self.read_first == Some(conn) {
+            self.set_first(None, now);
+            self.read_released(conn, now);
+        }
+    }
+
+    /// Moves the connections that were paused and may read again into `into`.
+    pub(crate) fn take_resumed(&mut self, into: &mut Vec<ConnId>) {
+        into.append(&mut self.resumed);
+    }
+
+    /// Whether `conn` is paused for want of receive budget.
+    pub(crate) fn is_read_paused(&self, conn: ConnId) -> bool {
+        self.entry(conn).is_some_and(|e| e.socket.is_paused())
+    }
+
+    fn handle_output(&mut self, conn: ConnId, output: Output, now: Instant) {
+        let Some(entry) = self.entry(conn) else {
+            return;
+        };
+        let peer = entry.socket.peer();
+        match output {
+            Output::Established(peer) => self.established(conn, peer, now),
+            Output::Closed(reason) => self.closed(conn, reason, now),
+            Output::Gossip { id, hops, payload } => {
+                self.gossip_received(conn, peer, id, hops, payload, now)
+            }
+            Output::RequestFailed { id, reason } => self.events.push(Event::RequestFailed {
+                peer,
+                id: RequestId(id),
+                reason,
+            }),
+            Output::Unflushed(bytes) => self.unflushed(conn, bytes),
+            Output::Message(payload) => self.events.push(Event::Message { peer, payload }),
+            Output::Request { id, payload } => self.events.push(Event::Request {
+                peer,
+                id: RequestId(id),
+                payload,
+            }),
+            Output::Response { id, payload } => self.events.push(Event::Response {
+                peer,
+                id: RequestId(id),
+                payload,
+            }),
+            Output::Rejected { reason, count } => self.events.push(Event::FrameRejected {
+                peer,
+                reason,
+                count,
+            }),
+        }
+    }
+
+    /// A graceful close of `conn` ended with `bytes` unsent. Only a connection that
+    /// served a peer the application knows carried its frames; others held at most
+    /// our preamble, handshake and GOODBYE.
+    fn unflushed(&mut self, conn: ConnId, bytes: usize) {
+        let Some(entry) = self.entry(conn) else {
+            return;
+        };
+        if let (true, Some(peer)) = (entry.announced, entry.socket.remote()) {
+            self.unflushed_bytes += bytes as u64;
+            self.events.push(Event::Unflushed { peer, bytes });
+        }
+    }
+
+    /// The handshake finished: apply PROTOCOL.md §2.3, then announce the peer.
+    fn established(&mut self, conn: ConnId, peer: PeerId, now: Instant) {
+        if peer == self.local {
+            // Graceful, so the other end of the loop reads our id before the close.
+            self.close(conn, CloseReason::SelfConnection, None, now);
+            return;
+        }
+        if let Some(allowed) = &self.config.allowlist
+            && !allowed.contains(&peer)
+        {
+            log::info!("closing {peer:?}: not on the allowlist");
+            self.not_allowed += 1;
+            self.close(conn, CloseReason::NotAllowed, None, now);
+            return;
+        }
+        if let Some(&other) = self.peers.get(&peer).filter(|&&c| c != conn) {
+            return self.duplicate(conn, other, peer, now);
+        }
+        self.peers.insert(peer, conn);
+        self.announce(conn, peer);
+    }
+
+    /// Tells the application that `conn` serves `peer` from now on.
+    fn announce(&mut self, conn: ConnId, peer: PeerId) {
+        let Some(entry) = self.entry_mut(conn) else {
+            return;
+        };
+        entry.announced = true;
+        let (addr, direction) = (entry.socket.addr(), entry.socket.direction());
+        self.relist(conn);
+        log::info!("connected to {peer:?} at {addr} ({direction})");
+        self.events.push(Event::PeerConnected {
+            peer,
+            addr,
+            direction,
+        });
+    }
+
+    /// PROTOCOL.md §2.3 for a second connection `conn` to `peer`, which `other` serves.
+    fn duplicate(&mut self, conn: ConnId, other: ConnId, peer: PeerId, now: Instant) {
+        let candidate = |node: &Self, c: ConnId| {
+            node.entry(c).map(|e| duplicate::Candidate {
+                direction: e.socket.direction(),
+                created: e.created,
+            })
+        };
+        let (Some(new), Some(old)) = (candidate(self, conn), candidate(self, other)) else {
+            return;
+        };
+        let verdict = duplicate::rule(self.local, peer, new, old);
+        let loser = match verdict {
+            duplicate::Verdict::CloseNew => Some(conn),
+            duplicate::Verdict::CloseOld => Some(other),
+            duplicate::Verdict::PeerDecides => None,
+        };
+        if loser != Some(conn)
+            && let Some(entry) = self.entry_mut(conn)
+        {
+            entry.announced = true;
+            self.relist(conn);
+        }
+        let Some(loser) = loser else {
+            // If the peer still holds the old one, it closes this one at once. If it
+            // answers this PING on it instead, it kept this one: by the duplicate
+            // rule it no longer holds the old one (see `received`). Under noise only:
+            // there the initiator finishes each handshake before we do, so it already
+            // chose when the PING arrives; in plaintext it may still be finishing the
+            // old one's handshake and keep that one after answering.
+            log::debug!("second connection from {peer:?}; waiting for it to close one");
+            if self.config.security == Security::NoiseXx {
+                self.with_socket(conn, now, |s, rng, _| s.probe(rng));
+            }
+            return;
+        };
+        let mut losers = vec![loser];
+        if loser == other {
+            self.peers.insert(peer, conn);
+            // Every other connection initiated by the loser's initiator loses to this
+            // one too: a second one the peer dialled, still waiting for the peer to
+            // close one, must not outlive the rule's verdict.
+            if new.direction != old.direction {
+                let old_direction = Some(old.direction);
+                losers.extend(
+                    self.serving(peer, conn)
+                        .filter(|&c| self.entry(c).map(|e| e.socket.direction()) == old_direction),
+                );
+            }
+        }
+        log::debug!("duplicate connection to {peer:?}; closing {}", losers.len());
+        for loser in losers {
+            self.close(
+                loser,
+                CloseReason::DuplicateConnection,
+                Some(GoodbyeReason::DuplicateConnection),
+                now,
+            );
+        }
+    }
+
+    /// Cuts the oldest graceful close short while more connections are closing than
+    /// `max_inbound + max_outbound`. They no longer count against the connection
+    /// limits (the application was told), and the peer decides when such a close ends
+    /// (up to `close_timeout`), so without this a peer cycling connections could hold
+    /// sockets without bound. What the one cut short had queued is reported
+    /// (`Event::Unflushed`).
+    fn shed_closing(&mut self, now: Instant) {
+        let cap = self
+            .config
+            .max_inbound
+            .saturating_add(self.config.max_outbound);
+        while self.slots.closing > cap {
+            let Some(conn) = self.closing.values().next().copied() else {
+                return;
+            };
+            log::debug!(
+                "{} connections closing; cutting the oldest short",
+                self.slots.closing
+            );
+            self.with_socket(conn, now, |s, _, out| s.abort(CloseReason::Shutdown, out));
+        }
+    }
+
+    /// Closes `conn` gracefully, saying `goodbye` if it is open.
+    fn close(
+        &mut self,
+        conn: ConnId,
+        reason: CloseReason,
+        goodbye: Option<GoodbyeReason>,
+        now: Instant,
+    ) {
+        self.with_socket(conn, now, |s, _, out| s.close(reason, goodbye, now, out));
+    }
+
+    /// The open connections serving `peer`, besides `conn`, in slab order.
+    fn serving(&self, peer: PeerId, conn: ConnId) -> impl Iterator<Item = ConnId> + '_ {
+        self.serving
+            .get(&peer)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |c| c.key != conn.key)
+    }
+
+    fn closed(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        if let Some(entry) = slot_mut(&mut self.sockets, conn)
+            && entry.socket.is_paused()
+        {
+            // Out of service, it holds no budget: it reads again, to see the peer close.
+            entry.socket.resume(now);
+            self.paused.remove(&conn);
+            self.resumed.push(conn);
+            self.retime(conn);
+        }
+        let Some(entry) = self.entry(conn) else {
+            return;
+        };
+        let (remote, announced) = (entry.socket.remote(), entry.announced);
+        let (direction, addr) = (entry.socket.direction(), entry.socket.addr());
+        if let (Some(peer), CloseReason::Misbehaving, true) = (remote, &reason, announced) {
+            // A misbehaving peer loses every connection, not only the one it misbehaved on.
+            let others: Vec<ConnId> = self.serving(peer, conn).collect();
+            for other in others {
+                self.close(
+                    other,
+                    CloseReason::Misbehaving,
+                    Some(GoodbyeReason::Misbehaving),
+                    now,
+                );
+            }
+        }
+        match remote {
+            Some(peer) if self.peers.get(&peer) == Some(&conn) => {
+                // A second connection the peer dialled takes over. If the peer closed
+                // this one by the duplicate rule, its session goes on unseen by the
+                // application; otherwise this session ended and the peer's other
+                // connection is a new one.
+                let alternate = self.serving(peer, conn).next();
+                if let Some(alternate) = alternate.filter(|_| !self.shutting_down) {
+                    self.peers.insert(peer, alternate);
+                    if reason != CloseReason::Goodbye(GoodbyeReason::DuplicateConnection) {
+                        log::info!("disconnected from {peer:?}: {reason}; it is connected again");
+                        self.events.push(Event::PeerDisconnected { peer, reason });
+                        self.announce(alternate, peer);
+                    }
+                    return;
+                }
+                self.peers.remove(&peer);
+                log::info!("disconnected from {peer:?}: {reason}");
+                self.events.push(Event::PeerDisconnected { peer, reason });
+            }
+            // A duplicate that served a peer still connected through another one.
+            _ if announced => {}
+            _ => {
+                self.failed_handshakes += 1;
+                log::debug!("{direction} connection with {addr} ended before it opened: {reason}");
+                if direction == Direction::Outbound {
+                    self.events.push(Event::DialFailed { addr, reason });
+                }
+            }
+        }
+    }
+
+    // ---- IO from the shell ----
+
+    /// The dial connected.
+    pub(crate) fn connected(&mut self, conn: ConnId, now: Instant) {
+        self.with_socket(conn, now, |s, _, _| s.connected(now));
+    }
+
+    /// The dial failed.
+    pub(crate) fn connect_failed(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
+        self.with_socket(conn, now, |s, _, out| {
+            s.abort(CloseReason::ConnectFailed(kind), out)
+        });
+    }
+
+    /// The buffer to read into for `conn` and how many bytes to ask for (at most
+    /// `chunk`, never 0), or `None` if it takes no input now: not connected, or paused
+    /// for want of receive budget ([`Node::take_resumed`] tells when it may read again).
+    /// Unless a large frame's own buffer is under way, the buffer is the node's one
+    /// read buffer, lent to `conn` until the next read of any connection; `conn`
+    /// keeps only what is left of an unfinished frame ([`Socket::lend_rx`]).
+    pub(crate) fn recv_buf(
+        &mut self,
+        conn: ConnId,
+        chunk: usize,
+        now: Instant,
+    ) -> Option<(&mut BytesMut, usize)> {
+        if let Some(lent) = self.rx_lent.take() {
+            self.settle_rx(lent);
+        }
+        let entry = self.entry(conn)?;
+        if matches!(entry.socket.phase(), Phase::Opening | Phase::Closed)
+            || entry.socket.is_paused()
+        {
+            return None;
+        }
+        if entry.socket.has_record_waiting() {
+            // Paused while opening: what it holds is taken before it reads more.
+            self.take_frames(conn, now);
+            if self.is_read_paused(conn) {
+                return None;
+            }
+        }
+        if let Some(entry) = slot_mut(&mut self.sockets, conn)
+            && entry.socket.lend_rx(&mut self.rx_scratch)
+        {
+            self.rx_lent = Some(conn);
+        }
+        loop {
+            let wants = self
+                .with_socket(conn, now, |s, _, _| s.recv_buf(chunk).map(|(_, n)| n))
+                .flatten();
+            if wants.is_some() {
+                break;
+            }
+            let starved = self.entry(conn).is_some_and(|e| e.socket.starved());
+            if !starved || !self.read_starved(conn, now) {
+                return None;
+            }
+        }
+        // Asked again for the borrow; the same answer, as nothing changed since.
+        let entry = self.entry_mut(conn)?;
+        entry.socket.recv_buf(chunk)
+    }
+
+    /// `n` bytes were appended to `conn`'s read buffer. Returns how many events they
+    /// produced.
+    pub(crate) fn received(&mut self, conn: ConnId, n: usize, now: Instant) -> usize {
+        let before = self.events.len();
+        self.with_socket(conn, now, |s, _, out| s.received(n, now, out));
+        self.take_frames(conn, now);
+        // Whether or not it was read into the scratch: a buffer it kept for an
+        // unfinished frame goes once the frame is done.
+        self.rx_lent = None;
+        self.settle_rx(conn);
+        if let Some(peer) = self.kept_by_peer(conn) {
+            self.replace(peer, conn, before, now);
+        }
+        self.events.len().saturating_sub(before)
+    }
+
+    /// The capacity of `conn`'s own read buffers (tests).
+    #[cfg(test)]
+    pub(crate) fn read_capacity(&self, conn: ConnId) -> Option<usize> {
+        self.entry(conn).map(|e| e.socket.read_capacity())
+    }
+
+    /// Takes the read buffer back from `conn` if it was lent it, and leaves `conn`
+    /// only its unfinished frame ([`Socket::settle_rx`]).
+    fn settle_rx(&mut self, conn: ConnId) {
+        if let Some(entry) = slot_mut(&mut self.sockets, conn) {
+            entry.socket.settle_rx(&mut self.rx_scratch);
+        }
+    }
+
+    /// Takes `conn`'s whole frames, once the node kept the connection; in batches, so
+    /// the outputs stay in cache however many frames one read brought. Then starts or
+    /// moves the deadline of a frame left unfinished.
+    fn take_frames(&mut self, conn: ConnId, now: Instant) {
+        if let Some(entry) = slot_mut(&mut self.sockets, conn) {
+            entry.socket.lend_plain(&mut self.plain_scratch);
+        }
+        while self.phase(conn) == Some(Phase::Open) {
+            let more =
+                self.with_socket(conn, now, |s, _, out| s.take_frames(now, out, FRAME_BATCH));
+            if more == Some(true) {
+                continue;
+            }
+            let starved = self.entry(conn).is_some_and(|e| e.socket.starved());
+            if !starved || !self.read_starved(conn, now) {
+                break;
+            }
+        }
+        if let Some(entry) = slot_mut(&mut self.sockets, conn) {
+            entry.socket.settle_plain(&mut self.plain_scratch);
+            entry.socket.track_frame(now);
+            self.retime(conn);
+        }
+    }
+
+    /// The peer of `conn`, if `conn` is a second connection it dialled, the one
+    /// serving it is one it dialled a handshake timeout or more earlier, and it
+    /// answered the PING we probed `conn` with: it kept `conn`, so by the duplicate
+    /// rule it no longer holds the serving one. (The age keeps two dials the peer made
+    /// together, whose GOODBYE may be slower than its answer, from being taken for a
+    /// replacement.)
+    fn kept_by_peer(&self, conn: ConnId) -> Option<PeerId> {
+        let entry = self.entry(conn)?;
+        let peer = entry.socket.remote()?;
+        let answered =
+            entry.announced && entry.socket.phase() == Phase::Open && entry.socket.probe_answered();
+        if !answered {
+            return None;
+        }
+        let serving = *self.peers.get(&peer)?;
+        if serving == conn {
+            return None;
+        }
+        let serving = self.entry(serving)?;
+        let settled = serving.socket.direction() == Direction::Inbound
+            && serving.since + self.config.handshake_timeout <= entry.since;
+        settled.then_some(peer)
+    }
+
+    /// `conn` replaces the connection serving `peer`, which the peer lost without its
+    /// close reaching us: that one is closed, and the application is told the session
+    /// ended and a new one began, before the events `conn`'s frames produced (those
+    /// from `first_event` on).
+    fn replace(&mut self, peer: PeerId, conn: ConnId, first_event: usize, now: Instant) {
+        let Some(&old) = self.peers.get(&peer) else {
+            return;
+        };
+        let news = self.events.split_off(first_event);
+        self.peers.insert(peer, conn);
+        // Its requests fail now; with `peers` moved on, its close adds no other event.
+        self.close(
+            old,
+            CloseReason::Replaced,
+            Some(GoodbyeReason::DuplicateConnection),
+            now,
+        );
+        log::info!("{peer:?} connected again; its old connection is closed");
+        self.events.push(Event::PeerDisconnected {
+            peer,
+            reason: CloseReason::Replaced,
+        });
+        self.announce(conn, peer);
+        self.events.extend(news);
+    }
+
+    /// The peer closed its side.
+    pub(crate) fn eof(&mut self, conn: ConnId, now: Instant) {
+        self.with_socket(conn, now, |s, _, out| s.eof(now, out));
+    }
+
+    /// The socket failed.
+    pub(crate) fn io_error(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
+        self.with_socket(conn, now, |s, _, out| s.io_error(kind, out));
+    }
+
+    /// The write sequence of one connection, the same for every driver: seals staged
+    /// frames (noise), hands the queue to `wire` until it is empty or the wire takes no
+    /// more, shuts the write side once a close has flushed, and frees the connection
+    /// once it is closed.
+    pub(crate) fn flush(&mut self, conn: ConnId, wire: &mut impl Wire, now: Instant) -> Flushed {
+        match self.phase(conn) {
+            None | Some(Phase::Opening) => return Flushed::Idle,
+            Some(Phase::Closed) => {
+                self.remove(conn, now);
+                return Flushed::Freed;
+            }
+            Some(_) => {}
+        }
+        let mut waiting = false;
+        loop {
+            self.seal(conn, now);
+            let Some(queue) = self.transmit(conn) else {
+                return Flushed::Idle;
+            };
+            if queue.is_empty() {
+                break;
+            }
+            match wire.send(queue) {
+                Sent::Wrote(0) => {
+                    self.io_error(conn, std::io::ErrorKind::WriteZero, now);
+                    break;
+                }
+                Sent::Wrote(n) => self.written(conn, n, now),
+                Sent::Blocked => {
+                    waiting = true;
+                    break;
+                }
+                Sent::Failed(kind) => {
+                    self.io_error(conn, kind, now);
+                    break;
+                }
+            }
+        }
+        if self.wants_shutdown(conn) {
+            wire.shutdown_write();
+            self.write_shut(conn, now);
+        }
+        if self.phase(conn) == Some(Phase::Closed) {
+            self.remove(conn, now);
+            return Flushed::Freed;
+        }
+        Flushed::Live { waiting }
+    }
+
+    /// The first step of each write attempt in [`Node::flush`]: starts `conn`'s
+    /// write-timeout clock if it has bytes queued, and seals its staged frames into
+    /// records (noise). Tests call it to look at what would leave.
+    pub(crate) fn seal(&mut self, conn: ConnId, now: Instant) {
+        // Marks nothing dirty: the shell is writing this socket already.
+        if let Some(entry) = self.entry_mut(conn) {
+            entry.socket.writing(now);
+            self.retime(conn);
+        }
+        // Only when it can make progress: `with_socket` marks the socket dirty, and a
+        // socket re-dirtied by a seal that sealed nothing (a peer not reading) would
+        // keep the shell's write pass spinning.
+        if self.entry(conn).is_some_and(|e| e.socket.wants_seal()) {
+            self.with_socket(conn, now, |s, _, out| s.seal(out));
+        }
+    }
+
+    /// What `conn` has to write.
+    pub(crate) fn transmit(&self, conn: ConnId) -> Option<&OutQueue> {
+        self.entry(conn).map(|e| e.socket.transmit())
+    }
+
+    /// `n` bytes of `conn`'s queue were written at `now`.
+    pub(crate) fn written(&mut self, conn: ConnId, n: usize, now: Instant) {
+        if let Some(entry) = self.entry_mut(conn) {
+            entry.socket.written(n, now);
+            self.queued_total -= n;
+            self.retime(conn);
+        }
+    }
+
+    /// Whether the shell should shut `conn`'s write side now.
+    pub(crate) fn wants_shutdown(&self, conn: ConnId) -> bool {
+        self.entry(conn).is_some_and(|e| e.socket.wants_shutdown())
+    }
+
+    /// `conn`'s write side was shut.
+    pub(crate) fn write_shut(&mut self, conn: ConnId, now: Instant) {
+        self.with_socket(conn, now, |s, _, _| s.write_shut());
+    }
+
+    /// Runs every timer that is due: the sockets due run in slab order, whatever
+    /// their deadlines (the simulator's runs repeat), each once.
+    pub(crate) fn timeout(&mut self, now: Instant) {
+        #[cfg(debug_assertions)]
+        self.check_indexes();
+        self.gossip.expire(now);
+        self.line_timeout(now);
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.take_due(now, &mut due);
+        for &conn in &due {
+            self.with_socket(conn, now, |s, rng, out| s.timeout(now, rng, out));
+        }
+        due.clear();
+        self.due = due;
+        #[cfg(debug_assertions)]
+        self.check_indexes();
+    }
+
+    /// The earliest time [`Node::timeout`] has work.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        #[cfg(debug_assertions)]
+        self.check_indexes();
+        self.timers
+            .next()
+            .into_iter()
+            .chain(self.read_first_until)
+            .min()
+    }
+
+    /// Panics unless the timers and the sets kept as sockets change say what a pass
+    /// over every socket says: debug builds check it each turn, so a change that
+    /// bypasses them fails the tests. Only up to [`CHECKED_UP_TO`] sockets, so that a
+    /// debug build holding many connections still pays per turn for what happened.
+    #[cfg(debug_assertions)]
+    fn check_indexes(&self) {
+        if self.sockets.len() > CHECKED_UP_TO {
+            return;
+        }
+        let (mut timers, mut paused, mut pending, mut closing, mut dialing, mut listed) =
+            (0, 0, 0, 0, 0, 0);
+        for (key, e) in &self.sockets {
+            let conn = ConnId {
+                key,
+                generation: e.generation,
+            };
+            let (socket, phase) = (&e.socket, e.socket.phase());
+            let deadline = socket.next_deadline();
+            assert_eq!(self.timers.get(conn), deadline, "timer of {conn:?}");
+            timers += usize::from(deadline.is_some());
+            assert_eq!(self.paused.contains(&conn), socket.is_paused());
+            paused += usize::from(socket.is_paused());
+            let inbound = socket.direction() == Direction::Inbound;
+            assert_eq!(
+                self.pending_inbound.contains(&conn),
+                inbound && e.held.pending
+            );
+            pending += usize::from(inbound && e.held.pending);
+            let is_closing = phase == Phase::Closing;
+            assert_eq!(self.closing.get(&e.created) == Some(&conn), is_closing);
+            closing += usize::from(is_closing);
+            let dials = !inbound && !matches!(phase, Phase::Closing | Phase::Closed);
+            if dials {
+                assert_eq!(self.dialing.get(&socket.addr()), Some(&conn));
+            }
+            dialing += usize::from(dials);
+            let serves = e.announced && phase == Phase::Open;
+            assert_eq!(e.listed, serves, "listing of {conn:?}");
+            if let (true, Some(peer)) = (serves, socket.remote()) {
+                assert!(self.serving.get(&peer).is_some_and(|l| l.contains(&conn)));
+            }
+            listed += usize::from(serves);
+        }
+        assert_eq!(self.timers.len(), timers);
+        assert_eq!(self.paused.len(), paused);
+        assert_eq!(self.pending_inbound.len(), pending);
+        assert_eq!(self.closing.len(), closing);
+        assert_eq!(self.dialing.len(), dialing);
+        assert_eq!(self.serving.values().map(Vec::len).sum::<usize>(), listed);
+        assert!(self.serving.values().all(|l| l.is_sorted()));
+    }
+
+    /// Whether events wait for the application.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Queues an event for the application (failures of queued commands).
+    pub(crate) fn push_event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+
+    /// Moves the events for the application into `into`, in order; when `into` is
+    /// empty the buffers are swapped, so no event is copied.
+    pub(crate) fn drain_events(&mut self, into: &mut Vec<Event>) {
+        if into.is_empty() {
+            std::mem::swap(&mut self.events, into);
+        } else {
+            into.append(&mut self.events);
+        }
+    }
+
+    // ---- commands from the application ----
+
+    fn open_conn(&self, peer: &PeerId) -> Result<ConnId, SendError> {
+        if self.shutting_down {
+            return Err(SendError::ShuttingDown);
+        }
+        self.peers
+            .get(peer)
+            .copied()
+            .ok_or(SendError::NotConnected(*peer))
+    }
+
+    fn check_frame(&self, body: usize) -> Result<(), SendError> {
+        if body > self.config.max_frame_size {
+            return Err(SendError::TooLarge {
+                len: body,
+                max: self.config.max_frame_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a frame of `len` wire bytes fits under the global cap on `conn`, whose
+    /// queue grows by it and, under noise, by the records it may take, within that
+    /// queue's fair share of the room left ([`within_fair_share`]).
+    fn check_total(&self, conn: ConnId, len: usize) -> Result<(), SendError> {
+        let (queued, growth) = self
+            .entry(conn)
+            .map_or((0, len), |e| (e.socket.queued(), e.socket.growth(len)));
+        if !within_fair_share(queued, growth, self.total_room()) {
+            return Err(self.global_full());
+        }
+        Ok(())
+    }
+
+    /// What application frames may still add under the global cap: every connection
+    /// keeps room for its control frames under it too.
+    fn total_room(&self) -> usize {
+        self.config
+            .max_write_buffer_total
+            .saturating_sub(self.queued_total + CONTROL_ROOM * self.sockets.len())
+    }
+
+    fn global_full(&self) -> SendError {
+        SendError::GlobalFull {
+            queued: self.queued_total,
+            cap: self.config.max_write_buffer_total,
+        }
+    }
+
+    /// Queues a frame for one peer, within both caps. Sending produces no output, so
+    /// this skips `with_socket`: it is the hot path of every send.
+    fn send_frame(&mut self, peer: &PeerId, frame: Frame) -> Result<(), SendError> {
+        let conn = self.open_conn(peer)?;
+        self.send_frame_on(conn, peer, frame)
+    }
+
+    /// Queues a frame on one connection of `peer`, within both caps.
+    fn send_frame_on(
+        &mut self,
+        conn: ConnId,
+        peer: &PeerId,
+        frame: Frame,
+    ) -> Result<(), SendError> {
+        self.check_frame(frame.wire_len() - LEN_FIELD - 1)?;
+        self.queue_on(conn, &frame, false)
+            .unwrap_or(Err(SendError::NotConnected(*peer)))
+    }
+
+    /// Queues `frame` on `conn` if it fits under both caps and within the queue's fair
+    /// share of the global room ([`within_fair_share`]; `None`: no such connection),
+    /// `shared` if its payload goes to many peers. One slab lookup, the global check
+    /// made with the entry in hand: this is the hot path of every send and of every
+    /// neighbour of a broadcast.
+    fn queue_on(
+        &mut self,
+        conn: ConnId,
+        frame: &Frame,
+        shared: bool,
+    ) -> Option<Result<(), SendError>> {
+        let (room, full) = (self.total_room(), self.global_full());
+        let entry = slot_mut(&mut self.sockets, conn)?;
+        let growth = entry.socket.growth(frame.wire_len());
+        let queued = if !within_fair_share(entry.socket.queued(), growth, room) {
+            Err(full)
+        } else if shared {
+            entry.socket.send_shared(frame)
+        } else {
+            entry.socket.send(frame)
+        };
+        if queued.is_ok() {
+            self.queued_total += growth;
+            self.mark_dirty(conn);
+        }
+        Some(queued)
+    }
+
+    /// Queues a MESSAGE.
+    pub(crate) fn send(&mut self, peer: &PeerId, payload: Bytes) -> Result<(), SendError> {
+        self.send_frame(peer, Frame::Message(payload))
+    }
+
+    /// Queues a REQUEST whose id was handed out already.
+    pub(crate) fn request_with_id(
+        &mut self,
+        peer: &PeerId,
+        id: RequestId,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        let conn = self.open_conn(peer)?;
+        self.check_frame(8 + payload.len())?;
+        self.check_total(conn, LEN_FIELD + 1 + 8 + payload.len())?;
+        self.with_socket(conn, now, |s, _, _| s.request(id.0, payload, now))
+            .unwrap_or(Err(SendError::NotConnected(*peer)))?;
+        self.issued = Some(
+            self.issued
+                .map_or((id.0, id.0), |(low, high)| (low.min(id.0), high.max(id.0))),
+        );
+        Ok(())
+    }
+
+    /// Queues a RESPONSE to the peer's unanswered request `id`, on the connection it
+    /// came on; an id not received from `peer`, or answered already, is refused and
+    /// nothing is sent.
+    pub(crate) fn respond(
+        &mut self,
+        peer: &PeerId,
+        id: RequestId,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let serving = self.open_conn(peer)?;
+        self.check_frame(8 + payload.len())?;
+        let conn = self
+            .asked_on(*peer, serving, id.0)
+            .ok_or(SendError::UnknownRequest { peer: *peer, id })?;
+        self.send_frame_on(conn, peer, Frame::Response { id: id.0, payload })?;
+        if let Some(entry) = self.entry_mut(conn) {
+            entry.socket.answered(id.0);
+        }
+        Ok(())
+    }
+
+    /// The connection of `peer` its unanswered request `id` came on: the serving one,
+    /// or, while the peer is served on two, the other one.
+    fn asked_on(&self, peer: PeerId, serving: ConnId, id: u64) -> Option<ConnId> {
+        let holds = |c: ConnId| self.entry(c).is_some_and(|e| e.socket.holds_request(id));
+        if holds(serving) {
+            return Some(serving);
+        }
+        self.serving(peer, serving).find(|&c| holds(c))
+    }
+
+    /// Starts a broadcast to every peer; a peer whose buffer is full misses it, counted.
+    pub(crate) fn broadcast(
+        &mut self,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<GossipId, SendError> {
+        self.check_broadcast(&payload)?;
+        let mut id = [0u8; 16];
+        self.rng.fill(&mut id);
+        self.flood_own(id, payload, now);
+        Ok(GossipId(id))
+    }
+
+    /// Starts a broadcast under an id its caller chose (a [`Handle`](crate::Handle),
+    /// from a secure generator of its own), refused as `broadcast` refuses. An id
+    /// already known goes out anyway: neighbours that saw it drop it as a duplicate.
+    pub(crate) fn broadcast_with_id(
+        &mut self,
+        id: GossipId,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(), SendError> {
+        self.check_broadcast(&payload)?;
+        self.flood_own(id.0, payload, now);
+        Ok(())
+    }
+
+    /// Why a broadcast of ours would be refused, before an id is drawn for it.
+    fn check_broadcast(&self, payload: &Bytes) -> Result<(), SendError> {
+        if self.shutting_down {
+            return Err(SendError::ShuttingDown);
+        }
+        // The GOSSIP body: a 16-byte id and a hop count before the payload.
+        self.check_frame(17 + payload.len())
+    }
+
+    /// Sends a broadcast of our own under `id` to every neighbour.
+    fn flood_own(&mut self, id: [u8; 16], payload: Bytes, now: Instant) {
+        let rate = self.config.max_gossip_rate;
+        self.relay
+            .get_or_insert_with(|| RelayBudget::new(rate, now))
+            .spend(now);
+        self.gossip.remember(id, self.local, now);
+        let frame = Frame::Gossip {
+            id,
+            hops: self.config.gossip_hops,
+            payload,
+        };
+        self.flood(&frame, None, now);
+    }
+
+    fn gossip_received(
+        &mut self,
+        conn: ConnId,
+        from: PeerId,
+        id: [u8; 16],
+        hops: u8,
+        payload: Bytes,
+        now: Instant,
+    ) {
+        match self.gossip.receive(id, hops, from, now) {
+            Verdict::Duplicate => self.duplicate_gossip += 1,
+            Verdict::Deliver { relay } => {
+                self.events.push(Event::Broadcast {
+                    from,
+                    id: GossipId(id),
+                    payload: payload.clone(),
+                });
+                if let Some(hops) = relay.filter(|_| !self.shutting_down)
+                    && self.relay_admits(conn, now)
+                {
+                    let frame = Frame::Gossip { id, hops, payload };
+                    self.flood(&frame, Some(from), now);
+                }
+            }
+        }
+    }
+
+    /// Whether a new broadcast that came in on `conn` may be relayed now: it takes a
+    /// token of the node's relay budget, fairly shared between peers. One it refuses
+    /// is delivered but not relayed, and counted (`Stats::unrelayed_gossip`).
+    fn relay_admits(&mut self, conn: ConnId, now: Instant) -> bool {
+        let Some(entry) = slot_mut(&mut self.sockets, conn) else {
+            return false;
+        };
+        let rate = self.config.max_gossip_rate;
+        let relay = self
+            .relay
+            .get_or_insert_with(|| RelayBudget::new(rate, now));
+        let share = entry.socket.relay_share(|| relay.share(now));
+        let admitted = relay.admit(share, now);
+        if !admitted {
+            self.unrelayed_gossip += 1;
+        }
+        admitted
+    }
+
+    /// Queues `frame` to every peer but `except`, sharing its payload; a peer whose
+    /// queue refuses it misses it, counted and logged.
+    fn flood(&mut self, frame: &Frame, except: Option<PeerId>, now: Instant) {
+        let mut targets = std::mem::take(&mut self.targets);
+        targets.extend(
+            self.peers
+                .iter()
+                .filter(|&(p, _)| Some(*p) != except)
+                .map(|(_, &c)| c),
+        );
+        for &conn in &targets {
+            if let Some(Err(e)) = self.queue_on(conn, frame, true) {
+                log::debug!("gossip not queued: {e}");
+                if let Some(entry) = self.entry_mut(conn) {
+                    entry.socket.count_dropped(now);
+                    self.mark_dirty(conn);
+                }
+            }
+        }
+        targets.clear();
+        self.targets = targets;
+    }
+
+    /// Closes the connection to `peer` gracefully with GOODBYE 0; false if not connected.
+    pub(crate) fn disconnect(&mut self, peer: &PeerId, now: Instant) -> bool {
+        let Some(&conn) = self.peers.get(peer) else {
+            return false;
+        };
+        // Duplicates first, so the serving connection has none to fail over to.
+        let others: Vec<ConnId> = self.serving(*peer, conn).collect();
+        for other in others {
+            self.close(
+                other,
+                CloseReason::Disconnected,
+                Some(GoodbyeReason::Shutdown),
+                now,
+            );
+        }
+        self.close(
+            conn,
+            CloseReason::Disconnected,
+            Some(GoodbyeReason::Shutdown),
+            now,
+        );
+        true
+    }
+
+    /// Closes every connection (GOODBYE 0 to open ones) and refuses new ones.
+    pub(crate) fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let all: Vec<ConnId> = self
+            .sockets
+            .iter()
+            .map(|(key, e)| ConnId {
+                key,
+                generation: e.generation,
+            })
+            .collect();
+        for conn in all {
+            self.close(
+                conn,
+                CloseReason::Shutdown,
+                Some(GoodbyeReason::Shutdown),
+                now,
+            );
+        }
+    }
+
+    /// Whether `shutdown` was called.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Whether no connection is left.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    // ---- inspection ----
+
+    /// Connected peers, with address and direction.
+    pub(crate) fn peers(&self) -> impl Iterator<Item = (PeerId, SocketAddr, Direction)> + '_ {
+        self.peers.iter().filter_map(|(peer, &conn)| {
+            self.entry(conn)
+                .map(|e| (*peer, e.socket.addr(), e.socket.direction()))
+        })
+    }
+
+    /// Whether `peer` is connected.
+    pub(crate) fn is_connected(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// Bytes queued for `peer`.
+    pub(crate) fn queued(&self, peer: &PeerId) -> Option<usize> {
+        let conn = self.peers.get(peer)?;
+        self.entry(*conn).map(|e| e.socket.queued())
+    }
+
+    /// The counters of the connection to `peer`.
+    pub(crate) fn peer_stats(&self, peer: &PeerId) -> Option<PeerStats> {
+        let conn = self.peers.get(peer)?;
+        self.entry(*conn).map(|e| *e.socket.stats())
+    }
+
+    /// Whole-node counters.
+    pub(crate) fn stats(&self) -> Stats {
+        let mut totals = self.closed_totals;
+        for (_, e) in &self.sockets {
+            totals.add(e.socket.stats());
+        }
+        Stats {
+            peers: self.peers.len(),
+            connections: self.sockets.len(),
+            handshaking: self.handshaking(),
+            queued_bytes: self.queued_total,
+            totals,
+            refused_inbound: self.refused_inbound,
+            rate_limited_accepts: self.rate_limited_accepts,
+            evicted_handshakes: self.evicted_handshakes,
+            unflushed_bytes: self.unflushed_bytes,
+            read_paused: self.paused.len(),
+            failed_handshakes: self.failed_handshakes,
+            duplicate_gossip: self.duplicate_gossip,
+            unrelayed_gossip: self.unrelayed_gossip,
+            not_allowed: self.not_allowed,
+            gossip_ids: self.gossip.len(),
+            buffered_bytes: self.sockets.iter().map(|(_, e)| e.socket.buffered()).sum(),
+            pending_requests: self
+                .sockets
+                .iter()
+                .map(|(_, e)| e.socket.pending_requests())
+                .sum(),
+            unanswered_requests: self
+                .sockets
+                .iter()
+                .map(|(_, e)| e.socket.unanswered_requests())
+                .sum(),
+        }
+    }
+}
