@@ -510,11 +510,11 @@ impl Harness {
                 return;
             };
             if !pending {
-                self.node.connected(conn, self.now);
+                self.node.handle_connected(conn, self.now);
             }
             conn
         } else {
-            let Some(conn) = self.node.accept(addr, self.now) else {
+            let Some(conn) = self.node.handle_accept(addr, self.now) else {
                 return;
             };
             conn
@@ -578,12 +578,12 @@ impl Harness {
             (5, _) => {
                 let ms = u64::from(input.byte()) << (input.byte() % 12);
                 self.now += Duration::from_millis(ms);
-                self.node.timeout(self.now);
+                self.node.handle_timeout(self.now);
             }
             (6, Some(l)) => {
                 let l = &mut self.links[l];
                 if !l.gone {
-                    self.node.eof(l.conn, self.now);
+                    self.node.handle_eof(l.conn, self.now);
                 }
             }
             (7, Some(l)) => {
@@ -634,7 +634,7 @@ impl Harness {
                         1 => std::io::ErrorKind::BrokenPipe,
                         _ => std::io::ErrorKind::TimedOut,
                     };
-                    self.node.io_error(l.conn, kind, self.now);
+                    self.node.handle_io_error(l.conn, kind, self.now);
                 }
             }
             (14, _) if app => {
@@ -646,10 +646,10 @@ impl Harness {
                 let conn = self.links[l].conn;
                 if !self.links[l].gone && self.node.phase(conn) == Some(Phase::Opening) {
                     if pick & 0x80 == 0 {
-                        self.node.connected(conn, self.now);
+                        self.node.handle_connected(conn, self.now);
                     } else {
                         let refused = std::io::ErrorKind::ConnectionRefused;
-                        self.node.connect_failed(conn, refused, self.now);
+                        self.node.handle_connect_failed(conn, refused, self.now);
                     }
                 }
             }
@@ -668,12 +668,12 @@ impl Harness {
             link.log.push(bytes.to_vec());
         }
         while n > 0 && !link.to_node.is_empty() && !link.gone {
-            let Some((buf, want)) = self.node.recv_buf(link.conn, n, self.now) else {
+            let Some((buf, want)) = self.node.read_buf(link.conn, n, self.now) else {
                 break;
             };
             let take = want.min(n).min(link.to_node.len());
             buf.extend(link.to_node.drain(..take));
-            self.node.received(link.conn, take, self.now);
+            self.node.handle_read(link.conn, take, self.now);
             n -= take;
         }
     }
@@ -696,11 +696,11 @@ impl Harness {
 
     /// Takes the node's events and frees its closed sockets, as the shell does.
     fn settle(&mut self) {
-        self.node.take_dirty(&mut self.scratch);
+        self.node.poll_flush(&mut self.scratch);
         self.scratch.clear();
-        self.node.take_resumed(&mut self.scratch);
+        self.node.poll_read(&mut self.scratch);
         self.scratch.clear();
-        self.node.drain_events(&mut self.events);
+        self.node.poll_events(&mut self.events);
         for event in self.events.drain(..) {
             match event {
                 Event::PeerConnected { peer, addr, .. } => {

@@ -283,11 +283,11 @@ impl Network {
         if woken {
             self.run_commands();
         }
-        if self.node.next_deadline().is_some_and(|d| d <= self.now) {
-            self.node.timeout(self.now);
+        if self.node.poll_timeout().is_some_and(|d| d <= self.now) {
+            self.node.handle_timeout(self.now);
         }
         self.reactor.flush(&mut self.node, self.now);
-        self.node.drain_events(events);
+        self.node.poll_events(events);
         Ok(())
     }
 

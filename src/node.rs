@@ -246,7 +246,7 @@ pub(crate) struct Node {
     /// Every socket's next deadline ([`Socket::next_deadline`]), kept as it changes,
     /// so a turn finds the next one and the due ones without a pass over every socket.
     timers: Timers<ConnId>,
-    /// Reused by [`Node::timeout`] for the sockets due.
+    /// Reused by [`Node::handle_timeout`] for the sockets due.
     due: Vec<ConnId>,
     /// Our dials not closing, by the address dialled: one each (see [`Node::dial`]).
     dialing: HashMap<SocketAddr, ConnId>,
@@ -470,7 +470,7 @@ impl Node {
     }
 
     /// A connection was accepted. `None`: refused, the shell drops it before any byte is sent.
-    pub(crate) fn accept(&mut self, addr: SocketAddr, now: Instant) -> Option<ConnId> {
+    pub(crate) fn handle_accept(&mut self, addr: SocketAddr, now: Instant) -> Option<ConnId> {
         let from = addr_key(addr.ip(), self.config.ipv6_prefix_len);
         let victim = match self.admit(from, now) {
             Ok(victim) => victim,
@@ -610,7 +610,7 @@ impl Node {
     }
 
     /// Moves the connections whose output, phase or interest may have changed into `into`.
-    pub(crate) fn take_dirty(&mut self, into: &mut Vec<ConnId>) {
+    pub(crate) fn poll_flush(&mut self, into: &mut Vec<ConnId>) {
         for conn in self.dirty.drain(..) {
             if let Some(entry) = slot_mut(&mut self.sockets, conn) {
                 entry.dirty = false;
@@ -784,7 +784,7 @@ impl Node {
     }
 
     /// Moves the connections that were paused and may read again into `into`.
-    pub(crate) fn take_resumed(&mut self, into: &mut Vec<ConnId>) {
+    pub(crate) fn poll_read(&mut self, into: &mut Vec<ConnId>) {
         into.append(&mut self.resumed);
     }
 
@@ -1047,12 +1047,17 @@ impl Node {
     // ---- IO from the shell ----
 
     /// The dial connected.
-    pub(crate) fn connected(&mut self, conn: ConnId, now: Instant) {
+    pub(crate) fn handle_connected(&mut self, conn: ConnId, now: Instant) {
         self.with_socket(conn, now, |s, _, _| s.connected(now));
     }
 
     /// The dial failed.
-    pub(crate) fn connect_failed(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
+    pub(crate) fn handle_connect_failed(
+        &mut self,
+        conn: ConnId,
+        kind: std::io::ErrorKind,
+        now: Instant,
+    ) {
         self.with_socket(conn, now, |s, _, out| {
             s.abort(CloseReason::ConnectFailed(kind), out)
         });
@@ -1060,11 +1065,11 @@ impl Node {
 
     /// The buffer to read into for `conn` and how many bytes to ask for (at most
     /// `chunk`, never 0), or `None` if it takes no input now: not connected, or paused
-    /// for want of receive budget ([`Node::take_resumed`] tells when it may read again).
+    /// for want of receive budget ([`Node::poll_read`] tells when it may read again).
     /// Unless a large frame's own buffer is under way, the buffer is the node's one
     /// read buffer, lent to `conn` until the next read of any connection; `conn`
     /// keeps only what is left of an unfinished frame ([`Socket::lend_rx`]).
-    pub(crate) fn recv_buf(
+    pub(crate) fn read_buf(
         &mut self,
         conn: ConnId,
         chunk: usize,
@@ -1110,7 +1115,7 @@ impl Node {
 
     /// `n` bytes were appended to `conn`'s read buffer. Returns how many events they
     /// produced.
-    pub(crate) fn received(&mut self, conn: ConnId, n: usize, now: Instant) -> usize {
+    pub(crate) fn handle_read(&mut self, conn: ConnId, n: usize, now: Instant) -> usize {
         let before = self.events.len();
         self.with_socket(conn, now, |s, _, out| s.received(n, now, out));
         self.take_frames(conn, now);
@@ -1214,12 +1219,12 @@ impl Node {
     }
 
     /// The peer closed its side.
-    pub(crate) fn eof(&mut self, conn: ConnId, now: Instant) {
+    pub(crate) fn handle_eof(&mut self, conn: ConnId, now: Instant) {
         self.with_socket(conn, now, |s, _, out| s.eof(now, out));
     }
 
     /// The socket failed.
-    pub(crate) fn io_error(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
+    pub(crate) fn handle_io_error(&mut self, conn: ConnId, kind: std::io::ErrorKind, now: Instant) {
         self.with_socket(conn, now, |s, _, out| s.io_error(kind, out));
     }
 
@@ -1247,7 +1252,7 @@ impl Node {
             }
             match wire.send(queue) {
                 Sent::Wrote(0) => {
-                    self.io_error(conn, std::io::ErrorKind::WriteZero, now);
+                    self.handle_io_error(conn, std::io::ErrorKind::WriteZero, now);
                     break;
                 }
                 Sent::Wrote(n) => self.written(conn, n, now),
@@ -1256,7 +1261,7 @@ impl Node {
                     break;
                 }
                 Sent::Failed(kind) => {
-                    self.io_error(conn, kind, now);
+                    self.handle_io_error(conn, kind, now);
                     break;
                 }
             }
@@ -1315,7 +1320,7 @@ impl Node {
 
     /// Runs every timer that is due: the sockets due run in slab order, whatever
     /// their deadlines (the simulator's runs repeat), each once.
-    pub(crate) fn timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         #[cfg(debug_assertions)]
         self.check_indexes();
         self.gossip.expire(now);
@@ -1331,8 +1336,8 @@ impl Node {
         self.check_indexes();
     }
 
-    /// The earliest time [`Node::timeout`] has work.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+    /// The earliest time [`Node::handle_timeout`] has work.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         #[cfg(debug_assertions)]
         self.check_indexes();
         self.timers
@@ -1406,7 +1411,7 @@ impl Node {
 
     /// Moves the events for the application into `into`, in order; when `into` is
     /// empty the buffers are swapped, so no event is copied.
-    pub(crate) fn drain_events(&mut self, into: &mut Vec<Event>) {
+    pub(crate) fn poll_events(&mut self, into: &mut Vec<Event>) {
         if into.is_empty() {
             std::mem::swap(&mut self.events, into);
         } else {

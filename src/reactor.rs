@@ -196,7 +196,7 @@ impl Reactor {
     pub(crate) fn flush(&mut self, node: &mut Node, now: Instant) {
         self.now = now;
         self.write_dirty(node);
-        node.take_resumed(&mut self.ready);
+        node.poll_read(&mut self.ready);
     }
 
     /// Waits for readiness at most `timeout` (less if the core has a timer due or
@@ -260,7 +260,7 @@ impl Reactor {
         if !self.ready.is_empty() || node.has_events() || self.accept_again {
             return Some(Duration::ZERO);
         }
-        let deadline = match (node.next_deadline(), self.accept_paused_until) {
+        let deadline = match (node.poll_timeout(), self.accept_paused_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -324,12 +324,12 @@ impl Reactor {
                 };
                 budget -= 1;
                 // Refused: dropped here, before a byte is sent.
-                let Some(conn) = node.accept(addr, self.now) else {
+                let Some(conn) = node.handle_accept(addr, self.now) else {
                     continue;
                 };
                 if let Err(e) = self.register(conn, tcp, Interest::READABLE) {
                     log::warn!("register failed: {e}");
-                    node.io_error(conn, e.kind(), self.now);
+                    node.handle_io_error(conn, e.kind(), self.now);
                 }
             }
         }
@@ -344,12 +344,12 @@ impl Reactor {
             };
             match stream.tcp.take_error() {
                 Ok(None) => {}
-                Ok(Some(e)) | Err(e) => return node.connect_failed(conn, e.kind(), now),
+                Ok(Some(e)) | Err(e) => return node.handle_connect_failed(conn, e.kind(), now),
             }
             match stream.tcp.peer_addr() {
-                Ok(_) => node.connected(conn, now),
+                Ok(_) => node.handle_connected(conn, now),
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => return node.connect_failed(conn, e.kind(), now),
+                Err(e) => return node.handle_connect_failed(conn, e.kind(), now),
             }
         }
         self.write(node, conn);
@@ -375,7 +375,7 @@ impl Reactor {
             let Some(Stream { tcp, .. }) = stream_mut(&mut self.streams, conn) else {
                 return;
             };
-            let Some((buf, want)) = node.recv_buf(conn, READ_CHUNK.min(budget), now) else {
+            let Some((buf, want)) = node.read_buf(conn, READ_CHUNK.min(budget), now) else {
                 return;
             };
             // Read into the spare capacity as it is: zero-filling up to a whole chunk
@@ -391,12 +391,12 @@ impl Reactor {
             // below covers those the kernel wrote. (tokio reads mio sockets this way.)
             let spare = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
             match tcp.read(spare) {
-                Ok(0) => return node.eof(conn, now),
+                Ok(0) => return node.handle_eof(conn, now),
                 Ok(n) => {
                     // SAFETY: `read` wrote its first `n` bytes (`n <= want`, within the
                     // capacity `recv_buf` made room for).
                     unsafe { buf.set_len(buf.len() + n) };
-                    let events = node.received(conn, n, now);
+                    let events = node.handle_read(conn, n, now);
                     // Events cost memory until the application takes them: tiny frames
                     // must not turn one turn's read budget into many times its size.
                     budget = budget.saturating_sub(n + events * std::mem::size_of::<Event>());
@@ -409,7 +409,7 @@ impl Reactor {
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return,
                     io::ErrorKind::Interrupted => {}
-                    kind => return node.io_error(conn, kind, now),
+                    kind => return node.handle_io_error(conn, kind, now),
                 },
             }
         }
@@ -430,7 +430,7 @@ impl Reactor {
     fn write_dirty(&mut self, node: &mut Node) {
         let mut dirty = std::mem::take(&mut self.dirty);
         loop {
-            node.take_dirty(&mut dirty);
+            node.poll_flush(&mut dirty);
             if dirty.is_empty() {
                 break;
             }

@@ -1004,7 +1004,7 @@ impl Sim {
                     None
                 } else {
                     self.core(to)
-                        .and_then(|n| n.accept(from_addr, now))
+                        .and_then(|n| n.handle_accept(from_addr, now))
                         .map(|c| (to, c))
                 };
                 let back = now + self.config.latency;
@@ -1022,11 +1022,11 @@ impl Sim {
             }
             Action::SynAck { link } => {
                 self.at_end(self.receiver(link, 1), |node, conn| {
-                    node.connected(conn, now)
+                    node.handle_connected(conn, now)
                 });
             }
             Action::Refused { link } => self.at_end(self.receiver(link, 1), |node, conn| {
-                node.connect_failed(conn, std::io::ErrorKind::ConnectionRefused, now)
+                node.handle_connect_failed(conn, std::io::ErrorKind::ConnectionRefused, now)
             }),
             Action::Deliver {
                 link,
@@ -1041,17 +1041,19 @@ impl Sim {
                     d.fin_pending
                 });
                 if !unread {
-                    self.at_end(self.receiver(link, dir), |node, conn| node.eof(conn, now));
+                    self.at_end(self.receiver(link, dir), |node, conn| {
+                        node.handle_eof(conn, now)
+                    });
                 }
             }
             Action::Reset { link, dir } => self.at_end(self.receiver(link, dir), |node, conn| {
-                node.io_error(conn, std::io::ErrorKind::ConnectionReset, now)
+                node.handle_io_error(conn, std::io::ErrorKind::ConnectionReset, now)
             }),
             Action::Timer { node: index } => {
                 if self.nodes[index].timer == Some(now) {
                     self.nodes[index].timer = None;
                     if let Some(node) = self.core(index) {
-                        node.timeout(now);
+                        node.handle_timeout(now);
                     }
                     self.settle(index);
                 }
@@ -1141,12 +1143,12 @@ impl Sim {
         if let Some(node) = self.core(to) {
             // In pieces of what the node asks for, as the shell reads.
             while !rest.is_empty() {
-                let Some((buf, want)) = node.recv_buf(conn, rest.len(), now) else {
+                let Some((buf, want)) = node.read_buf(conn, rest.len(), now) else {
                     break;
                 };
                 let piece = rest.split_to(want.min(rest.len()));
                 buf.extend_from_slice(&piece);
-                node.received(conn, piece.len(), now);
+                node.handle_read(conn, piece.len(), now);
             }
             paused = !rest.is_empty() && node.is_read_paused(conn);
         }
@@ -1183,7 +1185,9 @@ impl Sim {
             self.deliver(link, dir, bytes, n);
         } else if eof {
             let now = self.now;
-            self.at_end(self.receiver(link, dir), |node, conn| node.eof(conn, now));
+            self.at_end(self.receiver(link, dir), |node, conn| {
+                node.handle_eof(conn, now)
+            });
         }
     }
 
@@ -1194,13 +1198,13 @@ impl Sim {
             return;
         };
         let mut dirty = std::mem::take(&mut self.scratch);
-        node.take_dirty(&mut dirty);
+        node.poll_flush(&mut dirty);
         for &conn in &dirty {
             self.pump(index, conn);
         }
         dirty.clear();
         if let Some(node) = self.nodes[index].node.as_mut() {
-            node.take_resumed(&mut dirty);
+            node.poll_read(&mut dirty);
         }
         for &conn in &dirty {
             self.resume_reading(index, conn);
@@ -1211,7 +1215,7 @@ impl Sim {
         let next = self.nodes[index]
             .node
             .as_ref()
-            .and_then(|n| n.next_deadline());
+            .and_then(|n| n.poll_timeout());
         if let Some(at) = next {
             let at = at.max(self.now);
             if self.nodes[index].timer.is_none_or(|t| t > at) {
@@ -1296,7 +1300,7 @@ impl Sim {
             return;
         };
         let start = sim_node.events.len();
-        node.drain_events(&mut sim_node.events);
+        node.poll_events(&mut sim_node.events);
         let at = (self.now - self.epoch).as_nanos() as u64;
         for event in &sim_node.events[start..] {
             if let Event::PeerConnected { peer, .. } | Event::PeerDisconnected { peer, .. } = event

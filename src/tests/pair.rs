@@ -89,8 +89,8 @@ impl Pair {
         let mut node_a = Node::new(a, key_a, Rng::from_seed(1));
         let mut node_b = Node::new(b, key_b, Rng::from_seed(2));
         let conn_a = node_a.dial(addr_b, now).unwrap();
-        let conn_b = node_b.accept(addr_a, now).unwrap();
-        node_a.connected(conn_a, now);
+        let conn_b = node_b.handle_accept(addr_a, now).unwrap();
+        node_a.handle_connected(conn_a, now);
         Pair {
             a: End {
                 node: node_a,
@@ -152,15 +152,15 @@ impl Pair {
             if end.node.phase(end.conn) == Some(Phase::Closed) {
                 assert!(end.node.remove(end.conn, now));
             }
-            end.node.drain_events(&mut end.events);
+            end.node.poll_events(&mut end.events);
         }
     }
 
     /// Lets `d` of virtual time pass, firing timers on both ends.
     fn elapse(&mut self, d: Duration) {
         self.now += d;
-        self.a.node.timeout(self.now);
-        self.b.node.timeout(self.now);
+        self.a.node.handle_timeout(self.now);
+        self.b.node.handle_timeout(self.now);
         self.step();
     }
 
@@ -196,9 +196,9 @@ fn take_output(node: &mut Node, conn: ConnId, now: Instant) -> Vec<u8> {
 
 /// Hands `bytes` to `conn` as if read from its socket.
 fn deliver(node: &mut Node, conn: ConnId, bytes: &[u8], now: Instant) {
-    if let Some((buf, _)) = node.recv_buf(conn, usize::MAX, now) {
+    if let Some((buf, _)) = node.read_buf(conn, usize::MAX, now) {
         buf.extend_from_slice(bytes);
-        node.received(conn, bytes.len(), now);
+        node.handle_read(conn, bytes.len(), now);
     }
 }
 
@@ -252,7 +252,7 @@ impl Wire for Pipe<'_> {
     }
 
     fn shutdown_write(&mut self) {
-        self.to.node.eof(self.to.conn, self.now);
+        self.to.node.handle_eof(self.to.conn, self.now);
         self.moved = true;
     }
 }
@@ -260,14 +260,14 @@ impl Wire for Pipe<'_> {
 /// Everything `node` reported so far.
 fn events(node: &mut Node) -> Vec<Event> {
     let mut events = Vec::new();
-    node.drain_events(&mut events);
+    node.poll_events(&mut events);
     events
 }
 
 /// Feeds raw bytes to `end` as if its peer had sent them.
 fn inject(end: &mut End, bytes: &[u8], now: Instant) {
     deliver(&mut end.node, end.conn, bytes, now);
-    end.node.drain_events(&mut end.events);
+    end.node.poll_events(&mut end.events);
 }
 
 fn frame_bytes(frame: &Frame) -> Vec<u8> {
@@ -440,13 +440,19 @@ fn handshake_tokens_refill_with_the_time_given() {
     };
     let mut node = Node::new(c, key(id(1)), Rng::from_seed(1));
     let from: SocketAddr = "10.0.0.5:1".parse().unwrap();
-    let accepted =
-        |node: &mut Node, at: Instant| (0..10).filter(|_| node.accept(from, at).is_some()).count();
+    let accepted = |node: &mut Node, at: Instant| {
+        (0..10)
+            .filter(|_| node.handle_accept(from, at).is_some())
+            .count()
+    };
     assert_eq!(accepted(&mut node, now), 4, "the burst");
     assert_eq!(accepted(&mut node, now + Duration::from_millis(500)), 2);
     assert_eq!(accepted(&mut node, now + Duration::from_secs(10)), 4);
     let other: SocketAddr = "10.0.0.6:1".parse().unwrap();
-    assert!(node.accept(other, now + Duration::from_secs(10)).is_some());
+    assert!(
+        node.handle_accept(other, now + Duration::from_secs(10))
+            .is_some()
+    );
     let stats = node.stats();
     assert_eq!(
         (stats.refused_inbound, stats.rate_limited_accepts),
@@ -462,7 +468,7 @@ fn ipv6_addresses_count_by_prefix_and_mapped_ipv4_as_ipv4() {
         ..config()
     };
     let mut node = Node::new(c, key(id(1)), Rng::from_seed(1));
-    let mut accept = |addr: &str| node.accept(addr.parse().unwrap(), now).is_some();
+    let mut accept = |addr: &str| node.handle_accept(addr.parse().unwrap(), now).is_some();
     assert!(accept("[2001:db8:0:1::1]:1"));
     assert!(!accept("[2001:db8:0:1:ffff::2]:2"), "the same /64");
     assert!(accept("[2001:db8:0:2::1]:1"));
@@ -486,7 +492,7 @@ fn inbound_pressure_never_refuses_our_dials() {
     let mut node = Node::new(c, key(id(1)), Rng::from_seed(1));
     for n in 0..4 {
         let from: SocketAddr = format!("10.0.1.{n}:1").parse().unwrap();
-        node.accept(from, now);
+        node.handle_accept(from, now);
     }
     assert_eq!(node.stats().handshaking, 2);
     assert!(node.dial("10.0.2.1:1".parse().unwrap(), now).is_ok());
@@ -503,7 +509,7 @@ fn connect_deadline_fails_the_dial() {
     let mut node = Node::new(config(), key(id(1)), Rng::from_seed(1));
     let addr: SocketAddr = "10.0.0.9:9".parse().unwrap();
     let conn = node.dial(addr, now).unwrap();
-    node.timeout(now + Duration::from_secs(5));
+    node.handle_timeout(now + Duration::from_secs(5));
     assert_eq!(node.phase(conn), Some(Phase::Closed));
     assert_eq!(
         events(&mut node).pop(),
@@ -1181,8 +1187,8 @@ fn a_self_connection_is_closed() {
     let mut node = Node::new(config(), key(id(1)), Rng::from_seed(1));
     let addr: SocketAddr = "10.0.0.1:1".parse().unwrap();
     let out = node.dial(addr, now).unwrap();
-    let inb = node.accept(addr, now).unwrap();
-    node.connected(out, now);
+    let inb = node.handle_accept(addr, now).unwrap();
+    node.handle_connected(out, now);
     for _ in 0..2 {
         for (from, to) in [(inb, out), (out, inb)] {
             let bytes = take_output(&mut node, from, now);
@@ -1217,10 +1223,10 @@ fn both_ends_keep_the_connection_initiated_by_the_smaller_id() {
     let mut b = Node::new(config(), key(id(2)), Rng::from_seed(2));
     let a_out = a.dial(addr_b, now).unwrap();
     let b_out = b.dial(addr_a, now).unwrap();
-    let b_in = b.accept(addr_a, now).unwrap();
-    let a_in = a.accept(addr_b, now).unwrap();
-    a.connected(a_out, now);
-    b.connected(b_out, now);
+    let b_in = b.handle_accept(addr_a, now).unwrap();
+    let a_in = a.handle_accept(addr_b, now).unwrap();
+    a.handle_connected(a_out, now);
+    b.handle_connected(b_out, now);
     // B's connection (B dialled A) completes first at both ends, so both announce it;
     // then A's arrives and wins at both ends because its initiator id is smaller.
     let pipes = [(a_in, b_out), (a_out, b_in)];
@@ -1310,12 +1316,12 @@ fn stale_ids_never_reach_a_reused_slot() {
     let mut node = Node::new(config(), key(id(1)), Rng::from_seed(1));
     let addr: SocketAddr = "10.0.0.2:2".parse().unwrap();
     let first = node.dial(addr, now).unwrap();
-    node.connect_failed(first, std::io::ErrorKind::ConnectionRefused, now);
+    node.handle_connect_failed(first, std::io::ErrorKind::ConnectionRefused, now);
     assert!(node.remove(first, now));
     let second = node.dial(addr, now).unwrap();
     assert_eq!(second.key, first.key, "slot reused");
     assert_ne!(second.generation, first.generation);
-    node.connect_failed(first, std::io::ErrorKind::ConnectionRefused, now);
+    node.handle_connect_failed(first, std::io::ErrorKind::ConnectionRefused, now);
     assert_eq!(node.phase(second), Some(Phase::Opening), "stale id ignored");
     assert!(!node.remove(first, now));
 }
@@ -1361,7 +1367,7 @@ mod properties {
             pair.step();
             let now = pair.now;
             for bytes in &chunks {
-                if pair.b.node.recv_buf(pair.b.conn, 1, now).is_none() {
+                if pair.b.node.read_buf(pair.b.conn, 1, now).is_none() {
                     break;
                 }
                 inject(&mut pair.b, bytes, now);
@@ -1410,14 +1416,14 @@ fn two_dials(y_first: bool) -> TwoDials {
     let a_x = a.dial(bx, now).unwrap();
     let a_y = a.dial(by, now).unwrap();
     let (b_x, b_y) = if y_first {
-        let b_y = b.accept(addr_a, now).unwrap();
-        (b.accept(addr_a, now).unwrap(), b_y)
+        let b_y = b.handle_accept(addr_a, now).unwrap();
+        (b.handle_accept(addr_a, now).unwrap(), b_y)
     } else {
-        let b_x = b.accept(addr_a, now).unwrap();
-        (b_x, b.accept(addr_a, now).unwrap())
+        let b_x = b.handle_accept(addr_a, now).unwrap();
+        (b_x, b.handle_accept(addr_a, now).unwrap())
     };
-    a.connected(a_x, now);
-    a.connected(a_y, now);
+    a.handle_connected(a_x, now);
+    a.handle_connected(a_y, now);
     TwoDials {
         now,
         bx,
@@ -1533,8 +1539,8 @@ fn dialled_by_p(now: Instant, config: Config, n_key: LocalKey, p_key: LocalKey) 
     let mut n = Node::new(config.clone(), n_key, Rng::from_seed(1));
     let mut p = Node::new(config, p_key, Rng::from_seed(2));
     let p_1 = p.dial(N_ADDR.parse().unwrap(), now).unwrap();
-    let n_1 = n.accept(P_ADDR.parse().unwrap(), now).unwrap();
-    p.connected(p_1, now);
+    let n_1 = n.handle_accept(P_ADDR.parse().unwrap(), now).unwrap();
+    p.handle_connected(p_1, now);
     settle(&mut p, &mut n, &[(p_1, n_1)], now);
     assert!(n.is_connected(&p_id));
     (n, n_1)
@@ -1551,11 +1557,11 @@ fn our_dial_that_wins_over_the_peers_connection_wins_over_its_second_one_too() {
     let (mut n, n_1) = dialled_by_p(now, config(), key(id(1)), key(id(2)));
     let mut p = Node::new(config(), key(id(2)), Rng::from_seed(3)); // back from a power loss
     let p_2 = p.dial(addr_n, later).unwrap();
-    let n_2 = n.accept(addr_p, later).unwrap();
-    p.connected(p_2, later);
+    let n_2 = n.handle_accept(addr_p, later).unwrap();
+    p.handle_connected(p_2, later);
     let n_3 = n.dial(addr_p, later).unwrap();
-    let p_3 = p.accept(addr_n, later).unwrap();
-    n.connected(n_3, later);
+    let p_3 = p.handle_accept(addr_n, later).unwrap();
+    n.handle_connected(n_3, later);
     pump(&mut p, p_2, &mut n, n_2, later); // N: c2, waiting for P to close one
     pump(&mut n, n_2, &mut p, p_2, later); // P: c2
     pump(&mut p, p_3, &mut n, n_3, later); // N: c3 beats c1, and c2
@@ -1615,8 +1621,8 @@ mod noise {
         assert_eq!(events(&mut n).len(), 1);
         let mut p = Node::new(noise(), local(&kp), Rng::from_seed(3));
         let p_2 = p.dial(N_ADDR.parse().unwrap(), later).unwrap();
-        let n_2 = n.accept(P_ADDR.parse().unwrap(), later).unwrap();
-        p.connected(p_2, later);
+        let n_2 = n.handle_accept(P_ADDR.parse().unwrap(), later).unwrap();
+        p.handle_connected(p_2, later);
         // The handshake, until N has the second connection (and probes it).
         for _ in 0..4 {
             pump(&mut p, p_2, &mut n, n_2, later);
@@ -1804,10 +1810,10 @@ mod noise {
         let sealed = pair.a.node.transmit(pair.a.conn).unwrap().len();
         assert!(sealed >= crate::secure::SEAL_AHEAD, "{sealed}");
         let mut dirty = Vec::new();
-        pair.a.node.take_dirty(&mut dirty);
+        pair.a.node.poll_flush(&mut dirty);
         pair.a.node.seal(pair.a.conn, now);
         dirty.clear();
-        pair.a.node.take_dirty(&mut dirty);
+        pair.a.node.poll_flush(&mut dirty);
         assert!(
             dirty.is_empty(),
             "a seal that sealed nothing must not ask for another write pass"
