@@ -23,7 +23,7 @@
 //! Both ends wake each other once per round trip, so where the scheduler puts the two
 //! threads weighs more than the turn: unpinned on a 2-core machine, the second
 //! benchmark ran up to 1.4x faster than the first even with 10 idle peers instead of
-//! 10,000. `taskset -c 0 cargo bench --bench idle` keeps everything on one CPU, and
+//! 10,000. `taskset -c 0 cargo bench -p p2p-benches --bench idle` keeps everything on one CPU, and
 //! the two agree within a few percent when the idle peers cost nothing.
 //!
 //! Each idle peer takes three descriptors (its socket, epoll and waker) and the

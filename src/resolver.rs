@@ -37,8 +37,8 @@ use crate::secret::SecretKey;
 ///
 /// A handshake then costs two base-point multiplications and six variable-base ones
 /// (three per side), 1.4 times as many handshakes per second as with snow's own X25519
-/// (`cargo bench --bench handshake`). The crate's handshake adds one more per side,
-/// outside the resolver: the subgroup check of the remote static key.
+/// (`cargo bench -p p2p-benches --bench handshake`). The crate's handshake adds one
+/// more per side, outside the resolver: the subgroup check of the remote static key.
 ///
 /// One resolver serves one handshake at a time: snow builds every key of a handshake
 /// from the resolver it was given, and they share what they learn.
