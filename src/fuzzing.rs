@@ -658,7 +658,7 @@ impl Harness {
     }
 
     /// Hands the node up to `n` bytes of what waits for it, as a read would.
-    fn deliver(&mut self, l: usize, mut n: usize) {
+    fn deliver(&mut self, l: usize, n: usize) {
         let link = &mut self.links[l];
         if let Some(peer) = link.peer.as_mut()
             && !peer.tx.is_empty()
@@ -667,15 +667,13 @@ impl Harness {
             link.to_node.extend(bytes.iter());
             link.log.push(bytes.to_vec());
         }
-        while n > 0 && !link.to_node.is_empty() && !link.gone {
-            let Some((buf, want)) = self.node.read_buf(link.conn, n, self.now) else {
-                break;
-            };
-            let take = want.min(n).min(link.to_node.len());
-            buf.extend(link.to_node.drain(..take));
-            self.node.handle_read(link.conn, take, self.now);
-            n -= take;
+        if link.gone {
+            return;
         }
+        let n = n.min(link.to_node.len());
+        let bytes: Vec<u8> = link.to_node.iter().take(n).copied().collect();
+        let taken = self.node.handle_bytes(link.conn, &bytes, self.now);
+        link.to_node.drain(..taken);
     }
 
     /// Lets the node write up to `n` bytes, which its peer reads.

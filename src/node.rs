@@ -186,7 +186,51 @@ fn slot_mut(sockets: &mut Slab<Entry>, conn: ConnId) -> Option<&mut Entry> {
         .filter(|e| e.generation == conn.generation)
 }
 
-/// The node: every decision of the network, with no socket and no clock.
+/// The node core: every decision of the network, with no socket, no clock and no
+/// random source of its own.
+///
+/// # The contract
+///
+/// A driver owns the sockets and the clock; the node owns everything else. There
+/// are three drivers: the mio reactor ([`Reactor`](crate::reactor::Reactor), under
+/// [`Network`](crate::Network)), the simulator ([`Sim`](crate::sim::Sim)) and the
+/// test and fuzz harnesses. Every call takes `now`, the driver's clock. Randomness
+/// is injected once, at [`Node::new`]: ChaCha20 in a `Network`, a seeded generator in
+/// the simulator; each handshake's ephemeral key comes from a fork of it.
+///
+/// **Inputs.**
+/// - Connections. [`Node::dial`] reserves one; the driver connects, then reports
+///   [`Node::handle_connected`] or [`Node::handle_connect_failed`] (or
+///   [`Node::cancel`]s it if the connect call failed at once).
+///   [`Node::handle_accept`] takes an accepted connection, or refuses it (`None`:
+///   the driver drops it before a byte is sent).
+/// - Bytes. [`Node::read_buf`] lends the buffer to read into and says how much to
+///   ask for; [`Node::handle_read`] takes what was read (the reactor reads from the
+///   socket straight into the lent buffer). In-memory drivers hand over a slice with
+///   [`Node::handle_bytes`], which does both. Then [`Node::handle_eof`] for the
+///   peer's end of the stream and [`Node::handle_io_error`] for a failed socket.
+/// - Time. [`Node::handle_timeout`] once [`Node::poll_timeout`] has passed.
+/// - Commands from the application: [`Node::send`], [`Node::request_with_id`],
+///   [`Node::respond`], [`Node::broadcast`], [`Node::disconnect`], [`Node::shutdown`].
+///
+/// **Outputs.**
+/// - [`Node::poll_flush`]: the connections whose output, phase or interest changed.
+///   For each, the driver calls [`Node::flush`] with a [`Wire`] for its socket. That
+///   is the one write sequence: seal what is staged, send until the wire blocks,
+///   shut the write side once a close has flushed, free the connection once closed.
+///   The [`Flushed`] answer says whether bytes wait (want writability) or the
+///   connection was freed (drop its socket).
+/// - [`Node::poll_read`]: connections to read again without new readiness: the
+///   receive budget paused them and has room again.
+/// - [`Node::poll_timeout`]: when to call [`Node::handle_timeout`] next.
+/// - [`Node::poll_events`]: what happened, for the application.
+///
+/// **Order.** After any batch of inputs (one readiness pass, a timeout, commands):
+/// `poll_flush` and `flush` each connection it gives, until it gives none; take
+/// `poll_read` for the next read pass; then `poll_events`; then arm the timer from
+/// `poll_timeout`. Flushing more often is harmless: the reactor also flushes a
+/// connection as soon as it turns writable, and a command such as
+/// [`Network::flush`](crate::Network::flush) flushes at once.
 #[derive(Debug)]
 pub(crate) struct Node {
     config: Config,
@@ -1111,6 +1155,25 @@ impl Node {
         // Asked again for the borrow; the same answer, as nothing changed since.
         let entry = self.entry_mut(conn)?;
         entry.socket.recv_buf(chunk)
+    }
+
+    /// Hands `bytes` to `conn` as the in-memory drivers read (the simulator, the test
+    /// and fuzz harnesses): in the pieces [`Node::read_buf`] asks for, each taken by
+    /// [`Node::handle_read`], until all are in or the connection stops reading (paused
+    /// for the receive budget, or out of service). Returns how many it took.
+    pub(crate) fn handle_bytes(&mut self, conn: ConnId, bytes: &[u8], now: Instant) -> usize {
+        let mut taken = 0;
+        while taken < bytes.len() {
+            let left = bytes.len() - taken;
+            let Some((buf, want)) = self.read_buf(conn, left, now) else {
+                break;
+            };
+            let piece = &bytes[taken..taken + want.min(left)];
+            buf.extend_from_slice(piece);
+            self.handle_read(conn, piece.len(), now);
+            taken += piece.len();
+        }
+        taken
     }
 
     /// `n` bytes were appended to `conn`'s read buffer. Returns how many events they

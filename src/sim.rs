@@ -36,7 +36,7 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use crate::config::{Config, ConfigError};
 use crate::error::SendError;
@@ -1141,15 +1141,8 @@ impl Sim {
         let mut rest = bytes;
         let mut paused = false;
         if let Some(node) = self.core(to) {
-            // In pieces of what the node asks for, as the shell reads.
-            while !rest.is_empty() {
-                let Some((buf, want)) = node.read_buf(conn, rest.len(), now) else {
-                    break;
-                };
-                let piece = rest.split_to(want.min(rest.len()));
-                buf.extend_from_slice(&piece);
-                node.handle_read(conn, piece.len(), now);
-            }
+            let taken = node.handle_bytes(conn, &rest, now);
+            rest.advance(taken);
             paused = !rest.is_empty() && node.is_read_paused(conn);
         }
         let read = if paused { len - rest.len() } else { len };
