@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
-use crate::budget::{CONTROL_ROOM, GOODBYE_ROOM, within_fair_share};
+use crate::budget::{Budgets, within_fair_share};
 use crate::config::Config;
 use crate::duplicate;
 use crate::error::{CloseReason, DialError, SendError};
@@ -247,7 +247,8 @@ pub(crate) struct Node {
     relay: Option<RelayBudget>,
     events: Vec<Event>,
     dirty: Vec<ConnId>,
-    queued_total: usize,
+    /// The write and receive budgets' counts.
+    budgets: Budgets,
     closed_totals: PeerStats,
     /// The connection and handshake slots held, by direction and remote address.
     slots: Slots,
@@ -277,8 +278,6 @@ pub(crate) struct Node {
     /// The lowest and highest request ids this node issued so far: a RESPONSE with
     /// an id within them that matches no pending request is late, not made up.
     issued: Option<(u64, u64)>,
-    /// Receive budget held by all connections (the sum of their charges).
-    read_used: usize,
     /// The connection that may draw on the receive budget's last largest frame's
     /// worth, which the others leave free: whatever the others hold, it can finish its
     /// frame, so pausing never deadlocks.
@@ -334,7 +333,7 @@ impl Node {
             relay: None,
             events: Vec::new(),
             dirty: Vec::new(),
-            queued_total: 0,
+            budgets: Budgets::default(),
             closed_totals: PeerStats::default(),
             slots: Slots::default(),
             handshake_rate,
@@ -353,7 +352,6 @@ impl Node {
             plain_scratch: BytesMut::new(),
             targets: Vec::new(),
             issued: None,
-            read_used: 0,
             read_first: None,
             read_first_until: None,
             paused: BTreeSet::new(),
@@ -383,7 +381,7 @@ impl Node {
         let generation = self.next_generation;
         // Generation 0 is never used, so no live id equals a zeroed one.
         self.next_generation = self.next_generation.checked_add(1).unwrap_or(1);
-        self.queued_total += socket.queued();
+        self.budgets.requeue(0, socket.queued());
         let addr_key = addr_key(socket.addr().ip(), self.config.ipv6_prefix_len);
         let held = Held::of(socket.phase());
         let key = self.sockets.insert(Entry {
@@ -598,13 +596,13 @@ impl Node {
         if self.entry(conn).is_some() {
             self.unlink(conn);
             let entry = self.sockets.remove(conn.key);
-            self.queued_total -= entry.socket.queued();
+            self.budgets.requeue(entry.socket.queued(), 0);
         }
     }
 
     /// Forgets the receive budget `socket` held, as its entry leaves the slab.
     fn forget_reads(&mut self, conn: ConnId, socket: &Socket, now: Instant) {
-        self.read_used -= socket.charged();
+        self.budgets.recharge(socket.charged(), 0);
         if socket.is_paused() {
             self.paused.remove(&conn);
         }
@@ -624,7 +622,7 @@ impl Node {
         if let Some(reason) = entry.socket.close_reason() {
             log::trace!("freed connection with {}: {reason}", entry.socket.addr());
         }
-        self.queued_total -= entry.socket.queued();
+        self.budgets.requeue(entry.socket.queued(), 0);
         self.closed_totals.add(entry.socket.stats());
         true
     }
@@ -679,21 +677,20 @@ impl Node {
         // PINGs and PONGs stay under the global cap too, leaving every connection
         // room for its GOODBYE.
         entry.socket.set_control_budget(
-            self.config
-                .max_write_buffer_total
-                .saturating_sub(self.queued_total + GOODBYE_ROOM * connections),
+            self.budgets
+                .control_room(self.config.max_write_buffer_total, connections),
         );
         let mut out = std::mem::take(&mut self.out);
         let before = entry.socket.queued();
         let result = f(&mut entry.socket, &mut self.rng, &mut out);
         let after = entry.socket.queued();
-        self.queued_total = self.queued_total + after - before;
+        self.budgets.requeue(before, after);
         // Every phase change happens in here: keep the slot counts with it.
         let held = Held::of(entry.socket.phase());
         let was = std::mem::replace(&mut entry.held, held);
         let began_closing = held.closing && !was.closing;
         let released = entry.socket.charged() < charged;
-        self.read_used = self.read_used + entry.socket.charged() - charged;
+        self.budgets.recharge(charged, entry.socket.charged());
         if held != was {
             self.rehold(conn, was, held);
             self.relist(conn);
@@ -719,10 +716,7 @@ impl Node {
     /// one largest frame's worth free (`Config::validate` makes the budget hold one),
     /// so the first can always finish its frame and give the budget back.
     fn read_room(&self, conn: ConnId) -> usize {
-        let free = self
-            .config
-            .max_read_buffer_total
-            .saturating_sub(self.read_used);
+        let free = self.budgets.read_free(self.config.max_read_buffer_total);
         if self.read_first == Some(conn) {
             free
         } else {
@@ -1366,7 +1360,7 @@ impl Node {
     pub(crate) fn written(&mut self, conn: ConnId, n: usize, now: Instant) {
         if let Some(entry) = self.entry_mut(conn) {
             entry.socket.written(n, now);
-            self.queued_total -= n;
+            self.budgets.requeue(n, 0);
             self.retime(conn);
         }
     }
@@ -1520,14 +1514,13 @@ impl Node {
     /// What application frames may still add under the global cap: every connection
     /// keeps room for its control frames under it too.
     fn total_room(&self) -> usize {
-        self.config
-            .max_write_buffer_total
-            .saturating_sub(self.queued_total + CONTROL_ROOM * self.sockets.len())
+        self.budgets
+            .frame_room(self.config.max_write_buffer_total, self.sockets.len())
     }
 
     fn global_full(&self) -> SendError {
         SendError::GlobalFull {
-            queued: self.queued_total,
+            queued: self.budgets.queued(),
             cap: self.config.max_write_buffer_total,
         }
     }
@@ -1573,7 +1566,7 @@ impl Node {
             entry.socket.send(frame)
         };
         if queued.is_ok() {
-            self.queued_total += growth;
+            self.budgets.requeue(0, growth);
             self.mark_dirty(conn);
         }
         Some(queued)
@@ -1847,7 +1840,7 @@ impl Node {
             peers: self.peers.len(),
             connections: self.sockets.len(),
             handshaking: self.handshaking(),
-            queued_bytes: self.queued_total,
+            queued_bytes: self.budgets.queued(),
             totals,
             refused_inbound: self.refused_inbound,
             rate_limited_accepts: self.rate_limited_accepts,
