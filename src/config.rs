@@ -95,6 +95,14 @@ pub struct Config {
     /// flood of connections costs at most a share of each turn; the rest are
     /// accepted in the next turns. Default 64.
     pub max_accepts_per_turn: usize,
+    /// Connections the kernel completes and holds for a listener until the node
+    /// accepts them (the `listen(2)` backlog; Linux caps it at `net.core.somaxconn`,
+    /// 4096 by default). A burst of dials beyond it, between two turns or while
+    /// `max_accepts_per_turn` spreads the accepts over several, is not refused but
+    /// dropped by the kernel and counted nowhere: the dialler's TCP resends after
+    /// 1 s, 3 s, 7 s ..., so those connections wait seconds, or hit their
+    /// handshake deadline. Keep it above the largest burst expected. Default 1024.
+    pub listen_backlog: u32,
     /// Deadline for the peer's 12-byte preamble after the TCP connection is up,
     /// shorter than the whole handshake's (`CloseReason::PreambleTimeout`); one not
     /// shorter than `handshake_timeout` never fires first. Default 1 s.
@@ -215,6 +223,7 @@ impl Default for Config {
             ipv6_prefix_len: 64,
             handshake_rate_per_ip: 16,
             max_accepts_per_turn: 64,
+            listen_backlog: 1024,
             preamble_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
@@ -469,6 +478,7 @@ impl Config {
             ("max_inbound_per_ip", self.max_inbound_per_ip),
             ("handshake_rate_per_ip", self.handshake_rate_per_ip as usize),
             ("max_accepts_per_turn", self.max_accepts_per_turn),
+            ("listen_backlog", self.listen_backlog as usize),
             ("max_read_buffer_total", self.max_read_buffer_total),
             ("max_gossip_rate", self.max_gossip_rate as usize),
             ("max_gossip_bytes_rate", self.max_gossip_bytes_rate),

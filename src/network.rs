@@ -142,7 +142,9 @@ impl Network {
 
     /// Listens on `addr` (port 0 picks a free one); returns the bound address.
     pub fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, Error> {
-        let bound = self.reactor.listen(addr)?;
+        let bound = self
+            .reactor
+            .listen(addr, self.node.config().listen_backlog)?;
         log::info!("listening on {bound}");
         Ok(bound)
     }

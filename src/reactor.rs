@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::DialError;
 use crate::event::Event;
@@ -39,6 +40,23 @@ fn stream_mut(streams: &mut [Option<Stream>], conn: ConnId) -> Option<&mut Strea
         .get_mut(conn.key)?
         .as_mut()
         .filter(|s| s.generation == conn.generation)
+}
+
+/// A non-blocking listener on `addr`, made as mio's `TcpListener::bind` makes one but
+/// with `backlog` (`Config::listen_backlog`): mio's and std's is 128, and the kernel
+/// drops a burst of dials beyond it without a word to either side, each dropped
+/// connection then waiting a second or more for its TCP to resend.
+fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    // As mio does: a restarted node can bind its port while the old connections are
+    // in TIME_WAIT. Not on Windows, where it would let another socket take the port.
+    #[cfg(not(windows))]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    // The kernel caps it (Linux at net.core.somaxconn) rather than failing.
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 /// A connection's TCP stream (if it has one yet) as the core's write sequence sees it.
@@ -141,9 +159,9 @@ impl Reactor {
         self.waker.wake()
     }
 
-    /// Listens on `addr`; returns the bound address.
-    pub(crate) fn listen(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
-        let mut listener = TcpListener::bind(addr)?;
+    /// Listens on `addr` with a backlog of `backlog`; returns the bound address.
+    pub(crate) fn listen(&mut self, addr: SocketAddr, backlog: u32) -> io::Result<SocketAddr> {
+        let mut listener = bind(addr, backlog)?;
         let token = Token(LISTENER_BASE - self.listeners.len());
         self.poll
             .registry()

@@ -416,6 +416,69 @@ fn accepts_per_turn_are_bounded_and_the_rest_accepted_next_turns() {
     assert_eq!(net.stats().connections, 6);
 }
 
+/// `net.core.somaxconn`, the cap Linux puts on a listen backlog; `None` elsewhere.
+fn somaxconn() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_burst_of_dials_beyond_128_waits_in_the_backlog_and_every_one_is_served() {
+    // More than the backlog of 128 that std's and mio's `bind` listen with, fewer
+    // than the node's (`listen_backlog`, 1024), and few enough descriptors for a
+    // soft limit of 1024: all dialled before the node's first turn, as a burst
+    // arriving while it is busy.
+    const DIALS: usize = 200;
+    if somaxconn().is_some_and(|cap| cap < DIALS) {
+        eprintln!("skipped: net.core.somaxconn caps every listen backlog below {DIALS}");
+        return;
+    }
+    let config = Config {
+        max_inbound: DIALS,
+        max_inbound_per_ip: DIALS,
+        max_pending_handshakes: DIALS,
+        max_pending_handshakes_per_ip: DIALS,
+        ..slots_config()
+    };
+    let (mut net, addr) = listening(config);
+    let network_id = net.config().network_id;
+    let mut clients: Vec<(TcpStream, Vec<u8>)> = (0..DIALS)
+        .map(|i| {
+            let mut me = [7u8; 32];
+            me[..2].copy_from_slice(&(i as u16).to_be_bytes());
+            let me = PeerId::from_bytes(me);
+            let tcp = connect_nonblocking(host(3), addr).expect("dial");
+            (tcp, hello(network_id, me))
+        })
+        .collect();
+    // Turns that never wait: a connection the kernel dropped from a full backlog
+    // comes back only when its TCP retries, a second or more later, so these turns
+    // end without it. Enough turns for the accept cap, and fifty to spare.
+    let turns = DIALS / net.config().max_accepts_per_turn + 50;
+    let mut events = Vec::new();
+    for _ in 0..turns {
+        if net.stats().peers == DIALS {
+            break;
+        }
+        net.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        for (tcp, unsent) in &mut clients {
+            match tcp.write(unsent) {
+                Ok(n) => drop(unsent.drain(..n)),
+                // Still connecting: the hello goes in a later turn.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotConnected => {}
+                Err(e) => panic!("a client's connection failed: {e}"),
+            }
+        }
+    }
+    let stats = net.stats();
+    assert_eq!(stats.refused_inbound, 0);
+    assert_eq!(stats.peers, DIALS, "{stats:?}");
+}
+
 // ---- handshake rate (noise) ----
 
 /// A noise config on the network id `net`.
