@@ -171,6 +171,11 @@ pub struct Config {
     /// starve the others; each event those bytes produce counts its size too, so tiny
     /// frames cannot make a turn's events many times larger. Default 1 MiB.
     pub read_budget: usize,
+    /// Bytes read from all sockets together per turn of the loop: what one turn's
+    /// events can hold however many peers send at once (each may send `read_budget`).
+    /// Connections left unread when it runs out are read first next turn. Default
+    /// 16 MiB.
+    pub read_budget_total: usize,
     /// Hops given to a new broadcast. Default 16.
     pub gossip_hops: u8,
     /// GOSSIP frames accepted from one peer per second (a token bucket holding this
@@ -238,6 +243,7 @@ impl Default for Config {
             frame_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(45),
             read_budget: 1024 * 1024,
+            read_budget_total: 16 * 1024 * 1024,
             gossip_hops: 16,
             max_gossip_rate: 1000,
             max_gossip_bytes_rate: 32 * 1024 * 1024,
@@ -485,6 +491,7 @@ impl Config {
             ("max_pending_requests", self.max_pending_requests),
             ("max_write_buffer", self.max_write_buffer),
             ("read_budget", self.read_budget),
+            ("read_budget_total", self.read_budget_total),
             ("gossip_hops", self.gossip_hops as usize),
             ("gossip_cache_size", self.gossip_cache_size),
             ("command_queue", self.command_queue),

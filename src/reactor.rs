@@ -124,6 +124,8 @@ pub(crate) struct Reactor {
     next_listener: usize,
     /// Turns of the loop so far; a socket is read at most once per turn.
     turn: u64,
+    /// What this turn may still read over all sockets (`read_budget_total`).
+    turn_left: usize,
     /// The clock of the turn or command running now.
     now: Instant,
 }
@@ -145,6 +147,7 @@ impl Reactor {
             accept_again: false,
             next_listener: 0,
             turn: 0,
+            turn_left: 0,
             now: Instant::now(),
         })
     }
@@ -236,6 +239,8 @@ impl Reactor {
         self.now = Instant::now();
         *now = self.now;
         self.turn += 1;
+        self.turn_left = node.config().read_budget_total;
+        // Those left unread last turn go first.
         for conn in std::mem::take(&mut self.ready) {
             self.read(node, conn);
         }
@@ -378,6 +383,11 @@ impl Reactor {
     fn read(&mut self, node: &mut Node, conn: ConnId) {
         let now = self.now;
         let turn = self.turn;
+        if self.turn_left == 0 {
+            // The turn's budget is spent: first in line next turn.
+            self.ready.push(conn);
+            return;
+        }
         let Some(stream) = self.stream(conn) else {
             return;
         };
@@ -393,7 +403,8 @@ impl Reactor {
             let Some(Stream { tcp, .. }) = stream_mut(&mut self.streams, conn) else {
                 return;
             };
-            let Some((buf, want)) = node.read_buf(conn, READ_CHUNK.min(budget), now) else {
+            let ask = READ_CHUNK.min(budget).min(self.turn_left);
+            let Some((buf, want)) = node.read_buf(conn, ask, now) else {
                 return;
             };
             // Read into the spare capacity as it is: zero-filling up to a whole chunk
@@ -417,8 +428,10 @@ impl Reactor {
                     let events = node.handle_read(conn, n, now);
                     // Events cost memory until the application takes them: tiny frames
                     // must not turn one turn's read budget into many times its size.
-                    budget = budget.saturating_sub(n + events * std::mem::size_of::<Event>());
-                    if budget == 0 {
+                    let cost = n + events * std::mem::size_of::<Event>();
+                    budget = budget.saturating_sub(cost);
+                    self.turn_left = self.turn_left.saturating_sub(cost);
+                    if budget == 0 || self.turn_left == 0 {
                         // Edge-triggered readiness will not repeat: read again next turn.
                         self.ready.push(conn);
                         return;

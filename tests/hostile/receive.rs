@@ -524,3 +524,69 @@ fn slow_large_frames_do_not_keep_an_honest_large_frame_waiting() {
         "the honest frame waited for {attackers_first} slow attacker frame(s) to finish"
     );
 }
+
+/// Many peers sending at once: one turn reads at most `read_budget_total` bytes over
+/// all connections, so the events a turn hands the application stay bounded by one
+/// setting however many peers send; the rest is read in later turns, and every peer's
+/// bytes arrive.
+#[test]
+fn one_turn_reads_at_most_the_turn_budget_over_all_connections() {
+    const PEERS: usize = 8;
+    const FRAME: usize = 4 * 1024;
+    const FRAMES: usize = 16;
+    let config = Config {
+        read_budget: 32 * 1024,
+        read_budget_total: 64 * 1024,
+        ..plain()
+    };
+    let (cap, per_peer) = (config.read_budget_total, config.read_budget);
+    let (mut net, addr) = listening(config);
+    let mut raws: Vec<Raw> = (0..PEERS)
+        .map(|i| Raw::handshake(&mut net, addr, id(10 + i as u8)).0)
+        .collect();
+    let frame = encode(&Frame::Message(Bytes::from(vec![7u8; FRAME])));
+    for raw in &mut raws {
+        for _ in 0..FRAMES {
+            raw.send(&frame);
+        }
+    }
+    // Everything is in the node's kernel buffers before its next turn.
+    let until = deadline(10);
+    while raws.iter().any(|r| r.unsent() > 0) && Instant::now() < until {
+        for raw in &mut raws {
+            raw.pump();
+        }
+    }
+    assert!(
+        raws.iter().all(|r| r.unsent() == 0),
+        "the kernel took every byte"
+    );
+    let mut events = Vec::new();
+    let mut received = 0;
+    let mut turns = 0;
+    // A turn may also finish the frame each connection left unfinished last turn.
+    let bound = cap + PEERS * (FRAME + 5);
+    while received < PEERS * FRAMES * FRAME && turns < 1000 {
+        net.poll(&mut events, Some(Duration::from_millis(10)))
+            .unwrap();
+        turns += 1;
+        let turn: usize = events
+            .iter()
+            .map(|e| match e {
+                Event::Message { payload, .. } => payload.len(),
+                _ => 0,
+            })
+            .sum();
+        assert!(
+            turn <= bound,
+            "one turn handed up {turn} bytes of messages, over the turn budget {cap} \
+             (each of {PEERS} peers may send {per_peer} a turn)"
+        );
+        received += turn;
+    }
+    assert_eq!(
+        received,
+        PEERS * FRAMES * FRAME,
+        "every peer's bytes arrive"
+    );
+}
