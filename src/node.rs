@@ -1717,7 +1717,9 @@ impl Node {
         let relay = self
             .relay
             .get_or_insert_with(|| RelayBudget::new(rate, now));
-        let share = entry.socket.relay_share(|| relay.share(now));
+        let Some(share) = entry.socket.relay_share(|| relay.share(now)) else {
+            return false;
+        };
         let admitted = relay.admit(share, now);
         if !admitted {
             self.unrelayed_gossip += 1;

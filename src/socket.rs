@@ -210,14 +210,13 @@ enum Probe {
     Answered,
 }
 
-/// The limits and timers a socket needs from [`Config`].
+/// The limits and timers a socket needs from [`Config`] for its whole life (the
+/// handshake's own timeouts wait in [`Opening`]).
 #[derive(Clone, Copy, Debug)]
 struct Limits {
     max_write_buffer: usize,
     max_rejected: usize,
     max_pending_requests: usize,
-    handshake_timeout: Duration,
-    preamble_timeout: Duration,
     ping_interval: Duration,
     idle_timeout: Duration,
     request_timeout: Duration,
@@ -232,18 +231,181 @@ struct Limits {
 /// budget costs it bandwidth.
 const WRITE_PROGRESS: usize = 1 << 20;
 
-/// One connection, from dial or accept to close.
+/// Where a connection is in its life, each state holding the data only it uses: a
+/// transition moves on what the next state needs and drops the rest.
+#[derive(Debug)]
+enum State {
+    /// The TCP dial is under way.
+    Opening(Opening),
+    /// Preamble and handshake.
+    Authenticating(Authenticating),
+    /// Frames flow.
+    Open(Open),
+    /// Out of service: flushing what is queued, then waiting for the peer's end.
+    Closing(Closing),
+    /// Done, for this reason; the socket can be freed.
+    Closed(CloseReason),
+}
+
+/// How the peer's frames will be checked once the connection is open: their size,
+/// their GOSSIP rate, and those rejected. Made with the socket (from its config, the
+/// GOSSIP buckets full from then on) and handed on until the handshake ends.
+#[derive(Debug)]
+struct FrameChecks {
+    decoder: Decoder,
+    /// GOSSIP frames and bytes the peer may still send now.
+    gossip_limit: GossipLimit,
+    /// Rejected frames so far, for the event.
+    rejected: u32,
+    /// Rejected frames of the last `rejected_frames_window`: `max_rejected_frames`
+    /// of them close the connection.
+    rejected_recently: SlidingWindow,
+}
+
+/// What the preamble and the handshake hold, from the dial until the handshake ends.
+#[derive(Debug)]
+struct Handshaking {
+    /// The preamble we send, and expect the peer's to agree with.
+    preamble: Preamble,
+    handshake: Handshake,
+    /// Whole handshake messages taken from the peer so far.
+    messages: u8,
+    checks: FrameChecks,
+}
+
+/// A dial under way: the handshake waits for TCP.
+#[derive(Debug)]
+struct Opening {
+    /// When the dial must have connected.
+    deadline: Instant,
+    /// The handshake's deadlines, which start once TCP is up.
+    handshake_timeout: Duration,
+    preamble_timeout: Duration,
+    handshaking: Handshaking,
+}
+
+/// Preamble and handshake under way.
+#[derive(Debug)]
+struct Authenticating {
+    /// When the handshake must have finished.
+    deadline: Instant,
+    /// When the peer's preamble must have arrived; `None` once it passed its check.
+    preamble_deadline: Option<Instant>,
+    handshaking: Handshaking,
+}
+
+/// When the connection's silence is noticed: a PING after `ping_interval`, a close
+/// after `idle_timeout`.
+#[derive(Debug)]
+struct Keepalive {
+    last_recv: Instant,
+    pinged: bool,
+    /// Where the PING of [`Socket::probe`] is.
+    probe: Probe,
+}
+
+/// The requests of an open connection, both ways. Made with the first request: a
+/// connection that never carries one holds none of this.
+#[derive(Debug)]
+struct Requests {
+    /// Our requests waiting for a response, each with its deadline, in send order:
+    /// the timeout is fixed, so the first is the earliest. An id used again once
+    /// answered (the simulator lets the application choose ids) gets its new
+    /// deadline, not its first use's.
+    pending: OrderedIds<Instant>,
+    /// Ids of the peer's requests delivered and not yet answered, at most
+    /// `max_pending_requests`, in arrival order (stamped with their arrival number),
+    /// to forget the oldest: what `respond` may answer on this connection. The
+    /// protocol frees an id once answered, and a request reusing it arrives anew,
+    /// behind the others.
+    unanswered: OrderedIds<u64>,
+    /// Requests the peer sent on this connection: the next arrival number.
+    arrivals: u64,
+}
+
+impl Requests {
+    fn new(cap: usize) -> Box<Requests> {
+        Box::new(Requests {
+            pending: OrderedIds::new(cap),
+            unanswered: OrderedIds::new(cap),
+            arrivals: 0,
+        })
+    }
+}
+
+/// The deadline of an unfinished frame: it must gain [`FRAME_PROGRESS`] bytes (counted
+/// from `mark`, `stats.bytes_in` when the clock last started) or finish before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FrameClock {
+    /// No frame is unfinished.
+    Stopped,
+    Running {
+        until: Instant,
+        mark: u64,
+    },
+    /// The connection is paused: paused time does not count, so what was `left`
+    /// waits for the resume.
+    Paused {
+        left: Duration,
+        mark: u64,
+    },
+}
+
+impl FrameClock {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            FrameClock::Running { until, .. } => Some(until),
+            _ => None,
+        }
+    }
+}
+
+/// An open connection: frames flow through the transport.
+#[derive(Debug)]
+struct Open {
+    transport: Transport,
+    checks: FrameChecks,
+    /// A record failed to open; the connection closes once the frames before it are out.
+    decrypt_failed: bool,
+    keepalive: Keepalive,
+    requests: Option<Box<Requests>>,
+    frame: FrameClock,
+    /// GOSSIP frames dropped for the rate limit, for the log.
+    gossip_drop_log: DropLog,
+    /// What the peer took of the node's relay budget recently.
+    relay_share: Option<RelayShare>,
+}
+
+/// A graceful close under way: what is queued goes out (sealed by the transport),
+/// then the write side is shut, and the peer's end is awaited until `deadline`.
+#[derive(Debug)]
+struct Closing {
+    transport: Transport,
+    reason: CloseReason,
+    /// When the close ends whatever is left: `close_timeout` after it began.
+    deadline: Instant,
+    awaiting: Awaiting,
+}
+
+/// What a graceful close still waits for; once nothing, the connection is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Awaiting {
+    /// Our side to be flushed and shut, and the peer's end.
+    Both,
+    /// Our side to be flushed and shut: the peer closed its side or said GOODBYE.
+    Shutdown,
+    /// The peer's EOF: our side is shut.
+    PeerEnd,
+}
+
+/// One connection, from dial or accept to close: its [`State`] beside what it holds
+/// for its whole life (address, queues, read buffers, counters, the node's budgets).
 #[derive(Debug)]
 pub(crate) struct Socket {
-    phase: Phase,
+    state: State,
     direction: Direction,
     addr: SocketAddr,
-    preamble: [u8; PREAMBLE_LEN],
-    preamble_expected: Preamble,
-    preamble_checked: bool,
-    /// Whole handshake messages taken from the peer so far.
-    handshake_messages: u8,
-    handshake: Handshake,
+    /// The peer's id, from the end of the handshake on.
     remote: Option<PeerId>,
     /// Bytes as read from the socket.
     rx: BytesMut,
@@ -253,20 +415,6 @@ pub(crate) struct Socket {
     tx: OutQueue,
     /// Frames waiting to be sealed into records (noise): payloads stay shared until then.
     staged: OutQueue,
-    transport: Transport,
-    /// A record failed to open; the connection closes once the frames before it are out.
-    decrypt_failed: bool,
-    decoder: Decoder,
-    /// The error that ended the connection, kept from the moment it left service.
-    reason: Option<CloseReason>,
-    /// Connect, handshake or close deadline, depending on the phase.
-    deadline: Instant,
-    /// When the peer's preamble must have arrived (authenticating, until it has).
-    preamble_deadline: Instant,
-    last_recv: Instant,
-    pinged: bool,
-    /// Where the PING of [`Socket::probe`] is.
-    probe: Probe,
     /// How much control frames may add to the node's queues under the global cap, as
     /// the node last said ([`Socket::set_control_budget`]).
     control_budget: usize,
@@ -279,39 +427,10 @@ pub(crate) struct Socket {
     write_done: usize,
     /// Frames dropped for a full queue, for the log.
     drop_log: DropLog,
-    /// GOSSIP frames dropped for the rate limit, for the log.
-    gossip_drop_log: DropLog,
-    read_closed: bool,
-    write_shut: bool,
-    /// The peer said GOODBYE: nothing more comes, so once our side is flushed and
-    /// shut there is no EOF to wait for.
-    goodbye_received: bool,
-    /// Our requests waiting for a response, each with its deadline, in send order:
-    /// the timeout is fixed, so the first is the earliest. An id used again once
-    /// answered (the simulator lets the application choose ids) gets its new
-    /// deadline, not its first use's.
-    pending: OrderedIds<Instant>,
     /// The lowest and highest request ids the node issued so far, to any peer, as the
     /// node last said ([`Socket::set_issued`]): a RESPONSE outside them answers
     /// nothing we ever asked.
     issued: Option<(u64, u64)>,
-    /// Ids of the peer's requests delivered and not yet answered, at most
-    /// `max_pending_requests`, in arrival order (stamped with their arrival number),
-    /// to forget the oldest: what `respond` may answer on this connection. The
-    /// protocol frees an id once answered, and a request reusing it arrives anew,
-    /// behind the others.
-    unanswered: OrderedIds<u64>,
-    /// Requests the peer sent on this connection: the next arrival number.
-    arrivals: u64,
-    /// Rejected frames so far, for the event.
-    rejected: u32,
-    /// Rejected frames of the last `rejected_frames_window`: `max_rejected_frames`
-    /// of them close the connection.
-    rejected_recently: SlidingWindow,
-    /// GOSSIP frames and bytes the peer may still send now.
-    gossip_limit: GossipLimit,
-    /// What the peer took of the node's relay budget recently.
-    relay_share: Option<RelayShare>,
     stats: PeerStats,
     limits: Limits,
     /// Bytes of the receive budget the frame stream's buffer holds: its capacity beyond
@@ -324,13 +443,6 @@ pub(crate) struct Socket {
     starved: bool,
     /// The node stopped reading this connection until budget returns.
     paused: bool,
-    /// When the unfinished frame must have gained [`FRAME_PROGRESS`] bytes or finished.
-    frame_deadline: Option<Instant>,
-    /// `stats.bytes_in` when that deadline was set.
-    frame_mark: u64,
-    /// What was left of the deadline when the connection was paused: paused time does
-    /// not count against it.
-    paused_left: Option<Duration>,
 }
 
 impl Socket {
@@ -366,59 +478,47 @@ impl Socket {
         direction: Direction,
         now: Instant,
     ) -> Self {
-        let expected = Preamble::new(config.security, config.network_id);
-        Socket {
-            phase: Phase::Opening,
-            direction,
-            addr,
-            preamble: expected.encode(),
-            preamble_expected: expected,
-            preamble_checked: false,
-            handshake_messages: 0,
+        let handshaking = Handshaking {
+            preamble: Preamble::new(config.security, config.network_id),
             handshake: Handshake::new(
                 config.security,
                 key,
                 direction == Direction::Outbound,
                 ephemeral,
             ),
+            messages: 0,
+            checks: FrameChecks {
+                decoder: Decoder::new(config.max_frame_size),
+                gossip_limit: GossipLimit::new(config, now),
+                rejected: 0,
+                rejected_recently: SlidingWindow::new(config.rejected_frames_window),
+            },
+        };
+        Socket {
+            state: State::Opening(Opening {
+                deadline: now + config.connect_timeout,
+                handshake_timeout: config.handshake_timeout,
+                preamble_timeout: config.preamble_timeout,
+                handshaking,
+            }),
+            direction,
+            addr,
             remote: None,
             rx: BytesMut::new(),
             plain: BytesMut::new(),
             tx: OutQueue::default(),
             staged: OutQueue::default(),
-            transport: Transport::Plaintext,
-            decrypt_failed: false,
-            decoder: Decoder::new(config.max_frame_size),
-            reason: None,
-            deadline: now + config.connect_timeout,
-            preamble_deadline: now + config.connect_timeout,
-            last_recv: now,
-            pinged: false,
-            probe: Probe::None,
             control_budget: usize::MAX,
             write_stalled_since: None,
             write_owed: 0,
             write_done: 0,
             drop_log: DropLog::default(),
-            gossip_drop_log: DropLog::default(),
-            read_closed: false,
-            write_shut: false,
-            goodbye_received: false,
-            pending: OrderedIds::new(config.max_pending_requests),
             issued: None,
-            unanswered: OrderedIds::new(config.max_pending_requests),
-            arrivals: 0,
-            rejected: 0,
-            rejected_recently: SlidingWindow::new(config.rejected_frames_window),
-            gossip_limit: GossipLimit::new(config, now),
-            relay_share: None,
             stats: PeerStats::default(),
             limits: Limits {
                 max_write_buffer: config.max_write_buffer,
                 max_rejected: config.max_rejected_frames as usize,
                 max_pending_requests: config.max_pending_requests,
-                handshake_timeout: config.handshake_timeout,
-                preamble_timeout: config.preamble_timeout,
                 ping_interval: config.ping_interval,
                 idle_timeout: config.idle_timeout,
                 request_timeout: config.request_timeout,
@@ -430,15 +530,60 @@ impl Socket {
             read_room: 0,
             starved: false,
             paused: false,
-            frame_deadline: None,
-            frame_mark: 0,
-            paused_left: None,
         }
     }
 
-    /// The phase now.
+    /// The phase now: the summary of the state.
     pub(crate) fn phase(&self) -> Phase {
-        self.phase
+        match self.state {
+            State::Opening(_) => Phase::Opening,
+            State::Authenticating(_) => Phase::Authenticating,
+            State::Open(_) => Phase::Open,
+            State::Closing(_) => Phase::Closing,
+            State::Closed(_) => Phase::Closed,
+        }
+    }
+
+    /// Moves the state out, to build the next one from its data; the caller puts the
+    /// next one in before anything looks (`Closed` only stands in meanwhile).
+    fn replace_state(&mut self, next: impl FnOnce(State) -> State) {
+        let state = std::mem::replace(&mut self.state, State::Closed(CloseReason::Shutdown));
+        self.state = next(state);
+    }
+
+    fn open_state(&self) -> Option<&Open> {
+        match &self.state {
+            State::Open(open) => Some(open),
+            _ => None,
+        }
+    }
+
+    fn open_mut(&mut self) -> Option<&mut Open> {
+        match &mut self.state {
+            State::Open(open) => Some(open),
+            _ => None,
+        }
+    }
+
+    fn requests(&self) -> Option<&Requests> {
+        self.open_state().and_then(|open| open.requests.as_deref())
+    }
+
+    /// Whether frames are sealed into records (noise) on their way out: from the end
+    /// of the handshake, while a transport carries them.
+    fn seals(&self) -> bool {
+        match &self.state {
+            State::Open(Open { transport, .. }) | State::Closing(Closing { transport, .. }) => {
+                transport.encrypts()
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether records are opened (noise) on the way in: open connections only.
+    fn opens_records(&self) -> bool {
+        self.open_state()
+            .is_some_and(|open| open.transport.encrypts())
     }
 
     /// Who dialled.
@@ -458,7 +603,11 @@ impl Socket {
 
     /// Why the connection ended, once it left service.
     pub(crate) fn close_reason(&self) -> Option<&CloseReason> {
-        self.reason.as_ref()
+        match &self.state {
+            State::Closing(closing) => Some(&closing.reason),
+            State::Closed(reason) => Some(reason),
+            _ => None,
+        }
     }
 
     /// The counters.
@@ -467,18 +616,21 @@ impl Socket {
     }
 
     /// Bytes waiting to be written, counting the record overhead that frames staged
-    /// for sealing will take: what the write caps bound.
+    /// for sealing will take: what the write caps bound. Frames are staged only
+    /// where they are sealed, so the overhead is that of what is staged, whatever the
+    /// state.
     pub(crate) fn queued(&self) -> usize {
-        self.queued_with(0)
+        let staged = self.staged.len();
+        self.tx.len() + staged + crate::secure::record_overhead(staged)
     }
 
     /// What [`Socket::queued`] would be with `extra` more bytes of frames queued.
     fn queued_with(&self, extra: usize) -> usize {
-        if self.transport.encrypts() {
+        if self.seals() {
             let staged = self.staged.len() + extra;
             self.tx.len() + staged + crate::secure::record_overhead(staged)
         } else {
-            self.tx.len() + extra
+            self.queued() + extra
         }
     }
 
@@ -489,39 +641,49 @@ impl Socket {
 
     /// Requests waiting for a response.
     pub(crate) fn pending_requests(&self) -> usize {
-        self.pending.len()
+        self.requests().map_or(0, |r| r.pending.len())
     }
 
     /// The peer's requests delivered and not yet answered.
     pub(crate) fn unanswered_requests(&self) -> usize {
-        self.unanswered.len()
+        self.requests().map_or(0, |r| r.unanswered.len())
     }
 
     /// Whether the peer's request `id` came on this connection and is unanswered.
     pub(crate) fn holds_request(&self, id: u64) -> bool {
-        self.unanswered.contains(id)
+        self.requests().is_some_and(|r| r.unanswered.contains(id))
     }
 
     /// The peer's request `id` was answered: it may not be answered again.
     pub(crate) fn answered(&mut self, id: u64) {
-        self.unanswered.remove(id);
+        if let Some(requests) = self.open_mut().and_then(|open| open.requests.as_mut()) {
+            requests.unanswered.remove(id);
+        }
     }
 
     /// Remembers the peer's request `id` as unanswered; at the cap the oldest is
     /// forgotten first, counted.
     fn remember_request(&mut self, id: u64) {
-        if self.unanswered.len() >= self.limits.max_pending_requests
-            && let Some((_, oldest)) = self.unanswered.pop_first()
+        let cap = self.limits.max_pending_requests;
+        let Some(open) = self.open_mut() else {
+            return;
+        };
+        let requests = open.requests.get_or_insert_with(|| Requests::new(cap));
+        let mut forgotten = None;
+        if requests.unanswered.len() >= cap
+            && let Some((_, oldest)) = requests.unanswered.pop_first()
         {
+            forgotten = Some((oldest, requests.unanswered.len()));
+        }
+        requests.unanswered.insert(id, requests.arrivals);
+        requests.arrivals += 1;
+        if let Some((oldest, newer)) = forgotten {
             self.stats.forgotten_requests += 1;
             log::debug!(
-                "forgot request {oldest} of {:?}: {} newer ones unanswered",
+                "forgot request {oldest} of {:?}: {newer} newer ones unanswered",
                 self.remote,
-                self.unanswered.len()
             );
         }
-        self.unanswered.insert(id, self.arrivals);
-        self.arrivals += 1;
     }
 
     /// The lowest and highest request ids the node issued so far, to any peer.
@@ -570,8 +732,13 @@ impl Socket {
     /// The node stops reading: the frame deadline and the keepalive stop running.
     pub(crate) fn pause(&mut self, now: Instant) {
         self.paused = true;
-        if let Some(deadline) = self.frame_deadline.take() {
-            self.paused_left = Some(deadline.saturating_duration_since(now));
+        if let Some(open) = self.open_mut()
+            && let FrameClock::Running { until, mark } = open.frame
+        {
+            open.frame = FrameClock::Paused {
+                left: until.saturating_duration_since(now),
+                mark,
+            };
         }
     }
 
@@ -579,17 +746,23 @@ impl Socket {
     /// the keepalive counts silence from now, since bytes may have waited unread.
     pub(crate) fn resume(&mut self, now: Instant) {
         self.paused = false;
-        self.last_recv = self.last_recv.max(now);
-        self.pinged = false;
-        if let Some(left) = self.paused_left.take() {
-            self.frame_deadline = Some(now + left);
+        if let Some(open) = self.open_mut() {
+            open.keepalive.last_recv = open.keepalive.last_recv.max(now);
+            open.keepalive.pinged = false;
+            if let FrameClock::Paused { left, mark } = open.frame {
+                open.frame = FrameClock::Running {
+                    until: now + left,
+                    mark,
+                };
+            }
         }
     }
 
     /// Whether a whole record waits to be opened (noise): a connection paused while
     /// opening must open it before reading more.
     pub(crate) fn has_record_waiting(&self) -> bool {
-        self.phase == Phase::Open && self.transport.next_record(&self.rx).is_some()
+        self.open_state()
+            .is_some_and(|open| open.transport.next_record(&self.rx).is_some())
     }
 
     /// Starts, moves or ends the deadline of the unfinished frame after bytes were
@@ -597,24 +770,34 @@ impl Socket {
     /// the connection gained [`FRAME_PROGRESS`] bytes, and ends when nothing
     /// unfinished is left.
     pub(crate) fn track_frame(&mut self, now: Instant) {
-        if self.phase != Phase::Open || self.buffered() == 0 {
-            self.frame_deadline = None;
-            self.paused_left = None;
+        let (buffered, paused, bytes_in) = (self.buffered(), self.paused, self.stats.bytes_in);
+        let frame_timeout = self.limits.frame_timeout;
+        let Some(open) = self.open_mut() else {
+            return;
+        };
+        if buffered == 0 {
+            open.frame = FrameClock::Stopped;
             return;
         }
-        if self.paused {
+        if paused {
             return;
         }
-        let gained = self.stats.bytes_in - self.frame_mark;
-        if self.frame_deadline.is_none() || gained >= FRAME_PROGRESS {
-            self.frame_mark = self.stats.bytes_in;
-            self.frame_deadline = Some(now + self.limits.frame_timeout);
+        let restart = match open.frame {
+            FrameClock::Running { mark, .. } => bytes_in - mark >= FRAME_PROGRESS,
+            // Not paused, so never `Paused`: that ends with the pause.
+            FrameClock::Stopped | FrameClock::Paused { .. } => true,
+        };
+        if restart {
+            open.frame = FrameClock::Running {
+                until: now + frame_timeout,
+                mark: bytes_in,
+            };
         }
     }
 
     /// The frame stream's buffer: `rx` in plaintext, the opened records under noise.
     fn frames_in(&mut self) -> &mut BytesMut {
-        if self.transport.encrypts() {
+        if self.opens_records() {
             &mut self.plain
         } else {
             &mut self.rx
@@ -625,7 +808,7 @@ impl Socket {
     /// frame of `need` bytes holds: under noise a record's plaintext may run past the
     /// frame's end, so both are a record larger.
     fn frame_buffer_bounds(&self, need: usize) -> (usize, usize) {
-        if self.transport.encrypts() {
+        if self.opens_records() {
             (READ_ALLOWANCE + RECORD_SLACK, need + RECORD_SLACK)
         } else {
             (READ_ALLOWANCE, need)
@@ -669,12 +852,16 @@ impl Socket {
     /// Ends the charge once no frame larger than [`READ_ALLOWANCE`] is under way: its
     /// buffer now belongs to the payload taken from it.
     fn release_frame_buffer(&mut self) {
-        let frames = if self.transport.encrypts() {
+        let Some(open) = self.open_state() else {
+            return;
+        };
+        let frames = if open.transport.encrypts() {
             &self.plain
         } else {
             &self.rx
         };
-        let large = self
+        let large = open
+            .checks
             .decoder
             .frame_need(frames)
             .is_some_and(|need| need > READ_ALLOWANCE);
@@ -683,23 +870,24 @@ impl Socket {
         }
     }
 
+    /// The need of the frame under way in `buf`, if it is larger than
+    /// [`READ_ALLOWANCE`] (open connections only).
+    fn large_frame_need(&self, buf: &[u8]) -> Option<usize> {
+        self.open_state()
+            .and_then(|open| open.checks.decoder.frame_need(buf))
+            .filter(|&need| need > READ_ALLOWANCE)
+    }
+
     /// Whether `rx` is the buffer of a frame larger than [`READ_ALLOWANCE`] under way
     /// (plaintext): it is read into as it is, and stays the socket's.
     fn rx_holds_large_frame(&self) -> bool {
-        self.phase == Phase::Open
-            && !self.transport.encrypts()
-            && self
-                .decoder
-                .frame_need(&self.rx)
-                .is_some_and(|need| need > READ_ALLOWANCE)
+        !self.opens_records() && self.large_frame_need(&self.rx).is_some()
     }
 
     /// Whether `plain` is the buffer of a frame larger than [`READ_ALLOWANCE`] under
     /// way (noise).
     fn plain_holds_large_frame(&self) -> bool {
-        self.decoder
-            .frame_need(&self.plain)
-            .is_some_and(|need| need > READ_ALLOWANCE)
+        self.large_frame_need(&self.plain).is_some()
     }
 
     /// Reads go into `scratch`, the node's one read buffer, instead of a buffer of the
@@ -711,7 +899,7 @@ impl Socket {
         if self.rx_holds_large_frame() {
             return false;
         }
-        let cap = if self.phase == Phase::Open && self.transport.encrypts() {
+        let cap = if self.opens_records() {
             RECORD_LIMIT
         } else {
             READ_ALLOWANCE
@@ -731,14 +919,14 @@ impl Socket {
     /// [`Socket::lend_rx`] for the frame stream opened from records (noise): frames
     /// are taken from `scratch`, and only an unfinished one stays.
     pub(crate) fn lend_plain(&mut self, scratch: &mut BytesMut) {
-        if self.transport.encrypts() && !self.plain_holds_large_frame() {
+        if self.seals() && !self.plain_holds_large_frame() {
             lend(&mut self.plain, scratch, READ_ALLOWANCE + RECORD_SLACK);
         }
     }
 
     /// [`Socket::settle_rx`] for the opened frame stream.
     pub(crate) fn settle_plain(&mut self, scratch: &mut BytesMut) {
-        if self.transport.encrypts() && !self.plain_holds_large_frame() {
+        if self.seals() && !self.plain_holds_large_frame() {
             settle(&mut self.plain, scratch);
         }
     }
@@ -751,24 +939,35 @@ impl Socket {
 
     /// How far the handshake got: the preamble, then each whole handshake message the
     /// peer sent. Bytes of an unfinished message do not count: they cost a peer
-    /// nothing to send, while every whole message costs it a round trip.
+    /// nothing to send, while every whole message costs it a round trip. Only
+    /// connections authenticating are ranked by it; others count 0.
     pub(crate) fn handshake_progress(&self) -> u8 {
-        u8::from(self.preamble_checked).saturating_add(self.handshake_messages)
+        match &self.state {
+            State::Authenticating(auth) => {
+                u8::from(auth.preamble_deadline.is_none()).saturating_add(auth.handshaking.messages)
+            }
+            _ => 0,
+        }
     }
 
     /// The TCP connection is established: send the preamble and the handshake's start.
     pub(crate) fn connected(&mut self, now: Instant) {
-        if self.phase != Phase::Opening {
+        let State::Opening(opening) = &mut self.state else {
             return;
-        }
-        self.phase = Phase::Authenticating;
-        self.deadline = now + self.limits.handshake_timeout;
-        self.preamble_deadline = now + self.limits.preamble_timeout;
-        self.last_recv = now;
-        self.tx.push_slice(&self.preamble);
+        };
+        let handshaking = &mut opening.handshaking;
+        self.tx.push_slice(&handshaking.preamble.encode());
         let mut start = BytesMut::new();
-        self.handshake.start(&mut start);
+        handshaking.handshake.start(&mut start);
         self.tx.push_slice(&start);
+        self.replace_state(|state| match state {
+            State::Opening(opening) => State::Authenticating(Authenticating {
+                deadline: now + opening.handshake_timeout,
+                preamble_deadline: Some(now + opening.preamble_timeout),
+                handshaking: opening.handshaking,
+            }),
+            other => other,
+        });
     }
 
     /// The buffer the shell reads into, and how many bytes to ask for (at most
@@ -781,7 +980,7 @@ impl Socket {
     pub(crate) fn recv_buf(&mut self, chunk: usize) -> Option<(&mut BytesMut, usize)> {
         self.starved = false;
         let chunk = chunk.max(1);
-        if self.phase == Phase::Open && self.transport.encrypts() {
+        if self.opens_records() {
             // Ciphertext waits here only until its record is whole.
             let want = chunk.min(RECORD_LIMIT.saturating_sub(self.rx.len()));
             if want == 0 {
@@ -790,11 +989,7 @@ impl Socket {
             make_room(&mut self.rx, want, RECORD_LIMIT);
             return Some((&mut self.rx, want));
         }
-        let large = (self.phase == Phase::Open)
-            .then(|| self.decoder.frame_need(&self.rx))
-            .flatten()
-            .filter(|&need| need > READ_ALLOWANCE);
-        if let Some(need) = large {
+        if let Some(need) = self.large_frame_need(&self.rx) {
             let rest = need.saturating_sub(self.rx.len()).max(1);
             if self.rx.capacity() == self.rx.len() && !self.grow_frame_buffer(need, chunk.min(rest))
             {
@@ -816,50 +1011,78 @@ impl Socket {
     /// [`Output::Established`] and kept the connection.
     pub(crate) fn received(&mut self, n: usize, now: Instant, out: &mut Vec<Output>) {
         self.stats.bytes_in += n as u64;
-        if matches!(self.phase, Phase::Closing | Phase::Closed) {
-            self.rx.clear();
-            return;
+        match &mut self.state {
+            State::Closing(_) | State::Closed(_) => self.rx.clear(),
+            State::Open(open) => {
+                open.keepalive.last_recv = now;
+                open.keepalive.pinged = false;
+            }
+            State::Authenticating(_) => self.authenticate(now, out),
+            State::Opening(_) => {}
         }
-        self.last_recv = now;
-        self.pinged = false;
-        if self.phase != Phase::Authenticating {
+    }
+
+    /// Runs the preamble check and the handshake on what was read; opens the
+    /// connection once the handshake is done.
+    fn authenticate(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let State::Authenticating(auth) = &mut self.state else {
             return;
-        }
-        if !self.preamble_checked {
+        };
+        if auth.preamble_deadline.is_some() {
             if self.rx.len() < PREAMBLE_LEN {
                 return;
             }
             let mut theirs = [0u8; PREAMBLE_LEN];
             theirs.copy_from_slice(&self.rx[..PREAMBLE_LEN]);
             self.rx.advance(PREAMBLE_LEN);
-            if let Err(e) = Preamble::check(&theirs, &self.preamble_expected) {
+            let handshaking = &mut auth.handshaking;
+            if let Err(e) = Preamble::check(&theirs, &handshaking.preamble) {
                 // Nothing else is sent after a failed check.
                 self.abort(CloseReason::Preamble(e), out);
                 return;
             }
-            self.preamble_checked = true;
+            auth.preamble_deadline = None;
             let mut reply = BytesMut::new();
-            let begun = self
+            let ours = handshaking.preamble.encode();
+            let begun = handshaking
                 .handshake
-                .preamble_checked(&self.preamble, &theirs, &mut reply);
+                .preamble_checked(&ours, &theirs, &mut reply);
             self.tx.push_slice(&reply);
             if let Err(e) = begun {
                 log::debug!("handshake with {} failed: {e}", self.addr);
                 return self.abort(CloseReason::HandshakeFailed, out);
             }
         }
+        let handshaking = &mut auth.handshaking;
         let mut reply = BytesMut::new();
         let before = self.rx.len();
-        let result = self.handshake.read(&mut self.rx, &mut reply);
+        let result = handshaking.handshake.read(&mut self.rx, &mut reply);
         if self.rx.len() < before {
-            self.handshake_messages = self.handshake_messages.saturating_add(1);
+            handshaking.messages = handshaking.messages.saturating_add(1);
         }
         self.tx.push_slice(&reply);
         match result {
             Ok(Some(established)) => {
-                self.phase = Phase::Open;
                 self.remote = Some(established.remote);
-                self.transport = established.transport;
+                let transport = established.transport;
+                // The handshake, its keys and its copy of the node's secret go here.
+                self.replace_state(|state| match state {
+                    State::Authenticating(auth) => State::Open(Open {
+                        transport,
+                        checks: auth.handshaking.checks,
+                        decrypt_failed: false,
+                        keepalive: Keepalive {
+                            last_recv: now,
+                            pinged: false,
+                            probe: Probe::None,
+                        },
+                        requests: None,
+                        frame: FrameClock::Stopped,
+                        gossip_drop_log: DropLog::default(),
+                        relay_share: None,
+                    }),
+                    other => other,
+                });
                 out.push(Output::Established(established.remote));
             }
             Ok(None) => {}
@@ -877,15 +1100,16 @@ impl Socket {
     pub(crate) fn take_frames(&mut self, now: Instant, out: &mut Vec<Output>, max: usize) -> bool {
         self.starved = false;
         for _ in 0..max {
-            if self.phase != Phase::Open {
+            let State::Open(open) = &mut self.state else {
                 return false;
-            }
-            let frames = if self.transport.encrypts() {
+            };
+            let (encrypts, decrypt_failed) = (open.transport.encrypts(), open.decrypt_failed);
+            let frames = if encrypts {
                 &mut self.plain
             } else {
                 &mut self.rx
             };
-            match self.decoder.decode(frames) {
+            match open.checks.decoder.decode(frames) {
                 Some(Decoded::Frame(frame)) => {
                     let outputs = out.len();
                     let gossip = matches!(frame, Frame::Gossip { .. });
@@ -900,10 +1124,11 @@ impl Socket {
                 Some(Decoded::Rejected(reason)) => self.reject(reason, now, out),
                 None => {
                     self.release_frame_buffer();
-                    if self.transport.encrypts() && !self.decrypt_failed && self.open_record() {
+                    if encrypts && !decrypt_failed && self.open_record() {
                         continue;
                     }
-                    if self.decrypt_failed && !self.starved {
+                    let decrypt_failed = self.open_state().is_some_and(|o| o.decrypt_failed);
+                    if decrypt_failed && !self.starved {
                         self.close(CloseReason::DecryptFailed, None, now, out);
                     }
                     return false;
@@ -920,14 +1145,13 @@ impl Socket {
     /// one at a time, as the frames before them are taken, so the frame stream holds
     /// at most the unfinished frame and one record's plaintext.
     fn open_record(&mut self) -> bool {
-        let Some(size) = self.transport.next_record(&self.rx) else {
+        let Some(size) = self
+            .open_state()
+            .and_then(|open| open.transport.next_record(&self.rx))
+        else {
             return false;
         };
-        let need = self
-            .decoder
-            .frame_need(&self.plain)
-            .filter(|&need| need > READ_ALLOWANCE);
-        let room = match need {
+        let room = match self.large_frame_need(&self.plain) {
             Some(need) => self.grow_frame_buffer(need, size),
             None => {
                 make_room(&mut self.plain, size, READ_ALLOWANCE + RECORD_SLACK);
@@ -937,12 +1161,15 @@ impl Socket {
         if !room {
             return false;
         }
-        match self.transport.open_record(&mut self.rx, &mut self.plain) {
+        let State::Open(open) = &mut self.state else {
+            return false;
+        };
+        match open.transport.open_record(&mut self.rx, &mut self.plain) {
             Ok(opened) => opened,
             Err(_) => {
                 // Fatal, but only after the frames of the records before it: what is
                 // delivered must not depend on how TCP split the bytes.
-                self.decrypt_failed = true;
+                open.decrypt_failed = true;
                 false
             }
         }
@@ -953,7 +1180,11 @@ impl Socket {
         self.remote.unwrap_or(PeerId::from_bytes([0; 32]))
     }
 
+    /// One frame of an open connection.
     fn on_frame(&mut self, frame: Frame, now: Instant, out: &mut Vec<Output>) {
+        let Some(open) = self.open_mut() else {
+            return;
+        };
         match frame {
             Frame::Ping(nonce) => {
                 self.stats.frames_in += 1;
@@ -966,13 +1197,14 @@ impl Socket {
                 }
             }
             Frame::Pong(nonce) => {
-                self.stats.frames_in += 1;
-                if self.probe == Probe::Sent(nonce) {
-                    self.probe = Probe::Answered;
+                if open.keepalive.probe == Probe::Sent(nonce) {
+                    open.keepalive.probe = Probe::Answered;
                 }
+                self.stats.frames_in += 1;
             }
             Frame::Response { id, payload } => {
-                if self.pending.remove(id).is_some() {
+                let pending = open.requests.as_mut().and_then(|r| r.pending.remove(id));
+                if pending.is_some() {
                     self.stats.frames_in += 1;
                     out.push(Output::Response { id, payload });
                 } else if self.was_issued(id) {
@@ -984,15 +1216,21 @@ impl Socket {
             }
             Frame::Goodbye(reason) => {
                 self.stats.frames_in += 1;
-                self.goodbye_received = true;
                 self.close(CloseReason::Goodbye(reason), None, now, out);
+                // Nothing more comes: once our side is flushed and shut there is no
+                // EOF to wait for.
+                self.peer_ended();
             }
             Frame::Message(payload) => {
                 self.stats.frames_in += 1;
                 out.push(Output::Message(payload));
             }
             Frame::Request { id, payload } => {
-                if self.unanswered.contains(id) {
+                if open
+                    .requests
+                    .as_ref()
+                    .is_some_and(|r| r.unanswered.contains(id))
+                {
                     return self.reject(Reject::DuplicateRequest(id), now, out);
                 }
                 self.stats.frames_in += 1;
@@ -1000,7 +1238,8 @@ impl Socket {
                 out.push(Output::Request { id, payload });
             }
             Frame::Gossip { id, hops, payload } => {
-                if !self
+                if !open
+                    .checks
                     .gossip_limit
                     .admit(GOSSIP_HEAD_LEN + payload.len(), now)
                 {
@@ -1012,15 +1251,23 @@ impl Socket {
         }
     }
 
-    /// The peer's share of the node's relay budget, made by `make` the first time.
-    pub(crate) fn relay_share(&mut self, make: impl FnOnce() -> RelayShare) -> &mut RelayShare {
-        self.relay_share.get_or_insert_with(make)
+    /// The peer's share of the node's relay budget, made by `make` the first time;
+    /// `None` unless the connection is open (GOSSIP comes on no other).
+    pub(crate) fn relay_share(
+        &mut self,
+        make: impl FnOnce() -> RelayShare,
+    ) -> Option<&mut RelayShare> {
+        self.open_mut()
+            .map(|open| open.relay_share.get_or_insert_with(make))
     }
 
     /// Counts a GOSSIP frame dropped for the rate limit, logging at most once a second.
     fn gossip_dropped(&mut self, now: Instant) {
         self.stats.rate_limited += 1;
-        if let Some(n) = self.gossip_drop_log.dropped(now) {
+        let Some(open) = self.open_mut() else {
+            return;
+        };
+        if let Some(n) = open.gossip_drop_log.dropped(now) {
             log::warn!(
                 "dropped {n} GOSSIP frame(s) from {:?} at {} over max_gossip_rate or max_gossip_bytes_rate",
                 self.remote,
@@ -1030,18 +1277,15 @@ impl Socket {
     }
 
     fn reject(&mut self, reason: Reject, now: Instant, out: &mut Vec<Output>) {
-        self.rejected = self.rejected.saturating_add(1);
+        let Some(open) = self.open_mut() else {
+            return;
+        };
+        let checks = &mut open.checks;
+        checks.rejected = checks.rejected.saturating_add(1);
+        let (count, recent) = (checks.rejected, checks.rejected_recently.record(now));
         self.stats.rejected_frames += 1;
-        let recent = self.rejected_recently.record(now);
-        log::debug!(
-            "rejected frame from {:?}: {reason} ({})",
-            self.remote,
-            self.rejected
-        );
-        out.push(Output::Rejected {
-            reason,
-            count: self.rejected,
-        });
+        log::debug!("rejected frame from {:?}: {reason} ({count})", self.remote);
+        out.push(Output::Rejected { reason, count });
         if recent >= self.limits.max_rejected {
             self.close(
                 CloseReason::Misbehaving,
@@ -1054,7 +1298,7 @@ impl Socket {
 
     /// Where frames go: straight to the wire buffer, or staged for sealing.
     fn frames_out(&mut self) -> &mut OutQueue {
-        if self.transport.encrypts() {
+        if self.seals() {
             &mut self.staged
         } else {
             &mut self.tx
@@ -1069,7 +1313,7 @@ impl Socket {
     /// Whether `extra` more bytes of application frames fit under the per-peer cap,
     /// leaving room for the control frames ([`CONTROL_ROOM`]).
     fn check_room(&self, extra: usize) -> Result<(), SendError> {
-        if self.phase != Phase::Open {
+        if self.open_state().is_none() {
             return Err(SendError::NotConnected(self.peer()));
         }
         if self.queued_with(extra) + CONTROL_ROOM > self.limits.max_write_buffer {
@@ -1124,11 +1368,18 @@ impl Socket {
         payload: Bytes,
         now: Instant,
     ) -> Result<(), SendError> {
-        if self.pending.len() >= self.limits.max_pending_requests {
+        if self.pending_requests() >= self.limits.max_pending_requests {
             return Err(SendError::TooManyRequests(self.peer()));
         }
         self.send(&Frame::Request { id, payload })?;
-        self.pending.insert(id, now + self.limits.request_timeout);
+        let (cap, deadline) = (
+            self.limits.max_pending_requests,
+            now + self.limits.request_timeout,
+        );
+        if let Some(open) = self.open_mut() {
+            let requests = open.requests.get_or_insert_with(|| Requests::new(cap));
+            requests.pending.insert(id, deadline);
+        }
         Ok(())
     }
 
@@ -1157,41 +1408,65 @@ impl Socket {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        match self.phase {
-            Phase::Closing | Phase::Closed => return,
-            Phase::Opening | Phase::Authenticating => return self.abort(reason, out),
-            Phase::Open => {}
+        match self.state {
+            State::Closing(_) | State::Closed(_) => return,
+            State::Opening(_) | State::Authenticating(_) => return self.abort(reason, out),
+            State::Open(_) => {}
         }
         if let Some(goodbye) = goodbye {
             self.queue(&Frame::Goodbye(goodbye));
         }
-        self.phase = Phase::Closing;
-        self.deadline = now + self.limits.close_timeout;
-        self.leave_service(reason, out);
+        self.leave_service(&reason, out);
+        let deadline = now + self.limits.close_timeout;
+        // The transport goes on sealing what is queued; the rest of the open state
+        // (keepalive, frame checks, requests, already failed) is dropped.
+        self.replace_state(|state| match state {
+            State::Open(open) => State::Closing(Closing {
+                transport: open.transport,
+                reason,
+                deadline,
+                awaiting: Awaiting::Both,
+            }),
+            other => other,
+        });
     }
 
-    /// Whether a closing connection has nothing left to wait for: our side is flushed
-    /// and shut, and the peer closed its side or said GOODBYE.
-    fn finished(&self) -> bool {
-        self.write_shut && (self.read_closed || self.goodbye_received)
+    /// The peer closed its side or said GOODBYE: a close under way no longer waits
+    /// for it, and ends if our side is shut already.
+    fn peer_ended(&mut self) {
+        if let State::Closing(closing) = &mut self.state {
+            match closing.awaiting {
+                Awaiting::Both => closing.awaiting = Awaiting::Shutdown,
+                Awaiting::PeerEnd => self.end_close(),
+                Awaiting::Shutdown => {}
+            }
+        }
+    }
+
+    /// A close under way ends: the connection is closed, for the close's reason.
+    fn end_close(&mut self) {
+        self.replace_state(|state| match state {
+            State::Closing(closing) => State::Closed(closing.reason),
+            other => other,
+        });
     }
 
     /// Closes at once, dropping whatever is queued.
     pub(crate) fn abort(&mut self, reason: CloseReason, out: &mut Vec<Output>) {
-        if self.phase == Phase::Closed {
-            return;
+        match self.state {
+            State::Closed(_) => return,
+            State::Closing(_) => {
+                self.report_unflushed(out);
+                self.end_close();
+            }
+            State::Opening(_) | State::Authenticating(_) | State::Open(_) => {
+                self.leave_service(&reason, out);
+                self.state = State::Closed(reason);
+            }
         }
-        let was_closing = self.phase == Phase::Closing;
-        if was_closing {
-            self.report_unflushed(out);
-        }
-        self.phase = Phase::Closed;
         self.tx.clear();
         self.staged.clear();
         self.write_stalled_since = None;
-        if !was_closing {
-            self.leave_service(reason, out);
-        }
     }
 
     /// A graceful close ends: what is still queued will never be sent, and whoever
@@ -1208,34 +1483,37 @@ impl Socket {
         }
     }
 
-    fn leave_service(&mut self, reason: CloseReason, out: &mut Vec<Output>) {
+    /// The connection leaves service (the caller moves it to `Closing` or `Closed`,
+    /// which drops the rest of the state it leaves): its read buffers go, and its
+    /// pending requests fail.
+    fn leave_service(&mut self, reason: &CloseReason, out: &mut Vec<Output>) {
         // Dropped, not cleared: nothing is read into them any more.
         self.rx = BytesMut::new();
         self.plain = BytesMut::new();
         self.charged = 0;
-        self.frame_deadline = None;
-        self.paused_left = None;
         // Out of service nothing can be answered on it.
-        self.unanswered.take_all();
-        let mut ids = self.pending.take_all();
-        ids.sort_unstable(); // a fixed order keeps runs reproducible
-        for id in ids {
-            out.push(Output::RequestFailed {
-                id,
-                reason: RequestError::ConnectionClosed(reason.clone()),
-            });
+        if let Some(mut requests) = self.open_mut().and_then(|open| open.requests.take()) {
+            let mut ids = requests.pending.take_all();
+            ids.sort_unstable(); // a fixed order keeps runs reproducible
+            for id in ids {
+                out.push(Output::RequestFailed {
+                    id,
+                    reason: RequestError::ConnectionClosed(reason.clone()),
+                });
+            }
         }
-        self.reason = Some(reason.clone());
-        out.push(Output::Closed(reason));
+        out.push(Output::Closed(reason.clone()));
     }
 
     /// The peer closed its side of the stream.
     pub(crate) fn eof(&mut self, now: Instant, out: &mut Vec<Output>) {
-        self.read_closed = true;
-        match self.phase {
-            Phase::Closing if self.finished() => self.phase = Phase::Closed,
-            Phase::Closing | Phase::Closed => {}
-            _ => self.close(CloseReason::PeerClosed, None, now, out),
+        match self.state {
+            State::Closing(_) => self.peer_ended(),
+            State::Closed(_) => {}
+            State::Opening(_) | State::Authenticating(_) | State::Open(_) => {
+                self.close(CloseReason::PeerClosed, None, now, out);
+                self.peer_ended();
+            }
         }
     }
 
@@ -1248,13 +1526,22 @@ impl Socket {
     /// buffer is below its seal-ahead mark.
     #[cfg_attr(not(feature = "noise"), allow(dead_code))]
     pub(crate) fn wants_seal(&self) -> bool {
-        !self.staged.is_empty() && self.tx.len() < crate::secure::SEAL_AHEAD
+        !self.staged.is_empty() && self.tx.len() < crate::secure::SEAL_AHEAD && self.seals()
     }
 
     /// Seals staged frames into records, ahead of a write (noise; nothing to do in
     /// plaintext).
     pub(crate) fn seal(&mut self, out: &mut Vec<Output>) {
-        if !self.staged.is_empty() && self.transport.seal(&mut self.staged, &mut self.tx).is_err() {
+        if self.staged.is_empty() {
+            return;
+        }
+        let sealed = match &mut self.state {
+            State::Open(Open { transport, .. }) | State::Closing(Closing { transport, .. }) => {
+                transport.seal(&mut self.staged, &mut self.tx)
+            }
+            _ => return,
+        };
+        if sealed.is_err() {
             self.abort(CloseReason::EncryptFailed, out);
         }
     }
@@ -1301,28 +1588,36 @@ impl Socket {
 
     /// Whether the shell should shut the write side now: closing and flushed.
     pub(crate) fn wants_shutdown(&self) -> bool {
-        self.phase == Phase::Closing && self.queued() == 0 && !self.write_shut
+        match &self.state {
+            State::Closing(closing) => closing.awaiting != Awaiting::PeerEnd && self.queued() == 0,
+            _ => false,
+        }
     }
 
     /// The write side was shut.
     pub(crate) fn write_shut(&mut self) {
-        self.write_shut = true;
-        if self.phase == Phase::Closing && self.finished() {
-            self.phase = Phase::Closed;
+        if let State::Closing(closing) = &mut self.state {
+            match closing.awaiting {
+                Awaiting::Both => closing.awaiting = Awaiting::PeerEnd,
+                Awaiting::Shutdown => self.end_close(),
+                Awaiting::PeerEnd => {}
+            }
         }
     }
 
     /// Runs the timers that are due.
     pub(crate) fn timeout(&mut self, now: Instant, rng: &mut Rng, out: &mut Vec<Output>) {
-        match self.phase {
-            Phase::Opening if now >= self.deadline => self.abort(CloseReason::ConnectTimeout, out),
-            Phase::Authenticating if now >= self.deadline => {
+        match &self.state {
+            State::Opening(opening) if now >= opening.deadline => {
+                self.abort(CloseReason::ConnectTimeout, out)
+            }
+            State::Authenticating(auth) if now >= auth.deadline => {
                 self.abort(CloseReason::HandshakeTimeout, out)
             }
-            Phase::Authenticating if !self.preamble_checked && now >= self.preamble_deadline => {
+            State::Authenticating(auth) if auth.preamble_deadline.is_some_and(|d| now >= d) => {
                 self.abort(CloseReason::PreambleTimeout, out)
             }
-            Phase::Open if self.write_deadline().is_some_and(|d| now >= d) => {
+            State::Open(_) if self.write_deadline().is_some_and(|d| now >= d) => {
                 // Nothing can be flushed to a peer that does not read: no GOODBYE.
                 log::info!(
                     "closing {:?} at {}: {} bytes queued and none written for {:?}",
@@ -1333,46 +1628,57 @@ impl Socket {
                 );
                 self.abort(CloseReason::WriteTimeout, out);
             }
-            Phase::Open => {
-                while let Some((at, id)) = self.pending.first() {
-                    if at > now {
-                        break;
-                    }
-                    self.pending.remove(id);
-                    out.push(Output::RequestFailed {
-                        id,
-                        reason: RequestError::Timeout,
-                    });
-                }
-                if self.paused {
-                    // Not read, so its silence tells nothing: the keepalive waits too.
-                    return;
-                }
-                if self.frame_deadline.is_some_and(|d| now >= d) {
-                    // GOODBYE 4: the peer is too slow to finish what it started.
-                    self.close(
-                        CloseReason::FrameTimeout,
-                        Some(GoodbyeReason::Timeout),
-                        now,
-                        out,
-                    );
-                } else if now >= self.last_recv + self.limits.idle_timeout {
-                    self.close(
-                        CloseReason::IdleTimeout,
-                        Some(GoodbyeReason::Timeout),
-                        now,
-                        out,
-                    );
-                } else if !self.pinged && now >= self.last_recv + self.limits.ping_interval {
-                    self.pinged = true;
-                    self.ping(rng);
-                }
-            }
-            Phase::Closing if now >= self.deadline => {
+            State::Open(_) => self.open_timeout(now, rng, out),
+            State::Closing(closing) if now >= closing.deadline => {
                 self.report_unflushed(out);
-                self.phase = Phase::Closed;
+                self.end_close();
             }
             _ => {}
+        }
+    }
+
+    /// The timers of an open connection: its requests', the unfinished frame's and
+    /// the keepalive's.
+    fn open_timeout(&mut self, now: Instant, rng: &mut Rng, out: &mut Vec<Output>) {
+        let (paused, limits) = (self.paused, self.limits);
+        let Some(open) = self.open_mut() else {
+            return;
+        };
+        if let Some(requests) = open.requests.as_mut() {
+            while let Some((at, id)) = requests.pending.first() {
+                if at > now {
+                    break;
+                }
+                requests.pending.remove(id);
+                out.push(Output::RequestFailed {
+                    id,
+                    reason: RequestError::Timeout,
+                });
+            }
+        }
+        if paused {
+            // Not read, so its silence tells nothing: the keepalive waits too.
+            return;
+        }
+        let keepalive = &mut open.keepalive;
+        if open.frame.deadline().is_some_and(|d| now >= d) {
+            // GOODBYE 4: the peer is too slow to finish what it started.
+            self.close(
+                CloseReason::FrameTimeout,
+                Some(GoodbyeReason::Timeout),
+                now,
+                out,
+            );
+        } else if now >= keepalive.last_recv + limits.idle_timeout {
+            self.close(
+                CloseReason::IdleTimeout,
+                Some(GoodbyeReason::Timeout),
+                now,
+                out,
+            );
+        } else if !keepalive.pinged && now >= keepalive.last_recv + limits.ping_interval {
+            keepalive.pinged = true;
+            self.ping(rng);
         }
     }
 
@@ -1388,42 +1694,56 @@ impl Socket {
 
     /// Pings the peer now and remembers the nonce, so that
     /// [`Socket::probe_answered`] tells when the peer answered on this connection.
+    /// Only an open connection can be pinged.
     pub(crate) fn probe(&mut self, rng: &mut Rng) {
-        self.probe = self.ping(rng).map_or(Probe::None, Probe::Sent);
+        if self.open_state().is_none() {
+            return;
+        }
+        let probe = self.ping(rng).map_or(Probe::None, Probe::Sent);
+        if let Some(open) = self.open_mut() {
+            open.keepalive.probe = probe;
+        }
     }
 
     /// Whether the PING of [`Socket::probe`] was answered.
     pub(crate) fn probe_answered(&self) -> bool {
-        self.probe == Probe::Answered
+        self.open_state()
+            .is_some_and(|open| open.keepalive.probe == Probe::Answered)
     }
 
     /// When [`Socket::timeout`] next has work.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Authenticating if !self.preamble_checked => {
-                Some(self.deadline.min(self.preamble_deadline))
-            }
-            Phase::Opening | Phase::Authenticating | Phase::Closing => Some(self.deadline),
-            Phase::Open => {
+        match &self.state {
+            State::Opening(opening) => Some(opening.deadline),
+            State::Authenticating(auth) => Some(match auth.preamble_deadline {
+                Some(preamble) => auth.deadline.min(preamble),
+                None => auth.deadline,
+            }),
+            State::Open(open) => {
                 let keepalive = if self.paused {
                     None
-                } else if self.pinged {
-                    Some(self.last_recv + self.limits.idle_timeout)
+                } else if open.keepalive.pinged {
+                    Some(open.keepalive.last_recv + self.limits.idle_timeout)
                 } else {
-                    Some(self.last_recv + self.limits.ping_interval)
+                    Some(open.keepalive.last_recv + self.limits.ping_interval)
                 };
-                let request = self.pending.first().map(|(at, _)| at);
+                let request = open
+                    .requests
+                    .as_ref()
+                    .and_then(|r| r.pending.first())
+                    .map(|(at, _)| at);
                 [
                     keepalive,
                     request,
-                    self.frame_deadline,
+                    open.frame.deadline(),
                     self.write_deadline(),
                 ]
                 .into_iter()
                 .flatten()
                 .min()
             }
-            Phase::Closed => None,
+            State::Closing(closing) => Some(closing.deadline),
+            State::Closed(_) => None,
         }
     }
 }
