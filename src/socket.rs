@@ -1747,3 +1747,382 @@ impl Socket {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+
+    use super::*;
+    use crate::wire::Security;
+
+    const CHUNK: usize = 64 * 1024;
+
+    fn config(security: Security) -> Config {
+        Config {
+            security,
+            ping_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(2),
+            close_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(5),
+            ..Config::default()
+        }
+    }
+
+    /// An identity for `security`: under noise the id is the secret's public key.
+    fn key(n: u8, security: Security) -> LocalKey {
+        let secret = [n; 32];
+        let id = match security {
+            Security::Plaintext => PeerId::from_bytes([n; 32]),
+            _ => crate::secure::public_id(&secret).unwrap_or(PeerId::from_bytes([n; 32])),
+        };
+        LocalKey {
+            id,
+            secret: secret.into(),
+        }
+    }
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 4000))
+    }
+
+    fn queued_bytes(queue: &OutQueue) -> Vec<u8> {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let n = queue.slices(&mut slices);
+        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+    }
+
+    /// Moves at most `limit` of what `from` has to write into `to`, as a shell would:
+    /// seal, write, read, take frames. The bytes moved.
+    fn carry(
+        from: &mut Socket,
+        to: &mut Socket,
+        limit: usize,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) -> usize {
+        from.seal(&mut Vec::new());
+        let mut bytes = queued_bytes(from.transmit());
+        bytes.truncate(limit);
+        if bytes.is_empty() {
+            return 0;
+        }
+        from.writing(now);
+        from.written(bytes.len(), now);
+        let mut at = 0;
+        while at < bytes.len() {
+            let Some((buf, want)) = to.recv_buf(CHUNK) else {
+                break;
+            };
+            let n = want.min(bytes.len() - at);
+            buf.extend_from_slice(&bytes[at..at + n]);
+            at += n;
+            to.received(n, now, out);
+            to.take_frames(now, out, 64);
+        }
+        bytes.len()
+    }
+
+    /// Two sockets, `a` dialled `b`, moved to the open state; what each reported.
+    fn open_pair(security: Security, now: Instant) -> (Socket, Socket, Vec<Output>, Vec<Output>) {
+        let config = config(security);
+        let (key_a, key_b) = (key(1, security), key(2, security));
+        let mut a = Socket::outbound(&config, &key_a, Rng::from_seed(1), addr(), now);
+        let mut b = Socket::inbound(&config, &key_b, Rng::from_seed(2), addr(), now);
+        a.connected(now);
+        let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            let moved = carry(&mut a, &mut b, usize::MAX, now, &mut out_b)
+                + carry(&mut b, &mut a, usize::MAX, now, &mut out_a);
+            if moved == 0 {
+                break;
+            }
+        }
+        assert_eq!((a.phase(), b.phase()), (Phase::Open, Phase::Open));
+        assert_eq!(out_a, vec![Output::Established(key_b.id)]);
+        assert_eq!(out_b, vec![Output::Established(key_a.id)]);
+        (a, b, Vec::new(), Vec::new())
+    }
+
+    #[test]
+    fn the_deadline_of_each_state_is_its_own() {
+        let t0 = Instant::now();
+        let config = Config {
+            connect_timeout: Duration::from_secs(1),
+            preamble_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+            ..config(Security::Plaintext)
+        };
+        let key = key(1, Security::Plaintext);
+        let mut a = Socket::outbound(&config, &key, Rng::from_seed(1), addr(), t0);
+        assert_eq!(a.next_deadline(), Some(t0 + config.connect_timeout));
+        let t1 = t0 + Duration::from_millis(10);
+        a.connected(t1);
+        assert_eq!(a.phase(), Phase::Authenticating);
+        assert_eq!(a.next_deadline(), Some(t1 + config.preamble_timeout));
+        // The connect deadline went with the dial: past it, nothing times out.
+        let mut out = Vec::new();
+        let mut rng = Rng::from_seed(0);
+        a.timeout(t0 + config.connect_timeout, &mut rng, &mut out);
+        assert_eq!(a.phase(), Phase::Authenticating);
+        assert!(out.is_empty());
+        a.timeout(t1 + config.preamble_timeout, &mut rng, &mut out);
+        assert_eq!(out, vec![Output::Closed(CloseReason::PreambleTimeout)]);
+        assert_eq!(a.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_close_while_authenticating_fails_no_request_and_sends_nothing() {
+        let now = Instant::now();
+        let config = config(Security::Plaintext);
+        let mut a = Socket::outbound(
+            &config,
+            &key(1, Security::Plaintext),
+            Rng::from_seed(1),
+            addr(),
+            now,
+        );
+        a.connected(now);
+        assert!(a.queued() > 0, "preamble and id queued");
+        assert_eq!(
+            a.request(7, Bytes::from_static(b"q"), now),
+            Err(SendError::NotConnected(a.peer()))
+        );
+        let mut out = Vec::new();
+        a.close(
+            CloseReason::Shutdown,
+            Some(GoodbyeReason::Shutdown),
+            now,
+            &mut out,
+        );
+        assert_eq!(out, vec![Output::Closed(CloseReason::Shutdown)]);
+        assert_eq!(
+            a.phase(),
+            Phase::Closed,
+            "no graceful close before the handshake"
+        );
+        assert_eq!(
+            a.queued(),
+            0,
+            "no GOODBYE, and the handshake bytes are dropped"
+        );
+        assert_eq!(a.close_reason(), Some(&CloseReason::Shutdown));
+        assert_eq!(a.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_close_from_open_fails_the_requests_and_keeps_only_the_close_deadline() {
+        let t0 = Instant::now();
+        let (mut a, _b, _, _) = open_pair(Security::Plaintext, t0);
+        let config = config(Security::Plaintext);
+        a.request(7, Bytes::from_static(b"q"), t0).unwrap();
+        a.request(3, Bytes::from_static(b"q"), t0).unwrap();
+        assert_eq!(a.pending_requests(), 2);
+        assert_eq!(a.next_deadline(), Some(t0 + config.ping_interval));
+        let t1 = t0 + Duration::from_millis(500);
+        let mut out = Vec::new();
+        a.close(
+            CloseReason::Disconnected,
+            Some(GoodbyeReason::Shutdown),
+            t1,
+            &mut out,
+        );
+        let failed = |id| Output::RequestFailed {
+            id,
+            reason: RequestError::ConnectionClosed(CloseReason::Disconnected),
+        };
+        assert_eq!(
+            out,
+            vec![
+                failed(3),
+                failed(7),
+                Output::Closed(CloseReason::Disconnected)
+            ]
+        );
+        assert_eq!(a.phase(), Phase::Closing);
+        assert_eq!(a.pending_requests(), 0);
+        // Neither the keepalive nor the requests' timers run on: only the close's.
+        assert_eq!(a.next_deadline(), Some(t1 + config.close_timeout));
+        out.clear();
+        let mut rng = Rng::from_seed(0);
+        a.timeout(t1 + config.idle_timeout, &mut rng, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(a.phase(), Phase::Closing);
+        // Nothing was written: the requests and the GOODBYE never left.
+        let unsent = a.queued();
+        assert!(unsent > 0);
+        a.timeout(t1 + config.close_timeout, &mut rng, &mut out);
+        assert_eq!(out, vec![Output::Unflushed(unsent)]);
+        assert_eq!(a.phase(), Phase::Closed);
+        assert_eq!(a.close_reason(), Some(&CloseReason::Disconnected));
+    }
+
+    #[test]
+    fn a_graceful_close_ends_once_our_side_is_shut_and_the_peer_ended_in_either_order() {
+        let now = Instant::now();
+        // We close: our side shuts first, then the peer's EOF ends it.
+        let (mut a, mut b, _, _) = open_pair(Security::Plaintext, now);
+        let mut out = Vec::new();
+        a.close(
+            CloseReason::Disconnected,
+            Some(GoodbyeReason::Shutdown),
+            now,
+            &mut out,
+        );
+        assert!(!a.wants_shutdown(), "the GOODBYE goes first");
+        let mut out_b = Vec::new();
+        carry(&mut a, &mut b, usize::MAX, now, &mut out_b);
+        assert!(a.wants_shutdown());
+        a.write_shut();
+        assert_eq!(a.phase(), Phase::Closing, "the peer has not ended yet");
+        assert!(!a.wants_shutdown(), "shut once");
+        a.eof(now, &mut out);
+        assert_eq!(a.phase(), Phase::Closed);
+        // The peer heard GOODBYE: no EOF to wait for once its own side is shut.
+        assert_eq!(
+            out_b,
+            vec![Output::Closed(CloseReason::Goodbye(
+                GoodbyeReason::Shutdown
+            ))]
+        );
+        assert_eq!(b.phase(), Phase::Closing);
+        assert!(b.wants_shutdown());
+        b.write_shut();
+        assert_eq!(b.phase(), Phase::Closed);
+
+        // The peer ends first (EOF while open): only our shutdown is left.
+        let (mut a, _b, _, _) = open_pair(Security::Plaintext, now);
+        let mut out = Vec::new();
+        a.eof(now, &mut out);
+        assert_eq!(out, vec![Output::Closed(CloseReason::PeerClosed)]);
+        assert_eq!(a.phase(), Phase::Closing);
+        assert!(a.wants_shutdown());
+        a.write_shut();
+        assert_eq!(a.phase(), Phase::Closed);
+        assert_eq!(a.close_reason(), Some(&CloseReason::PeerClosed));
+    }
+
+    #[test]
+    fn an_abort_of_a_graceful_close_keeps_its_reason_and_reports_what_was_left() {
+        let now = Instant::now();
+        let (mut a, _b, _, _) = open_pair(Security::Plaintext, now);
+        let mut out = Vec::new();
+        a.close(
+            CloseReason::Disconnected,
+            Some(GoodbyeReason::Shutdown),
+            now,
+            &mut out,
+        );
+        let left = a.queued();
+        out.clear();
+        a.abort(CloseReason::Shutdown, &mut out);
+        assert_eq!(out, vec![Output::Unflushed(left)], "no second Closed");
+        assert_eq!(a.phase(), Phase::Closed);
+        assert_eq!(a.close_reason(), Some(&CloseReason::Disconnected));
+        assert_eq!(a.queued(), 0);
+    }
+
+    #[test]
+    fn a_pause_stops_the_frame_clock_and_a_resume_runs_on_what_was_left() {
+        let t0 = Instant::now();
+        let (mut a, mut b, _, _) = open_pair(Security::Plaintext, t0);
+        let config = config(Security::Plaintext);
+        a.send(&Frame::Message(Bytes::from(vec![7; 100]))).unwrap();
+        let mut out = Vec::new();
+        carry(&mut a, &mut b, 50, t0, &mut out);
+        assert!(out.is_empty());
+        b.track_frame(t0);
+        let frame_deadline = t0 + config.frame_timeout;
+        // The keepalive (ping_interval) comes first; the frame's is there once it is gone.
+        b.pause(t0 + Duration::from_secs(1));
+        assert_eq!(
+            b.next_deadline(),
+            None,
+            "paused: no keepalive, no frame clock"
+        );
+        let t2 = t0 + Duration::from_secs(100);
+        b.resume(t2);
+        let left = frame_deadline - (t0 + Duration::from_secs(1));
+        assert_eq!(b.next_deadline(), Some(t2 + config.ping_interval.min(left)));
+        // Past the keepalive's PING but before what was left of the frame's deadline:
+        // still open.
+        let mut rng = Rng::from_seed(0);
+        b.timeout(t2 + config.ping_interval, &mut rng, &mut out);
+        assert_eq!(b.phase(), Phase::Open);
+        b.timeout(t2 + left, &mut rng, &mut out);
+        assert_eq!(out, vec![Output::Closed(CloseReason::FrameTimeout)]);
+        assert_eq!(b.phase(), Phase::Closing);
+    }
+
+    #[test]
+    fn handshake_progress_counts_the_preamble_then_whole_messages_while_authenticating() {
+        let now = Instant::now();
+        let config = config(Security::Plaintext);
+        let (key_a, key_b) = (key(1, Security::Plaintext), key(2, Security::Plaintext));
+        let mut a = Socket::outbound(&config, &key_a, Rng::from_seed(1), addr(), now);
+        let mut b = Socket::inbound(&config, &key_b, Rng::from_seed(2), addr(), now);
+        assert_eq!(a.handshake_progress(), 0);
+        a.connected(now);
+        let mut out = Vec::new();
+        // The preamble and half the id.
+        carry(&mut a, &mut b, PREAMBLE_LEN + 16, now, &mut out);
+        assert_eq!(b.handshake_progress(), 1);
+        assert_eq!(b.next_deadline(), Some(now + config.handshake_timeout));
+        carry(&mut a, &mut b, usize::MAX, now, &mut out);
+        assert_eq!(out, vec![Output::Established(key_a.id)]);
+        assert_eq!(b.handshake_progress(), 0, "open: no longer ranked");
+    }
+
+    /// Under noise the handshake holds a share of the node's secret (and its keys):
+    /// an open connection holds neither.
+    #[cfg(feature = "noise")]
+    #[test]
+    fn an_open_connection_no_longer_holds_the_handshake() {
+        let now = Instant::now();
+        let config = config(Security::NoiseXx);
+        let (key_a, key_b) = (key(1, Security::NoiseXx), key(2, Security::NoiseXx));
+        let mut a = Socket::outbound(&config, &key_a, Rng::from_seed(1), addr(), now);
+        let mut b = Socket::inbound(&config, &key_b, Rng::from_seed(2), addr(), now);
+        assert_eq!(key_a.secret.holders(), 2, "ours and the handshake's");
+        a.connected(now);
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            carry(&mut a, &mut b, usize::MAX, now, &mut out);
+            carry(&mut b, &mut a, usize::MAX, now, &mut out);
+        }
+        assert_eq!((a.phase(), b.phase()), (Phase::Open, Phase::Open));
+        assert_eq!(key_a.secret.holders(), 1);
+        assert_eq!(key_b.secret.holders(), 1);
+    }
+
+    /// The transport goes from Open to Closing: a GOODBYE queued by the close is sealed
+    /// there, and the peer opens it.
+    #[cfg(feature = "noise")]
+    #[test]
+    fn a_closing_connection_seals_its_goodbye_with_the_transport_it_kept() {
+        let now = Instant::now();
+        let (mut a, mut b, _, _) = open_pair(Security::NoiseXx, now);
+        let mut out = Vec::new();
+        a.send(&Frame::Message(Bytes::from_static(b"last")))
+            .unwrap();
+        a.close(
+            CloseReason::Disconnected,
+            Some(GoodbyeReason::Shutdown),
+            now,
+            &mut out,
+        );
+        assert_eq!(a.phase(), Phase::Closing);
+        assert!(a.wants_seal());
+        let mut out_b = Vec::new();
+        carry(&mut a, &mut b, usize::MAX, now, &mut out_b);
+        assert_eq!(
+            out_b,
+            vec![
+                Output::Message(Bytes::from_static(b"last")),
+                Output::Closed(CloseReason::Goodbye(GoodbyeReason::Shutdown)),
+            ]
+        );
+        assert_eq!(a.queued(), 0);
+        assert!(a.wants_shutdown());
+    }
+}
