@@ -233,6 +233,15 @@ const WRITE_PROGRESS: usize = 1 << 20;
 
 /// Where a connection is in its life, each state holding the data only it uses: a
 /// transition moves on what the next state needs and drops the rest.
+///
+/// ```text
+/// Opening --connected--> Authenticating --handshake done--> Open --close--> Closing
+///     Closing --our side flushed and shut, and the peer's EOF or GOODBYE--> Closed
+///     Closing --close_timeout--> Closed (what is left is reported unflushed)
+/// any state --abort (I/O error, timeout, failed check)--> Closed
+/// ```
+///
+/// A close before `Open` is an abort: nothing of ours is worth flushing yet.
 #[derive(Debug)]
 enum State {
     /// The TCP dial is under way.
@@ -270,6 +279,7 @@ struct Handshaking {
     handshake: Handshake,
     /// Whole handshake messages taken from the peer so far.
     messages: u8,
+    /// Handed to the open connection.
     checks: FrameChecks,
 }
 
