@@ -35,7 +35,7 @@ impl SecretKey {
     }
 
     /// How many hold the key (tests: who still shares it).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "noise"))]
     pub(crate) fn holders(&self) -> usize {
         Arc::strong_count(&self.0)
     }
