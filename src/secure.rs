@@ -28,6 +28,19 @@ pub(crate) const RECORD_OVERHEAD: usize = 2 + TAG_LEN;
 /// Without noise, nothing is sealed.
 #[cfg(not(feature = "noise"))]
 pub(crate) const RECORD_OVERHEAD: usize = 0;
+/// The largest sealed record, length field included: what a receiver holds before it
+/// can open one.
+#[cfg(feature = "noise")]
+pub(crate) const MAX_SEALED_RECORD: usize = 2 + MAX_RECORD;
+/// Without noise no record is held.
+#[cfg(not(feature = "noise"))]
+pub(crate) const MAX_SEALED_RECORD: usize = 0;
+/// The most plaintext one record opens to.
+#[cfg(feature = "noise")]
+pub(crate) const MAX_OPENED_RECORD: usize = MAX_RECORD_PLAINTEXT;
+/// Without noise nothing is opened.
+#[cfg(not(feature = "noise"))]
+pub(crate) const MAX_OPENED_RECORD: usize = 0;
 
 /// The bytes records add to `plain` bytes of frames sealed into them: a length field
 /// and a tag each. [`Transport::seal`] fills every record but the one that empties the

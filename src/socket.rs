@@ -118,20 +118,13 @@ pub(crate) const READ_ALLOWANCE: usize = COPY_LIMIT;
 /// What an unfinished frame must gain within `Config::frame_timeout`.
 const FRAME_PROGRESS: u64 = 64 * 1024;
 
-/// The most ciphertext held before it is opened: one whole record (noise).
-#[cfg(feature = "noise")]
-const RECORD_LIMIT: usize = 2 + u16::MAX as usize;
-/// Without noise no record is held.
-#[cfg(not(feature = "noise"))]
-const RECORD_LIMIT: usize = 0;
+/// The most ciphertext held before it is opened: one whole record (noise; 0 without).
+const RECORD_LIMIT: usize = crate::secure::MAX_SEALED_RECORD;
 
 /// What one record's plaintext may add to the frame stream past the frame it
-/// completes: room a noise frame buffer keeps so that it is never reallocated.
-#[cfg(feature = "noise")]
-const RECORD_SLACK: usize = crate::secure::MAX_RECORD_PLAINTEXT;
-/// Without noise nothing is opened.
-#[cfg(not(feature = "noise"))]
-const RECORD_SLACK: usize = 0;
+/// completes: room a noise frame buffer keeps so that it is never reallocated (0
+/// without noise, where nothing is opened).
+const RECORD_SLACK: usize = crate::secure::MAX_OPENED_RECORD;
 
 /// Gives `buf` room for `want` more bytes at its end: its own allocation again when
 /// nothing else holds it (what it holds moves to the front), else a fresh one of
