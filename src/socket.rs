@@ -1826,12 +1826,18 @@ mod tests {
         bytes.len()
     }
 
+    /// `a` dialling `b` (not connected yet), with their config and keys.
+    fn dialling(security: Security, now: Instant) -> (Config, [LocalKey; 2], Socket, Socket) {
+        let config = config(security);
+        let keys = [key(1, security), key(2, security)];
+        let a = Socket::outbound(&config, &keys[0], Rng::from_seed(1), addr(), now);
+        let b = Socket::inbound(&config, &keys[1], Rng::from_seed(2), addr(), now);
+        (config, keys, a, b)
+    }
+
     /// Two sockets, `a` dialled `b`, moved to the open state; what each reported.
     fn open_pair(security: Security, now: Instant) -> (Socket, Socket, Vec<Output>, Vec<Output>) {
-        let config = config(security);
-        let (key_a, key_b) = (key(1, security), key(2, security));
-        let mut a = Socket::outbound(&config, &key_a, Rng::from_seed(1), addr(), now);
-        let mut b = Socket::inbound(&config, &key_b, Rng::from_seed(2), addr(), now);
+        let (_, [key_a, key_b], mut a, mut b) = dialling(security, now);
         a.connected(now);
         let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
         for _ in 0..10 {
@@ -2060,10 +2066,7 @@ mod tests {
     #[test]
     fn handshake_progress_counts_the_preamble_then_whole_messages_while_authenticating() {
         let now = Instant::now();
-        let config = config(Security::Plaintext);
-        let (key_a, key_b) = (key(1, Security::Plaintext), key(2, Security::Plaintext));
-        let mut a = Socket::outbound(&config, &key_a, Rng::from_seed(1), addr(), now);
-        let mut b = Socket::inbound(&config, &key_b, Rng::from_seed(2), addr(), now);
+        let (config, [key_a, _], mut a, mut b) = dialling(Security::Plaintext, now);
         assert_eq!(a.handshake_progress(), 0);
         a.connected(now);
         let mut out = Vec::new();
@@ -2082,10 +2085,7 @@ mod tests {
     #[test]
     fn an_open_connection_no_longer_holds_the_handshake() {
         let now = Instant::now();
-        let config = config(Security::NoiseXx);
-        let (key_a, key_b) = (key(1, Security::NoiseXx), key(2, Security::NoiseXx));
-        let mut a = Socket::outbound(&config, &key_a, Rng::from_seed(1), addr(), now);
-        let mut b = Socket::inbound(&config, &key_b, Rng::from_seed(2), addr(), now);
+        let (_, [key_a, key_b], mut a, mut b) = dialling(Security::NoiseXx, now);
         assert_eq!(key_a.secret.holders(), 2, "ours and the handshake's");
         a.connected(now);
         let mut out = Vec::new();
