@@ -869,6 +869,13 @@ impl Socket {
             .frame_need(frames)
             .is_some_and(|need| need > READ_ALLOWANCE);
         if !large {
+            if self.charged > 0 {
+                // The payload was sliced out of this buffer, and what is left of it (the
+                // next frame's start, under noise up to a record) would keep the whole
+                // allocation alive, uncharged, after the payload is dropped.
+                let frames = self.frames_in();
+                *frames = BytesMut::from(&frames[..]);
+            }
             self.charged = 0;
         }
     }

@@ -1701,6 +1701,49 @@ mod noise {
         holds_only_an_unfinished_frame(&mut pair, kb.peer_id(), 10_000, 6000);
     }
 
+    /// The first bytes of the frame after a large one, opened from the large frame's
+    /// last record, must not keep the large frame's buffer alive once its payload is
+    /// gone: its charge on the receive budget ended with the frame, so N connections
+    /// each left one unfinished frame would hold N large buffers uncharged. (Found by
+    /// review: an unfinished frame of more than 4 KiB is kept where it was opened.)
+    #[test]
+    fn the_start_of_the_next_frame_does_not_keep_a_large_frames_buffer_alive() {
+        let (mut pair, ka, kb) = noise_pair(noise(), noise());
+        pair.step();
+        assert!(connected_both_ways(&pair, &ka, &kb));
+        pair.b.events.clear();
+        let record = crate::secure::MAX_RECORD_PLAINTEXT;
+        let sealed = 2 + u16::MAX as usize;
+        // The large frame ends 20,000 bytes before its fourth record does: the rest of
+        // that record is the next frame's start, left unfinished.
+        let large = 4 * record - 20_000;
+        let peer = kb.peer_id();
+        pair.a
+            .node
+            .send(&peer, vec![1u8; large - 5].into())
+            .unwrap();
+        pair.a.node.send(&peer, vec![2u8; 30_000].into()).unwrap();
+        let mut wire = Vec::new();
+        loop {
+            let out = take_output(&mut pair.a.node, pair.a.conn, pair.now);
+            if out.is_empty() {
+                break;
+            }
+            wire.extend(out);
+        }
+        inject(&mut pair.b, &wire[..4 * sealed], pair.now);
+        let payload = match pair.b.events.pop() {
+            Some(Event::Message { payload, .. }) => payload,
+            other => panic!("no large message: {other:?}"),
+        };
+        assert_eq!(payload.len(), large - 5);
+        assert_eq!(pair.b.node.stats().buffered_bytes, 20_000);
+        assert!(
+            payload.is_unique(),
+            "the node still holds the large frame's buffer"
+        );
+    }
+
     #[test]
     fn the_handshake_survives_any_split_of_its_bytes() {
         for chunk in [1, 2, 3, 7, 31, 97] {
