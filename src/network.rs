@@ -299,9 +299,15 @@ impl Network {
         self.now = Instant::now();
     }
 
+    /// Runs the commands queued by handles, at most a full queue's worth: a thread
+    /// that refills the queue as fast as the loop drains it would otherwise hold the
+    /// loop here, its failures piling up as events. Every command queued before the
+    /// flag was cleared is among those taken (the queue holds no more); one left over
+    /// was queued after it, so its handle (or an earlier one) woke the loop for the
+    /// next turn.
     fn run_commands(&mut self) {
         self.woken.store(false, Ordering::Release);
-        loop {
+        for _ in 0..self.node.config().command_queue {
             let command = match self.commands.try_recv() {
                 Ok(command) => command,
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,

@@ -343,3 +343,67 @@ fn the_simulator_takes_borrowed_payloads_too() -> Result<(), p2p::Error> {
     assert!(sim.run_until(got, 10_000));
     Ok(())
 }
+
+/// A thread that refills a handle's queue as fast as the loop drains it must not hold
+/// the loop in one `poll`: each drain runs at most a queue's worth of commands, so a
+/// turn's events (here one `DialFailed` per command) stay bounded and the loop gets
+/// back to its sockets and timers. (Found by review: the drain ran until the queue was
+/// empty, which a producer faster than the loop need never let happen.)
+#[test]
+fn a_thread_that_keeps_the_command_queue_full_does_not_hold_the_loop() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const QUEUE: usize = 64;
+    const MOST: usize = 100_000;
+    let mut net = Network::new(Config {
+        command_queue: QUEUE,
+        ..plain()
+    })
+    .expect("network");
+    let handle = net.handle();
+    let (full, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    // A dial the kernel refuses at once (network unreachable) costs the loop a socket
+    // and a connect call, and the producer only a queue slot: the producer is the
+    // faster by far.
+    let unreachable: SocketAddr = "255.255.255.255:1".parse().expect("addr");
+    let producer = {
+        let (full, stop) = (full.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut queued = 0usize;
+            while queued < MOST && !stop.load(Ordering::Relaxed) {
+                match handle.dial(unreachable) {
+                    Ok(()) => queued += 1,
+                    Err(HandleError::Full) => full.store(true, Ordering::Relaxed),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            queued
+        })
+    };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !full.load(Ordering::Relaxed) && std::time::Instant::now() < end {
+        std::hint::spin_loop();
+    }
+    assert!(full.load(Ordering::Relaxed), "the queue never filled");
+    let mut events = Vec::new();
+    net.poll(&mut events, Some(std::time::Duration::ZERO))
+        .expect("poll");
+    stop.store(true, Ordering::Relaxed);
+    let queued = producer.join().expect("producer");
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, Event::DialFailed { addr, .. } if *addr == unreachable)),
+        "{:?}",
+        events.first()
+    );
+    // The drain before the wait and the one after the waker fired.
+    assert!(
+        events.len() <= 2 * QUEUE,
+        "one poll ran {} commands ({queued} queued in all)",
+        events.len()
+    );
+}
