@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 /// |---|---|
 /// | `Bytes` | itself, no copy: the way to avoid every copy |
 /// | `&Bytes` | a clone of it, no copy of the bytes (a reference count) |
-/// | `Vec<u8>`, `String`, `Box<[u8]>`, `BytesMut` | the same allocation, no copy |
+/// | `Vec<u8>`, `String`, `Box<[u8]>`, `BytesMut` | the same allocation, no copy; one with more than a quarter of its length spare is trimmed first (`shrink_to_fit`; a `BytesMut` is copied), since a queued payload holds its whole allocation and the write caps count its length |
 /// | `&[u8]`, `&str`, `&[u8; N]`, `&Vec<u8>`, `&String`, `Cow<[u8]>`, `Cow<str>` | a copy of the borrowed bytes (owned `Cow`s move) |
 ///
 /// A borrowed payload is copied once, when the call queues it, so it may be dropped
@@ -66,14 +66,28 @@ impl Payload for &Bytes {
     }
 }
 
+/// Whether an owned buffer of `len` bytes in `capacity` holds too much spare room to
+/// keep: the write caps count a payload's length, and a queued payload holds its whole
+/// allocation, so a `Vec` of 4 KiB in 1 MiB would hold 256 times what they count.
+/// Up to a quarter of its length spare is kept, not worth a reallocation.
+fn too_roomy(len: usize, capacity: usize) -> bool {
+    capacity - len > len / 4
+}
+
 impl Payload for BytesMut {
     fn into_payload(self) -> Bytes {
+        if too_roomy(self.len(), self.capacity()) {
+            return Bytes::copy_from_slice(&self);
+        }
         self.freeze()
     }
 }
 
 impl Payload for Vec<u8> {
-    fn into_payload(self) -> Bytes {
+    fn into_payload(mut self) -> Bytes {
+        if too_roomy(self.len(), self.capacity()) {
+            self.shrink_to_fit();
+        }
         Bytes::from(self)
     }
 }
@@ -86,7 +100,7 @@ impl Payload for Box<[u8]> {
 
 impl Payload for String {
     fn into_payload(self) -> Bytes {
-        Bytes::from(self)
+        self.into_bytes().into_payload()
     }
 }
 
@@ -159,6 +173,41 @@ mod tests {
         let owned: Cow<'_, [u8]> = Cow::Owned(vec![4, 5]);
         let ptr = owned.as_ptr();
         assert_eq!(owned.into_payload().as_ptr(), ptr);
+    }
+
+    /// The write caps count a payload's length; a payload that kept its owner's spare
+    /// capacity would hold memory they do not see (a `Vec` of 4 KiB in an allocation
+    /// of 1 MiB, queued for a peer that does not read, 256 times the count).
+    #[test]
+    fn an_owned_payload_keeps_little_spare_capacity() {
+        let spare = |held: usize, len: usize| held - len;
+        let mut v = Vec::with_capacity(1 << 20);
+        v.extend_from_slice(&[7u8; 4096]);
+        let held = BytesMut::from(v.into_payload()).capacity();
+        assert!(
+            spare(held, 4096) <= 1024,
+            "a Vec kept {held} bytes for 4096"
+        );
+        let mut s = String::with_capacity(1 << 20);
+        s.push_str(&"x".repeat(4096));
+        let held = BytesMut::from(s.into_payload()).capacity();
+        assert!(
+            spare(held, 4096) <= 1024,
+            "a String kept {held} bytes for 4096"
+        );
+        let mut b = BytesMut::with_capacity(1 << 20);
+        b.extend_from_slice(&[7u8; 4096]);
+        let held = BytesMut::from(b.into_payload()).capacity();
+        assert!(
+            spare(held, 4096) <= 1024,
+            "a BytesMut kept {held} bytes for 4096"
+        );
+        let owned: Cow<'_, [u8]> = Cow::Owned({
+            let mut v = Vec::with_capacity(1 << 20);
+            v.push(1u8);
+            v
+        });
+        assert!(BytesMut::from(owned.into_payload()).capacity() <= 1024);
     }
 
     #[test]
