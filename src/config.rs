@@ -385,9 +385,29 @@ impl Config {
     }
 
     /// The smallest `max_write_buffer_total` [`Config::validate`] accepts: one peer's
-    /// `max_write_buffer`.
+    /// `max_write_buffer`. A largest frame then fits only while few connections are
+    /// open; see [`Config::write_buffer_total_at_capacity`].
     pub fn min_write_buffer_total(&self) -> usize {
         self.max_write_buffer
+    }
+
+    /// The `max_write_buffer_total` at which a largest frame still fits while every
+    /// connection the limits allow exists: `max_write_buffer` plus the room for control
+    /// frames (256 bytes) that every connection keeps under the total, for
+    /// `max_inbound + max_outbound` connections, as many again closing, and
+    /// `max_pending_dials` dials. Below it (down to [`Config::min_write_buffer_total`],
+    /// which [`Config::validate`] accepts) a largest frame is refused with
+    /// `SendError::GlobalFull` once enough connections are open.
+    /// [`Config::with_max_frame_size`], [`Config::with_max_write_buffer`] and
+    /// [`Config::fit_buffers`] raise the total to it.
+    pub fn write_buffer_total_at_capacity(&self) -> usize {
+        let connections = self
+            .max_inbound
+            .saturating_add(self.max_outbound)
+            .saturating_mul(2)
+            .saturating_add(self.max_pending_dials);
+        self.max_write_buffer
+            .saturating_add(crate::budget::CONTROL_ROOM.saturating_mul(connections))
     }
 
     /// This config with `max_frame_size` set to `size`, and every field that must hold
@@ -399,8 +419,9 @@ impl Config {
     ///   bytes kept for control frames;
     /// * `max_read_buffer_total` to [`Config::min_read_buffer_total`]: the frame with
     ///   its header;
-    /// * `max_write_buffer_total` to [`Config::min_write_buffer_total`]: the per-peer
-    ///   buffer, as raised.
+    /// * `max_write_buffer_total` to [`Config::write_buffer_total_at_capacity`]: the
+    ///   per-peer buffer, as raised, and the control room of every connection the
+    ///   limits allow, so a largest frame fits however many are open.
     ///
     /// ```
     /// use p2p::Config;
@@ -418,17 +439,21 @@ impl Config {
     }
 
     /// This config with `max_write_buffer` set to `size`, and `max_write_buffer_total`
-    /// raised to it if below. A `size` below [`Config::min_write_buffer`] is kept, and
-    /// refused by [`Config::validate`]: lower `max_frame_size` first.
+    /// raised to [`Config::write_buffer_total_at_capacity`] if below. A `size` below
+    /// [`Config::min_write_buffer`] is kept, and refused by [`Config::validate`]: lower
+    /// `max_frame_size` first.
     ///
     /// ```
     /// let config = p2p::Config::default().with_max_write_buffer(512 << 20);
-    /// assert_eq!(config.max_write_buffer_total, 512 << 20);
+    /// assert_eq!(config.max_write_buffer_total, config.write_buffer_total_at_capacity());
+    /// assert!(config.max_write_buffer_total > 512 << 20);
     /// assert_eq!(config.validate(), Ok(()));
     /// ```
     pub fn with_max_write_buffer(mut self, size: usize) -> Config {
         self.max_write_buffer = size;
-        self.max_write_buffer_total = self.max_write_buffer_total.max(size);
+        self.max_write_buffer_total = self
+            .max_write_buffer_total
+            .max(self.write_buffer_total_at_capacity());
         self
     }
 
@@ -436,8 +461,8 @@ impl Config {
     /// accepts given the other fields raised to it, and nothing else changed:
     /// `max_write_buffer` to [`Config::min_write_buffer`], `max_read_buffer_total` to
     /// [`Config::min_read_buffer_total`], then `max_write_buffer_total` to
-    /// [`Config::min_write_buffer_total`]. For a config written with the struct update
-    /// syntax:
+    /// [`Config::write_buffer_total_at_capacity`]. For a config written with the struct
+    /// update syntax:
     ///
     /// ```
     /// use p2p::{Config, Security};
@@ -455,7 +480,7 @@ impl Config {
         self.max_read_buffer_total = self.max_read_buffer_total.max(self.min_read_buffer_total());
         self.max_write_buffer_total = self
             .max_write_buffer_total
-            .max(self.min_write_buffer_total());
+            .max(self.write_buffer_total_at_capacity());
         self
     }
 
@@ -600,9 +625,12 @@ mod tests {
             Config::default().max_write_buffer_total
         );
         assert_eq!(c.validate(), Ok(()));
-        // Past the global write buffer too.
+        // Past the global write buffer too, with the control room of every connection.
         let c = Config::default().with_max_frame_size(1 << 30);
-        assert_eq!(c.max_write_buffer_total, c.max_write_buffer);
+        assert_eq!(
+            c.max_write_buffer_total,
+            c.max_write_buffer + crate::budget::CONTROL_ROOM * (2 * (128 + 128) + 64)
+        );
         assert_eq!(c.validate(), Ok(()));
         let c = Config {
             security: Security::Plaintext,
@@ -712,7 +740,7 @@ mod tests {
     fn with_max_write_buffer_raises_the_total_with_it() {
         let c = Config::default().with_max_write_buffer(1 << 30);
         assert_eq!(c.max_write_buffer, 1 << 30);
-        assert_eq!(c.max_write_buffer_total, 1 << 30);
+        assert_eq!(c.max_write_buffer_total, c.write_buffer_total_at_capacity());
         assert_eq!(c.validate(), Ok(()));
         let c = Config::default().with_max_write_buffer(32 << 20);
         assert_eq!(
@@ -750,7 +778,7 @@ mod tests {
             ..Config::default()
         }
         .fit_buffers();
-        assert_eq!(c.max_write_buffer_total, c.max_write_buffer);
+        assert_eq!(c.max_write_buffer_total, c.write_buffer_total_at_capacity());
         assert_eq!(c.validate(), Ok(()));
     }
 

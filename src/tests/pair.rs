@@ -1972,3 +1972,42 @@ mod noise {
         assert!(connected_both_ways(&pair, &ka, &kb));
     }
 }
+
+/// A config from `with_max_frame_size` sends a largest frame however many connections
+/// the limits allow: each keeps control room under the global cap, and the helper
+/// counts it (it used to raise the total to one peer's buffer only, so a second
+/// connection made the frame `GlobalFull`).
+#[test]
+fn a_largest_frame_fits_under_the_total_the_config_helper_sets_with_every_connection_open() {
+    let frame = 256 * 1024;
+    let tight = Config {
+        max_inbound: 4,
+        max_outbound: 4,
+        max_pending_dials: 2,
+        max_write_buffer: 1,
+        max_write_buffer_total: 1,
+        ..config()
+    }
+    .with_max_frame_size(frame);
+    assert_eq!(tight.validate(), Ok(()));
+    let mut pair = Pair::new(tight.clone(), config());
+    pair.step();
+    assert!(pair.a.node.is_connected(&id(2)));
+    let now = pair.now;
+    // Beside its dial to B: four connections accepted, two more dials, all of them
+    // handshaking.
+    for n in 0..4u8 {
+        let from: SocketAddr = format!("10.1.0.{n}:1").parse().unwrap();
+        assert!(pair.a.node.handle_accept(from, now).is_some());
+    }
+    for n in 0..2u8 {
+        let to: SocketAddr = format!("10.2.0.{n}:1").parse().unwrap();
+        pair.a.node.dial(to, now).unwrap();
+    }
+    let connections = pair.a.node.stats().connections;
+    assert!(connections >= 7, "{connections} connections");
+    pair.a
+        .node
+        .send(&id(2), Bytes::from(vec![1u8; frame]))
+        .expect("a largest frame fits under the total");
+}
