@@ -100,8 +100,14 @@ impl Handle {
             TrySendError::Full(_) => HandleError::Full,
             TrySendError::Disconnected(_) => HandleError::Closed,
         })?;
-        if !self.woken.swap(true, Ordering::AcqRel) {
-            self.waker.wake().map_err(|_| HandleError::Closed)?;
+        if !self.woken.swap(true, Ordering::AcqRel)
+            && let Err(e) = self.waker.wake()
+        {
+            // The command is queued all the same and runs at the loop's next turn:
+            // an error here would lose the id its call returns. The next command
+            // tries the wake again.
+            self.woken.store(false, Ordering::Release);
+            log::warn!("could not wake the network's loop: {e}");
         }
         Ok(())
     }
