@@ -20,7 +20,7 @@ use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
 use crate::slots::{HandshakeRate, Held, Slots, addr_key};
-use crate::socket::{Output, PeerStats, Phase, Socket};
+use crate::socket::{Frames, Output, PeerStats, Phase, Socket};
 use crate::timers::Timers;
 use crate::wire::{Frame, GoodbyeReason, LEN_FIELD, Security};
 
@@ -184,6 +184,58 @@ fn slot_mut(sockets: &mut Slab<Entry>, conn: ConnId) -> Option<&mut Entry> {
     sockets
         .get_mut(conn.key)
         .filter(|e| e.generation == conn.generation)
+}
+
+/// Pushes the event a frame's output is by itself onto `events`, or gives the output
+/// back if it is not one.
+#[inline(always)]
+fn push_frame_event(events: &mut Vec<Event>, peer: PeerId, output: Output) -> Option<Output> {
+    match output {
+        Output::Message(payload) => events.push(Event::Message { peer, payload }),
+        Output::Request { id, payload } => events.push(Event::Request {
+            peer,
+            id: RequestId(id),
+            payload,
+        }),
+        Output::Response { id, payload } => events.push(Event::Response {
+            peer,
+            id: RequestId(id),
+            payload,
+        }),
+        Output::Rejected { reason, count } => events.push(Event::FrameRejected {
+            peer,
+            reason,
+            count,
+        }),
+        output => return Some(output),
+    }
+    None
+}
+
+/// The node's events and the peer a socket serves, lent to it while it takes frames.
+struct FrameTo<'a> {
+    peer: PeerId,
+    events: &'a mut Vec<Event>,
+}
+
+/// The node's [`Frames`]: a frame the node has nothing to decide about becomes its
+/// event at once, with no stop in the output queue; the rest wait there, in order.
+struct FrameSink<'a, 'b> {
+    to: FrameTo<'a>,
+    out: &'b mut Vec<Output>,
+}
+
+impl Frames for FrameSink<'_, '_> {
+    #[inline(always)]
+    fn push(&mut self, output: Output) {
+        if let Some(output) = push_frame_event(self.to.events, self.to.peer, output) {
+            self.out.push(output);
+        }
+    }
+
+    fn decisions(&mut self) -> &mut Vec<Output> {
+        self.out
+    }
 }
 
 /// The node core: every decision of the network, with no socket, no clock and no
@@ -668,6 +720,17 @@ impl Node {
         now: Instant,
         f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>) -> R,
     ) -> Option<R> {
+        self.with_socket_events(conn, now, |s, rng, out, _| f(s, rng, out))
+    }
+
+    /// [`Node::with_socket`], `f` also given the events and the peer the socket
+    /// serves, to turn frames into events as it takes them ([`FrameSink`]).
+    fn with_socket_events<R>(
+        &mut self,
+        conn: ConnId,
+        now: Instant,
+        f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>, FrameTo<'_>) -> R,
+    ) -> Option<R> {
         let connections = self.sockets.len();
         let read_room = self.read_room(conn);
         let entry = slot_mut(&mut self.sockets, conn)?;
@@ -682,7 +745,11 @@ impl Node {
         );
         let mut out = std::mem::take(&mut self.out);
         let before = entry.socket.queued();
-        let result = f(&mut entry.socket, &mut self.rng, &mut out);
+        let to = FrameTo {
+            peer: entry.socket.peer(),
+            events: &mut self.events,
+        };
+        let result = f(&mut entry.socket, &mut self.rng, &mut out, to);
         let after = entry.socket.queued();
         self.budgets.requeue(before, after);
         // Every phase change happens in here: keep the slot counts with it.
@@ -691,6 +758,7 @@ impl Node {
         let began_closing = held.closing && !was.closing;
         let released = entry.socket.charged() < charged;
         self.budgets.recharge(charged, entry.socket.charged());
+        let peer = entry.socket.peer();
         if held != was {
             self.rehold(conn, was, held);
             self.relist(conn);
@@ -700,7 +768,7 @@ impl Node {
             self.read_released(conn, now);
         }
         for output in out.drain(..) {
-            self.handle_output(conn, output, now);
+            self.handle_output(conn, peer, output, now);
         }
         self.out = out;
         if began_closing {
@@ -831,40 +899,32 @@ impl Node {
         self.entry(conn).is_some_and(|e| e.socket.is_paused())
     }
 
-    fn handle_output(&mut self, conn: ConnId, output: Output, now: Instant) {
-        let Some(entry) = self.entry(conn) else {
+    /// Turns one output of `conn`, which serves `peer` (read once per batch of
+    /// outputs, not once per frame: this is the hot path of every message received),
+    /// into an event or a decision.
+    #[inline]
+    fn handle_output(&mut self, conn: ConnId, peer: PeerId, output: Output, now: Instant) {
+        let Some(output) = push_frame_event(&mut self.events, peer, output) else {
             return;
         };
-        let peer = entry.socket.peer();
-        match output {
-            Output::Established(peer) => self.established(conn, peer, now),
-            Output::Closed(reason) => self.closed(conn, reason, now),
+        let event = match output {
+            Output::RequestFailed { id, reason } => Event::RequestFailed {
+                peer,
+                id: RequestId(id),
+                reason,
+            },
+            Output::Established(peer) => return self.established(conn, peer, now),
+            Output::Closed(reason) => return self.closed(conn, reason, now),
             Output::Gossip { id, hops, payload } => {
-                self.gossip_received(conn, peer, id, hops, payload, now)
+                return self.gossip_received(conn, peer, id, hops, payload, now);
             }
-            Output::RequestFailed { id, reason } => self.events.push(Event::RequestFailed {
-                peer,
-                id: RequestId(id),
-                reason,
-            }),
-            Output::Unflushed(bytes) => self.unflushed(conn, bytes),
-            Output::Message(payload) => self.events.push(Event::Message { peer, payload }),
-            Output::Request { id, payload } => self.events.push(Event::Request {
-                peer,
-                id: RequestId(id),
-                payload,
-            }),
-            Output::Response { id, payload } => self.events.push(Event::Response {
-                peer,
-                id: RequestId(id),
-                payload,
-            }),
-            Output::Rejected { reason, count } => self.events.push(Event::FrameRejected {
-                peer,
-                reason,
-                count,
-            }),
-        }
+            Output::Unflushed(bytes) => return self.unflushed(conn, bytes),
+            Output::Message(_)
+            | Output::Request { .. }
+            | Output::Response { .. }
+            | Output::Rejected { .. } => return,
+        };
+        self.events.push(event);
     }
 
     /// A graceful close of `conn` ended with `bytes` unsent. Only a connection that
@@ -1208,8 +1268,10 @@ impl Node {
             entry.socket.lend_plain(&mut self.plain_scratch);
         }
         while self.phase(conn) == Some(Phase::Open) {
-            let more =
-                self.with_socket(conn, now, |s, _, out| s.take_frames(now, out, FRAME_BATCH));
+            let more = self.with_socket_events(conn, now, |s, _, out, to| {
+                let mut sink = FrameSink { to, out };
+                s.take_frames(now, &mut sink, FRAME_BATCH)
+            });
             if more == Some(true) {
                 continue;
             }

@@ -66,6 +66,28 @@ pub(crate) enum Output {
     Unflushed(usize),
 }
 
+/// Where [`Socket::take_frames`] puts its outputs, in order. The node's sink turns a
+/// frame it has nothing to decide about into its event at once (the hot path of every
+/// message received) and keeps the rest, in order, for its decisions; tests collect
+/// everything in a `Vec`.
+pub(crate) trait Frames {
+    /// One output.
+    fn push(&mut self, output: Output);
+    /// Where the outputs the node decides about go, for a step that makes only those
+    /// (a close).
+    fn decisions(&mut self) -> &mut Vec<Output>;
+}
+
+impl Frames for Vec<Output> {
+    fn push(&mut self, output: Output) {
+        Vec::push(self, output);
+    }
+
+    fn decisions(&mut self) -> &mut Vec<Output> {
+        self
+    }
+}
+
 /// Counters of one connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PeerStats {
@@ -623,8 +645,11 @@ impl Socket {
     /// where they are sealed, so the overhead is that of what is staged, whatever the
     /// state.
     pub(crate) fn queued(&self) -> usize {
-        let staged = self.staged.len();
-        self.tx.len() + staged + crate::secure::record_overhead(staged)
+        match self.staged.len() {
+            // Plaintext always, and noise between bursts: no division on every send.
+            0 => self.tx.len(),
+            staged => self.tx.len() + staged + crate::secure::record_overhead(staged),
+        }
     }
 
     /// What [`Socket::queued`] would be with `extra` more bytes of frames queued.
@@ -1107,7 +1132,7 @@ impl Socket {
     /// stopped early with more perhaps waiting. A GOSSIP frame the node must decide
     /// on ends the batch, so its verdict (a relay, which may close connections) comes
     /// before any later frame is taken.
-    pub(crate) fn take_frames(&mut self, now: Instant, out: &mut Vec<Output>, max: usize) -> bool {
+    pub(crate) fn take_frames(&mut self, now: Instant, out: &mut impl Frames, max: usize) -> bool {
         self.starved = false;
         for _ in 0..max {
             let State::Open(open) = &mut self.state else {
@@ -1121,12 +1146,12 @@ impl Socket {
             };
             match open.checks.decoder.decode(frames) {
                 Some(Decoded::Frame(frame)) => {
-                    let outputs = out.len();
+                    let outputs = out.decisions().len();
                     let gossip = matches!(frame, Frame::Gossip { .. });
                     self.on_frame(frame, now, out);
                     // A GOSSIP dropped by the rate limit needs no decision: the batch
                     // goes on, so a flood of them costs little.
-                    if gossip && out.len() > outputs {
+                    if gossip && out.decisions().len() > outputs {
                         self.release_frame_buffer();
                         return true;
                     }
@@ -1139,7 +1164,7 @@ impl Socket {
                     }
                     let decrypt_failed = self.open_state().is_some_and(|o| o.decrypt_failed);
                     if decrypt_failed && !self.starved {
-                        self.close(CloseReason::DecryptFailed, None, now, out);
+                        self.close(CloseReason::DecryptFailed, None, now, out.decisions());
                     }
                     return false;
                 }
@@ -1191,7 +1216,7 @@ impl Socket {
     }
 
     /// One frame of an open connection.
-    fn on_frame(&mut self, frame: Frame, now: Instant, out: &mut Vec<Output>) {
+    fn on_frame(&mut self, frame: Frame, now: Instant, out: &mut impl Frames) {
         let Some(open) = self.open_mut() else {
             return;
         };
@@ -1226,7 +1251,7 @@ impl Socket {
             }
             Frame::Goodbye(reason) => {
                 self.stats.frames_in += 1;
-                self.close(CloseReason::Goodbye(reason), None, now, out);
+                self.close(CloseReason::Goodbye(reason), None, now, out.decisions());
                 // Nothing more comes: once our side is flushed and shut there is no
                 // EOF to wait for.
                 self.peer_ended();
@@ -1286,7 +1311,7 @@ impl Socket {
         }
     }
 
-    fn reject(&mut self, reason: Reject, now: Instant, out: &mut Vec<Output>) {
+    fn reject(&mut self, reason: Reject, now: Instant, out: &mut impl Frames) {
         let Some(open) = self.open_mut() else {
             return;
         };
@@ -1301,7 +1326,7 @@ impl Socket {
                 CloseReason::Misbehaving,
                 Some(GoodbyeReason::Misbehaving),
                 now,
-                out,
+                out.decisions(),
             );
         }
     }
