@@ -428,6 +428,8 @@ enum Awaiting {
 #[derive(Debug)]
 pub(crate) struct Socket {
     state: State,
+    /// Whether the state's transport seals frames: [`Socket::seals`].
+    sealing: bool,
     direction: Direction,
     addr: SocketAddr,
     /// The peer's id, from the end of the handshake on.
@@ -520,6 +522,7 @@ impl Socket {
             },
         };
         Socket {
+            sealing: false,
             state: State::Opening(Opening {
                 deadline: now + config.connect_timeout,
                 handshake_timeout: config.handshake_timeout,
@@ -574,6 +577,7 @@ impl Socket {
     fn replace_state(&mut self, next: impl FnOnce(State) -> State) {
         let state = std::mem::replace(&mut self.state, State::Closed(CloseReason::Shutdown));
         self.state = next(state);
+        self.sealing = self.state_seals();
     }
 
     fn open_state(&self) -> Option<&Open> {
@@ -595,8 +599,18 @@ impl Socket {
     }
 
     /// Whether frames are sealed into records (noise) on their way out: from the end
-    /// of the handshake, while a transport carries them.
+    /// of the handshake, while a transport carries them. Kept in `sealing` as the
+    /// state changes: every send asks.
     fn seals(&self) -> bool {
+        debug_assert_eq!(
+            self.sealing,
+            self.state_seals(),
+            "sealing follows the state"
+        );
+        self.sealing
+    }
+
+    fn state_seals(&self) -> bool {
         match &self.state {
             State::Open(Open { transport, .. }) | State::Closing(Closing { transport, .. }) => {
                 transport.encrypts()
@@ -1497,6 +1511,7 @@ impl Socket {
             State::Opening(_) | State::Authenticating(_) | State::Open(_) => {
                 self.leave_service(&reason, out);
                 self.state = State::Closed(reason);
+                self.sealing = false;
             }
         }
         self.tx.clear();

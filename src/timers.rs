@@ -3,12 +3,45 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Instant;
 
 /// Heap entries allowed beyond twice the live deadlines before the heap is rebuilt,
 /// so a handful of keys does not rebuild it on every change.
 const SLACK: usize = 64;
+
+/// Hashes the keys of [`Timers`] with one multiply per word (FxHash's): they are
+/// connection slots and generations the node hands out, never values a peer chooses,
+/// so SipHash's defence against chosen collisions would only cost time on every
+/// change of a deadline.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_u32(&mut self, word: u32) {
+        self.write_u64(u64::from(word));
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// One deadline per key, taken earliest first. A key whose deadline changes leaves its
 /// old heap entry in place: an entry counts only while its instant is still its key's,
@@ -19,14 +52,14 @@ const SLACK: usize = 64;
 /// constant cost per change.
 #[derive(Debug)]
 pub(crate) struct Timers<K> {
-    deadlines: HashMap<K, Instant>,
+    deadlines: HashMap<K, Instant, BuildHasherDefault<KeyHasher>>,
     heap: BinaryHeap<Reverse<(Instant, K)>>,
 }
 
 impl<K: Copy + Ord + Hash> Default for Timers<K> {
     fn default() -> Self {
         Timers {
-            deadlines: HashMap::new(),
+            deadlines: HashMap::default(),
             heap: BinaryHeap::new(),
         }
     }
