@@ -1619,8 +1619,8 @@ impl Node {
     ) -> Option<Result<(), SendError>> {
         let (room, full) = (self.total_room(), self.global_full());
         let entry = slot_mut(&mut self.sockets, conn)?;
-        let growth = entry.socket.growth(frame.wire_len());
-        let queued = if !within_fair_share(entry.socket.queued(), growth, room) {
+        let (queued, growth) = entry.socket.queued_and_growth(frame.wire_len());
+        let queued = if !within_fair_share(queued, growth, room) {
             Err(full)
         } else if shared {
             entry.socket.send_shared(frame)

@@ -678,11 +678,18 @@ impl Socket {
 
     /// How much [`Socket::queued`] grows when a frame of `len` wire bytes is queued.
     pub(crate) fn growth(&self, len: usize) -> usize {
+        self.queued_and_growth(len).1
+    }
+
+    /// [`Socket::queued`] and [`Socket::growth`] together, as every send asks for both:
+    /// the record arithmetic done once.
+    pub(crate) fn queued_and_growth(&self, len: usize) -> (usize, usize) {
+        let queued = self.queued();
         if !self.seals() {
             // Plaintext: a frame adds its wire bytes and nothing else.
-            return len;
+            return (queued, len);
         }
-        self.queued_with(len) - self.queued()
+        (queued, self.queued_with(len) - queued)
     }
 
     /// Requests waiting for a response.
