@@ -186,6 +186,14 @@ fn slot_mut(sockets: &mut Slab<Entry>, conn: ConnId) -> Option<&mut Entry> {
         .filter(|e| e.generation == conn.generation)
 }
 
+/// How much `socket`'s queue grows by a frame of `len` wire bytes, if that stays
+/// within the queue's fair share of `room`, the global write room left
+/// ([`within_fair_share`]).
+fn fair_growth(socket: &Socket, len: usize, room: usize) -> Option<usize> {
+    let (queued, growth) = socket.queued_and_growth(len);
+    within_fair_share(queued, growth, room).then_some(growth)
+}
+
 /// Pushes the event a frame's output is by itself onto `events`, or gives the output
 /// back if it is not one.
 #[inline(always)]
@@ -1564,10 +1572,12 @@ impl Node {
     /// queue grows by it and, under noise, by the records it may take, within that
     /// queue's fair share of the room left ([`within_fair_share`]).
     fn check_total(&self, conn: ConnId, len: usize) -> Result<(), SendError> {
-        let (queued, growth) = self
-            .entry(conn)
-            .map_or((0, len), |e| (e.socket.queued(), e.socket.growth(len)));
-        if !within_fair_share(queued, growth, self.total_room()) {
+        let room = self.total_room();
+        let fits = match self.entry(conn) {
+            Some(entry) => fair_growth(&entry.socket, len, room).is_some(),
+            None => within_fair_share(0, len, room),
+        };
+        if !fits {
             return Err(self.global_full());
         }
         Ok(())
@@ -1619,10 +1629,10 @@ impl Node {
     ) -> Option<Result<(), SendError>> {
         let (room, full) = (self.total_room(), self.global_full());
         let entry = slot_mut(&mut self.sockets, conn)?;
-        let (queued, growth) = entry.socket.queued_and_growth(frame.wire_len());
-        let queued = if !within_fair_share(queued, growth, room) {
-            Err(full)
-        } else if shared {
+        let Some(growth) = fair_growth(&entry.socket, frame.wire_len(), room) else {
+            return Some(Err(full));
+        };
+        let queued = if shared {
             entry.socket.send_shared(frame)
         } else {
             entry.socket.send(frame)

@@ -676,12 +676,8 @@ impl Socket {
         }
     }
 
-    /// How much [`Socket::queued`] grows when a frame of `len` wire bytes is queued.
-    pub(crate) fn growth(&self, len: usize) -> usize {
-        self.queued_and_growth(len).1
-    }
-
-    /// [`Socket::queued`] and [`Socket::growth`] together, as every send asks for both:
+    /// [`Socket::queued`], and how much it grows when a frame of `len` wire bytes is
+    /// queued (under noise, with the records it may take): every send asks for both,
     /// the record arithmetic done once.
     pub(crate) fn queued_and_growth(&self, len: usize) -> (usize, usize) {
         let queued = self.queued();
@@ -1171,10 +1167,7 @@ impl Socket {
             };
             match open.checks.decoder.decode(frames) {
                 // The bulk of the traffic, taken here rather than through `on_frame`.
-                Some(Decoded::Frame(Frame::Message(payload))) => {
-                    self.stats.frames_in += 1;
-                    out.push(Output::Message(payload));
-                }
+                Some(Decoded::Frame(Frame::Message(payload))) => self.message(payload, out),
                 Some(Decoded::Frame(frame)) => {
                     let outputs = out.decisions().len();
                     let gossip = matches!(frame, Frame::Gossip { .. });
@@ -1246,6 +1239,13 @@ impl Socket {
     }
 
     /// One frame of an open connection.
+    /// A MESSAGE: nothing to check, so `take_frames` takes it without `on_frame`.
+    #[inline(always)]
+    fn message(&mut self, payload: Bytes, out: &mut impl Frames) {
+        self.stats.frames_in += 1;
+        out.push(Output::Message(payload));
+    }
+
     fn on_frame(&mut self, frame: Frame, now: Instant, out: &mut impl Frames) {
         let Some(open) = self.open_mut() else {
             return;
@@ -1286,10 +1286,7 @@ impl Socket {
                 // EOF to wait for.
                 self.peer_ended();
             }
-            Frame::Message(payload) => {
-                self.stats.frames_in += 1;
-                out.push(Output::Message(payload));
-            }
+            Frame::Message(payload) => self.message(payload, out),
             Frame::Request { id, payload } => {
                 if open
                     .requests
@@ -1396,9 +1393,9 @@ impl Socket {
     /// ([`within_fair_share`]): a peer that pings and never reads must not fill the
     /// node's queues with PONGs. If so, takes it from the global budget.
     fn control_fits(&mut self, len: usize) -> bool {
-        let growth = self.growth(len);
-        let fits = self.queued_with(len) + GOODBYE_ROOM <= self.limits.max_write_buffer
-            && within_fair_share(self.queued(), growth, self.control_budget);
+        let (queued, growth) = self.queued_and_growth(len);
+        let fits = queued + growth + GOODBYE_ROOM <= self.limits.max_write_buffer
+            && within_fair_share(queued, growth, self.control_budget);
         if fits {
             self.control_budget -= growth;
         }
