@@ -578,11 +578,9 @@ impl Sim {
         index: NodeIndex,
         payload: impl Payload,
     ) -> Result<GossipId, SendError> {
-        let now = self.now;
-        let node = self.core(index).ok_or(SendError::ShuttingDown)?;
-        let id = node.broadcast(payload.into_payload(), now)?;
-        self.settle(index);
-        Ok(id)
+        self.command(index, |node, now| {
+            node.broadcast(payload.into_payload(), now)
+        })
     }
 
     /// Node `index` sends a MESSAGE to `peer`.
@@ -592,10 +590,7 @@ impl Sim {
         peer: &PeerId,
         payload: impl Payload,
     ) -> Result<(), SendError> {
-        let node = self.core(index).ok_or(SendError::ShuttingDown)?;
-        node.send(peer, payload.into_payload())?;
-        self.settle(index);
-        Ok(())
+        self.command(index, |node, _| node.send(peer, payload.into_payload()))
     }
 
     /// Node `index` sends a REQUEST to `peer`; the answer arrives as an event.
@@ -606,11 +601,9 @@ impl Sim {
         id: RequestId,
         payload: impl Payload,
     ) -> Result<(), SendError> {
-        let now = self.now;
-        let node = self.core(index).ok_or(SendError::ShuttingDown)?;
-        node.request_with_id(peer, id, payload.into_payload(), now)?;
-        self.settle(index);
-        Ok(())
+        self.command(index, |node, now| {
+            node.request_with_id(peer, id, payload.into_payload(), now)
+        })
     }
 
     /// Node `index` answers request `id` of `peer`; as
@@ -623,10 +616,23 @@ impl Sim {
         id: RequestId,
         payload: impl Payload,
     ) -> Result<(), SendError> {
+        self.command(index, |node, _| {
+            node.respond(peer, id, payload.into_payload())
+        })
+    }
+
+    /// Runs a command on node `index` (refused as shut down if it is not up), then
+    /// moves what it queued; a refused command changes nothing to settle.
+    fn command<R>(
+        &mut self,
+        index: NodeIndex,
+        f: impl FnOnce(&mut Node, Instant) -> Result<R, SendError>,
+    ) -> Result<R, SendError> {
+        let now = self.now;
         let node = self.core(index).ok_or(SendError::ShuttingDown)?;
-        node.respond(peer, id, payload.into_payload())?;
+        let result = f(node, now)?;
         self.settle(index);
-        Ok(())
+        Ok(result)
     }
 
     /// Node `index` shuts down: every connection closes gracefully (GOODBYE 0) and
