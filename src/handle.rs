@@ -103,9 +103,10 @@ impl Handle {
         if !self.woken.swap(true, Ordering::AcqRel)
             && let Err(e) = self.waker.wake()
         {
-            // The command is queued all the same and runs at the loop's next turn:
-            // an error here would lose the id its call returns. The next command
-            // tries the wake again.
+            // The command is queued all the same and runs at the loop's next turn,
+            // which comes without this wake only if something else ends its wait (a
+            // timer, a socket, another command's wake): an error here would lose the
+            // id its call returns. The next command tries the wake again.
             self.woken.store(false, Ordering::Release);
             log::warn!("could not wake the network's loop: {e}");
         }

@@ -31,6 +31,8 @@ struct Stream {
     interest: Interest,
     /// The turn this socket was last read in.
     read_turn: u64,
+    /// The last turn that skipped it for want of turn budget.
+    skipped_turn: u64,
 }
 
 /// The stream of `conn`, if its slot still holds that generation. A free function over
@@ -112,6 +114,10 @@ pub(crate) struct Reactor {
     /// budget paused and resumed: edge-triggered readiness will not repeat, so they
     /// are read again next turn.
     ready: Vec<ConnId>,
+    /// Connections a turn left unread because its budget (`read_budget_total`) was
+    /// spent: read first next turn, ahead of `ready`, so connections that always have
+    /// more to send than a turn takes cannot keep them waiting.
+    skipped: Vec<ConnId>,
     /// After an accept error (EMFILE, say), accepting pauses until then, so a
     /// connection stuck in the backlog does not spin the loop.
     accept_paused_until: Option<Instant>,
@@ -143,6 +149,7 @@ impl Reactor {
             dirty: Vec::new(),
             readiness: Vec::new(),
             ready: Vec::new(),
+            skipped: Vec::new(),
             accept_paused_until: None,
             accept_again: false,
             next_listener: 0,
@@ -240,8 +247,12 @@ impl Reactor {
         *now = self.now;
         self.turn += 1;
         self.turn_left = node.config().read_budget_total;
-        // Those left unread last turn go first.
-        for conn in std::mem::take(&mut self.ready) {
+        // Those the last turn skipped go first, then those it read to their budget.
+        let (skipped, ready) = (
+            std::mem::take(&mut self.skipped),
+            std::mem::take(&mut self.ready),
+        );
+        for conn in skipped.into_iter().chain(ready) {
             self.read(node, conn);
         }
         let mut woken = false;
@@ -280,7 +291,11 @@ impl Reactor {
     }
 
     fn wait_time(&self, node: &Node, timeout: Option<Duration>) -> Option<Duration> {
-        if !self.ready.is_empty() || node.has_events() || self.accept_again {
+        if !self.ready.is_empty()
+            || !self.skipped.is_empty()
+            || node.has_events()
+            || self.accept_again
+        {
             return Some(Duration::ZERO);
         }
         let deadline = match (node.poll_timeout(), self.accept_paused_until) {
@@ -310,6 +325,7 @@ impl Reactor {
             tcp,
             interest,
             read_turn: 0,
+            skipped_turn: 0,
         });
         Ok(())
     }
@@ -383,14 +399,18 @@ impl Reactor {
     fn read(&mut self, node: &mut Node, conn: ConnId) {
         let now = self.now;
         let turn = self.turn;
-        if self.turn_left == 0 {
-            // The turn's budget is spent: first in line next turn.
-            self.ready.push(conn);
-            return;
-        }
-        let Some(stream) = self.stream(conn) else {
+        let turn_left = self.turn_left;
+        let Some(stream) = stream_mut(&mut self.streams, conn) else {
             return;
         };
+        if turn_left == 0 {
+            // The turn's budget is spent: first in line next turn, once.
+            if stream.skipped_turn != turn {
+                stream.skipped_turn = turn;
+                self.skipped.push(conn);
+            }
+            return;
+        }
         if stream.read_turn == turn {
             // Read already this turn, from the retry list, after this turn's readiness
             // was polled: to `WouldBlock`, or until its budget ran out and it queued

@@ -1238,7 +1238,6 @@ impl Socket {
         self.remote.unwrap_or(PeerId::from_bytes([0; 32]))
     }
 
-    /// One frame of an open connection.
     /// A MESSAGE: nothing to check, so `take_frames` takes it without `on_frame`.
     #[inline(always)]
     fn message(&mut self, payload: Bytes, out: &mut impl Frames) {
@@ -1246,6 +1245,7 @@ impl Socket {
         out.push(Output::Message(payload));
     }
 
+    /// One frame of an open connection.
     fn on_frame(&mut self, frame: Frame, now: Instant, out: &mut impl Frames) {
         let Some(open) = self.open_mut() else {
             return;

@@ -590,3 +590,57 @@ fn one_turn_reads_at_most_the_turn_budget_over_all_connections() {
         "every peer's bytes arrive"
     );
 }
+
+/// Peers that always have more to send than a turn's budget cannot keep a quiet peer
+/// unread: a connection the spent turn budget skipped goes first next turn, ahead of
+/// those that were read until their own budget ran out.
+#[test]
+fn flooding_peers_cannot_keep_another_connection_unread() {
+    let config = Config {
+        read_budget: 32 * 1024,
+        read_budget_total: 64 * 1024,
+        ..plain()
+    };
+    let (mut net, addr) = listening(config);
+    let mut floods: Vec<Raw> = (0..2)
+        .map(|i| Raw::handshake(&mut net, addr, id(20 + i)).0)
+        .collect();
+    let quiet_id = id(30);
+    let (mut quiet, _) = Raw::handshake(&mut net, addr, quiet_id);
+    let frame = encode(&Frame::Message(Bytes::from(vec![7u8; 4096])));
+    let mut events = Vec::new();
+    let until = deadline(10);
+    let mut turns = 0;
+    let mut flooded = 0usize;
+    let got = loop {
+        // The floods keep their sockets full before every turn.
+        for raw in &mut floods {
+            while raw.unsent() < 256 * 1024 {
+                raw.send(&frame);
+            }
+            raw.pump();
+        }
+        // The quiet peer speaks once the floods have the turn budget.
+        if turns == 5 {
+            quiet.send(&encode(&Frame::Message(Bytes::from_static(b"hello"))));
+        }
+        net.poll(&mut events, Some(Duration::from_millis(10)))
+            .unwrap();
+        turns += 1;
+        flooded += events
+            .iter()
+            .filter_map(|e| message_from(e, id(20)).or(message_from(e, id(21))))
+            .sum::<usize>();
+        if events.iter().any(|e| message_from(e, quiet_id).is_some()) {
+            break true;
+        }
+        if turns >= 200 || Instant::now() > until {
+            break false;
+        }
+    };
+    assert!(
+        got,
+        "the quiet peer's message was never read in {turns} turns while the floods \
+         delivered {flooded} bytes"
+    );
+}
