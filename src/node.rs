@@ -241,6 +241,14 @@ impl Frames for FrameSink<'_, '_> {
         }
     }
 
+    #[inline(always)]
+    fn message(&mut self, payload: &[u8]) {
+        self.to.events.push(Event::Message {
+            peer: self.to.peer,
+            payload: Bytes::copy_from_slice(payload),
+        });
+    }
+
     fn decisions(&mut self) -> &mut Vec<Output> {
         self.out
     }
