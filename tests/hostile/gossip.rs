@@ -214,9 +214,12 @@ fn a_flood_at_the_full_allowed_rate_cannot_flush_the_seen_id_cache() {
     // cache has gone in.
     let start = Instant::now();
     let mut sent = 0u32;
+    // The flood needs (4 * CACHE - RATE) / RATE seconds whatever the speed of a turn,
+    // so the deadline bounds this loop; the count only backs it up. (A bound of 50,000
+    // turns failed once turns got faster than 20 us: the rate had not let 256 in yet.)
     log.extend(run_until_by(
         &mut [&mut target],
-        50_000,
+        50_000_000,
         until,
         |nets, log| {
             let flooded = delivered(log, 0, |_, _, payload| payload == "flood");
