@@ -445,6 +445,10 @@ pub(crate) struct Socket {
     rx: BytesMut,
     /// The frame stream opened from records (noise); plaintext decodes `rx` itself.
     plain: BytesMut,
+    /// What the record that completed a large frame held past that frame's end
+    /// (noise): the frame stream once the frame is taken. Kept apart so that the large
+    /// frame's buffer, which becomes its payload, is the frame's size and no more.
+    overrun: BytesMut,
     /// Bytes ready for the socket.
     tx: OutQueue,
     /// Frames waiting to be sealed into records (noise): payloads stay shared until then.
@@ -541,6 +545,7 @@ impl Socket {
             remote: None,
             rx: BytesMut::new(),
             plain: BytesMut::new(),
+            overrun: BytesMut::new(),
             tx: OutQueue::default(),
             staged: OutQueue::default(),
             control_budget: usize::MAX,
@@ -761,7 +766,7 @@ impl Socket {
 
     /// Bytes buffered from the peer and not yet taken as frames.
     pub(crate) fn buffered(&self) -> usize {
-        self.rx.len() + self.plain.len()
+        self.rx.len() + self.plain.len() + self.overrun.len()
     }
 
     /// Bytes of the receive budget this connection holds.
@@ -860,46 +865,61 @@ impl Socket {
         }
     }
 
-    /// What the frame stream's buffer holds without charge, and the most a buffer of a
-    /// frame of `need` bytes holds: under noise a record's plaintext may run past the
-    /// frame's end, so both are a record larger.
-    fn frame_buffer_bounds(&self, need: usize) -> (usize, usize) {
+    /// What the frame stream's buffer holds without charge: under noise, a record's
+    /// plaintext more than in plaintext.
+    fn frame_buffer_free(&self) -> usize {
         if self.opens_records() {
-            (READ_ALLOWANCE + RECORD_SLACK, need + RECORD_SLACK)
+            READ_ALLOWANCE + RECORD_SLACK
         } else {
-            (READ_ALLOWANCE, need)
+            READ_ALLOWANCE
         }
     }
 
     /// Makes room for `step` more bytes in the frame stream's buffer, when a frame of
     /// `need` bytes (more than [`READ_ALLOWANCE`]) is under way: a buffer of its own
-    /// that doubles as its bytes arrive, up to the frame's size, and is charged to the
-    /// receive budget. False, and `starved` set, if the budget's room is too small.
-    fn grow_frame_buffer(&mut self, need: usize, step: usize) -> bool {
-        let (free, limit) = self.frame_buffer_bounds(need);
-        let charge_for = |cap: usize| cap.saturating_sub(free);
-        let read_room = self.read_room;
-        let charged = self.charged;
+    /// that doubles as its bytes arrive, up to the frame's size and never past it (it
+    /// becomes the payload, which holds it as long as it lives), charged to the
+    /// receive budget with the `overrun` bytes the record completing the frame holds
+    /// past its end. False, and `starved` set, if the budget's room is too small.
+    fn grow_frame_buffer(&mut self, need: usize, step: usize, overrun: usize) -> bool {
+        let free = self.frame_buffer_free();
+        let (read_room, charged) = (self.read_room, self.charged);
+        let affordable = (free + charged + read_room).saturating_sub(overrun);
         let buf = self.frames_in();
         let len = buf.len();
-        if buf.capacity() - len >= step {
+        let fits = buf.capacity() - len >= step;
+        if fits && buf.capacity() <= need && overrun == 0 {
             return true;
         }
-        let least = (len + step).min(limit);
-        let wanted = limit.min((2 * len).max(len + step)).max(free);
-        // As much of the doubling as the budget allows, but at least the step.
-        let affordable = free + charged + read_room;
-        let cap = wanted.min(affordable);
-        if cap < least {
+        let cap = if fits && buf.capacity() <= need {
+            buf.capacity()
+        } else {
+            let least = len + step;
+            // As much of the doubling as the budget allows, but at least the step; a
+            // buffer larger than the frame (the one its start was opened into) shrinks.
+            let wanted = (2 * len).max(least).max(free).min(need);
+            let cap = if fits { wanted } else { wanted.min(affordable) };
+            if cap < least {
+                self.starved = true;
+                return false;
+            }
+            // Resized in place where the allocator can (realloc): no copy of what
+            // arrived.
+            let mut vec = Vec::from(std::mem::take(buf));
+            if vec.capacity() > cap {
+                vec.shrink_to(cap);
+            } else {
+                vec.reserve_exact(cap - vec.len());
+            }
+            let cap = vec.capacity();
+            *buf = BytesMut::from(Bytes::from(vec));
+            cap
+        };
+        if overrun > 0 && cap > affordable {
             self.starved = true;
             return false;
         }
-        // Grown in place where the allocator can (realloc): no copy of what arrived.
-        let mut vec = Vec::from(std::mem::take(buf));
-        vec.reserve_exact(cap - vec.len());
-        let cap = vec.capacity();
-        *buf = BytesMut::from(Bytes::from(vec));
-        let charge = charge_for(cap).max(charged);
+        let charge = (cap + overrun).saturating_sub(free).max(charged);
         self.read_room = self.read_room.saturating_sub(charge - charged);
         self.charged = charge;
         true
@@ -997,7 +1017,7 @@ impl Socket {
     /// The capacity of the socket's own read buffers, raw and opened (tests).
     #[cfg(test)]
     pub(crate) fn read_capacity(&self) -> usize {
-        self.rx.capacity() + self.plain.capacity()
+        self.rx.capacity() + self.plain.capacity() + self.overrun.capacity()
     }
 
     /// How far the handshake got: the preamble, then each whole handshake message the
@@ -1054,7 +1074,8 @@ impl Socket {
         }
         if let Some(need) = self.large_frame_need(&self.rx) {
             let rest = need.saturating_sub(self.rx.len()).max(1);
-            if self.rx.capacity() == self.rx.len() && !self.grow_frame_buffer(need, chunk.min(rest))
+            if self.rx.capacity() == self.rx.len()
+                && !self.grow_frame_buffer(need, chunk.min(rest), 0)
             {
                 return None;
             }
@@ -1214,28 +1235,67 @@ impl Socket {
     /// for the record's plaintext; false if none is whole yet, the budget has no room
     /// for it (`starved`), or it failed to open (`decrypt_failed`). Records are opened
     /// one at a time, as the frames before them are taken, so the frame stream holds
-    /// at most the unfinished frame and one record's plaintext.
+    /// at most the unfinished frame and one record's plaintext. A record that
+    /// completes a large frame fills its buffer to the frame's end; the rest waits in
+    /// `overrun` and is the frame stream once the frame is taken (this call, then).
     fn open_record(&mut self) -> bool {
+        if !self.overrun.is_empty() {
+            if self.plain.is_empty() {
+                self.plain = std::mem::take(&mut self.overrun);
+            } else {
+                make_room(
+                    &mut self.plain,
+                    self.overrun.len(),
+                    READ_ALLOWANCE + RECORD_SLACK,
+                );
+                self.plain.extend_from_slice(&self.overrun);
+                self.overrun = BytesMut::new();
+            }
+            return true;
+        }
         let Some(size) = self
             .open_state()
             .and_then(|open| open.transport.next_record(&self.rx))
         else {
             return false;
         };
-        let room = match self.large_frame_need(&self.plain) {
-            Some(need) => self.grow_frame_buffer(need, size),
+        let to_frame_end = match self.large_frame_need(&self.plain) {
+            Some(need) => {
+                // A record is opened in place: the buffer it is opened into needs room
+                // for its ciphertext, a tag more than its plaintext.
+                let to_end = need - self.plain.len();
+                let room = size + crate::secure::RECORD_OVERHEAD;
+                let overrun = room.saturating_sub(to_end);
+                if !self.grow_frame_buffer(need, room.min(to_end), overrun) {
+                    return false;
+                }
+                Some(to_end).filter(|_| overrun > 0)
+            }
             None => {
                 make_room(&mut self.plain, size, READ_ALLOWANCE + RECORD_SLACK);
-                true
+                None
             }
         };
-        if !room {
-            return false;
-        }
         let State::Open(open) = &mut self.state else {
             return false;
         };
-        match open.transport.open_record(&mut self.rx, &mut self.plain) {
+        let opened = match to_frame_end {
+            None => open.transport.open_record(&mut self.rx, &mut self.plain),
+            Some(to_end) => {
+                let mut record = BytesMut::with_capacity(size + crate::secure::RECORD_OVERHEAD);
+                let opened = open.transport.open_record(&mut self.rx, &mut record);
+                if opened == Ok(true) {
+                    let to_end = to_end.min(record.len());
+                    self.plain.extend_from_slice(&record[..to_end]);
+                    record.advance(to_end);
+                    if !record.is_empty() {
+                        self.overrun = record;
+                    }
+                }
+                opened
+            }
+        };
+        match opened {
             Ok(opened) => opened,
             Err(_) => {
                 // Fatal, but only after the frames of the records before it: what is
@@ -1566,6 +1626,7 @@ impl Socket {
         // Dropped, not cleared: nothing is read into them any more.
         self.rx = BytesMut::new();
         self.plain = BytesMut::new();
+        self.overrun = BytesMut::new();
         self.charged = 0;
         // Out of service nothing can be answered on it.
         if let Some(mut requests) = self.open_mut().and_then(|open| open.requests.take()) {

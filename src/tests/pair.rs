@@ -1744,6 +1744,40 @@ mod noise {
         );
     }
 
+    /// A large payload received under noise is a slice of its frame's buffer, which
+    /// the application then holds: that buffer must be the frame's size. The record
+    /// that completes the frame carries the next frame's start too; opened into the
+    /// frame's buffer, it made the buffer a record larger (twice a 64 KiB payload),
+    /// and the payload held that much memory for as long as it lived.
+    #[test]
+    fn a_large_noise_payload_holds_a_buffer_of_its_own_size() {
+        let (mut pair, ka, kb) = noise_pair(noise(), noise());
+        pair.step();
+        assert!(connected_both_ways(&pair, &ka, &kb));
+        pair.b.events.clear();
+        let peer = kb.peer_id();
+        for len in [65_536, 100_000, 300_000] {
+            pair.a.node.send(&peer, vec![1u8; len].into()).unwrap();
+            pair.a.node.send(&peer, vec![2u8; len].into()).unwrap();
+            pair.step();
+            let payloads: Vec<Bytes> = pair
+                .b
+                .events
+                .drain(..)
+                .filter_map(|e| match e {
+                    Event::Message { payload, .. } => Some(payload),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(payloads.len(), 2, "len {len}");
+            for payload in payloads {
+                assert_eq!(payload.len(), len);
+                let held = bytes::BytesMut::from(payload).capacity();
+                assert_eq!(held, len, "a payload of {len} bytes holds {held}");
+            }
+        }
+    }
+
     #[test]
     fn the_handshake_survives_any_split_of_its_bytes() {
         for chunk in [1, 2, 3, 7, 31, 97] {
