@@ -111,6 +111,21 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Deadline for a TCP dial to connect. Default 5 s.
     pub connect_timeout: Duration,
+    /// The first wait before a persistent peer ([`Network::add_peer`]) is dialled
+    /// again after its session ended; each failed dial in a row doubles it, up to
+    /// `redial_max`, and a session that reaches the handshake's end starts it over.
+    /// Default 1 s.
+    ///
+    /// [`Network::add_peer`]: crate::Network::add_peer
+    pub redial_base: Duration,
+    /// The longest wait between two dials of a persistent peer. Default 60 s.
+    pub redial_max: Duration,
+    /// The most of each redial wait taken off at random, as a fraction (0.0 to 1.0):
+    /// each wait is drawn uniformly from `[(1 - redial_jitter) * w, w]`, so that the
+    /// nodes that lost one peer at the same moment do not all dial it at the same
+    /// moment again. Drawn from the node's random source (the seeded one in the
+    /// simulator). Default 0.25.
+    pub redial_jitter: f64,
     /// Receive silence after which a PING is sent; must be shorter than
     /// `idle_timeout`, by a round trip at least, for the PONG to arrive in time.
     /// Default 15 s.
@@ -232,6 +247,9 @@ impl Default for Config {
             preamble_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            redial_base: Duration::from_secs(1),
+            redial_max: Duration::from_secs(60),
+            redial_jitter: 0.25,
             ping_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
             request_timeout: Duration::from_secs(10),
@@ -331,6 +349,18 @@ pub enum ConfigError {
         /// The configured idle timeout.
         idle: Duration,
     },
+    /// The longest redial wait is shorter than the first: raise `redial_max` to
+    /// `base` at least.
+    #[error("redial_max ({max:?}) is below redial_base ({base:?}): raise redial_max to {base:?}")]
+    RedialMaxBelowBase {
+        /// The configured first wait.
+        base: Duration,
+        /// The configured longest wait.
+        max: Duration,
+    },
+    /// `redial_jitter` is not a fraction from 0.0 to 1.0 (or is NaN).
+    #[error("redial_jitter must be within 0.0..=1.0")]
+    RedialJitter,
 }
 
 /// The longest timer a config may set (one year): deadlines are `now + duration`.
@@ -558,6 +588,8 @@ impl Config {
             ("rejected_frames_window", self.rejected_frames_window),
             ("close_timeout", self.close_timeout),
             ("gossip_cache_age", self.gossip_cache_age),
+            ("redial_base", self.redial_base),
+            ("redial_max", self.redial_max),
         ];
         for (name, value) in nonzero_times {
             if value.is_zero() {
@@ -592,6 +624,15 @@ impl Config {
         }
         if self.ipv6_prefix_len > 128 {
             return Err(ConfigError::PrefixTooLong(self.ipv6_prefix_len));
+        }
+        if self.redial_max < self.redial_base {
+            return Err(ConfigError::RedialMaxBelowBase {
+                base: self.redial_base,
+                max: self.redial_max,
+            });
+        }
+        if !(0.0..=1.0).contains(&self.redial_jitter) {
+            return Err(ConfigError::RedialJitter);
         }
         if self.ping_interval >= self.idle_timeout {
             return Err(ConfigError::PingNotBeforeIdle {
@@ -780,6 +821,36 @@ mod tests {
         .fit_buffers();
         assert_eq!(c.max_write_buffer_total, c.write_buffer_total_at_capacity());
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn redial_waits_must_make_sense() {
+        let with = |base: u64, max: u64, jitter: f64| Config {
+            redial_base: Duration::from_millis(base),
+            redial_max: Duration::from_millis(max),
+            redial_jitter: jitter,
+            ..Config::default()
+        };
+        assert_eq!(with(100, 100, 0.0).validate(), Ok(()));
+        assert_eq!(with(100, 5000, 1.0).validate(), Ok(()));
+        assert_eq!(
+            with(200, 100, 0.5).validate(),
+            Err(ConfigError::RedialMaxBelowBase {
+                base: Duration::from_millis(200),
+                max: Duration::from_millis(100)
+            })
+        );
+        assert_eq!(
+            with(0, 100, 0.5).validate(),
+            Err(ConfigError::Zero("redial_base"))
+        );
+        for jitter in [-0.1, 1.5, f64::NAN, f64::INFINITY] {
+            assert_eq!(
+                with(100, 200, jitter).validate(),
+                Err(ConfigError::RedialJitter),
+                "{jitter}"
+            );
+        }
     }
 
     #[test]

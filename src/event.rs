@@ -56,6 +56,20 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+    /// A persistent peer ([`Network::add_peer`](crate::Network::add_peer)) will be
+    /// dialled again after `after`: its session ended, or a dial to it failed (a
+    /// `PeerDisconnected` or `DialFailed` came first), or could not start.
+    Redialing {
+        /// Its address.
+        addr: SocketAddr,
+        /// Its id, if the application gave one or a dial to it proved one.
+        peer: Option<PeerId>,
+        /// The number of this coming dial since the last session (1 after a session
+        /// ended); its wait doubles with each.
+        attempt: u32,
+        /// The wait, jitter included.
+        after: std::time::Duration,
+    },
     /// A MESSAGE from a peer.
     Message {
         /// The sender.

@@ -19,6 +19,8 @@ use crate::rng::Rng;
 #[derive(Debug)]
 pub(crate) enum Command {
     Dial(SocketAddr),
+    AddPeer(SocketAddr, Option<PeerId>),
+    RemovePeer(SocketAddr),
     Send(PeerId, SendId, Bytes),
     Request(PeerId, RequestId, Bytes),
     Respond(PeerId, RequestId, Bytes),
@@ -34,6 +36,8 @@ pub(crate) enum Command {
 /// | `Network` | `Handle` | if it fails on the loop |
 /// |---|---|---|
 /// | `dial(addr) -> Result<(), DialError>` | `dial(addr) -> Result<(), HandleError>` | [`Event::DialFailed`](crate::Event::DialFailed) `{ addr, .. }` |
+/// | `add_peer(addr, expected) -> Result<(), DialError>` | `add_peer(addr, expected) -> Result<(), HandleError>` | [`Event::DialFailed`](crate::Event::DialFailed) `{ addr, .. }` |
+/// | `remove_peer(addr) -> bool` | `remove_peer(addr) -> Result<(), HandleError>` | nothing (not one: nothing to do) |
 /// | `send(&peer, payload) -> Result<(), SendError>` | `send(&peer, payload) -> Result<SendId, HandleError>` | [`Event::SendFailed`](crate::Event::SendFailed) `{ peer, id, .. }` |
 /// | `request(&peer, payload) -> Result<RequestId, SendError>` | `request(&peer, payload) -> Result<RequestId, HandleError>` | [`Event::RequestFailed`](crate::Event::RequestFailed) `{ peer, id, .. }` |
 /// | `respond(&peer, id, payload) -> Result<(), SendError>` | `respond(&peer, id, payload) -> Result<(), HandleError>` | [`Event::RespondFailed`](crate::Event::RespondFailed) `{ peer, id, .. }` |
@@ -117,6 +121,19 @@ impl Handle {
     /// as [`Event::DialFailed`](crate::Event::DialFailed) with `addr` and [`CloseReason::DialRefused`](crate::CloseReason::DialRefused).
     pub fn dial(&self, addr: SocketAddr) -> Result<(), HandleError> {
         self.queue(Command::Dial(addr))
+    }
+
+    /// Makes `addr` a persistent peer, as [`Network::add_peer`](crate::Network::add_peer);
+    /// a refusal comes back as [`Event::DialFailed`](crate::Event::DialFailed) with
+    /// `addr` and [`CloseReason::DialRefused`](crate::CloseReason::DialRefused).
+    pub fn add_peer(&self, addr: SocketAddr, expected: Option<PeerId>) -> Result<(), HandleError> {
+        self.queue(Command::AddPeer(addr, expected))
+    }
+
+    /// Stops dialling `addr` again, as
+    /// [`Network::remove_peer`](crate::Network::remove_peer).
+    pub fn remove_peer(&self, addr: SocketAddr) -> Result<(), HandleError> {
+        self.queue(Command::RemovePeer(addr))
     }
 
     /// Sends a MESSAGE to `peer`, as [`Network::send`](crate::Network::send); a

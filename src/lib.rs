@@ -81,6 +81,7 @@ mod node;
 mod ordered;
 mod payload;
 mod peer;
+mod persistent;
 mod queue;
 mod reactor;
 #[cfg(feature = "noise")]

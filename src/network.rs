@@ -164,6 +164,42 @@ impl Network {
         self.reactor.dial(&mut self.node, addr, self.now)
     }
 
+    /// Makes `addr` a persistent peer: dialled at once (on this turn of
+    /// [`Network::poll`]), and dialled again whenever its session ends or a dial to
+    /// it fails, after a wait that doubles with each failure in a row
+    /// ([`Config::redial_base`] up to [`Config::redial_max`], less a random
+    /// [`Config::redial_jitter`]) and starts over once a session is up. Each such wait
+    /// is announced by [`Event::Redialing`]; each dial ends in `PeerConnected` or
+    /// `DialFailed` as [`Network::dial`]'s do. While the peer it proved is connected,
+    /// whoever dialled, it is not dialled.
+    ///
+    /// With `expected`, the peer at `addr` must prove that id: another one is closed
+    /// (`DialFailed` with [`CloseReason::UnexpectedPeer`]) and the address dialled
+    /// again after the backoff. Adding an address again only changes `expected`. At
+    /// most `max_outbound` addresses (`DialError::OutboundLimit`).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), p2p::Error> {
+    /// let mut net = p2p::Network::new(p2p::Config::default())?;
+    /// net.add_peer("192.0.2.7:9000".parse()?, None)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn add_peer(
+        &mut self,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<(), DialError> {
+        self.tick();
+        self.node.add_peer(addr, expected, self.now)
+    }
+
+    /// Stops dialling `addr` again. A connection to it, or a dial under way, goes on
+    /// as any other (close it with [`Network::disconnect`]). False if `addr` was not
+    /// a persistent peer.
+    pub fn remove_peer(&mut self, addr: SocketAddr) -> bool {
+        self.node.remove_peer(&addr)
+    }
+
     /// Sends a MESSAGE to `peer`. Refused, with nothing queued, when the peer's or the
     /// node's write buffer would go over its cap.
     ///
@@ -287,6 +323,7 @@ impl Network {
         }
         if self.node.poll_timeout().is_some_and(|d| d <= self.now) {
             self.node.handle_timeout(self.now);
+            self.reactor.connect_own_dials(&mut self.node, self.now);
         }
         self.reactor.flush(&mut self.node, self.now);
         self.node.poll_events(events);
@@ -326,6 +363,17 @@ impl Network {
                         reason: CloseReason::DialRefused(e),
                     });
                 }
+            }
+            Command::AddPeer(addr, expected) => {
+                if let Err(e) = self.add_peer(addr, expected) {
+                    self.node.push_event(Event::DialFailed {
+                        addr,
+                        reason: CloseReason::DialRefused(e),
+                    });
+                }
+            }
+            Command::RemovePeer(addr) => {
+                self.remove_peer(addr);
             }
             Command::Send(peer, id, payload) => {
                 if let Err(reason) = self.node.send(&peer, payload) {

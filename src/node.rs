@@ -1,6 +1,6 @@
 //! The node core, sans-IO: the slab of sockets, the peer table, limits, gossip, requests, events.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -16,6 +16,7 @@ use crate::event::{Direction, Event};
 use crate::gossip::{Gossip, RelayBudget, Verdict};
 use crate::id::{GossipId, RequestId};
 use crate::peer::PeerId;
+use crate::persistent::Persistent;
 use crate::queue::OutQueue;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
@@ -279,7 +280,8 @@ impl Frames for FrameSink<'_, '_> {
 ///   peer's end of the stream and [`Node::handle_io_error`] for a failed socket.
 /// - Time. [`Node::handle_timeout`] once [`Node::poll_timeout`] has passed.
 /// - Commands from the application: [`Node::send`], [`Node::request_with_id`],
-///   [`Node::respond`], [`Node::broadcast`], [`Node::disconnect`], [`Node::shutdown`].
+///   [`Node::respond`], [`Node::broadcast`], [`Node::disconnect`], [`Node::shutdown`],
+///   [`Node::add_peer`], [`Node::remove_peer`].
 ///
 /// **Outputs.**
 /// - [`Node::poll_flush`]: the connections whose output, phase or interest changed.
@@ -290,11 +292,16 @@ impl Frames for FrameSink<'_, '_> {
 ///   connection was freed (drop its socket).
 /// - [`Node::poll_read`]: connections to read again without new readiness: the
 ///   receive budget paused them and has room again.
+/// - [`Node::poll_dial`]: dials the node started itself (persistent peers, from
+///   [`Node::handle_timeout`]): the driver connects each as it does those of
+///   [`Node::dial`], reporting [`Node::handle_connect_error`] if the connect call
+///   fails at once.
 /// - [`Node::poll_timeout`]: when to call [`Node::handle_timeout`] next.
 /// - [`Node::poll_events`]: what happened, for the application.
 ///
 /// **Order.** After any batch of inputs (one readiness pass, a timeout, commands):
-/// `poll_flush` and `flush` each connection it gives, until it gives none; take
+/// connect what `poll_dial` gives; `poll_flush` and `flush` each connection it
+/// gives, until it gives none; take
 /// `poll_read` for the next read pass; then `poll_events`; then arm the timer from
 /// `poll_timeout`. Flushing more often is harmless: the reactor also flushes a
 /// connection as soon as it turns writable, and a command such as
@@ -359,6 +366,12 @@ pub(crate) struct Node {
     timers: Timers<ConnId>,
     /// Reused by [`Node::handle_timeout`] for the sockets due.
     due: Vec<ConnId>,
+    /// The persistent peers and when each is dialled next.
+    persistent: Persistent,
+    /// Persistent peers due for a dial, taken by [`Node::handle_timeout`].
+    due_addrs: Vec<SocketAddr>,
+    /// Dials the node started by itself, for the driver ([`Node::poll_dial`]).
+    own_dials: VecDeque<(ConnId, SocketAddr)>,
     /// Our dials not closing, by the address dialled: one each (see [`Node::dial`]).
     dialing: HashMap<SocketAddr, ConnId>,
     /// Inbound connections holding a handshake slot: the candidates for eviction, at
@@ -425,6 +438,9 @@ impl Node {
             paused: BTreeSet::new(),
             timers: Timers::default(),
             due: Vec::new(),
+            persistent: Persistent::default(),
+            due_addrs: Vec::new(),
+            own_dials: VecDeque::new(),
             dialing: HashMap::new(),
             pending_inbound: BTreeSet::new(),
             closing: BTreeMap::new(),
@@ -665,6 +681,127 @@ impl Node {
             self.unlink(conn);
             let entry = self.sockets.remove(conn.key);
             self.budgets.requeue(entry.socket.queued(), 0);
+        }
+    }
+
+    /// The connect call of a dial the node started itself ([`Node::poll_dial`])
+    /// failed at once: the dial ends as `DialFailed`, and the peer is dialled again
+    /// after its backoff.
+    pub(crate) fn handle_connect_error(
+        &mut self,
+        conn: ConnId,
+        kind: std::io::ErrorKind,
+        now: Instant,
+    ) {
+        let Some(addr) = self.entry(conn).map(|e| e.socket.addr()) else {
+            return;
+        };
+        self.cancel(conn);
+        self.events.push(Event::DialFailed {
+            addr,
+            reason: CloseReason::ConnectFailed(kind),
+        });
+        self.persistent_dial_failed(conn, addr, now);
+    }
+
+    /// Makes `addr` a persistent peer: dialled on the next [`Node::handle_timeout`]
+    /// (due now), and again after a backoff whenever its session ends or a dial fails.
+    /// With `expected`, a different proven id closes the connection
+    /// (`UnexpectedPeer`). Adding it again only changes `expected`.
+    pub(crate) fn add_peer(
+        &mut self,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+        now: Instant,
+    ) -> Result<(), DialError> {
+        if self.shutting_down {
+            return Err(DialError::ShuttingDown);
+        }
+        // Each needs an outbound slot while it is dialled: more could never all be.
+        if !self.persistent.contains(&addr) && self.persistent.len() >= self.config.max_outbound {
+            return Err(DialError::OutboundLimit(self.config.max_outbound));
+        }
+        self.persistent.add(addr, expected, now);
+        Ok(())
+    }
+
+    /// Stops dialling `addr` again; a connection or dial to it goes on as any other.
+    /// False if it was not a persistent peer.
+    pub(crate) fn remove_peer(&mut self, addr: &SocketAddr) -> bool {
+        self.persistent.remove(addr)
+    }
+
+    /// The next dial the node started itself (a persistent peer's), oldest first: the
+    /// driver connects it as it does those of [`Node::dial`], then reports
+    /// [`Node::handle_connected`] or [`Node::handle_connect_failed`], or
+    /// [`Node::handle_connect_error`] if the connect call failed at once.
+    pub(crate) fn poll_dial(&mut self) -> Option<(ConnId, SocketAddr)> {
+        self.own_dials.pop_front()
+    }
+
+    /// Dials the persistent peer at `addr`, unless a dial to it is under way or the
+    /// peer it proved is connected (its loss schedules the next dial).
+    fn redial(&mut self, addr: SocketAddr, now: Instant) {
+        let Some(entry) = self.persistent.get_mut(&addr) else {
+            return;
+        };
+        let connected = entry
+            .known
+            .is_some_and(|peer| self.peers.contains_key(&peer));
+        if entry.dial.is_some() || connected || self.shutting_down {
+            return;
+        }
+        match self.dial(addr, now) {
+            Ok(conn) => {
+                if let Some(entry) = self.persistent.get_mut(&addr) {
+                    entry.dial = Some(conn);
+                }
+                self.own_dials.push_back((conn, addr));
+            }
+            Err(e) => {
+                log::info!("persistent peer {addr}: dial not started: {e}");
+                if let Some(entry) = self.persistent.get_mut(&addr) {
+                    entry.failures = entry.failures.saturating_add(1);
+                }
+                self.schedule_redial(addr, now);
+            }
+        }
+    }
+
+    /// If `conn` was the dial of a persistent peer, it failed: dial again after the
+    /// backoff, one failure longer.
+    fn persistent_dial_failed(&mut self, conn: ConnId, addr: SocketAddr, now: Instant) {
+        if let Some(entry) = self
+            .persistent
+            .get_mut(&addr)
+            .filter(|e| e.dial == Some(conn))
+        {
+            entry.dial = None;
+            entry.failures = entry.failures.saturating_add(1);
+            self.schedule_redial(addr, now);
+        }
+    }
+
+    /// Schedules the next dial of the persistent peer at `addr` and tells the
+    /// application when.
+    fn schedule_redial(&mut self, addr: SocketAddr, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        let c = &self.config;
+        let backoff = (c.redial_base, c.redial_max, c.redial_jitter);
+        if let Some(r) = self.persistent.schedule(addr, backoff, &mut self.rng, now) {
+            log::info!(
+                "persistent peer {addr}: dial {} in {:?}",
+                r.attempt,
+                r.after
+            );
+            self.events.push(Event::Redialing {
+                addr: r.addr,
+                peer: r.peer,
+                attempt: r.attempt,
+                after: r.after,
+            });
         }
     }
 
@@ -971,6 +1108,22 @@ impl Node {
             self.close(conn, CloseReason::NotAllowed, None, now);
             return;
         }
+        let addr = self.entry(conn).map(|e| e.socket.addr());
+        if let Some(entry) = addr
+            .and_then(|addr| self.persistent.get_mut(&addr))
+            .filter(|e| e.dial == Some(conn))
+        {
+            if entry.expected.is_some_and(|expected| expected != peer) {
+                log::warn!("closing {peer:?}: not the peer expected at its address");
+                self.close(conn, CloseReason::UnexpectedPeer, None, now);
+                return;
+            }
+            // A session: the backoff starts over, and the peer is known by its id, so
+            // a connection it makes to us keeps the address from being dialled.
+            entry.known = Some(peer);
+            entry.failures = 0;
+            entry.dial = None;
+        }
         if let Some(&other) = self.peers.get(&peer).filter(|&&c| c != conn) {
             return self.duplicate(conn, other, peer, now);
         }
@@ -1145,6 +1298,13 @@ impl Node {
                 self.peers.remove(&peer);
                 log::info!("disconnected from {peer:?}: {reason}");
                 self.events.push(Event::PeerDisconnected { peer, reason });
+                // Its session ended: dial it again, from the first wait.
+                for addr in self.persistent.idle_for(peer) {
+                    if let Some(entry) = self.persistent.get_mut(&addr) {
+                        entry.failures = 0;
+                    }
+                    self.schedule_redial(addr, now);
+                }
             }
             // A duplicate that served a peer still connected through another one.
             _ if announced => {}
@@ -1153,6 +1313,7 @@ impl Node {
                 log::debug!("{direction} connection with {addr} ended before it opened: {reason}");
                 if direction == Direction::Outbound {
                     self.events.push(Event::DialFailed { addr, reason });
+                    self.persistent_dial_failed(conn, addr, now);
                 }
             }
         }
@@ -1467,6 +1628,13 @@ impl Node {
         }
         due.clear();
         self.due = due;
+        let mut due = std::mem::take(&mut self.due_addrs);
+        self.persistent.take_due(now, &mut due);
+        for &addr in &due {
+            self.redial(addr, now);
+        }
+        due.clear();
+        self.due_addrs = due;
         #[cfg(debug_assertions)]
         self.check_indexes();
     }
@@ -1479,6 +1647,7 @@ impl Node {
             .next()
             .into_iter()
             .chain(self.read_first_until)
+            .chain(self.persistent.next())
             .min()
     }
 

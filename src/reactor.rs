@@ -205,18 +205,26 @@ impl Reactor {
         now: Instant,
     ) -> Result<(), DialError> {
         let conn = node.dial(addr, now)?;
-        let tcp = match TcpStream::connect(addr) {
-            Ok(tcp) => tcp,
-            Err(e) => {
-                node.cancel(conn);
-                return Err(DialError::Io(e.kind()));
-            }
-        };
-        if let Err(e) = self.register(conn, tcp, Interest::READABLE | Interest::WRITABLE) {
+        self.connect(conn, addr).map_err(|kind| {
             node.cancel(conn);
-            return Err(DialError::Io(e.kind()));
+            DialError::Io(kind)
+        })
+    }
+
+    /// Connects the dials the node started itself (its persistent peers').
+    pub(crate) fn connect_own_dials(&mut self, node: &mut Node, now: Instant) {
+        while let Some((conn, addr)) = node.poll_dial() {
+            if let Err(kind) = self.connect(conn, addr) {
+                node.handle_connect_error(conn, kind, now);
+            }
         }
-        Ok(())
+    }
+
+    /// Starts the TCP connect of dial `conn` and registers its socket.
+    fn connect(&mut self, conn: ConnId, addr: SocketAddr) -> Result<(), io::ErrorKind> {
+        let tcp = TcpStream::connect(addr).map_err(|e| e.kind())?;
+        self.register(conn, tcp, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| e.kind())
     }
 
     /// Writes, shuts, frees and re-registers whatever the core changed, and takes the

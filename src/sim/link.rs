@@ -377,6 +377,9 @@ impl Sim {
     /// After anything touched node `index`: moves its output onto its links, frees
     /// its closed sockets, records its events and schedules its next timer.
     pub(super) fn settle(&mut self, index: NodeIndex) {
+        while let Some((conn, addr)) = self.nodes[index].node.as_mut().and_then(|n| n.poll_dial()) {
+            self.connect(index, conn, addr);
+        }
         let Some(node) = self.nodes[index].node.as_mut() else {
             return;
         };

@@ -547,15 +547,52 @@ impl Sim {
         let now = self.now;
         let node = self.core(from).ok_or(SimDialError::NoNode(from))?;
         let conn = node.dial(addr, now)?;
+        self.connect(from, conn, addr);
+        self.settle(from);
+        Ok(())
+    }
+
+    /// Node `from` makes node `to` a persistent peer, as
+    /// [`Network::add_peer`](crate::Network::add_peer) (expecting `to`'s id if
+    /// `expected`): it dials `to` on its next timer, and again whenever the session
+    /// ends, with backoff.
+    pub fn add_peer(
+        &mut self,
+        from: NodeIndex,
+        to: NodeIndex,
+        expected: Option<PeerId>,
+    ) -> Result<(), SimDialError> {
+        let addr = self.nodes.get(to).ok_or(SimDialError::NoNode(to))?.addr;
+        let now = self.now;
+        let node = self.core(from).ok_or(SimDialError::NoNode(from))?;
+        node.add_peer(addr, expected, now)?;
+        self.settle(from);
+        Ok(())
+    }
+
+    /// Node `from` stops dialling node `to` again, as
+    /// [`Network::remove_peer`](crate::Network::remove_peer); false if it was not a
+    /// persistent peer (or either node is gone).
+    pub fn remove_peer(&mut self, from: NodeIndex, addr: SocketAddr) -> bool {
+        self.core(from).is_some_and(|n| n.remove_peer(&addr))
+    }
+
+    /// Opens the link of dial `conn` from node `from` to `addr`: its SYN leaves now.
+    /// An address no node has is refused when the SYN would have arrived.
+    pub(super) fn connect(&mut self, from: NodeIndex, conn: ConnId, addr: SocketAddr) {
+        let to = self.by_addr.get(&addr).copied().unwrap_or(from);
         let link = self.links.insert(Link {
             nodes: [from, to],
             ends: [Some((from, conn)), None],
             dirs: [self.direction(), self.direction()],
         });
         self.nodes[from].links.insert(conn, link);
-        self.schedule(now + self.config.latency, Action::Syn { link });
-        self.settle(from);
-        Ok(())
+        let at = self.now + self.config.latency;
+        if self.by_addr.contains_key(&addr) {
+            self.schedule(at, Action::Syn { link });
+        } else {
+            self.schedule(at + self.config.latency, Action::Refused { link });
+        }
     }
 
     fn direction(&self) -> Direction {

@@ -1,0 +1,262 @@
+//! Persistent peers: addresses the node keeps dialling, with backoff, for as long as
+//! the application wants them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::node::ConnId;
+use crate::peer::PeerId;
+use crate::rng::Rng;
+use crate::timers::Timers;
+
+/// How long to wait before the next dial of a persistent peer that has failed
+/// `failures` times in a row since its last session (0 after a session ended):
+/// `base` doubled per failure, at most `cap`, less a random part of up to `jitter` of
+/// it, so that many nodes that lost the same peer at once do not redial it in step.
+/// `draw` is 64 random bits.
+pub(crate) fn backoff(
+    failures: u32,
+    base: Duration,
+    cap: Duration,
+    jitter: f64,
+    draw: u64,
+) -> Duration {
+    let full = base
+        .checked_mul(1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX))
+        .unwrap_or(cap)
+        .min(cap);
+    // The part taken off, in 32-bit fixed point: `jitter` times a uniform draw in
+    // [0, 1), applied in integers so that no wait, however long, can overflow a float.
+    let fraction = (draw >> 32) as f64 / (1u64 << 32) as f64;
+    let scaled = (jitter.clamp(0.0, 1.0) * fraction * (1u64 << 32) as f64) as u128;
+    let off = (full.as_nanos() * scaled) >> 32;
+    let off = Duration::new(
+        u64::try_from(off / 1_000_000_000).unwrap_or(u64::MAX),
+        (off % 1_000_000_000) as u32,
+    );
+    full.saturating_sub(off)
+}
+
+/// What the node knows of one persistent peer.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// The id the application expects at the address, if it said one: a different
+    /// proven id closes the connection (`CloseReason::UnexpectedPeer`).
+    pub(crate) expected: Option<PeerId>,
+    /// The id proven at the address, once a dial to it finished its handshake (the
+    /// expected one, if given): while that peer is connected, whoever dialled, the
+    /// address is not dialled.
+    pub(crate) known: Option<PeerId>,
+    /// Our dial to the address, while it connects or handshakes.
+    pub(crate) dial: Option<ConnId>,
+    /// Dials that failed in a row since the last session.
+    pub(crate) failures: u32,
+}
+
+/// A redial the node scheduled, for [`crate::Event::Redialing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Redial {
+    pub(crate) addr: SocketAddr,
+    pub(crate) peer: Option<PeerId>,
+    pub(crate) attempt: u32,
+    pub(crate) after: Duration,
+}
+
+/// The persistent peers, by address, and when each is dialled next. Addresses are the
+/// application's, never a peer's, so the table is as large as the application makes
+/// it (the node bounds it by `max_outbound`).
+#[derive(Debug, Default)]
+pub(crate) struct Persistent {
+    entries: HashMap<SocketAddr, Entry>,
+    /// Each address's next dial, for those waiting for one.
+    due: Timers<SocketAddr>,
+}
+
+impl Persistent {
+    /// How many there are.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether `addr` is one.
+    pub(crate) fn contains(&self, addr: &SocketAddr) -> bool {
+        self.entries.contains_key(addr)
+    }
+
+    /// Adds `addr`, to be dialled at `now`, or changes the id it is expected to have.
+    pub(crate) fn add(&mut self, addr: SocketAddr, expected: Option<PeerId>, now: Instant) {
+        if let Some(entry) = self.entries.get_mut(&addr) {
+            entry.expected = expected;
+            if expected.is_some() {
+                entry.known = expected;
+            }
+            return;
+        }
+        self.entries.insert(
+            addr,
+            Entry {
+                expected,
+                known: expected,
+                dial: None,
+                failures: 0,
+            },
+        );
+        self.due.set(addr, Some(now));
+    }
+
+    /// Forgets `addr`; a dial under way goes on as an ordinary one. False if it was
+    /// not one.
+    pub(crate) fn remove(&mut self, addr: &SocketAddr) -> bool {
+        self.due.set(*addr, None);
+        self.entries.remove(addr).is_some()
+    }
+
+    /// The entry of `addr`.
+    pub(crate) fn get_mut(&mut self, addr: &SocketAddr) -> Option<&mut Entry> {
+        self.entries.get_mut(addr)
+    }
+
+    /// The addresses whose proven id is `peer` and that wait for no dial: those to
+    /// dial again now that the peer is gone.
+    pub(crate) fn idle_for(&self, peer: PeerId) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self
+            .entries
+            .iter()
+            .filter(|(addr, e)| {
+                e.known == Some(peer) && e.dial.is_none() && self.due.get(**addr).is_none()
+            })
+            .map(|(addr, _)| *addr)
+            .collect();
+        addrs.sort_unstable(); // a fixed order keeps simulated runs reproducible
+        addrs
+    }
+
+    /// Schedules the next dial of `addr` after its backoff, drawing the jitter from
+    /// `rng`; `None` if it is not one.
+    pub(crate) fn schedule(
+        &mut self,
+        addr: SocketAddr,
+        (base, cap, jitter): (Duration, Duration, f64),
+        rng: &mut Rng,
+        now: Instant,
+    ) -> Option<Redial> {
+        let entry = self.entries.get(&addr)?;
+        let after = backoff(entry.failures, base, cap, jitter, rng.next_u64());
+        self.due.set(addr, Some(now + after));
+        Some(Redial {
+            addr,
+            peer: entry.known,
+            attempt: entry.failures + 1,
+            after,
+        })
+    }
+
+    /// When the next dial is due.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.due.next()
+    }
+
+    /// Takes the addresses due by `now` into `into`, earliest first.
+    pub(crate) fn take_due(&mut self, now: Instant, into: &mut Vec<SocketAddr>) {
+        self.due.take_due(now, into);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: Duration = Duration::from_millis(500);
+    const CAP: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_the_cap() {
+        let no_jitter = |n| backoff(n, BASE, CAP, 0.0, u64::MAX);
+        assert_eq!(no_jitter(0), BASE);
+        assert_eq!(no_jitter(1), 2 * BASE);
+        assert_eq!(no_jitter(5), 32 * BASE);
+        assert_eq!(no_jitter(6), CAP);
+        assert_eq!(no_jitter(40), CAP, "a shift past the width saturates");
+        assert_eq!(no_jitter(u32::MAX), CAP);
+        assert_eq!(
+            backoff(100, Duration::MAX, Duration::MAX, 0.0, 0),
+            Duration::MAX
+        );
+    }
+
+    #[test]
+    fn jitter_takes_up_to_its_fraction_off_and_follows_the_draw() {
+        let full = 4 * BASE;
+        assert_eq!(
+            backoff(2, BASE, CAP, 0.5, 0),
+            full,
+            "draw 0 takes nothing off"
+        );
+        let most = backoff(2, BASE, CAP, 0.5, u64::MAX);
+        assert!(most > full / 2 && most < full, "{most:?}");
+        let half = backoff(2, BASE, CAP, 0.5, 1 << 63);
+        assert_eq!(half, full.mul_f64(0.75));
+        assert_eq!(
+            backoff(100, Duration::MAX, Duration::MAX, 1.0, 1 << 63),
+            Duration::MAX - Duration::MAX / 2,
+            "no overflow at the longest wait"
+        );
+        // Out-of-range jitter is clamped, never negative or above the full wait.
+        assert_eq!(backoff(2, BASE, CAP, 7.0, 1 << 63), full / 2);
+        assert_eq!(backoff(2, BASE, CAP, -1.0, u64::MAX), full);
+        // Different draws spread the waits: nodes do not redial in step.
+        let mut rng = Rng::from_seed(1);
+        let waits: std::collections::BTreeSet<Duration> = (0..20)
+            .map(|_| backoff(3, BASE, CAP, 0.5, rng.next_u64()))
+            .collect();
+        assert!(waits.len() > 15, "{waits:?}");
+    }
+
+    #[test]
+    fn an_added_address_is_due_at_once_and_a_removed_one_never() {
+        let now = Instant::now();
+        let (a, b): (SocketAddr, SocketAddr) =
+            ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:1".parse().unwrap());
+        let mut table = Persistent::default();
+        table.add(a, None, now);
+        table.add(b, None, now);
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.next(), Some(now));
+        assert!(table.remove(&b));
+        assert!(!table.remove(&b));
+        let mut due = Vec::new();
+        table.take_due(now, &mut due);
+        assert_eq!(due, vec![a]);
+        assert_eq!(table.next(), None);
+    }
+
+    #[test]
+    fn a_schedule_counts_the_attempt_and_keeps_the_known_id() {
+        let now = Instant::now();
+        let addr: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let id = PeerId::from_bytes([4; 32]);
+        let mut table = Persistent::default();
+        table.add(addr, Some(id), now);
+        table.take_due(now, &mut Vec::new());
+        table.get_mut(&addr).unwrap().failures = 2;
+        let mut rng = Rng::from_seed(3);
+        let redial = table
+            .schedule(addr, (BASE, CAP, 0.0), &mut rng, now)
+            .unwrap();
+        assert_eq!(
+            redial,
+            Redial {
+                addr,
+                peer: Some(id),
+                attempt: 3,
+                after: 4 * BASE
+            }
+        );
+        assert_eq!(table.next(), Some(now + 4 * BASE));
+        // While it waits for a dial, the peer going away schedules nothing more.
+        assert!(table.idle_for(id).is_empty());
+        table.take_due(now + 4 * BASE, &mut Vec::new());
+        assert_eq!(table.idle_for(id), vec![addr]);
+    }
+}
