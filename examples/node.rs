@@ -38,7 +38,9 @@ A p2p node: commands on stdin, events on stdout (one per line).
 
 options:
   --listen ADDR               address to listen on; port 0 picks a free one [127.0.0.1:0]
-  --peer ADDR                 dial ADDR at start (repeatable)
+  --peer ADDR                 a persistent peer: dialled at start and again, with
+                              backoff, whenever it is lost (repeatable)
+  --redial-max-ms MS          longest wait between two dials of a --peer [60000]
   --network-id N              u32 network id of the preamble [1]
   --plaintext                 plaintext handshake: peer ids are claimed, not proven,
                               and traffic is not encrypted (trusted networks and
@@ -102,6 +104,8 @@ events (stdout, one per line):
   connected <peer-id-hex> <remote-addr> inbound|outbound
   disconnected <peer-id-hex> <reason words>
   dial-failed <addr> <reason words>
+  redialing <addr> <attempt> <wait-ms>
+                              a --peer is dialled again in <wait-ms>
   message <peer-id-hex> <payload>
   broadcast <peer-id-hex> <payload>
   request <peer-id-hex> <request-id> <payload>
@@ -241,6 +245,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
             "--idle-timeout-ms",
             "--request-timeout-ms",
             "--gossip-hops",
+            "--redial-max-ms",
             "--log",
         ];
         if !known.contains(&name.as_str()) {
@@ -303,6 +308,10 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
             }
             "--request-timeout-ms" => config.request_timeout = parse_millis(&name, v)?,
             "--gossip-hops" => config.gossip_hops = parse_number(&name, v)?,
+            "--redial-max-ms" => {
+                config.redial_max = parse_millis(&name, v)?;
+                config.redial_base = config.redial_base.min(config.redial_max);
+            }
             "--log" => {
                 log = v.parse().map_err(|_| {
                     format!("--log: unknown level {v:?} (error, warn, info, debug, trace, off)")
@@ -571,6 +580,12 @@ fn emit_event(event: Event, lost: &mut Lost) {
         Event::DialFailed { addr, reason } => {
             emit(&format!("dial-failed {addr} {}", words(&reason)))
         }
+        Event::Redialing {
+            addr,
+            attempt,
+            after,
+            ..
+        } => emit(&format!("redialing {addr} {attempt} {}", after.as_millis())),
         Event::Message { peer, payload } => emit(&format!("message {peer} {}", escape(&payload))),
         Event::Broadcast { from, payload, .. } => {
             emit(&format!("broadcast {from} {}", escape(&payload)))
@@ -796,8 +811,8 @@ fn main() -> ExitCode {
     };
     emit(&format!("listening {addr} {}", net.local_id()));
     for peer in options.peers {
-        if let Some(line) = execute(&mut net, Command::Dial(peer)) {
-            emit(&line);
+        if let Err(e) = net.add_peer(peer, None) {
+            emit(&format!("error peer {}", words(&e)));
         }
     }
 
