@@ -95,6 +95,7 @@ commands (stdin, one per line; end of input = quit):
   request <peer-id-hex> <text>
   respond <peer-id-hex> <request-id> <text>
   disconnect <peer-id-hex>
+  ban <peer-id-hex> <seconds>  disconnect the peer and refuse it for that long
   peers
   stats
   quit
@@ -385,6 +386,7 @@ enum Command {
     Request(PeerId, Vec<u8>),
     Respond(PeerId, RequestId, Vec<u8>),
     Disconnect(PeerId),
+    Ban(PeerId, u64),
     Peers,
     Stats,
     Quit,
@@ -451,6 +453,14 @@ fn parse_command(line: &[u8]) -> Result<Option<Command>, String> {
             Command::Respond(peer, RequestId(id), text.to_vec())
         }
         b"disconnect" => Command::Disconnect(parse_peer(trimmed)?),
+        b"ban" => {
+            let (peer, seconds) = word(trimmed);
+            let seconds = utf8(seconds.trim_ascii())?;
+            let seconds = seconds
+                .parse()
+                .map_err(|e| format!("usage: ban <peer-id-hex> <seconds>: {seconds:?}: {e}"))?;
+            Command::Ban(parse_peer(peer)?, seconds)
+        }
         b"peers" | b"stats" | b"quit" if !trimmed.is_empty() => {
             return Err(format!("{} takes no argument", escape(name)));
         }
@@ -473,6 +483,7 @@ impl Command {
             Command::Request(..) => "request",
             Command::Respond(..) => "respond",
             Command::Disconnect(_) => "disconnect",
+            Command::Ban(..) => "ban",
             Command::Peers => "peers",
             Command::Stats => "stats",
             Command::Quit => "quit",
@@ -638,6 +649,11 @@ fn run_command(net: &mut Network, command: Command) -> Result<Option<String>, St
         Command::Disconnect(peer) => {
             if !net.disconnect(&peer) {
                 return Err(format!("peer {peer} is not connected"));
+            }
+        }
+        Command::Ban(peer, seconds) => {
+            if !net.ban(&peer, Duration::from_secs(seconds)) {
+                return Err("the ban table is full".into());
             }
         }
         Command::Peers => {

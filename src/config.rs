@@ -113,8 +113,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// The first wait before a persistent peer ([`Network::add_peer`]) is dialled
     /// again after its session ended; each failed dial in a row doubles it, up to
-    /// `redial_max`, and a session that reaches the handshake's end starts it over.
-    /// Default 1 s.
+    /// `redial_max`, and a session that lasts `redial_max` starts it over (a
+    /// shorter one counts as a failed dial: a peer that takes the handshake and closes
+    /// at once is backed off too). Default 1 s.
     ///
     /// [`Network::add_peer`]: crate::Network::add_peer
     pub redial_base: Duration,

@@ -33,6 +33,10 @@ pub enum CloseReason {
     /// The peer's proven id is not on the configured allowlist.
     #[error("peer not on the allowlist")]
     NotAllowed,
+    /// The application banned the peer ([`Network::ban`](crate::Network::ban)); we
+    /// sent GOODBYE 3.
+    #[error("banned")]
+    Banned,
     /// A persistent peer's address proved a different id than the one the
     /// application expected there ([`Network::add_peer`](crate::Network::add_peer)).
     #[error("the peer at the address is not the one expected")]

@@ -64,8 +64,9 @@ pub enum Event {
         addr: SocketAddr,
         /// Its id, if the application gave one or a dial to it proved one.
         peer: Option<PeerId>,
-        /// The number of this coming dial since the last session (1 after a session
-        /// ended); its wait doubles with each.
+        /// The number of this coming dial since the last lasting session (1 after a
+        /// session of at least `Config::redial_max` ended); its wait doubles with
+        /// each. A shorter session counts as a failed dial.
         attempt: u32,
         /// The wait, jitter included.
         after: std::time::Duration,

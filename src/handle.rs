@@ -21,6 +21,9 @@ pub(crate) enum Command {
     Dial(SocketAddr),
     AddPeer(SocketAddr, Option<PeerId>),
     RemovePeer(SocketAddr),
+    Ban(PeerId, std::time::Duration),
+    Unban(PeerId),
+    SetAllowlist(Option<std::collections::HashSet<PeerId>>),
     Send(PeerId, SendId, Bytes),
     Request(PeerId, RequestId, Bytes),
     Respond(PeerId, RequestId, Bytes),
@@ -38,6 +41,9 @@ pub(crate) enum Command {
 /// | `dial(addr) -> Result<(), DialError>` | `dial(addr) -> Result<(), HandleError>` | [`Event::DialFailed`](crate::Event::DialFailed) `{ addr, .. }` |
 /// | `add_peer(addr, expected) -> Result<(), DialError>` | `add_peer(addr, expected) -> Result<(), HandleError>` | [`Event::DialFailed`](crate::Event::DialFailed) `{ addr, .. }` |
 /// | `remove_peer(addr) -> bool` | `remove_peer(addr) -> Result<(), HandleError>` | nothing (not one: nothing to do) |
+/// | `ban(&peer, duration) -> bool` | `ban(&peer, duration) -> Result<(), HandleError>` | a warning in the log (the ban table is full) |
+/// | `unban(&peer) -> bool` | `unban(&peer) -> Result<(), HandleError>` | nothing (not banned: nothing to do) |
+/// | `set_allowlist(list)` | `set_allowlist(list) -> Result<(), HandleError>` | cannot fail |
 /// | `send(&peer, payload) -> Result<(), SendError>` | `send(&peer, payload) -> Result<SendId, HandleError>` | [`Event::SendFailed`](crate::Event::SendFailed) `{ peer, id, .. }` |
 /// | `request(&peer, payload) -> Result<RequestId, SendError>` | `request(&peer, payload) -> Result<RequestId, HandleError>` | [`Event::RequestFailed`](crate::Event::RequestFailed) `{ peer, id, .. }` |
 /// | `respond(&peer, id, payload) -> Result<(), SendError>` | `respond(&peer, id, payload) -> Result<(), HandleError>` | [`Event::RespondFailed`](crate::Event::RespondFailed) `{ peer, id, .. }` |
@@ -134,6 +140,25 @@ impl Handle {
     /// [`Network::remove_peer`](crate::Network::remove_peer).
     pub fn remove_peer(&self, addr: SocketAddr) -> Result<(), HandleError> {
         self.queue(Command::RemovePeer(addr))
+    }
+
+    /// Bans `peer`, as [`Network::ban`](crate::Network::ban).
+    pub fn ban(&self, peer: &PeerId, duration: std::time::Duration) -> Result<(), HandleError> {
+        self.queue(Command::Ban(*peer, duration))
+    }
+
+    /// Lifts the ban of `peer`, as [`Network::unban`](crate::Network::unban).
+    pub fn unban(&self, peer: &PeerId) -> Result<(), HandleError> {
+        self.queue(Command::Unban(*peer))
+    }
+
+    /// Replaces the allowlist, as
+    /// [`Network::set_allowlist`](crate::Network::set_allowlist).
+    pub fn set_allowlist(
+        &self,
+        allowlist: Option<std::collections::HashSet<PeerId>>,
+    ) -> Result<(), HandleError> {
+        self.queue(Command::SetAllowlist(allowlist))
     }
 
     /// Sends a MESSAGE to `peer`, as [`Network::send`](crate::Network::send); a

@@ -168,7 +168,8 @@ impl Network {
     /// [`Network::poll`]), and dialled again whenever its session ends or a dial to
     /// it fails, after a wait that doubles with each failure in a row
     /// ([`Config::redial_base`] up to [`Config::redial_max`], less a random
-    /// [`Config::redial_jitter`]) and starts over once a session is up. Each such wait
+    /// [`Config::redial_jitter`]) and starts over after a session that lasted
+    /// `redial_max` (a shorter one counts as a failure). Each such wait
     /// is announced by [`Event::Redialing`]; each dial ends in `PeerConnected` or
     /// `DialFailed` as [`Network::dial`]'s do. While the peer it proved is connected,
     /// whoever dialled, it is not dialled.
@@ -198,6 +199,33 @@ impl Network {
     /// a persistent peer.
     pub fn remove_peer(&mut self, addr: SocketAddr) -> bool {
         self.node.remove_peer(&addr)
+    }
+
+    /// Bans `peer` for `duration` (`Duration::MAX`: until [`Network::unban`]): its
+    /// connections close at once (`PeerDisconnected` with [`CloseReason::Banned`];
+    /// the peer is sent GOODBYE 3), a connection that proves its id later is closed at
+    /// the handshake's end, and a persistent peer ([`Network::add_peer`]) known to be
+    /// it is not dialled while the ban lasts. Banning again replaces the ban's end.
+    /// False, with nothing done, if 65,536 peers are banned already (expired bans
+    /// are dropped first).
+    pub fn ban(&mut self, peer: &PeerId, duration: Duration) -> bool {
+        self.tick();
+        self.node.ban(*peer, duration, self.now)
+    }
+
+    /// Lifts the ban of `peer`; false if it was not banned.
+    pub fn unban(&mut self, peer: &PeerId) -> bool {
+        self.node.unban(peer)
+    }
+
+    /// Replaces the allowlist ([`Config::allowlist`]; `None`: anyone), for example
+    /// when the validator set changes. Connected peers it no longer allows are closed
+    /// (`PeerDisconnected` with [`CloseReason::NotAllowed`]); persistent peers not
+    /// connected are dialled again at once, so those it now allows connect without
+    /// waiting out their backoff. [`Network::config`] shows the new list.
+    pub fn set_allowlist(&mut self, allowlist: Option<std::collections::HashSet<PeerId>>) {
+        self.tick();
+        self.node.set_allowlist(allowlist, self.now);
     }
 
     /// Sends a MESSAGE to `peer`. Refused, with nothing queued, when the peer's or the
@@ -375,6 +403,15 @@ impl Network {
             Command::RemovePeer(addr) => {
                 self.remove_peer(addr);
             }
+            Command::Ban(peer, duration) => {
+                if !self.ban(&peer, duration) {
+                    log::warn!("ban of {peer:?} refused: the ban table is full");
+                }
+            }
+            Command::Unban(peer) => {
+                self.unban(&peer);
+            }
+            Command::SetAllowlist(allowlist) => self.set_allowlist(allowlist),
             Command::Send(peer, id, payload) => {
                 if let Err(reason) = self.node.send(&peer, payload) {
                     self.node.push_event(Event::SendFailed { peer, id, reason });

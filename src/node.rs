@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
@@ -63,6 +63,10 @@ type PeerTable = HashMap<PeerId, ConnId, BuildHasherDefault<PeerIdHasher>>;
 /// has more than one only while the duplicate rule settles, so a list is bounded by
 /// the connections the peer itself holds (the connection limits).
 type ServingTable = HashMap<PeerId, Vec<ConnId>, BuildHasherDefault<PeerIdHasher>>;
+
+/// The most peers banned at once ([`Node::ban`]): the application bans them, but a
+/// loop banning every id a peer makes up must not grow the table for good.
+pub(crate) const MAX_BANS: usize = 65_536;
 
 /// A connection's slot and generation; a stale id never reaches the socket that
 /// reused its slot.
@@ -372,6 +376,8 @@ pub(crate) struct Node {
     due_addrs: Vec<SocketAddr>,
     /// Dials the node started by itself, for the driver ([`Node::poll_dial`]).
     own_dials: VecDeque<(ConnId, SocketAddr)>,
+    /// Banned peers and until when (`None`: for good).
+    bans: HashMap<PeerId, Option<Instant>>,
     /// Our dials not closing, by the address dialled: one each (see [`Node::dial`]).
     dialing: HashMap<SocketAddr, ConnId>,
     /// Inbound connections holding a handshake slot: the candidates for eviction, at
@@ -441,6 +447,7 @@ impl Node {
             persistent: Persistent::default(),
             due_addrs: Vec::new(),
             own_dials: VecDeque::new(),
+            bans: HashMap::new(),
             dialing: HashMap::new(),
             pending_inbound: BTreeSet::new(),
             closing: BTreeMap::new(),
@@ -745,21 +752,24 @@ impl Node {
         let Some(entry) = self.persistent.get_mut(&addr) else {
             return;
         };
-        let connected = entry
-            .known
-            .is_some_and(|peer| self.peers.contains_key(&peer));
-        if entry.dial.is_some() || connected || self.shutting_down {
+        let (known, dialling) = (entry.known, entry.dial.is_some());
+        let connected = known.is_some_and(|peer| self.peers.contains_key(&peer));
+        if dialling || connected || self.shutting_down {
             return;
         }
-        match self.dial(addr, now) {
+        let dialled = match known.filter(|peer| self.is_banned(peer, now)) {
+            Some(peer) => Err(format!("{peer:?} is banned")),
+            None => self.dial(addr, now).map_err(|e| e.to_string()),
+        };
+        match dialled {
             Ok(conn) => {
                 if let Some(entry) = self.persistent.get_mut(&addr) {
                     entry.dial = Some(conn);
                 }
                 self.own_dials.push_back((conn, addr));
             }
-            Err(e) => {
-                log::info!("persistent peer {addr}: dial not started: {e}");
+            Err(why) => {
+                log::info!("persistent peer {addr}: not dialled: {why}");
                 if let Some(entry) = self.persistent.get_mut(&addr) {
                     entry.failures = entry.failures.saturating_add(1);
                 }
@@ -1108,6 +1118,16 @@ impl Node {
             self.close(conn, CloseReason::NotAllowed, None, now);
             return;
         }
+        if self.is_banned(&peer, now) {
+            log::info!("closing {peer:?}: banned");
+            self.close(
+                conn,
+                CloseReason::Banned,
+                Some(GoodbyeReason::Misbehaving),
+                now,
+            );
+            return;
+        }
         let addr = self.entry(conn).map(|e| e.socket.addr());
         if let Some(entry) = addr
             .and_then(|addr| self.persistent.get_mut(&addr))
@@ -1118,10 +1138,10 @@ impl Node {
                 self.close(conn, CloseReason::UnexpectedPeer, None, now);
                 return;
             }
-            // A session: the backoff starts over, and the peer is known by its id, so
-            // a connection it makes to us keeps the address from being dialled.
+            // A session; the peer is known by its id from now on, so a connection it
+            // makes to us keeps the address from being dialled.
             entry.known = Some(peer);
-            entry.failures = 0;
+            entry.session_since = Some(now);
             entry.dial = None;
         }
         if let Some(&other) = self.peers.get(&peer).filter(|&&c| c != conn) {
@@ -1298,10 +1318,20 @@ impl Node {
                 self.peers.remove(&peer);
                 log::info!("disconnected from {peer:?}: {reason}");
                 self.events.push(Event::PeerDisconnected { peer, reason });
-                // Its session ended: dial it again, from the first wait.
+                // Its session ended: dial it again. A session that lasted
+                // `redial_max` starts the backoff over; a shorter one counts as a
+                // failed dial, so a peer that takes our handshake and then closes
+                // (it banned us, or has no room) is not redialled at the first wait
+                // forever. One it dialled itself counts as lasting.
+                let lasting = self.config.redial_max;
                 for addr in self.persistent.idle_for(peer) {
                     if let Some(entry) = self.persistent.get_mut(&addr) {
-                        entry.failures = 0;
+                        match entry.session_since.take() {
+                            Some(since) if now.saturating_duration_since(since) < lasting => {
+                                entry.failures = entry.failures.saturating_add(1);
+                            }
+                            _ => entry.failures = 0,
+                        }
                     }
                     self.schedule_redial(addr, now);
                 }
@@ -2001,26 +2031,106 @@ impl Node {
 
     /// Closes the connection to `peer` gracefully with GOODBYE 0; false if not connected.
     pub(crate) fn disconnect(&mut self, peer: &PeerId, now: Instant) -> bool {
-        let Some(&conn) = self.peers.get(peer) else {
+        if !self.peers.contains_key(peer) {
             return false;
-        };
-        // Duplicates first, so the serving connection has none to fail over to.
-        let others: Vec<ConnId> = self.serving(*peer, conn).collect();
-        for other in others {
-            self.close(
-                other,
-                CloseReason::Disconnected,
-                Some(GoodbyeReason::Shutdown),
-                now,
-            );
         }
-        self.close(
-            conn,
+        self.close_peer(
+            *peer,
             CloseReason::Disconnected,
             Some(GoodbyeReason::Shutdown),
             now,
         );
         true
+    }
+
+    /// Bans `peer` for `duration` (one past what the clock holds, such as
+    /// `Duration::MAX`: until [`Node::unban`]): its connections
+    /// close (`CloseReason::Banned`, GOODBYE 3), a connection that proves its id is
+    /// closed at the handshake's end, and a persistent address known to be it is not
+    /// dialled. Banning again replaces the ban's end. At most [`MAX_BANS`] bans at
+    /// once (expired ones are dropped first); false if the table is full.
+    pub(crate) fn ban(&mut self, peer: PeerId, duration: Duration, now: Instant) -> bool {
+        if self.bans.len() >= MAX_BANS && !self.bans.contains_key(&peer) {
+            self.bans.retain(|_, until| until.is_none_or(|t| t > now));
+            if self.bans.len() >= MAX_BANS {
+                return false;
+            }
+        }
+        // A duration past what the clock holds is a ban for good.
+        let until = now.checked_add(duration);
+        self.bans.insert(peer, until);
+        self.close_peer(
+            peer,
+            CloseReason::Banned,
+            Some(GoodbyeReason::Misbehaving),
+            now,
+        );
+        true
+    }
+
+    /// Closes every connection serving `peer`, duplicates first, so the serving one
+    /// has none to fail over to.
+    fn close_peer(
+        &mut self,
+        peer: PeerId,
+        reason: CloseReason,
+        goodbye: Option<GoodbyeReason>,
+        now: Instant,
+    ) {
+        let Some(&conn) = self.peers.get(&peer) else {
+            return;
+        };
+        let others: Vec<ConnId> = self.serving(peer, conn).collect();
+        for conn in others.into_iter().chain(std::iter::once(conn)) {
+            self.close(conn, reason.clone(), goodbye, now);
+        }
+    }
+
+    /// Lifts the ban of `peer`; false if it was not banned.
+    pub(crate) fn unban(&mut self, peer: &PeerId) -> bool {
+        self.bans.remove(peer).is_some()
+    }
+
+    /// Whether `peer` is banned at `now`; an expired ban is forgotten.
+    fn is_banned(&mut self, peer: &PeerId, now: Instant) -> bool {
+        match self.bans.get(peer) {
+            None => false,
+            Some(until) if until.is_none_or(|t| t > now) => true,
+            Some(_) => {
+                self.bans.remove(peer);
+                false
+            }
+        }
+    }
+
+    /// Replaces the allowlist (`None`: anyone). Connected peers it no longer allows
+    /// are closed (`NotAllowed`), as at a handshake's end; persistent peers not
+    /// connected are dialled again at once, from the first wait, so those it now
+    /// allows need not wait out a backoff that its refusals lengthened.
+    pub(crate) fn set_allowlist(
+        &mut self,
+        allowlist: Option<std::collections::HashSet<PeerId>>,
+        now: Instant,
+    ) {
+        self.config.allowlist = allowlist;
+        if let Some(allowed) = &self.config.allowlist {
+            let mut gone: Vec<PeerId> = self
+                .peers
+                .keys()
+                .filter(|peer| !allowed.contains(*peer))
+                .copied()
+                .collect();
+            gone.sort_unstable(); // a fixed order keeps simulated runs reproducible
+            for peer in gone {
+                self.not_allowed += 1;
+                self.close_peer(peer, CloseReason::NotAllowed, None, now);
+            }
+        }
+        let peers = &self.peers;
+        self.persistent.restart(
+            |entry| entry.dial.is_none() && entry.known.is_none_or(|p| !peers.contains_key(&p)),
+            now,
+        );
     }
 
     /// Closes every connection (GOODBYE 0 to open ones) and refuses new ones.

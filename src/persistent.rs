@@ -11,7 +11,7 @@ use crate::rng::Rng;
 use crate::timers::Timers;
 
 /// How long to wait before the next dial of a persistent peer that has failed
-/// `failures` times in a row since its last session (0 after a session ended):
+/// `failures` times in a row since its last lasting session (0 after one ended):
 /// `base` doubled per failure, at most `cap`, less a random part of up to `jitter` of
 /// it, so that many nodes that lost the same peer at once do not redial it in step.
 /// `draw` is 64 random bits.
@@ -50,8 +50,11 @@ pub(crate) struct Entry {
     pub(crate) known: Option<PeerId>,
     /// Our dial to the address, while it connects or handshakes.
     pub(crate) dial: Option<ConnId>,
-    /// Dials that failed in a row since the last session.
+    /// Dials that failed in a row since the last lasting session (one of at least
+    /// `redial_max`; a shorter one counts as a failure).
     pub(crate) failures: u32,
+    /// When the session our dial started began, while it lasts.
+    pub(crate) session_since: Option<Instant>,
 }
 
 /// A redial the node scheduled, for [`crate::Event::Redialing`].
@@ -100,6 +103,7 @@ impl Persistent {
                 known: expected,
                 dial: None,
                 failures: 0,
+                session_since: None,
             },
         );
         self.due.set(addr, Some(now));
@@ -150,6 +154,16 @@ impl Persistent {
             attempt: entry.failures + 1,
             after,
         })
+    }
+
+    /// Makes every entry `which` picks due at `now`, from the first wait.
+    pub(crate) fn restart(&mut self, mut which: impl FnMut(&Entry) -> bool, now: Instant) {
+        for (addr, entry) in &mut self.entries {
+            if which(entry) {
+                entry.failures = 0;
+                self.due.set(*addr, Some(now));
+            }
+        }
     }
 
     /// When the next dial is due.

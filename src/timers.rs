@@ -86,7 +86,6 @@ impl<K: Copy + Ord + Hash> Timers<K> {
     }
 
     /// `key`'s deadline.
-    #[cfg(any(test, debug_assertions))]
     pub(crate) fn get(&self, key: K) -> Option<Instant> {
         self.deadlines.get(&key).copied()
     }

@@ -64,6 +64,7 @@ fn a_persistent_peer_is_dialled_at_once_and_again_with_backoff_until_it_is_back(
     sim.add_peer(a, b, None).unwrap();
     assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 100_000));
     assert!(redials(&sim, a).is_empty(), "connected at the first dial");
+    sim.run_for(MAX + Duration::from_millis(100));
 
     // B goes down: A dials it again and again, each wait about twice the last.
     sim.crash(b);
@@ -101,7 +102,9 @@ fn a_persistent_peer_is_dialled_at_once_and_again_with_backoff_until_it_is_back(
     assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 1_000_000));
     assert_eq!(connects(&sim, a), before + 1);
 
-    // The session reset the backoff: the next loss starts again at attempt 1.
+    // A session that lasts `redial_max` resets the backoff: the next loss starts
+    // again at attempt 1.
+    sim.run_for(MAX + Duration::from_millis(100));
     let seen = redials(&sim, a).len();
     sim.crash(b);
     sim.run_for(Duration::from_millis(50));
@@ -110,6 +113,26 @@ fn a_persistent_peer_is_dialled_at_once_and_again_with_backoff_until_it_is_back(
         after_session.first().map(|r| r.0),
         Some(1),
         "{after_session:?}"
+    );
+}
+
+/// A peer that takes the handshake and closes at once (it banned us) is a session
+/// too short to reset the backoff: the waits still grow to the cap.
+#[test]
+fn a_peer_that_closes_every_session_at_once_is_backed_off() {
+    let (mut sim, a, b) = sim(7);
+    let (a_id, b_id) = (sim.node(a).id(), sim.node(b).id());
+    sim.add_peer(a, b, Some(b_id)).unwrap();
+    assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 100_000));
+    sim.run_for(MAX + Duration::from_millis(100));
+    assert!(sim.ban(b, &a_id, Duration::MAX));
+    sim.run_for(Duration::from_secs(6));
+    let attempts: Vec<u32> = redials(&sim, a).iter().map(|r| r.0).collect();
+    assert!(attempts.len() >= 4, "{attempts:?}");
+    assert_eq!(attempts, (1..=attempts.len() as u32).collect::<Vec<_>>());
+    assert_eq!(
+        redials(&sim, a).last().unwrap().1.max(MAX.mul_f64(0.75)),
+        redials(&sim, a).last().unwrap().1
     );
 }
 

@@ -577,6 +577,36 @@ impl Sim {
         self.core(from).is_some_and(|n| n.remove_peer(&addr))
     }
 
+    /// Node `index` bans `peer`, as [`Network::ban`](crate::Network::ban); false if
+    /// the node is down or its ban table is full.
+    pub fn ban(&mut self, index: NodeIndex, peer: &PeerId, duration: Duration) -> bool {
+        let now = self.now;
+        let banned = self
+            .core(index)
+            .is_some_and(|n| n.ban(*peer, duration, now));
+        self.settle(index);
+        banned
+    }
+
+    /// Node `index` lifts the ban of `peer`, as [`Network::unban`](crate::Network::unban).
+    pub fn unban(&mut self, index: NodeIndex, peer: &PeerId) -> bool {
+        self.core(index).is_some_and(|n| n.unban(peer))
+    }
+
+    /// Node `index` replaces its allowlist, as
+    /// [`Network::set_allowlist`](crate::Network::set_allowlist).
+    pub fn set_allowlist(
+        &mut self,
+        index: NodeIndex,
+        allowlist: Option<std::collections::HashSet<PeerId>>,
+    ) {
+        let now = self.now;
+        if let Some(node) = self.core(index) {
+            node.set_allowlist(allowlist, now);
+        }
+        self.settle(index);
+    }
+
     /// Opens the link of dial `conn` from node `from` to `addr`: its SYN leaves now.
     /// An address no node has is refused when the SYN would have arrived.
     pub(super) fn connect(&mut self, from: NodeIndex, conn: ConnId, addr: SocketAddr) {
