@@ -215,6 +215,24 @@ pub struct Config {
     pub gossip_cache_size: usize,
     /// How long a gossip id is remembered. Default 5 minutes.
     pub gossip_cache_age: Duration,
+    /// Relay a received broadcast only once the application judged it valid: each
+    /// new `Event::Broadcast` waits for [`Network::validate`] with its id, and is
+    /// relayed on `Accept`, dropped on `Ignore`, dropped and counted against the
+    /// neighbour that sent it on `Reject`. One not judged within
+    /// `validation_timeout`, or pushed out by newer ones past
+    /// `max_pending_validations` or `max_pending_validation_bytes`, is ignored
+    /// (`Stats::dropped_validations`). Default `false`: relayed at once.
+    ///
+    /// [`Network::validate`]: crate::Network::validate
+    pub validate_gossip: bool,
+    /// Broadcasts that may wait for a verdict at once; the oldest is ignored to make
+    /// room. Default 4096.
+    pub max_pending_validations: usize,
+    /// Payload bytes broadcasts waiting for a verdict may hold (each keeps its
+    /// payload to relay it); the oldest are ignored to make room. Default 64 MiB.
+    pub max_pending_validation_bytes: usize,
+    /// How long a broadcast waits for its verdict before it is ignored. Default 10 s.
+    pub validation_timeout: Duration,
     /// Commands a [`Handle`](crate::Handle) may queue before it refuses. Default 65536.
     pub command_queue: usize,
 }
@@ -268,6 +286,10 @@ impl Default for Config {
             max_gossip_bytes_rate: 32 * 1024 * 1024,
             gossip_cache_size: 65536,
             gossip_cache_age: Duration::from_secs(300),
+            validate_gossip: false,
+            max_pending_validations: 4096,
+            max_pending_validation_bytes: 64 * 1024 * 1024,
+            validation_timeout: Duration::from_secs(10),
             command_queue: 65536,
         }
     }
@@ -572,6 +594,7 @@ impl Config {
             ("max_inbound", self.max_inbound),
             ("max_outbound", self.max_outbound),
             ("max_write_buffer_total", self.max_write_buffer_total),
+            ("max_pending_validations", self.max_pending_validations),
         ] {
             if value > MAX_COUNT {
                 return Err(ConfigError::TooLarge(name));
@@ -591,6 +614,7 @@ impl Config {
             ("gossip_cache_age", self.gossip_cache_age),
             ("redial_base", self.redial_base),
             ("redial_max", self.redial_max),
+            ("validation_timeout", self.validation_timeout),
         ];
         for (name, value) in nonzero_times {
             if value.is_zero() {

@@ -23,6 +23,7 @@ pub(crate) enum Command {
     RemovePeer(SocketAddr),
     Ban(PeerId, std::time::Duration),
     Unban(PeerId),
+    Validate(GossipId, crate::validation::Validation),
     SetAllowlist(Option<std::collections::HashSet<PeerId>>),
     Send(PeerId, SendId, Bytes),
     Request(PeerId, RequestId, Bytes),
@@ -43,6 +44,7 @@ pub(crate) enum Command {
 /// | `remove_peer(addr) -> bool` | `remove_peer(addr) -> Result<(), HandleError>` | nothing (not one: nothing to do) |
 /// | `ban(&peer, duration) -> bool` | `ban(&peer, duration) -> Result<(), HandleError>` | a warning in the log (the ban table is full) |
 /// | `unban(&peer) -> bool` | `unban(&peer) -> Result<(), HandleError>` | nothing (not banned: nothing to do) |
+/// | `validate(id, verdict) -> bool` | `validate(id, verdict) -> Result<(), HandleError>` | nothing (no verdict awaited: nothing to do) |
 /// | `set_allowlist(list)` | `set_allowlist(list) -> Result<(), HandleError>` | cannot fail |
 /// | `send(&peer, payload) -> Result<(), SendError>` | `send(&peer, payload) -> Result<SendId, HandleError>` | [`Event::SendFailed`](crate::Event::SendFailed) `{ peer, id, .. }` |
 /// | `request(&peer, payload) -> Result<RequestId, SendError>` | `request(&peer, payload) -> Result<RequestId, HandleError>` | [`Event::RequestFailed`](crate::Event::RequestFailed) `{ peer, id, .. }` |
@@ -145,6 +147,16 @@ impl Handle {
     /// Bans `peer`, as [`Network::ban`](crate::Network::ban).
     pub fn ban(&self, peer: &PeerId, duration: std::time::Duration) -> Result<(), HandleError> {
         self.queue(Command::Ban(*peer, duration))
+    }
+
+    /// Gives the verdict on broadcast `id`, as
+    /// [`Network::validate`](crate::Network::validate).
+    pub fn validate(
+        &self,
+        id: GossipId,
+        verdict: crate::validation::Validation,
+    ) -> Result<(), HandleError> {
+        self.queue(Command::Validate(id, verdict))
     }
 
     /// Lifts the ban of `peer`, as [`Network::unban`](crate::Network::unban).

@@ -93,6 +93,7 @@ pub mod sim;
 mod slots;
 mod socket;
 mod timers;
+mod validation;
 pub mod wire;
 
 #[cfg(test)]
@@ -121,4 +122,5 @@ pub use peer::{ParsePeerIdError, PeerId};
 #[cfg(feature = "noise")]
 pub use resolver::NoiseResolver;
 pub use socket::{PeerStats, Phase};
+pub use validation::Validation;
 pub use wire::{GoodbyeReason, Reject, Security};

@@ -19,6 +19,7 @@ use crate::reactor::Reactor;
 use crate::rng::Rng;
 use crate::secure::LocalKey;
 use crate::socket::PeerStats;
+use crate::validation::Validation;
 use crate::wire::Security;
 
 /// A connected peer, as [`Network::peers`] lists it.
@@ -271,6 +272,34 @@ impl Network {
         self.node.broadcast(payload.into_payload(), self.now)
     }
 
+    /// Gives the verdict on the broadcast `id` delivered as [`Event::Broadcast`], when
+    /// [`Config::validate_gossip`] holds it back from relay: `Accept` relays it,
+    /// `Ignore` drops it, `Reject` drops it and counts a rejected frame
+    /// ([`Reject::RejectedBroadcast`](crate::Reject::RejectedBroadcast)) against the
+    /// neighbour that sent it, which `max_rejected_frames` of them close as
+    /// misbehaving. False if no verdict is awaited for `id`: never delivered, judged
+    /// already, or given up on (`validation_timeout`, or pushed out by newer ones;
+    /// `Stats::dropped_validations`).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), p2p::Error> {
+    /// use p2p::{Config, Event, Network, Validation};
+    /// let mut net = Network::new(Config { validate_gossip: true, ..Config::default() })?;
+    /// let mut events = Vec::new();
+    /// net.poll(&mut events, None)?;
+    /// for event in events.drain(..) {
+    ///     if let Event::Broadcast { id, payload, .. } = event {
+    ///         let valid = !payload.is_empty(); // the consensus engine's check
+    ///         net.validate(id, if valid { Validation::Accept } else { Validation::Reject });
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn validate(&mut self, id: GossipId, verdict: Validation) -> bool {
+        self.tick();
+        self.node.validate(id, verdict, self.now)
+    }
+
     /// Closes the connection to `peer` gracefully (GOODBYE 0); false if not connected.
     pub fn disconnect(&mut self, peer: &PeerId) -> bool {
         self.tick();
@@ -410,6 +439,9 @@ impl Network {
             }
             Command::Unban(peer) => {
                 self.unban(&peer);
+            }
+            Command::Validate(id, verdict) => {
+                self.validate(id, verdict);
             }
             Command::SetAllowlist(allowlist) => self.set_allowlist(allowlist),
             Command::Send(peer, id, payload) => {

@@ -23,6 +23,7 @@ use crate::secure::LocalKey;
 use crate::slots::{HandshakeRate, Held, Slots, addr_key};
 use crate::socket::{Frames, Output, PeerStats, Phase, Socket};
 use crate::timers::Timers;
+use crate::validation::{Pending, Validation, Validations};
 use crate::wire::{Frame, GoodbyeReason, LEN_FIELD, Security};
 
 /// Frames decoded per batch before their outputs are handled.
@@ -152,6 +153,11 @@ pub struct Stats {
     pub not_allowed: u64,
     /// Gossip ids remembered now (at most `gossip_cache_size`).
     pub gossip_ids: usize,
+    /// Broadcasts waiting for the application's verdict (`Config::validate_gossip`).
+    pub pending_validations: usize,
+    /// Broadcasts ignored for want of a verdict: not judged within
+    /// `validation_timeout`, or pushed out by newer ones.
+    pub dropped_validations: u64,
     /// Bytes received and not yet taken as frames, over all connections: at most
     /// `max_read_buffer_total` plus what each connection holds of its own, one read
     /// chunk of 64 KiB (under noise, one sealed record and one opened besides).
@@ -378,6 +384,9 @@ pub(crate) struct Node {
     own_dials: VecDeque<(ConnId, SocketAddr)>,
     /// Banned peers and until when (`None`: for good).
     bans: HashMap<PeerId, Option<Instant>>,
+    /// Broadcasts waiting for the application's verdict before they are relayed.
+    validations: Validations,
+    dropped_validations: u64,
     /// Our dials not closing, by the address dialled: one each (see [`Node::dial`]).
     dialing: HashMap<SocketAddr, ConnId>,
     /// Inbound connections holding a handshake slot: the candidates for eviction, at
@@ -448,6 +457,8 @@ impl Node {
             due_addrs: Vec::new(),
             own_dials: VecDeque::new(),
             bans: HashMap::new(),
+            validations: Validations::default(),
+            dropped_validations: 0,
             dialing: HashMap::new(),
             pending_inbound: BTreeSet::new(),
             closing: BTreeMap::new(),
@@ -1658,6 +1669,7 @@ impl Node {
         }
         due.clear();
         self.due = due;
+        self.dropped_validations += self.validations.expire(now) as u64;
         let mut due = std::mem::take(&mut self.due_addrs);
         self.persistent.take_due(now, &mut due);
         for &addr in &due {
@@ -1678,6 +1690,7 @@ impl Node {
             .into_iter()
             .chain(self.read_first_until)
             .chain(self.persistent.next())
+            .chain(self.validations.next_deadline())
             .min()
     }
 
@@ -1975,14 +1988,64 @@ impl Node {
                     id: GossipId(id),
                     payload: payload.clone(),
                 });
-                if let Some(hops) = relay.filter(|_| !self.shutting_down)
-                    && self.relay_admits(conn, now)
-                {
-                    let frame = Frame::Gossip { id, hops, payload };
-                    self.flood(&frame, Some(from), now);
+                let relay = relay
+                    .filter(|_| !self.shutting_down)
+                    .filter(|_| self.relay_admits(conn, now));
+                if !self.config.validate_gossip {
+                    if let Some(hops) = relay {
+                        self.flood(&Frame::Gossip { id, hops, payload }, Some(from), now);
+                    }
+                    return;
                 }
+                // Held for the verdict, relay decided now: the relay budget counts
+                // what arrives, whatever the application then says.
+                let pending = Pending {
+                    id,
+                    from,
+                    conn,
+                    relay: relay.map(|hops| (hops, payload)),
+                    deadline: now + self.config.validation_timeout,
+                };
+                let c = &self.config;
+                let (max, max_bytes) = (c.max_pending_validations, c.max_pending_validation_bytes);
+                let dropped = self.validations.insert(pending, max, max_bytes);
+                self.dropped_validations += dropped as u64;
             }
         }
+    }
+
+    /// The application's verdict on broadcast `id` (`Config::validate_gossip`):
+    /// `Accept` relays it as it would have been at once, `Ignore` drops it, `Reject`
+    /// drops it and counts a rejected frame against the connection it came on (which
+    /// may close it as misbehaving). False if no verdict is awaited for `id`: never
+    /// delivered, judged already, or dropped (timed out or pushed out).
+    pub(crate) fn validate(&mut self, id: GossipId, verdict: Validation, now: Instant) -> bool {
+        let Some(pending) = self.validations.take(&id.0) else {
+            return false;
+        };
+        match verdict {
+            Validation::Accept => {
+                if let Some((hops, payload)) = pending.relay.filter(|_| !self.shutting_down) {
+                    let frame = Frame::Gossip {
+                        id: pending.id,
+                        hops,
+                        payload,
+                    };
+                    self.flood(&frame, Some(pending.from), now);
+                }
+            }
+            Validation::Ignore => {}
+            Validation::Reject => {
+                log::info!(
+                    "broadcast {id} rejected; counted against {:?}",
+                    pending.from
+                );
+                self.with_socket(pending.conn, now, |s, _, out| {
+                    s.reject_broadcast(pending.id, now, out)
+                });
+            }
+        }
+        true
     }
 
     /// Whether a new broadcast that came in on `conn` may be relayed now: it takes a
@@ -2213,6 +2276,8 @@ impl Node {
             unrelayed_gossip: self.unrelayed_gossip,
             not_allowed: self.not_allowed,
             gossip_ids: self.gossip.len(),
+            pending_validations: self.validations.len(),
+            dropped_validations: self.dropped_validations,
             buffered_bytes: self.sockets.iter().map(|(_, e)| e.socket.buffered()).sum(),
             pending_requests: self
                 .sockets

@@ -1431,6 +1431,12 @@ impl Socket {
         }
     }
 
+    /// Counts the broadcast `id` the application rejected as a rejected frame of this
+    /// connection (it may close it as misbehaving).
+    pub(crate) fn reject_broadcast(&mut self, id: [u8; 16], now: Instant, out: &mut Vec<Output>) {
+        self.reject(Reject::RejectedBroadcast(id), now, out);
+    }
+
     /// Where frames go: straight to the wire buffer, or staged for sealing.
     fn frames_out(&mut self) -> &mut OutQueue {
         if self.seals() {

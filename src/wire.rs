@@ -376,6 +376,10 @@ pub enum Reject {
     /// produced by the decoder): a response could not say which it answers.
     #[error("request {0} reuses the id of an unanswered request")]
     DuplicateRequest(u64),
+    /// A GOSSIP frame (its id) whose broadcast the application judged invalid
+    /// (`Validation::Reject`; not produced by the decoder).
+    #[error("broadcast {id} rejected by the application", id = crate::id::GossipId(*.0))]
+    RejectedBroadcast([u8; 16]),
 }
 
 /// What the decoder took from the buffer.

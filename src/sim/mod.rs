@@ -588,6 +588,22 @@ impl Sim {
         banned
     }
 
+    /// Node `index` gives its verdict on broadcast `id`, as
+    /// [`Network::validate`](crate::Network::validate).
+    pub fn validate(
+        &mut self,
+        index: NodeIndex,
+        id: GossipId,
+        verdict: crate::validation::Validation,
+    ) -> bool {
+        let now = self.now;
+        let judged = self
+            .core(index)
+            .is_some_and(|n| n.validate(id, verdict, now));
+        self.settle(index);
+        judged
+    }
+
     /// Node `index` lifts the ban of `peer`, as [`Network::unban`](crate::Network::unban).
     pub fn unban(&mut self, index: NodeIndex, peer: &PeerId) -> bool {
         self.core(index).is_some_and(|n| n.unban(peer))
