@@ -2263,3 +2263,214 @@ mod tests {
         assert!(a.wants_shutdown());
     }
 }
+
+/// The noise receive path against a peer that cuts its frame stream into records
+/// wherever it likes, read in chunks of any size, taken in batches of any size.
+#[cfg(all(test, feature = "noise"))]
+mod record_cuts {
+    use std::io::IoSlice;
+    use std::time::Instant;
+
+    use bytes::{Bytes, BytesMut};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::rng::Rng;
+    use crate::wire::Security;
+
+    fn pair() -> (Socket, Socket) {
+        let now = Instant::now();
+        let config = Config {
+            security: Security::NoiseXx,
+            ..Config::default()
+        };
+        let key = |n: u8| {
+            let secret = [n; 32];
+            LocalKey {
+                id: crate::secure::public_id(&secret).unwrap(),
+                secret: secret.into(),
+            }
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], 4000));
+        let mut a = Socket::outbound(&config, &key(1), Rng::from_seed(1), addr, now);
+        let mut b = Socket::inbound(&config, &key(2), Rng::from_seed(2), addr, now);
+        a.connected(now);
+        let mut out = Vec::new();
+        let hand = |from: &mut Socket, to: &mut Socket, out: &mut Vec<Output>| {
+            let bytes = drain(&mut from.tx);
+            if let Some((buf, _)) = to.recv_buf(bytes.len()) {
+                buf.extend_from_slice(&bytes);
+                to.received(bytes.len(), now, out);
+            }
+        };
+        for _ in 0..10 {
+            hand(&mut a, &mut b, &mut out);
+            hand(&mut b, &mut a, &mut out);
+        }
+        assert_eq!((a.phase(), b.phase()), (Phase::Open, Phase::Open));
+        (a, b)
+    }
+
+    fn drain(queue: &mut OutQueue) -> Vec<u8> {
+        let mut all = Vec::new();
+        while !queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = queue.slices(&mut slices);
+            let bytes: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            queue.advance(bytes.len());
+            all.extend(bytes);
+        }
+        all
+    }
+
+    /// The frame stream, sealed by `a` into one record per piece between `cuts`.
+    fn sealed(a: &mut Socket, stream: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let State::Open(open) = &mut a.state else {
+            panic!("not open");
+        };
+        let mut wire = Vec::new();
+        let mut at = 0;
+        for end in cuts.iter().copied().chain([stream.len()]) {
+            let end = end.clamp(at, stream.len());
+            let mut staged = OutQueue::default();
+            staged.push_slice(&stream[at..end]);
+            let mut tx = OutQueue::default();
+            while !staged.is_empty() {
+                open.transport.seal(&mut staged, &mut tx).unwrap();
+                wire.extend(drain(&mut tx));
+            }
+            at = end;
+        }
+        wire
+    }
+
+    fn message(len: usize, tag: u8) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        Frame::Message(Bytes::from(vec![tag; len])).encode(&mut out);
+        out.to_vec()
+    }
+
+    /// Feeds `wire` to `b` in reads of `chunk`, taking at most `max` frames a call,
+    /// and then takes what is left; the messages it gave, in order.
+    fn receive(b: &mut Socket, wire: &[u8], chunk: usize, max: usize) -> Vec<Bytes> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut at = 0;
+        let take = |b: &mut Socket, out: &mut Vec<Output>| {
+            b.set_read_room(1 << 30);
+            let more = b.take_frames(now, out, max);
+            let held = b.plain.capacity() + b.overrun.capacity();
+            assert!(
+                held <= b.frame_buffer_free() + b.charged,
+                "holds {held} ({} + {}), charged {}",
+                b.plain.capacity(),
+                b.overrun.capacity(),
+                b.charged
+            );
+            more
+        };
+        while at < wire.len() {
+            if b.has_record_waiting() {
+                // As the node does: a whole record waiting is opened before more is read.
+                while take(b, &mut out) {}
+            }
+            b.set_read_room(1 << 30);
+            let Some((buf, want)) = b.recv_buf(chunk) else {
+                panic!("starved with all the room");
+            };
+            let n = want.min(wire.len() - at);
+            buf.extend_from_slice(&wire[at..at + n]);
+            at += n;
+            b.received(n, now, &mut out);
+            take(b, &mut out);
+        }
+        while take(b, &mut out) {}
+        out.into_iter()
+            .map(|o| match o {
+                Output::Message(p) => p,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn check(lens: &[usize], cuts: &[usize], chunk: usize, max: usize) {
+        let (mut a, mut b) = pair();
+        let stream: Vec<u8> = lens
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &len)| message(len, i as u8))
+            .collect();
+        let wire = sealed(&mut a, &stream, cuts);
+        let got = receive(&mut b, &wire, chunk, max);
+        let lens_got: Vec<usize> = got.iter().map(|p| p.len()).collect();
+        assert_eq!(lens_got, lens, "cuts {cuts:?} chunk {chunk} max {max}");
+        for (i, p) in got.iter().enumerate() {
+            assert!(p.iter().all(|&x| x == i as u8), "payload {i}");
+        }
+        assert_eq!(b.phase(), Phase::Open);
+        assert_eq!(b.stats().frames_in, lens.len() as u64);
+        assert_eq!(b.buffered(), 0, "buffered");
+        assert_eq!(b.charged(), 0, "charged");
+        drop(b);
+        // A large payload's buffer is its frame's, and no larger.
+        for p in got {
+            let frame = p.len() + MESSAGE_PAYLOAD_AT;
+            if frame > READ_ALLOWANCE {
+                let held = Vec::<u8>::from(BytesMut::from(p)).capacity();
+                assert_eq!(held, frame, "cuts {cuts:?} chunk {chunk} max {max}");
+            }
+        }
+    }
+
+    /// A large frame that ends `k` bytes before the end of the record completing it,
+    /// for every `k` around the tag's length and the record's, then two small frames.
+    #[test]
+    fn a_large_frame_ending_anywhere_in_its_last_record() {
+        let record = crate::secure::MAX_RECORD_PLAINTEXT;
+        for large in [70_000, 2 * record, 131_050, 200_000] {
+            let frame = large + MESSAGE_PAYLOAD_AT;
+            let last = frame / record * record;
+            for k in (0..40).chain([record - 40, record - 1]) {
+                let end = (last + k).max(frame);
+                let cuts: Vec<usize> = (1..=end / record)
+                    .map(|i| i * record)
+                    .chain([end])
+                    .filter(|&c| c <= end)
+                    .collect();
+                for max in [1, 2, 64] {
+                    check(&[large, k.min(30), 3], &cuts, usize::MAX, max);
+                }
+            }
+        }
+    }
+
+    fn len() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            0..100usize,
+            (COPY_LIMIT - 30)..(COPY_LIMIT + 30),
+            60_000..140_000usize,
+            140_000..300_000usize,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn every_frame_arrives_once_in_order_and_nothing_stays_held(
+            lens in proptest::collection::vec(len(), 1..6),
+            pieces in proptest::collection::vec(1..70_000usize, 0..20),
+            chunk in prop_oneof![1..100usize, 4096..70_000usize],
+            max in 1..70usize,
+        ) {
+            let cuts: Vec<usize> = pieces
+                .iter()
+                .scan(0, |at, p| {
+                    *at += p;
+                    Some(*at)
+                })
+                .collect();
+            check(&lens, &cuts, chunk.max(1000), max);
+        }
+    }
+}

@@ -1596,6 +1596,9 @@ mod noise {
     use super::*;
     use crate::keypair::Keypair;
     use crate::wire::Security;
+    use proptest::prelude::{
+        ProptestConfig, Strategy, prop_assert, prop_assert_eq, prop_oneof, proptest,
+    };
 
     fn noise() -> Config {
         Config {
@@ -1775,6 +1778,78 @@ mod noise {
                 let held = bytes::BytesMut::from(payload).capacity();
                 assert_eq!(held, len, "a payload of {len} bytes holds {held}");
             }
+        }
+    }
+
+    fn noise_len() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            0..100usize,
+            65_500..65_560usize,
+            60_000..140_000usize,
+            140_000..300_000usize,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Frames of any size, sealed in batches (so records end anywhere in them) and
+        /// read in pieces of any size: each payload arrives once, in order, and once
+        /// all are taken the node holds nothing and no receive budget.
+        #[test]
+        fn noise_frames_of_any_size_arrive_once_in_order_and_leave_nothing_held(
+            batches in proptest::collection::vec(proptest::collection::vec(noise_len(), 1..4), 1..4),
+            pieces in proptest::collection::vec(1..70_000usize, 1..8),
+            tight in proptest::bool::ANY,
+        ) {
+            // Tight: B's receive budget holds one largest frame and no more.
+            let b = if tight {
+                let b = Config { max_frame_size: 300_000, ..noise() };
+                Config { max_read_buffer_total: b.min_read_buffer_total(), ..b }
+            } else {
+                noise()
+            };
+            let (mut pair, ka, kb) = noise_pair(noise(), b);
+            pair.step();
+            prop_assert!(connected_both_ways(&pair, &ka, &kb));
+            pair.b.events.clear();
+            let peer = kb.peer_id();
+            let mut sent = Vec::new();
+            let mut wire = Vec::new();
+            for batch in &batches {
+                for &len in batch {
+                    let payload = Bytes::from(vec![sent.len() as u8; len]);
+                    pair.a.node.send(&peer, payload.clone()).unwrap();
+                    sent.push(payload);
+                }
+                loop {
+                    let out = take_output(&mut pair.a.node, pair.a.conn, pair.now);
+                    if out.is_empty() {
+                        break;
+                    }
+                    wire.extend(out);
+                }
+            }
+            let mut at = 0;
+            for &piece in pieces.iter().cycle() {
+                if at == wire.len() {
+                    break;
+                }
+                let end = (at + piece).min(wire.len());
+                inject(&mut pair.b, &wire[at..end], pair.now);
+                at = end;
+            }
+            let got: Vec<Bytes> = pair.b.events.drain(..).filter_map(|e| match e {
+                Event::Message { payload, .. } => Some(payload),
+                _ => None,
+            }).collect();
+            prop_assert_eq!(got.len(), sent.len());
+            prop_assert!(got == sent);
+            let stats = pair.b.node.stats();
+            prop_assert_eq!(stats.buffered_bytes, 0);
+            prop_assert_eq!(stats.totals.frames_in, sent.len() as u64);
+            prop_assert_eq!(pair.b.node.read_charged(), 0);
+            prop_assert_eq!(stats.read_paused, 0);
         }
     }
 
