@@ -474,6 +474,11 @@ pub(crate) struct Socket {
     /// Bytes of the receive budget the frame stream's buffer holds: its capacity beyond
     /// what a connection holds for free ([`READ_ALLOWANCE`]).
     charged: usize,
+    /// The frame stream's buffer is the large frame's own: [`Socket::grow_frame_buffer`]
+    /// sized it, so its allocation begins where the frame does. Before, the frame may
+    /// have begun behind others in a buffer whose capacity, counted from the frame,
+    /// hides the bytes before it.
+    frame_buffer_own: bool,
     /// How much more of the receive budget the buffer may take now, as the node last
     /// said ([`Socket::set_read_room`]).
     read_room: usize,
@@ -567,6 +572,7 @@ impl Socket {
                 frame_timeout: config.frame_timeout,
             },
             charged: 0,
+            frame_buffer_own: false,
             read_room: 0,
             starved: false,
             paused: false,
@@ -885,7 +891,13 @@ impl Socket {
         let free = self.frame_buffer_free();
         let (read_room, charged) = (self.read_room, self.charged);
         let affordable = (free + charged + read_room).saturating_sub(overrun);
+        let own = std::mem::replace(&mut self.frame_buffer_own, true);
         let buf = self.frames_in();
+        if !own {
+            // To the front of its allocation, so that its capacity is all of it (a
+            // move of the frame's first bytes, once per frame; none if it is there).
+            *buf = BytesMut::from(Bytes::from(Vec::from(std::mem::take(buf))));
+        }
         let len = buf.len();
         let fits = buf.capacity() - len >= step;
         if fits && buf.capacity() <= need && overrun == 0 {
@@ -950,6 +962,7 @@ impl Socket {
                 *frames = BytesMut::from(&frames[..]);
             }
             self.charged = 0;
+            self.frame_buffer_own = false;
         }
     }
 
@@ -1628,6 +1641,7 @@ impl Socket {
         self.plain = BytesMut::new();
         self.overrun = BytesMut::new();
         self.charged = 0;
+        self.frame_buffer_own = false;
         // Out of service nothing can be answered on it.
         if let Some(mut requests) = self.open_mut().and_then(|open| open.requests.take()) {
             let mut ids = requests.pending.take_all();
@@ -2441,6 +2455,21 @@ mod record_cuts {
                     check(&[large, k.min(30), 3], &cuts, usize::MAX, max);
                 }
             }
+        }
+    }
+
+    /// A large frame begun behind small ones in the buffer its first record was
+    /// opened into, and as long as the room left there: it must not keep the room
+    /// the small ones took.
+    #[test]
+    fn a_large_frame_as_long_as_the_room_behind_small_ones() {
+        let record = crate::secure::MAX_RECORD_PLAINTEXT;
+        for small in [1, 7, 13] {
+            let behind = small * (1000 + MESSAGE_PAYLOAD_AT);
+            let large = READ_ALLOWANCE + record - behind - MESSAGE_PAYLOAD_AT;
+            let mut lens = vec![1000; small];
+            lens.push(large);
+            check(&lens, &[], usize::MAX, 64);
         }
     }
 

@@ -1853,6 +1853,53 @@ mod noise {
         }
     }
 
+    /// The allocation a payload keeps alive, wherever in it the payload lies (a
+    /// `BytesMut`'s capacity counts only from its start).
+    fn allocation(payload: Bytes) -> usize {
+        Vec::<u8>::from(bytes::BytesMut::from(payload)).capacity()
+    }
+
+    /// A large frame whose first bytes were opened into the frame stream's buffer
+    /// behind small frames, and which ends exactly where that buffer does: the room
+    /// left past the small frames is the frame's size, yet the buffer is larger by
+    /// what they took, and the payload kept all of it (131,055 bytes for 66,050). A
+    /// `BytesMut`'s capacity counts from where the payload starts, so only the whole
+    /// allocation shows it.
+    #[test]
+    fn a_large_noise_payload_begun_behind_small_frames_holds_only_its_own_size() {
+        let (mut pair, ka, kb) = noise_pair(noise(), noise());
+        pair.step();
+        assert!(connected_both_ways(&pair, &ka, &kb));
+        pair.b.events.clear();
+        let peer = kb.peer_id();
+        // The buffer a record is opened into holds two records' plaintext.
+        let buffer = crate::socket::READ_ALLOWANCE + crate::secure::MAX_RECORD_PLAINTEXT;
+        let small = 13 * 5000;
+        for _ in 0..13 {
+            pair.a.node.send(&peer, vec![1u8; 4995].into()).unwrap();
+        }
+        let large = buffer - small - 5;
+        pair.a.node.send(&peer, vec![2u8; large].into()).unwrap();
+        pair.step();
+        let payload = match pair.b.events.pop() {
+            Some(Event::Message { payload, .. }) => payload,
+            other => panic!("no large message: {other:?}"),
+        };
+        assert_eq!(payload.len(), large);
+        assert_eq!(pair.b.events.len(), 13);
+        // The node's read buffers move on with the next record.
+        pair.a.node.send(&peer, vec![3u8; 10].into()).unwrap();
+        pair.step();
+        assert!(
+            payload.is_unique(),
+            "the node still holds the payload's buffer"
+        );
+        // Its frame's buffer: the payload and the frame's head before it.
+        let held = allocation(payload);
+        let frame = large + crate::wire::MESSAGE_PAYLOAD_AT;
+        assert_eq!(held, frame, "a payload of {large} bytes holds {held}");
+    }
+
     #[test]
     fn the_handshake_survives_any_split_of_its_bytes() {
         for chunk in [1, 2, 3, 7, 31, 97] {
