@@ -954,10 +954,13 @@ impl Socket {
             .frame_need(frames)
             .is_some_and(|need| need > READ_ALLOWANCE);
         if !large {
-            if self.charged > 0 {
+            if self.charged > 0 || self.frame_buffer_own {
                 // The payload was sliced out of this buffer, and what is left of it (the
                 // next frame's start, under noise up to a record) would keep the whole
-                // allocation alive, uncharged, after the payload is dropped.
+                // allocation alive, uncharged, after the payload is dropped; even left
+                // empty, it would share the payload's buffer with the node's read
+                // scratch. A buffer the frame's own need not have been charged: one of
+                // up to two records' size is within what a connection holds for free.
                 let frames = self.frames_in();
                 *frames = BytesMut::from(&frames[..]);
             }

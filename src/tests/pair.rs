@@ -1853,6 +1853,34 @@ mod noise {
         }
     }
 
+    /// A large frame whose buffer is within what a connection holds without charge
+    /// (its size and the record past its end no more than two records) ends no
+    /// charge, yet its buffer is the payload's all the same: the node must keep no
+    /// hold on it. What was left of the buffer once the payload was split off went
+    /// to the node's read scratch, so the application's payload was shared with the
+    /// node until its next read.
+    #[test]
+    fn the_node_keeps_no_hold_on_a_large_payload_within_the_free_allowance() {
+        let (mut pair, ka, kb) = noise_pair(noise(), noise());
+        pair.step();
+        assert!(connected_both_ways(&pair, &ka, &kb));
+        pair.b.events.clear();
+        let peer = kb.peer_id();
+        for len in [65_536, 70_000, 100_000] {
+            pair.a.node.send(&peer, vec![1u8; len].into()).unwrap();
+            pair.step();
+            let payload = match pair.b.events.pop() {
+                Some(Event::Message { payload, .. }) => payload,
+                other => panic!("no large message: {other:?}"),
+            };
+            assert_eq!(payload.len(), len);
+            assert!(
+                payload.is_unique(),
+                "the node holds a {len}-byte payload's buffer"
+            );
+        }
+    }
+
     /// The allocation a payload keeps alive, wherever in it the payload lies (a
     /// `BytesMut`'s capacity counts only from its start).
     fn allocation(payload: Bytes) -> usize {
