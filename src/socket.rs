@@ -150,10 +150,12 @@ const FRAME_PROGRESS: u64 = 64 * 1024;
 /// The most ciphertext held before it is opened: one whole record (noise; 0 without).
 const RECORD_LIMIT: usize = crate::secure::MAX_SEALED_RECORD;
 
-/// What one record's plaintext may add to the frame stream past the frame it
-/// completes: room a noise frame buffer keeps so that it is never reallocated (0
-/// without noise, where nothing is opened).
-const RECORD_SLACK: usize = crate::secure::MAX_OPENED_RECORD;
+/// What one record may add to the frame stream past the frame it completes: room a
+/// noise frame buffer keeps so that it is never reallocated. A record is opened in
+/// place, so that is its ciphertext, a tag more than its plaintext (0 without noise,
+/// where nothing is opened).
+pub(crate) const RECORD_SLACK: usize =
+    crate::secure::MAX_OPENED_RECORD + crate::secure::RECORD_OVERHEAD;
 
 /// Gives `buf` room for `want` more bytes at its end: its own allocation again when
 /// nothing else holds it (what it holds moves to the front), else a fresh one of
@@ -1288,7 +1290,12 @@ impl Socket {
                 Some(to_end).filter(|_| overrun > 0)
             }
             None => {
-                make_room(&mut self.plain, size, READ_ALLOWANCE + RECORD_SLACK);
+                // Opened in place, as above: room for its ciphertext.
+                make_room(
+                    &mut self.plain,
+                    size + crate::secure::RECORD_OVERHEAD,
+                    READ_ALLOWANCE + RECORD_SLACK,
+                );
                 None
             }
         };
@@ -2369,13 +2376,25 @@ mod record_cuts {
 
     /// Feeds `wire` to `b` in reads of `chunk`, taking at most `max` frames a call,
     /// and then takes what is left; the messages it gave, in order.
-    fn receive(b: &mut Socket, wire: &[u8], chunk: usize, max: usize) -> Vec<Bytes> {
+    /// Each call may add `room` to its charge; one starved gets all it wants next, as
+    /// the first in line does.
+    fn receive(b: &mut Socket, wire: &[u8], chunk: usize, max: usize, room: usize) -> Vec<Bytes> {
         let now = Instant::now();
         let mut out = Vec::new();
         let mut at = 0;
         let take = |b: &mut Socket, out: &mut Vec<Output>| {
-            b.set_read_room(1 << 30);
-            let more = b.take_frames(now, out, max);
+            let before = b.charged;
+            b.set_read_room(room);
+            let mut more = b.take_frames(now, out, max);
+            assert!(
+                b.charged <= before + room,
+                "charged {} past {before} + {room}",
+                b.charged
+            );
+            if !more && b.starved() {
+                b.set_read_room(1 << 30);
+                more = b.take_frames(now, out, max);
+            }
             let held = b.plain.capacity() + b.overrun.capacity();
             assert!(
                 held <= b.frame_buffer_free() + b.charged,
@@ -2411,6 +2430,10 @@ mod record_cuts {
     }
 
     fn check(lens: &[usize], cuts: &[usize], chunk: usize, max: usize) {
+        check_with_room(lens, cuts, chunk, max, 1 << 30);
+    }
+
+    fn check_with_room(lens: &[usize], cuts: &[usize], chunk: usize, max: usize, room: usize) {
         let (mut a, mut b) = pair();
         let stream: Vec<u8> = lens
             .iter()
@@ -2418,7 +2441,7 @@ mod record_cuts {
             .flat_map(|(i, &len)| message(len, i as u8))
             .collect();
         let wire = sealed(&mut a, &stream, cuts);
-        let got = receive(&mut b, &wire, chunk, max);
+        let got = receive(&mut b, &wire, chunk, max, room);
         let lens_got: Vec<usize> = got.iter().map(|p| p.len()).collect();
         assert_eq!(lens_got, lens, "cuts {cuts:?} chunk {chunk} max {max}");
         for (i, p) in got.iter().enumerate() {
@@ -2466,14 +2489,88 @@ mod record_cuts {
     /// the small ones took.
     #[test]
     fn a_large_frame_as_long_as_the_room_behind_small_ones() {
-        let record = crate::secure::MAX_RECORD_PLAINTEXT;
         for small in [1, 7, 13] {
             let behind = small * (1000 + MESSAGE_PAYLOAD_AT);
-            let large = READ_ALLOWANCE + record - behind - MESSAGE_PAYLOAD_AT;
+            let large = READ_ALLOWANCE + RECORD_SLACK - behind - MESSAGE_PAYLOAD_AT;
             let mut lens = vec![1000; small];
             lens.push(large);
             check(&lens, &[], usize::MAX, 64);
         }
+    }
+
+    /// A record that fails to open closes the connection after the frames before it,
+    /// whether it completes a large frame or follows the one that did, and the
+    /// connection holds nothing and no charge after.
+    #[test]
+    fn a_record_that_fails_to_open_around_a_large_frames_end() {
+        let record = crate::secure::MAX_RECORD_PLAINTEXT;
+        let large = 3 * record + 100;
+        let lens = [large, 10, 20, 30_000];
+        for (bad, delivered) in [(3, 0), (4, 2)] {
+            for max in [1, 64] {
+                let (mut a, mut b) = pair();
+                let stream: Vec<u8> = lens
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, &len)| message(len, i as u8))
+                    .collect();
+                // Record 3 ends the large frame and holds the next; record 4 the rest.
+                let cuts = [record, 2 * record, 3 * record, large + 5 + 15];
+                let mut wire = sealed(&mut a, &stream, &cuts);
+                // The end of record `bad` (0-based): its last tag byte.
+                let mut end = 0;
+                for _ in 0..=bad {
+                    end += 2 + u16::from_be_bytes([wire[end], wire[end + 1]]) as usize;
+                }
+                wire[end - 1] ^= 1;
+                let now = Instant::now();
+                let mut out = Vec::new();
+                let mut at = 0;
+                while at < wire.len() && b.phase() == Phase::Open {
+                    while b.has_record_waiting() && b.phase() == Phase::Open {
+                        b.set_read_room(1 << 30);
+                        if !b.take_frames(now, &mut out, max) {
+                            break;
+                        }
+                    }
+                    let Some((buf, want)) = b.recv_buf(usize::MAX) else {
+                        break;
+                    };
+                    let n = want.min(wire.len() - at);
+                    buf.extend_from_slice(&wire[at..at + n]);
+                    at += n;
+                    b.received(n, now, &mut out);
+                    b.set_read_room(1 << 30);
+                    while b.take_frames(now, &mut out, max) {
+                        b.set_read_room(1 << 30);
+                    }
+                }
+                let messages = out
+                    .iter()
+                    .filter(|o| matches!(o, Output::Message(_)))
+                    .count();
+                assert_eq!(messages, delivered, "bad {bad} max {max}: {out:?}");
+                assert_eq!(
+                    out.last(),
+                    Some(&Output::Closed(CloseReason::DecryptFailed)),
+                    "bad {bad} max {max}"
+                );
+                assert_eq!((b.buffered(), b.charged()), (0, 0));
+            }
+        }
+    }
+
+    /// A record opened onto the end of a small frame's first 65,529 bytes: the
+    /// buffer needs room for the record's ciphertext, a tag more than its plaintext.
+    #[test]
+    fn a_full_record_opened_behind_most_of_a_small_frame() {
+        let record = crate::secure::MAX_RECORD_PLAINTEXT;
+        check(
+            &[COPY_LIMIT - MESSAGE_PAYLOAD_AT, 70_000],
+            &[10, 10 + record],
+            usize::MAX,
+            64,
+        );
     }
 
     fn len() -> impl Strategy<Value = usize> {
@@ -2494,6 +2591,7 @@ mod record_cuts {
             pieces in proptest::collection::vec(1..70_000usize, 0..20),
             chunk in prop_oneof![1..100usize, 4096..70_000usize],
             max in 1..70usize,
+            room in prop_oneof![Just(1usize << 30), 0..200_000usize],
         ) {
             let cuts: Vec<usize> = pieces
                 .iter()
@@ -2502,7 +2600,7 @@ mod record_cuts {
                     Some(*at)
                 })
                 .collect();
-            check(&lens, &cuts, chunk.max(1000), max);
+            check_with_room(&lens, &cuts, chunk.max(1000), max, room);
         }
     }
 }

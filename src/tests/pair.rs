@@ -1901,7 +1901,7 @@ mod noise {
         pair.b.events.clear();
         let peer = kb.peer_id();
         // The buffer a record is opened into holds two records' plaintext.
-        let buffer = crate::socket::READ_ALLOWANCE + crate::secure::MAX_RECORD_PLAINTEXT;
+        let buffer = crate::socket::READ_ALLOWANCE + crate::socket::RECORD_SLACK;
         let small = 13 * 5000;
         for _ in 0..13 {
             pair.a.node.send(&peer, vec![1u8; 4995].into()).unwrap();
