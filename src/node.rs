@@ -1263,7 +1263,7 @@ impl Node {
     }
 
     /// The receive budget all connections hold (tests).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "noise"))]
     pub(crate) fn read_charged(&self) -> usize {
         let cap = self.config.max_read_buffer_total;
         cap - self.budgets.read_free(cap)
