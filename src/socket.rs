@@ -2306,6 +2306,8 @@ mod record_cuts {
         let now = Instant::now();
         let config = Config {
             security: Security::NoiseXx,
+            max_gossip_rate: u32::MAX,
+            max_gossip_bytes_rate: usize::MAX,
             ..Config::default()
         };
         let key = |n: u8| {
@@ -2369,8 +2371,27 @@ mod record_cuts {
     }
 
     fn message(len: usize, tag: u8) -> Vec<u8> {
+        frame(len, tag, false)
+    }
+
+    /// Frame `tag` with a payload of `len` bytes: a MESSAGE, or if `mixed` one of
+    /// MESSAGE, REQUEST and GOSSIP by turns.
+    fn frame(len: usize, tag: u8, mixed: bool) -> Vec<u8> {
+        let payload = Bytes::from(vec![tag; len]);
+        let frame = match (mixed, tag % 3) {
+            (false, _) | (true, 0) => Frame::Message(payload),
+            (true, 1) => Frame::Request {
+                id: tag.into(),
+                payload,
+            },
+            _ => Frame::Gossip {
+                id: [tag; 16],
+                hops: 3,
+                payload,
+            },
+        };
         let mut out = BytesMut::new();
-        Frame::Message(Bytes::from(vec![tag; len])).encode(&mut out);
+        frame.encode(&mut out);
         out.to_vec()
     }
 
@@ -2423,22 +2444,31 @@ mod record_cuts {
         while take(b, &mut out) {}
         out.into_iter()
             .map(|o| match o {
-                Output::Message(p) => p,
+                Output::Message(p)
+                | Output::Request { payload: p, .. }
+                | Output::Gossip { payload: p, .. } => p,
                 other => panic!("{other:?}"),
             })
             .collect()
     }
 
     fn check(lens: &[usize], cuts: &[usize], chunk: usize, max: usize) {
-        check_with_room(lens, cuts, chunk, max, 1 << 30);
+        check_with_room(lens, cuts, chunk, max, 1 << 30, false);
     }
 
-    fn check_with_room(lens: &[usize], cuts: &[usize], chunk: usize, max: usize, room: usize) {
+    fn check_with_room(
+        lens: &[usize],
+        cuts: &[usize],
+        chunk: usize,
+        max: usize,
+        room: usize,
+        mixed: bool,
+    ) {
         let (mut a, mut b) = pair();
         let stream: Vec<u8> = lens
             .iter()
             .enumerate()
-            .flat_map(|(i, &len)| message(len, i as u8))
+            .flat_map(|(i, &len)| frame(len, i as u8, mixed))
             .collect();
         let wire = sealed(&mut a, &stream, cuts);
         let got = receive(&mut b, &wire, chunk, max, room);
@@ -2453,8 +2483,8 @@ mod record_cuts {
         assert_eq!(b.charged(), 0, "charged");
         drop(b);
         // A large payload's buffer is its frame's, and no larger.
-        for p in got {
-            let frame = p.len() + MESSAGE_PAYLOAD_AT;
+        for (i, p) in got.into_iter().enumerate() {
+            let frame = frame(p.len(), i as u8, mixed).len();
             if frame > READ_ALLOWANCE {
                 let held = Vec::<u8>::from(BytesMut::from(p)).capacity();
                 assert_eq!(held, frame, "cuts {cuts:?} chunk {chunk} max {max}");
@@ -2592,6 +2622,7 @@ mod record_cuts {
             chunk in prop_oneof![1..100usize, 4096..70_000usize],
             max in 1..70usize,
             room in prop_oneof![Just(1usize << 30), 0..200_000usize],
+            mixed in proptest::bool::ANY,
         ) {
             let cuts: Vec<usize> = pieces
                 .iter()
@@ -2600,7 +2631,7 @@ mod record_cuts {
                     Some(*at)
                 })
                 .collect();
-            check_with_room(&lens, &cuts, chunk.max(1000), max, room);
+            check_with_room(&lens, &cuts, chunk.max(1000), max, room, mixed);
         }
     }
 }
