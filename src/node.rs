@@ -1464,6 +1464,13 @@ impl Node {
         self.events.len().saturating_sub(before)
     }
 
+    /// The receive budget all connections hold (tests).
+    #[cfg(all(test, feature = "noise"))]
+    pub(crate) fn read_charged(&self) -> usize {
+        let cap = self.config.max_read_buffer_total;
+        cap - self.budgets.read_free(cap)
+    }
+
     /// The capacity of `conn`'s own read buffers (tests).
     #[cfg(test)]
     pub(crate) fn read_capacity(&self, conn: ConnId) -> Option<usize> {

@@ -150,10 +150,12 @@ const FRAME_PROGRESS: u64 = 64 * 1024;
 /// The most ciphertext held before it is opened: one whole record (noise; 0 without).
 const RECORD_LIMIT: usize = crate::secure::MAX_SEALED_RECORD;
 
-/// What one record's plaintext may add to the frame stream past the frame it
-/// completes: room a noise frame buffer keeps so that it is never reallocated (0
-/// without noise, where nothing is opened).
-const RECORD_SLACK: usize = crate::secure::MAX_OPENED_RECORD;
+/// What one record may add to the frame stream past the frame it completes: room a
+/// noise frame buffer keeps so that it is never reallocated. A record is opened in
+/// place, so that is its ciphertext, a tag more than its plaintext (0 without noise,
+/// where nothing is opened).
+pub(crate) const RECORD_SLACK: usize =
+    crate::secure::MAX_OPENED_RECORD + crate::secure::RECORD_OVERHEAD;
 
 /// Gives `buf` room for `want` more bytes at its end: its own allocation again when
 /// nothing else holds it (what it holds moves to the front), else a fresh one of
@@ -474,6 +476,11 @@ pub(crate) struct Socket {
     /// Bytes of the receive budget the frame stream's buffer holds: its capacity beyond
     /// what a connection holds for free ([`READ_ALLOWANCE`]).
     charged: usize,
+    /// The frame stream's buffer is the large frame's own: [`Socket::grow_frame_buffer`]
+    /// sized it, so its allocation begins where the frame does. Before, the frame may
+    /// have begun behind others in a buffer whose capacity, counted from the frame,
+    /// hides the bytes before it.
+    frame_buffer_own: bool,
     /// How much more of the receive budget the buffer may take now, as the node last
     /// said ([`Socket::set_read_room`]).
     read_room: usize,
@@ -567,6 +574,7 @@ impl Socket {
                 frame_timeout: config.frame_timeout,
             },
             charged: 0,
+            frame_buffer_own: false,
             read_room: 0,
             starved: false,
             paused: false,
@@ -885,7 +893,13 @@ impl Socket {
         let free = self.frame_buffer_free();
         let (read_room, charged) = (self.read_room, self.charged);
         let affordable = (free + charged + read_room).saturating_sub(overrun);
+        let own = std::mem::replace(&mut self.frame_buffer_own, true);
         let buf = self.frames_in();
+        if !own {
+            // To the front of its allocation, so that its capacity is all of it (a
+            // move of the frame's first bytes, once per frame; none if it is there).
+            *buf = BytesMut::from(Bytes::from(Vec::from(std::mem::take(buf))));
+        }
         let len = buf.len();
         let fits = buf.capacity() - len >= step;
         if fits && buf.capacity() <= need && overrun == 0 {
@@ -942,14 +956,18 @@ impl Socket {
             .frame_need(frames)
             .is_some_and(|need| need > READ_ALLOWANCE);
         if !large {
-            if self.charged > 0 {
+            if self.charged > 0 || self.frame_buffer_own {
                 // The payload was sliced out of this buffer, and what is left of it (the
                 // next frame's start, under noise up to a record) would keep the whole
-                // allocation alive, uncharged, after the payload is dropped.
+                // allocation alive, uncharged, after the payload is dropped; even left
+                // empty, it would share the payload's buffer with the node's read
+                // scratch. A buffer the frame's own need not have been charged: one of
+                // up to two records' size is within what a connection holds for free.
                 let frames = self.frames_in();
                 *frames = BytesMut::from(&frames[..]);
             }
             self.charged = 0;
+            self.frame_buffer_own = false;
         }
     }
 
@@ -1272,7 +1290,12 @@ impl Socket {
                 Some(to_end).filter(|_| overrun > 0)
             }
             None => {
-                make_room(&mut self.plain, size, READ_ALLOWANCE + RECORD_SLACK);
+                // Opened in place, as above: room for its ciphertext.
+                make_room(
+                    &mut self.plain,
+                    size + crate::secure::RECORD_OVERHEAD,
+                    READ_ALLOWANCE + RECORD_SLACK,
+                );
                 None
             }
         };
@@ -1634,6 +1657,7 @@ impl Socket {
         self.plain = BytesMut::new();
         self.overrun = BytesMut::new();
         self.charged = 0;
+        self.frame_buffer_own = false;
         // Out of service nothing can be answered on it.
         if let Some(mut requests) = self.open_mut().and_then(|open| open.requests.take()) {
             let mut ids = requests.pending.take_all();
@@ -2267,5 +2291,353 @@ mod tests {
         );
         assert_eq!(a.queued(), 0);
         assert!(a.wants_shutdown());
+    }
+}
+
+/// The noise receive path against a peer that cuts its frame stream into records
+/// wherever it likes, read in chunks of any size, taken in batches of any size.
+#[cfg(all(test, feature = "noise"))]
+mod record_cuts {
+    use std::io::IoSlice;
+    use std::time::Instant;
+
+    use bytes::{Bytes, BytesMut};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::rng::Rng;
+    use crate::wire::Security;
+
+    fn pair() -> (Socket, Socket) {
+        let now = Instant::now();
+        let config = Config {
+            security: Security::NoiseXx,
+            max_gossip_rate: u32::MAX,
+            max_gossip_bytes_rate: usize::MAX,
+            ..Config::default()
+        };
+        let key = |n: u8| {
+            let secret = [n; 32];
+            LocalKey {
+                id: crate::secure::public_id(&secret).unwrap(),
+                secret: secret.into(),
+            }
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], 4000));
+        let mut a = Socket::outbound(&config, &key(1), Rng::from_seed(1), addr, now);
+        let mut b = Socket::inbound(&config, &key(2), Rng::from_seed(2), addr, now);
+        a.connected(now);
+        let mut out = Vec::new();
+        let hand = |from: &mut Socket, to: &mut Socket, out: &mut Vec<Output>| {
+            let bytes = drain(&mut from.tx);
+            if let Some((buf, _)) = to.recv_buf(bytes.len()) {
+                buf.extend_from_slice(&bytes);
+                to.received(bytes.len(), now, out);
+            }
+        };
+        for _ in 0..10 {
+            hand(&mut a, &mut b, &mut out);
+            hand(&mut b, &mut a, &mut out);
+        }
+        assert_eq!((a.phase(), b.phase()), (Phase::Open, Phase::Open));
+        (a, b)
+    }
+
+    fn drain(queue: &mut OutQueue) -> Vec<u8> {
+        let mut all = Vec::new();
+        while !queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = queue.slices(&mut slices);
+            let bytes: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            queue.advance(bytes.len());
+            all.extend(bytes);
+        }
+        all
+    }
+
+    /// The frame stream, sealed by `a` into one record per piece between `cuts`.
+    fn sealed(a: &mut Socket, stream: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let State::Open(open) = &mut a.state else {
+            panic!("not open");
+        };
+        let mut wire = Vec::new();
+        let mut at = 0;
+        for end in cuts.iter().copied().chain([stream.len()]) {
+            let end = end.clamp(at, stream.len());
+            let mut staged = OutQueue::default();
+            staged.push_slice(&stream[at..end]);
+            let mut tx = OutQueue::default();
+            while !staged.is_empty() {
+                open.transport.seal(&mut staged, &mut tx).unwrap();
+                wire.extend(drain(&mut tx));
+            }
+            at = end;
+        }
+        wire
+    }
+
+    fn message(len: usize, tag: u8) -> Vec<u8> {
+        frame(len, tag, false)
+    }
+
+    /// Frame `tag` with a payload of `len` bytes: a MESSAGE, or if `mixed` one of
+    /// MESSAGE, REQUEST and GOSSIP by turns.
+    fn frame(len: usize, tag: u8, mixed: bool) -> Vec<u8> {
+        let payload = Bytes::from(vec![tag; len]);
+        let frame = match (mixed, tag % 3) {
+            (false, _) | (true, 0) => Frame::Message(payload),
+            (true, 1) => Frame::Request {
+                id: tag.into(),
+                payload,
+            },
+            _ => Frame::Gossip {
+                id: [tag; 16],
+                hops: 3,
+                payload,
+            },
+        };
+        let mut out = BytesMut::new();
+        frame.encode(&mut out);
+        out.to_vec()
+    }
+
+    /// Feeds `wire` to `b` in reads of `chunk`, taking at most `max` frames a call,
+    /// and then takes what is left; the messages it gave, in order.
+    /// Each call may add `room` to its charge; one starved gets all it wants next, as
+    /// the first in line does.
+    fn receive(b: &mut Socket, wire: &[u8], chunk: usize, max: usize, room: usize) -> Vec<Bytes> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut at = 0;
+        let take = |b: &mut Socket, out: &mut Vec<Output>| {
+            let before = b.charged;
+            b.set_read_room(room);
+            let mut more = b.take_frames(now, out, max);
+            assert!(
+                b.charged <= before + room,
+                "charged {} past {before} + {room}",
+                b.charged
+            );
+            if !more && b.starved() {
+                b.set_read_room(1 << 30);
+                more = b.take_frames(now, out, max);
+            }
+            let held = b.plain.capacity() + b.overrun.capacity();
+            assert!(
+                held <= b.frame_buffer_free() + b.charged,
+                "holds {held} ({} + {}), charged {}",
+                b.plain.capacity(),
+                b.overrun.capacity(),
+                b.charged
+            );
+            more
+        };
+        while at < wire.len() {
+            if b.has_record_waiting() {
+                // As the node does: a whole record waiting is opened before more is read.
+                while take(b, &mut out) {}
+            }
+            b.set_read_room(1 << 30);
+            let Some((buf, want)) = b.recv_buf(chunk) else {
+                panic!("starved with all the room");
+            };
+            let n = want.min(wire.len() - at);
+            buf.extend_from_slice(&wire[at..at + n]);
+            at += n;
+            b.received(n, now, &mut out);
+            take(b, &mut out);
+        }
+        while take(b, &mut out) {}
+        out.into_iter()
+            .map(|o| match o {
+                Output::Message(p)
+                | Output::Request { payload: p, .. }
+                | Output::Gossip { payload: p, .. } => p,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn check(lens: &[usize], cuts: &[usize], chunk: usize, max: usize) {
+        check_with_room(lens, cuts, chunk, max, 1 << 30, false);
+    }
+
+    fn check_with_room(
+        lens: &[usize],
+        cuts: &[usize],
+        chunk: usize,
+        max: usize,
+        room: usize,
+        mixed: bool,
+    ) {
+        let (mut a, mut b) = pair();
+        let stream: Vec<u8> = lens
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &len)| frame(len, i as u8, mixed))
+            .collect();
+        let wire = sealed(&mut a, &stream, cuts);
+        let got = receive(&mut b, &wire, chunk, max, room);
+        let lens_got: Vec<usize> = got.iter().map(|p| p.len()).collect();
+        assert_eq!(lens_got, lens, "cuts {cuts:?} chunk {chunk} max {max}");
+        for (i, p) in got.iter().enumerate() {
+            assert!(p.iter().all(|&x| x == i as u8), "payload {i}");
+        }
+        assert_eq!(b.phase(), Phase::Open);
+        assert_eq!(b.stats().frames_in, lens.len() as u64);
+        assert_eq!(b.buffered(), 0, "buffered");
+        assert_eq!(b.charged(), 0, "charged");
+        drop(b);
+        // A large payload's buffer is its frame's, and no larger.
+        for (i, p) in got.into_iter().enumerate() {
+            let frame = frame(p.len(), i as u8, mixed).len();
+            if frame > READ_ALLOWANCE {
+                let held = Vec::<u8>::from(BytesMut::from(p)).capacity();
+                assert_eq!(held, frame, "cuts {cuts:?} chunk {chunk} max {max}");
+            }
+        }
+    }
+
+    /// A large frame that ends `k` bytes before the end of the record completing it,
+    /// for every `k` around the tag's length and the record's, then two small frames.
+    #[test]
+    fn a_large_frame_ending_anywhere_in_its_last_record() {
+        let record = crate::secure::MAX_RECORD_PLAINTEXT;
+        for large in [70_000, 2 * record, 131_050, 200_000] {
+            let frame = large + MESSAGE_PAYLOAD_AT;
+            let last = frame / record * record;
+            for k in (0..40).chain([record - 40, record - 1]) {
+                let end = (last + k).max(frame);
+                let cuts: Vec<usize> = (1..=end / record)
+                    .map(|i| i * record)
+                    .chain([end])
+                    .filter(|&c| c <= end)
+                    .collect();
+                for max in [1, 2, 64] {
+                    check(&[large, k.min(30), 3], &cuts, usize::MAX, max);
+                }
+            }
+        }
+    }
+
+    /// A large frame begun behind small ones in the buffer its first record was
+    /// opened into, and as long as the room left there: it must not keep the room
+    /// the small ones took.
+    #[test]
+    fn a_large_frame_as_long_as_the_room_behind_small_ones() {
+        for small in [1, 7, 13] {
+            let behind = small * (1000 + MESSAGE_PAYLOAD_AT);
+            let large = READ_ALLOWANCE + RECORD_SLACK - behind - MESSAGE_PAYLOAD_AT;
+            let mut lens = vec![1000; small];
+            lens.push(large);
+            check(&lens, &[], usize::MAX, 64);
+        }
+    }
+
+    /// A record that fails to open closes the connection after the frames before it,
+    /// whether it completes a large frame or follows the one that did, and the
+    /// connection holds nothing and no charge after.
+    #[test]
+    fn a_record_that_fails_to_open_around_a_large_frames_end() {
+        let record = crate::secure::MAX_RECORD_PLAINTEXT;
+        let large = 3 * record + 100;
+        let lens = [large, 10, 20, 30_000];
+        for (bad, delivered) in [(3, 0), (4, 2)] {
+            for max in [1, 64] {
+                let (mut a, mut b) = pair();
+                let stream: Vec<u8> = lens
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, &len)| message(len, i as u8))
+                    .collect();
+                // Record 3 ends the large frame and holds the next; record 4 the rest.
+                let cuts = [record, 2 * record, 3 * record, large + 5 + 15];
+                let mut wire = sealed(&mut a, &stream, &cuts);
+                // The end of record `bad` (0-based): its last tag byte.
+                let mut end = 0;
+                for _ in 0..=bad {
+                    end += 2 + u16::from_be_bytes([wire[end], wire[end + 1]]) as usize;
+                }
+                wire[end - 1] ^= 1;
+                let now = Instant::now();
+                let mut out = Vec::new();
+                let mut at = 0;
+                while at < wire.len() && b.phase() == Phase::Open {
+                    while b.has_record_waiting() && b.phase() == Phase::Open {
+                        b.set_read_room(1 << 30);
+                        if !b.take_frames(now, &mut out, max) {
+                            break;
+                        }
+                    }
+                    let Some((buf, want)) = b.recv_buf(usize::MAX) else {
+                        break;
+                    };
+                    let n = want.min(wire.len() - at);
+                    buf.extend_from_slice(&wire[at..at + n]);
+                    at += n;
+                    b.received(n, now, &mut out);
+                    b.set_read_room(1 << 30);
+                    while b.take_frames(now, &mut out, max) {
+                        b.set_read_room(1 << 30);
+                    }
+                }
+                let messages = out
+                    .iter()
+                    .filter(|o| matches!(o, Output::Message(_)))
+                    .count();
+                assert_eq!(messages, delivered, "bad {bad} max {max}: {out:?}");
+                assert_eq!(
+                    out.last(),
+                    Some(&Output::Closed(CloseReason::DecryptFailed)),
+                    "bad {bad} max {max}"
+                );
+                assert_eq!((b.buffered(), b.charged()), (0, 0));
+            }
+        }
+    }
+
+    /// A record opened onto the end of a small frame's first 65,529 bytes: the
+    /// buffer needs room for the record's ciphertext, a tag more than its plaintext.
+    #[test]
+    fn a_full_record_opened_behind_most_of_a_small_frame() {
+        let record = crate::secure::MAX_RECORD_PLAINTEXT;
+        check(
+            &[COPY_LIMIT - MESSAGE_PAYLOAD_AT, 70_000],
+            &[10, 10 + record],
+            usize::MAX,
+            64,
+        );
+    }
+
+    fn len() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            0..100usize,
+            (COPY_LIMIT - 30)..(COPY_LIMIT + 30),
+            60_000..140_000usize,
+            140_000..300_000usize,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn every_frame_arrives_once_in_order_and_nothing_stays_held(
+            lens in proptest::collection::vec(len(), 1..6),
+            pieces in proptest::collection::vec(1..70_000usize, 0..20),
+            chunk in prop_oneof![1..100usize, 4096..70_000usize],
+            max in 1..70usize,
+            room in prop_oneof![Just(1usize << 30), 0..200_000usize],
+            mixed in proptest::bool::ANY,
+        ) {
+            let cuts: Vec<usize> = pieces
+                .iter()
+                .scan(0, |at, p| {
+                    *at += p;
+                    Some(*at)
+                })
+                .collect();
+            check_with_room(&lens, &cuts, chunk.max(1000), max, room, mixed);
+        }
     }
 }

@@ -1061,5 +1061,39 @@ mod tests {
                 prop_assert!(buf.len() <= max_body + LEN_FIELD);
             }
         }
+
+        /// The receive loop's fast path (`small_message`, then `decode` for what it
+        /// leaves) takes the same frames and rejections as `decode` alone, in the same
+        /// order, from any bytes split anywhere, and leaves the same bytes.
+        #[test]
+        fn the_fast_path_and_decode_take_the_same_from_any_bytes(
+            bytes in arb_garbage(),
+            chunk in 1usize..64,
+            max_body in prop_oneof![0usize..128, Just(usize::MAX)],
+        ) {
+            let (mut fast, mut slow) = (Decoder::new(max_body), Decoder::new(max_body));
+            let (mut fast_buf, mut slow_buf) = (BytesMut::new(), BytesMut::new());
+            let (mut fast_got, mut slow_got) = (Vec::new(), Vec::new());
+            for piece in bytes.chunks(chunk) {
+                fast_buf.extend_from_slice(piece);
+                slow_buf.extend_from_slice(piece);
+                loop {
+                    if let Some(n) = fast.small_message(&fast_buf) {
+                        let payload = &fast_buf[MESSAGE_PAYLOAD_AT..MESSAGE_PAYLOAD_AT + n];
+                        fast_got.push(Decoded::Frame(Frame::Message(Bytes::copy_from_slice(payload))));
+                        fast_buf.advance(MESSAGE_PAYLOAD_AT + n);
+                        continue;
+                    }
+                    match fast.decode(&mut fast_buf) {
+                        Some(decoded) => fast_got.push(decoded),
+                        None => break,
+                    }
+                }
+                slow_got.extend(drain(&mut slow, &mut slow_buf));
+                prop_assert_eq!(&fast_got, &slow_got);
+                prop_assert_eq!(&fast_buf, &slow_buf);
+                prop_assert_eq!(fast.is_skipping(), slow.is_skipping());
+            }
+        }
     }
 }

@@ -1596,6 +1596,9 @@ mod noise {
     use super::*;
     use crate::keypair::Keypair;
     use crate::wire::Security;
+    use proptest::prelude::{
+        ProptestConfig, Strategy, prop_assert, prop_assert_eq, prop_oneof, proptest,
+    };
 
     fn noise() -> Config {
         Config {
@@ -1776,6 +1779,153 @@ mod noise {
                 assert_eq!(held, len, "a payload of {len} bytes holds {held}");
             }
         }
+    }
+
+    fn noise_len() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            0..100usize,
+            65_500..65_560usize,
+            60_000..140_000usize,
+            140_000..300_000usize,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Frames of any size, sealed in batches (so records end anywhere in them) and
+        /// read in pieces of any size: each payload arrives once, in order, and once
+        /// all are taken the node holds nothing and no receive budget.
+        #[test]
+        fn noise_frames_of_any_size_arrive_once_in_order_and_leave_nothing_held(
+            batches in proptest::collection::vec(proptest::collection::vec(noise_len(), 1..4), 1..4),
+            pieces in proptest::collection::vec(1..70_000usize, 1..8),
+            tight in proptest::bool::ANY,
+        ) {
+            // Tight: B's receive budget holds one largest frame and no more.
+            let b = if tight {
+                let b = Config { max_frame_size: 300_000, ..noise() };
+                Config { max_read_buffer_total: b.min_read_buffer_total(), ..b }
+            } else {
+                noise()
+            };
+            let (mut pair, ka, kb) = noise_pair(noise(), b);
+            pair.step();
+            prop_assert!(connected_both_ways(&pair, &ka, &kb));
+            pair.b.events.clear();
+            let peer = kb.peer_id();
+            let mut sent = Vec::new();
+            let mut wire = Vec::new();
+            for batch in &batches {
+                for &len in batch {
+                    let payload = Bytes::from(vec![sent.len() as u8; len]);
+                    pair.a.node.send(&peer, payload.clone()).unwrap();
+                    sent.push(payload);
+                }
+                loop {
+                    let out = take_output(&mut pair.a.node, pair.a.conn, pair.now);
+                    if out.is_empty() {
+                        break;
+                    }
+                    wire.extend(out);
+                }
+            }
+            let mut at = 0;
+            for &piece in pieces.iter().cycle() {
+                if at == wire.len() {
+                    break;
+                }
+                let end = (at + piece).min(wire.len());
+                inject(&mut pair.b, &wire[at..end], pair.now);
+                at = end;
+            }
+            let got: Vec<Bytes> = pair.b.events.drain(..).filter_map(|e| match e {
+                Event::Message { payload, .. } => Some(payload),
+                _ => None,
+            }).collect();
+            prop_assert_eq!(got.len(), sent.len());
+            prop_assert!(got == sent);
+            let stats = pair.b.node.stats();
+            prop_assert_eq!(stats.buffered_bytes, 0);
+            prop_assert_eq!(stats.totals.frames_in, sent.len() as u64);
+            prop_assert_eq!(pair.b.node.read_charged(), 0);
+            prop_assert_eq!(stats.read_paused, 0);
+        }
+    }
+
+    /// A large frame whose buffer is within what a connection holds without charge
+    /// (its size and the record past its end no more than two records) ends no
+    /// charge, yet its buffer is the payload's all the same: the node must keep no
+    /// hold on it. What was left of the buffer once the payload was split off went
+    /// to the node's read scratch, so the application's payload was shared with the
+    /// node until its next read.
+    #[test]
+    fn the_node_keeps_no_hold_on_a_large_payload_within_the_free_allowance() {
+        let (mut pair, ka, kb) = noise_pair(noise(), noise());
+        pair.step();
+        assert!(connected_both_ways(&pair, &ka, &kb));
+        pair.b.events.clear();
+        let peer = kb.peer_id();
+        for len in [65_536, 70_000, 100_000] {
+            pair.a.node.send(&peer, vec![1u8; len].into()).unwrap();
+            pair.step();
+            let payload = match pair.b.events.pop() {
+                Some(Event::Message { payload, .. }) => payload,
+                other => panic!("no large message: {other:?}"),
+            };
+            assert_eq!(payload.len(), len);
+            assert!(
+                payload.is_unique(),
+                "the node holds a {len}-byte payload's buffer"
+            );
+        }
+    }
+
+    /// The allocation a payload keeps alive, wherever in it the payload lies (a
+    /// `BytesMut`'s capacity counts only from its start).
+    fn allocation(payload: Bytes) -> usize {
+        Vec::<u8>::from(bytes::BytesMut::from(payload)).capacity()
+    }
+
+    /// A large frame whose first bytes were opened into the frame stream's buffer
+    /// behind small frames, and which ends exactly where that buffer does: the room
+    /// left past the small frames is the frame's size, yet the buffer is larger by
+    /// what they took, and the payload kept all of it (131,055 bytes for 66,050). A
+    /// `BytesMut`'s capacity counts from where the payload starts, so only the whole
+    /// allocation shows it.
+    #[test]
+    fn a_large_noise_payload_begun_behind_small_frames_holds_only_its_own_size() {
+        let (mut pair, ka, kb) = noise_pair(noise(), noise());
+        pair.step();
+        assert!(connected_both_ways(&pair, &ka, &kb));
+        pair.b.events.clear();
+        let peer = kb.peer_id();
+        // The buffer a record is opened into holds two records' plaintext.
+        let buffer = crate::socket::READ_ALLOWANCE + crate::socket::RECORD_SLACK;
+        let small = 13 * 5000;
+        for _ in 0..13 {
+            pair.a.node.send(&peer, vec![1u8; 4995].into()).unwrap();
+        }
+        let large = buffer - small - 5;
+        pair.a.node.send(&peer, vec![2u8; large].into()).unwrap();
+        pair.step();
+        let payload = match pair.b.events.pop() {
+            Some(Event::Message { payload, .. }) => payload,
+            other => panic!("no large message: {other:?}"),
+        };
+        assert_eq!(payload.len(), large);
+        assert_eq!(pair.b.events.len(), 13);
+        // The node's read buffers move on with the next record.
+        pair.a.node.send(&peer, vec![3u8; 10].into()).unwrap();
+        pair.step();
+        assert!(
+            payload.is_unique(),
+            "the node still holds the payload's buffer"
+        );
+        // Its frame's buffer: the payload and the frame's head before it.
+        let held = allocation(payload);
+        let frame = large + crate::wire::MESSAGE_PAYLOAD_AT;
+        assert_eq!(held, frame, "a payload of {large} bytes holds {held}");
     }
 
     #[test]
