@@ -473,11 +473,13 @@ impl Decoder {
             return None;
         }
         let body_len = read_len(buf)?.checked_sub(1)?;
+        // Checked before the sum, which a length near u32::MAX would overflow on a
+        // 32-bit target.
+        if body_len > self.max_body {
+            return None;
+        }
         let whole = MESSAGE_PAYLOAD_AT + body_len;
-        (body_len <= self.max_body
-            && whole <= COPY_LIMIT
-            && buf.len() >= whole
-            && buf[LEN_FIELD] == kind::MESSAGE)
+        (whole <= COPY_LIMIT && buf.len() >= whole && buf[LEN_FIELD] == kind::MESSAGE)
             .then_some(body_len)
     }
 
