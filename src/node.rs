@@ -187,6 +187,9 @@ struct Entry {
     held: Held,
     /// Listed in [`Node::serving`] (open, announced).
     listed: bool,
+    /// The deadline [`Node::timers`] holds for it: never later than its socket's
+    /// next one (see [`Node::retime`]).
+    armed: Option<Instant>,
 }
 
 /// The live entry of `conn`, if its slot still holds that generation. A free function
@@ -496,6 +499,7 @@ impl Node {
             addr_key,
             held,
             listed: false,
+            armed: None,
         });
         self.created += 1;
         let conn = ConnId { key, generation };
@@ -571,7 +575,19 @@ impl Node {
 
     /// Keeps `conn`'s deadline in [`Node::timers`] after its socket changed.
     fn retime(&mut self, conn: ConnId) {
-        let at = self.entry(conn).and_then(|e| e.socket.next_deadline());
+        let Some(entry) = slot_mut(&mut self.sockets, conn) else {
+            return;
+        };
+        let at = entry.socket.next_deadline();
+        // A later deadline leaves the earlier one armed: it fires, the socket finds
+        // nothing due, and the later one is armed then. Nearly every read pushes the
+        // keepalive's deadline later; this keeps those off the timer heap, at the
+        // cost of one early wakeup per connection and ping interval.
+        let later = matches!((entry.armed, at), (Some(armed), Some(at)) if at >= armed);
+        if later || entry.armed == at {
+            return;
+        }
+        entry.armed = at;
         self.timers.set(conn, at);
     }
 
@@ -894,11 +910,25 @@ impl Node {
         now: Instant,
         f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>) -> R,
     ) -> Option<R> {
+        let result = self.with_socket_events(conn, now, |s, rng, out, _| f(s, rng, out));
+        self.retime(conn);
+        result
+    }
+
+    /// [`Node::with_socket`] without re-arming the socket's timer: for the steps of
+    /// a read ([`Node::read_buf`], [`Node::handle_read`]), which
+    /// [`Node::take_frames`] ends by re-arming once, not after each step.
+    fn with_socket_untimed<R>(
+        &mut self,
+        conn: ConnId,
+        now: Instant,
+        f: impl FnOnce(&mut Socket, &mut Rng, &mut Vec<Output>) -> R,
+    ) -> Option<R> {
         self.with_socket_events(conn, now, |s, rng, out, _| f(s, rng, out))
     }
 
-    /// [`Node::with_socket`], `f` also given the events and the peer the socket
-    /// serves, to turn frames into events as it takes them ([`FrameSink`]).
+    /// [`Node::with_socket_untimed`], `f` also given the events and the peer the
+    /// socket serves, to turn frames into events as it takes them ([`FrameSink`]).
     fn with_socket_events<R>(
         &mut self,
         conn: ConnId,
@@ -948,7 +978,6 @@ impl Node {
         if began_closing {
             self.shed_closing(now);
         }
-        self.retime(conn);
         Some(result)
     }
 
@@ -1413,8 +1442,9 @@ impl Node {
             self.rx_lent = Some(conn);
         }
         loop {
+            // Lending or growing a buffer moves no deadline.
             let wants = self
-                .with_socket(conn, now, |s, _, _| s.recv_buf(chunk).map(|(_, n)| n))
+                .with_socket_untimed(conn, now, |s, _, _| s.recv_buf(chunk).map(|(_, n)| n))
                 .flatten();
             if wants.is_some() {
                 break;
@@ -1452,7 +1482,8 @@ impl Node {
     /// produced.
     pub(crate) fn handle_read(&mut self, conn: ConnId, n: usize, now: Instant) -> usize {
         let before = self.events.len();
-        self.with_socket(conn, now, |s, _, out| s.received(n, now, out));
+        // `take_frames` re-arms the timer, once for the whole read.
+        self.with_socket_untimed(conn, now, |s, _, out| s.received(n, now, out));
         self.take_frames(conn, now);
         // Whether or not it was read into the scratch: a buffer it kept for an
         // unfinished frame goes once the frame is done.
@@ -1672,6 +1703,9 @@ impl Node {
         let mut due = std::mem::take(&mut self.due);
         self.timers.take_due(now, &mut due);
         for &conn in &due {
+            if let Some(entry) = slot_mut(&mut self.sockets, conn) {
+                entry.armed = None;
+            }
             self.with_socket(conn, now, |s, rng, out| s.timeout(now, rng, out));
         }
         due.clear();
@@ -1719,7 +1753,9 @@ impl Node {
             };
             let (socket, phase) = (&e.socket, e.socket.phase());
             let deadline = socket.next_deadline();
-            assert_eq!(self.timers.get(conn), deadline, "timer of {conn:?}");
+            assert_eq!(self.timers.get(conn), e.armed, "timer of {conn:?}");
+            assert_eq!(e.armed.is_some(), deadline.is_some(), "timer of {conn:?}");
+            assert!(e.armed <= deadline, "timer of {conn:?} armed late");
             timers += usize::from(deadline.is_some());
             assert_eq!(self.paused.contains(&conn), socket.is_paused());
             paused += usize::from(socket.is_paused());
