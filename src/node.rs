@@ -1442,10 +1442,7 @@ impl Node {
             self.rx_lent = Some(conn);
         }
         loop {
-            // Lending or growing a buffer moves no deadline.
-            let wants = self
-                .with_socket_untimed(conn, now, |s, _, _| s.recv_buf(chunk).map(|(_, n)| n))
-                .flatten();
+            let wants = self.size_read_buf(conn, chunk, now).flatten();
             if wants.is_some() {
                 break;
             }
@@ -1457,6 +1454,24 @@ impl Node {
         // Asked again for the borrow; the same answer, as nothing changed since.
         let entry = self.entry_mut(conn)?;
         entry.socket.recv_buf(chunk)
+    }
+
+    /// How much `conn` may read now (`None` inside: nothing, see
+    /// [`Socket::recv_buf`]), its buffer grown under the receive budget. All that
+    /// sizing a read buffer needs of [`Node::with_socket`]: it moves no deadline,
+    /// queues nothing, changes no phase and has no outputs, and it runs on every read.
+    fn size_read_buf(&mut self, conn: ConnId, chunk: usize, now: Instant) -> Option<Option<usize>> {
+        let read_room = self.read_room(conn);
+        let entry = slot_mut(&mut self.sockets, conn)?;
+        entry.socket.set_read_room(read_room);
+        let charged = entry.socket.charged();
+        let wants = entry.socket.recv_buf(chunk).map(|(_, n)| n);
+        let after = entry.socket.charged();
+        self.budgets.recharge(charged, after);
+        if after < charged {
+            self.read_released(conn, now);
+        }
+        Some(wants)
     }
 
     /// Hands `bytes` to `conn` as the in-memory drivers read (the simulator, the test
