@@ -1989,6 +1989,13 @@ impl Node {
     ) {
         match self.gossip.receive(id, hops, from, now) {
             Verdict::Duplicate => self.duplicate_gossip += 1,
+            // The seen-id cache forgets ids (by age, or a source's own ids for its
+            // newer ones), but an id still awaiting its verdict is not new: handing a
+            // second payload over under it would let the verdict on the first relay
+            // the second, never judged.
+            Verdict::Deliver { .. } if self.validations.contains(&id) => {
+                self.duplicate_gossip += 1;
+            }
             Verdict::Deliver { relay } => {
                 self.events.push(Event::Broadcast {
                     from,

@@ -64,8 +64,8 @@ impl Validations {
         self.next += 1;
         self.bytes += pending.bytes();
         if let Some(old) = self.by_id.insert(pending.id, seq) {
-            // The seen-id cache hands each id over once, but it forgets ids with
-            // age: a verdict still pending for a reused id is replaced.
+            // The node hands over no id whose verdict is awaited (`contains`); were
+            // one inserted again, the newer replaces it.
             if let Some(old) = self.queue.remove(&old) {
                 self.bytes -= old.bytes();
             }
@@ -79,6 +79,11 @@ impl Validations {
             dropped += 1;
         }
         dropped
+    }
+
+    /// Whether a verdict on `id` is awaited.
+    pub(crate) fn contains(&self, id: &[u8; 16]) -> bool {
+        self.by_id.contains_key(id)
     }
 
     /// Takes the one waiting for `id`.
