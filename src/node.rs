@@ -768,11 +768,11 @@ impl Node {
         if dialling || connected || self.shutting_down {
             return;
         }
-        let dialled = match known.filter(|peer| self.is_banned(peer, now)) {
-            Some(peer) => Err(format!("{peer:?} is banned")),
-            None => self.dial(addr, now).map_err(|e| e.to_string()),
-        };
-        match dialled {
+        if known.is_some_and(|peer| self.is_banned(&peer, now)) {
+            // Not a failure: it waits for the ban's end (or an unban), announced so.
+            return self.schedule_redial(addr, now);
+        }
+        match self.dial(addr, now) {
             Ok(conn) => {
                 if let Some(entry) = self.persistent.get_mut(&addr) {
                     entry.dial = Some(conn);
@@ -804,14 +804,27 @@ impl Node {
     }
 
     /// Schedules the next dial of the persistent peer at `addr` and tells the
-    /// application when.
+    /// application when: after its backoff, or if the peer it is known to be is
+    /// banned, at the ban's end (for a ban for good, not until [`Node::unban`], and
+    /// nothing is announced): an announced dial always follows.
     fn schedule_redial(&mut self, addr: SocketAddr, now: Instant) {
         if self.shutting_down {
             return;
         }
-        let c = &self.config;
-        let backoff = (c.redial_base, c.redial_max, c.redial_jitter);
-        if let Some(r) = self.persistent.schedule(addr, backoff, &mut self.rng, now) {
+        let known = self.persistent.get_mut(&addr).and_then(|e| e.known);
+        let scheduled = match known.and_then(|peer| self.ban_end(&peer, now)) {
+            Some(None) => {
+                log::info!("persistent peer {addr}: not dialled while banned");
+                return;
+            }
+            Some(Some(end)) => self.persistent.schedule_at(addr, end, now),
+            None => {
+                let c = &self.config;
+                let backoff = (c.redial_base, c.redial_max, c.redial_jitter);
+                self.persistent.schedule(addr, backoff, &mut self.rng, now)
+            }
+        };
+        if let Some(r) = scheduled {
             log::info!(
                 "persistent peer {addr}: dial {} in {:?}",
                 r.attempt,
@@ -2163,19 +2176,33 @@ impl Node {
         }
     }
 
-    /// Lifts the ban of `peer`; false if it was not banned.
-    pub(crate) fn unban(&mut self, peer: &PeerId) -> bool {
-        self.bans.remove(peer).is_some()
+    /// Lifts the ban of `peer`; false if it was not banned. A persistent address
+    /// known to be it is dialled at once, from the first wait.
+    pub(crate) fn unban(&mut self, peer: &PeerId, now: Instant) -> bool {
+        if self.bans.remove(peer).is_none() {
+            return false;
+        }
+        if !self.peers.contains_key(peer) {
+            self.persistent
+                .restart(|e| e.dial.is_none() && e.known == Some(*peer), now);
+        }
+        true
     }
 
     /// Whether `peer` is banned at `now`; an expired ban is forgotten.
     fn is_banned(&mut self, peer: &PeerId, now: Instant) -> bool {
+        self.ban_end(peer, now).is_some()
+    }
+
+    /// When the ban of `peer` ends, if it is banned at `now` (`Some(None)`: for
+    /// good); an expired ban is forgotten.
+    fn ban_end(&mut self, peer: &PeerId, now: Instant) -> Option<Option<Instant>> {
         match self.bans.get(peer) {
-            None => false,
-            Some(until) if until.is_none_or(|t| t > now) => true,
+            None => None,
+            Some(&until) if until.is_none_or(|t| t > now) => Some(until),
             Some(_) => {
                 self.bans.remove(peer);
-                false
+                None
             }
         }
     }

@@ -156,6 +156,24 @@ impl Persistent {
         })
     }
 
+    /// Schedules the next dial of `addr` at `at` (the end of its peer's ban), its
+    /// backoff unchanged; `None` if it is not one.
+    pub(crate) fn schedule_at(
+        &mut self,
+        addr: SocketAddr,
+        at: Instant,
+        now: Instant,
+    ) -> Option<Redial> {
+        let entry = self.entries.get(&addr)?;
+        self.due.set(addr, Some(at));
+        Some(Redial {
+            addr,
+            peer: entry.known,
+            attempt: entry.failures + 1,
+            after: at.saturating_duration_since(now),
+        })
+    }
+
     /// Makes every entry `which` picks due at `now`, from the first wait.
     pub(crate) fn restart(&mut self, mut which: impl FnMut(&Entry) -> bool, now: Instant) {
         for (addr, entry) in &mut self.entries {
