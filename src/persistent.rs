@@ -87,12 +87,18 @@ impl Persistent {
         self.entries.contains_key(addr)
     }
 
-    /// Adds `addr`, to be dialled at `now`, or changes the id it is expected to have.
+    /// Adds `addr`, to be dialled at `now`, or changes the id it is expected to have
+    /// (looked for at `now` if it waited for no dial).
     pub(crate) fn add(&mut self, addr: SocketAddr, expected: Option<PeerId>, now: Instant) {
         if let Some(entry) = self.entries.get_mut(&addr) {
             entry.expected = expected;
-            if expected.is_some() {
+            if expected.is_some() && entry.known != expected {
                 entry.known = expected;
+                // One waiting for the peer it knew to go would wait for the wrong
+                // one: it looks for the new one now (`redial` skips a connected one).
+                if entry.dial.is_none() && self.due.get(addr).is_none() {
+                    self.due.set(addr, Some(now));
+                }
             }
             return;
         }

@@ -314,3 +314,41 @@ fn two_networks_reconnect_by_themselves_after_one_restarts() {
         nets[0].is_connected(&b_id) && nets[1].peers().len() == 1
     });
 }
+
+/// The application changes the id expected at an address while the peer known there
+/// is connected (the node waits for it to go before dialling): the address is
+/// dialled again, to find the id it now expects, not left waiting for a peer that is
+/// no longer what it expects.
+#[test]
+fn a_changed_expected_id_is_looked_for_at_the_address() {
+    let (mut sim, a, b) = sim(8);
+    let b_id = sim.node(b).id();
+    sim.dial(b, a).unwrap();
+    assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 100_000));
+    sim.add_peer(a, b, Some(b_id)).unwrap();
+    sim.run_for(Duration::from_millis(500));
+    assert!(redials(&sim, a).is_empty(), "not dialled while connected");
+    // B's address should now hold another validator: A looks for it there.
+    let other = PeerId::from_bytes([9; 32]);
+    sim.add_peer(a, b, Some(other)).unwrap();
+    sim.run_for(Duration::from_millis(500));
+    let unexpected = sim
+        .node(a)
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::DialFailed {
+                    reason: CloseReason::UnexpectedPeer,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(
+        unexpected >= 1,
+        "the address was dialled: {:?}",
+        redials(&sim, a)
+    );
+}
