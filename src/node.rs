@@ -772,6 +772,9 @@ impl Node {
             // Not a failure: it waits for the ban's end (or an unban), announced so.
             return self.schedule_redial(addr, now);
         }
+        if self.adopt_dial(addr, now) {
+            return;
+        }
         match self.dial(addr, now) {
             Ok(conn) => {
                 if let Some(entry) = self.persistent.get_mut(&addr) {
@@ -787,6 +790,35 @@ impl Node {
                 self.schedule_redial(addr, now);
             }
         }
+    }
+
+    /// A dial of the application's to the persistent address `addr` (one per
+    /// address) is the peer's: still under way, it is taken as the persistent dial; open,
+    /// its session is the peer's (if it proved the id expected, if any), so the
+    /// address waits for it to end instead of being refused `AlreadyDialing` at every
+    /// wait. False if there is none to take.
+    fn adopt_dial(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        let Some(&conn) = self.dialing.get(&addr) else {
+            return false;
+        };
+        let Some(socket) = self.entry(conn).map(|e| &e.socket) else {
+            return false;
+        };
+        let (phase, remote) = (socket.phase(), socket.remote());
+        let Some(entry) = self.persistent.get_mut(&addr) else {
+            return false;
+        };
+        match remote {
+            _ if matches!(phase, Phase::Opening | Phase::Authenticating) => {
+                entry.dial = Some(conn);
+            }
+            Some(peer) if entry.expected.is_none_or(|e| e == peer) => {
+                entry.known = Some(peer);
+                entry.session_since = Some(now);
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// If `conn` was the dial of a persistent peer, it failed: dial again after the

@@ -352,3 +352,29 @@ fn a_changed_expected_id_is_looked_for_at_the_address() {
         redials(&sim, a)
     );
 }
+
+/// The application makes persistent an address it already dialled itself: that
+/// connection is the peer's session (not a dial refused as `AlreadyDialing` at every
+/// wait, each announced), and its end is redialled from the first wait.
+#[test]
+fn an_address_the_application_dialled_itself_is_not_redialled_while_connected() {
+    let (mut sim, a, b) = sim(9);
+    let (a_id, b_id) = (sim.node(a).id(), sim.node(b).id());
+    sim.dial(a, b).unwrap();
+    assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 100_000));
+    sim.add_peer(a, b, None).unwrap();
+    sim.run_for(MAX * 3);
+    assert!(sim.node(a).is_connected(&b_id));
+    assert_eq!(
+        redials(&sim, a),
+        vec![],
+        "nothing to redial while connected"
+    );
+    sim.disconnect(b, &a_id);
+    assert!(sim.run_until(
+        |s| !redials(s, a).is_empty() && s.node(a).is_connected(&b_id),
+        1_000_000
+    ));
+    assert_eq!(redials(&sim, a).len(), 1);
+    assert!(redials(&sim, a)[0].1 <= BASE, "{:?}", redials(&sim, a));
+}
