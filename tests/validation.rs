@@ -212,3 +212,52 @@ fn a_verdict_relays_the_payload_it_judged_not_a_later_one_under_the_same_id() {
         "the accepted broadcast is the one the application judged"
     );
 }
+
+/// One neighbour flooding broadcasts the application has yet to judge pushes out its
+/// own oldest, not an honest neighbour's that came before the flood.
+#[test]
+fn a_flooding_neighbour_pushes_out_its_own_pending_verdicts_not_others() {
+    let (mut sim, a, b, c) = line(Config {
+        max_pending_validations: 8,
+        ..Config::default()
+    });
+    let m = sim.add_node();
+    sim.dial(m, b).unwrap();
+    assert!(sim.run_until(|s| s.node(b).peers() == 3, 100_000));
+    let honest = broadcast(&mut sim, a, "honest block");
+    let flood: Vec<GossipId> = (0..20)
+        .map(|n| broadcast(&mut sim, m, &format!("stale {n}")))
+        .collect();
+    assert_eq!(sim.node(b).stats().pending_validations, 8);
+    assert!(
+        sim.validate(b, honest, Validation::Accept),
+        "the honest verdict still awaited"
+    );
+    sim.run_for(Duration::from_millis(200));
+    assert!(got(&sim, c, honest));
+    assert!(
+        !sim.validate(b, flood[0], Validation::Accept),
+        "the flooder's oldest went"
+    );
+    assert!(sim.validate(b, flood[19], Validation::Accept));
+}
+
+/// The same for the bytes held: the neighbour holding the most gives way.
+#[test]
+fn a_neighbour_flooding_large_broadcasts_pushes_out_its_own_bytes_first() {
+    let (mut sim, a, b, c) = line(Config {
+        max_pending_validation_bytes: 10_000,
+        ..Config::default()
+    });
+    let m = sim.add_node();
+    sim.dial(m, b).unwrap();
+    assert!(sim.run_until(|s| s.node(b).peers() == 3, 100_000));
+    let honest = broadcast(&mut sim, a, "honest block");
+    for n in 0..20 {
+        sim.broadcast(m, Bytes::from(vec![n as u8; 3000])).unwrap();
+        sim.run_for(Duration::from_millis(50));
+    }
+    assert!(sim.validate(b, honest, Validation::Accept));
+    sim.run_for(Duration::from_millis(200));
+    assert!(got(&sim, c, honest));
+}
