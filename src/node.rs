@@ -813,8 +813,8 @@ impl Node {
                 entry.dial = Some(conn);
             }
             Some(peer) if entry.expected.is_none_or(|e| e == peer) => {
-                entry.known = Some(peer);
                 entry.session_since = Some(now);
+                self.persistent.set_known(addr, Some(peer));
             }
             _ => return false,
         }
@@ -1196,9 +1196,11 @@ impl Node {
             }
             // A session; the peer is known by its id from now on, so a connection it
             // makes to us keeps the address from being dialled.
-            entry.known = Some(peer);
             entry.session_since = Some(now);
             entry.dial = None;
+            if let Some(addr) = addr {
+                self.persistent.set_known(addr, Some(peer));
+            }
         }
         if let Some(&other) = self.peers.get(&peer).filter(|&&c| c != conn) {
             return self.duplicate(conn, other, peer, now);
@@ -2215,8 +2217,7 @@ impl Node {
             return false;
         }
         if !self.peers.contains_key(peer) {
-            self.persistent
-                .restart(|e| e.dial.is_none() && e.known == Some(*peer), now);
+            self.persistent.restart_known(*peer, now);
         }
         true
     }
