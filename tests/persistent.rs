@@ -378,3 +378,24 @@ fn an_address_the_application_dialled_itself_is_not_redialled_while_connected() 
     assert_eq!(redials(&sim, a).len(), 1);
     assert!(redials(&sim, a)[0].1 <= BASE, "{:?}", redials(&sim, a));
 }
+
+/// Made persistent while the application's own dial to it is under way, that dial is
+/// the persistent one: its id is checked against the one expected.
+#[test]
+fn a_dial_of_the_application_under_way_is_taken_as_the_persistent_dial() {
+    let (mut sim, a, b) = sim(10);
+    let b_id = sim.node(b).id();
+    sim.dial(a, b).unwrap();
+    sim.add_peer(a, b, Some(PeerId::from_bytes([9; 32])))
+        .unwrap();
+    sim.run_for(Duration::from_millis(50));
+    assert!(!sim.node(a).is_connected(&b_id));
+    assert!(sim.node(a).events().iter().any(|e| matches!(
+        e,
+        Event::DialFailed {
+            reason: CloseReason::UnexpectedPeer,
+            ..
+        }
+    )));
+    assert_eq!(redials(&sim, a).len(), 1, "{:?}", redials(&sim, a));
+}
