@@ -225,11 +225,13 @@ pub struct Config {
     ///
     /// [`Network::validate`]: crate::Network::validate
     pub validate_gossip: bool,
-    /// Broadcasts that may wait for a verdict at once; the oldest is ignored to make
-    /// room. Default 4096.
+    /// Broadcasts that may wait for a verdict at once; to make room, the neighbour
+    /// holding the most gives up its oldest (ignored), so one flooding peer pushes out
+    /// its own. Default 4096.
     pub max_pending_validations: usize,
     /// Payload bytes broadcasts waiting for a verdict may hold (each keeps its
-    /// payload to relay it); the oldest are ignored to make room. Default 64 MiB.
+    /// payload to relay it); to make room, the neighbour holding the most bytes gives
+    /// up its oldest. Default 64 MiB.
     pub max_pending_validation_bytes: usize,
     /// How long a broadcast waits for its verdict before it is ignored. Default 10 s.
     pub validation_timeout: Duration,

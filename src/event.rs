@@ -58,7 +58,9 @@ pub enum Event {
     },
     /// A persistent peer ([`Network::add_peer`](crate::Network::add_peer)) will be
     /// dialled again after `after`: its session ended, or a dial to it failed (a
-    /// `PeerDisconnected` or `DialFailed` came first), or could not start.
+    /// `PeerDisconnected` or `DialFailed` came first), or could not start. While the
+    /// peer it is known to be is banned, the wait is the ban's (none is announced for
+    /// a ban for good: `unban` dials it at once).
     Redialing {
         /// Its address.
         addr: SocketAddr,

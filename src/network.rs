@@ -214,9 +214,11 @@ impl Network {
         self.node.ban(*peer, duration, self.now)
     }
 
-    /// Lifts the ban of `peer`; false if it was not banned.
+    /// Lifts the ban of `peer`; false if it was not banned. A persistent peer known
+    /// to be it is dialled again at once.
     pub fn unban(&mut self, peer: &PeerId) -> bool {
-        self.node.unban(peer)
+        self.tick();
+        self.node.unban(peer, self.now)
     }
 
     /// Replaces the allowlist ([`Config::allowlist`]; `None`: anyone), for example

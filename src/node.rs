@@ -784,11 +784,14 @@ impl Node {
         if dialling || connected || self.shutting_down {
             return;
         }
-        let dialled = match known.filter(|peer| self.is_banned(peer, now)) {
-            Some(peer) => Err(format!("{peer:?} is banned")),
-            None => self.dial(addr, now).map_err(|e| e.to_string()),
-        };
-        match dialled {
+        if known.is_some_and(|peer| self.is_banned(&peer, now)) {
+            // Not a failure: it waits for the ban's end (or an unban), announced so.
+            return self.schedule_redial(addr, now);
+        }
+        if self.adopt_dial(addr, now) {
+            return;
+        }
+        match self.dial(addr, now) {
             Ok(conn) => {
                 if let Some(entry) = self.persistent.get_mut(&addr) {
                     entry.dial = Some(conn);
@@ -803,6 +806,35 @@ impl Node {
                 self.schedule_redial(addr, now);
             }
         }
+    }
+
+    /// A dial of the application's to the persistent address `addr` (one per
+    /// address) is the peer's: still under way, it is taken as the persistent dial; open,
+    /// its session is the peer's (if it proved the id expected, if any), so the
+    /// address waits for it to end instead of being refused `AlreadyDialing` at every
+    /// wait. False if there is none to take.
+    fn adopt_dial(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        let Some(&conn) = self.dialing.get(&addr) else {
+            return false;
+        };
+        let Some(socket) = self.entry(conn).map(|e| &e.socket) else {
+            return false;
+        };
+        let (phase, remote) = (socket.phase(), socket.remote());
+        let Some(entry) = self.persistent.get_mut(&addr) else {
+            return false;
+        };
+        match remote {
+            _ if matches!(phase, Phase::Opening | Phase::Authenticating) => {
+                entry.dial = Some(conn);
+            }
+            Some(peer) if entry.expected.is_none_or(|e| e == peer) => {
+                entry.session_since = Some(now);
+                self.persistent.set_known(addr, Some(peer));
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// If `conn` was the dial of a persistent peer, it failed: dial again after the
@@ -820,14 +852,27 @@ impl Node {
     }
 
     /// Schedules the next dial of the persistent peer at `addr` and tells the
-    /// application when.
+    /// application when: after its backoff, or if the peer it is known to be is
+    /// banned, at the ban's end (for a ban for good, not until [`Node::unban`], and
+    /// nothing is announced): an announced dial always follows.
     fn schedule_redial(&mut self, addr: SocketAddr, now: Instant) {
         if self.shutting_down {
             return;
         }
-        let c = &self.config;
-        let backoff = (c.redial_base, c.redial_max, c.redial_jitter);
-        if let Some(r) = self.persistent.schedule(addr, backoff, &mut self.rng, now) {
+        let known = self.persistent.get_mut(&addr).and_then(|e| e.known);
+        let scheduled = match known.and_then(|peer| self.ban_end(&peer, now)) {
+            Some(None) => {
+                log::info!("persistent peer {addr}: not dialled while banned");
+                return;
+            }
+            Some(Some(end)) => self.persistent.schedule_at(addr, end, now),
+            None => {
+                let c = &self.config;
+                let backoff = (c.redial_base, c.redial_max, c.redial_jitter);
+                self.persistent.schedule(addr, backoff, &mut self.rng, now)
+            }
+        };
+        if let Some(r) = scheduled {
             log::info!(
                 "persistent peer {addr}: dial {} in {:?}",
                 r.attempt,
@@ -1180,9 +1225,11 @@ impl Node {
             }
             // A session; the peer is known by its id from now on, so a connection it
             // makes to us keeps the address from being dialled.
-            entry.known = Some(peer);
             entry.session_since = Some(now);
             entry.dial = None;
+            if let Some(addr) = addr {
+                self.persistent.set_known(addr, Some(peer));
+            }
         }
         if let Some(&other) = self.peers.get(&peer).filter(|&&c| c != conn) {
             return self.duplicate(conn, other, peer, now);
@@ -2040,6 +2087,13 @@ impl Node {
     ) {
         match self.gossip.receive(id, hops, from, now) {
             Verdict::Duplicate => self.duplicate_gossip += 1,
+            // The seen-id cache forgets ids (by age, or a source's own ids for its
+            // newer ones), but an id still awaiting its verdict is not new: handing a
+            // second payload over under it would let the verdict on the first relay
+            // the second, never judged.
+            Verdict::Deliver { .. } if self.validations.contains(&id) => {
+                self.duplicate_gossip += 1;
+            }
             Verdict::Deliver { relay } => {
                 self.events.push(Event::Broadcast {
                     from,
@@ -2207,19 +2261,32 @@ impl Node {
         }
     }
 
-    /// Lifts the ban of `peer`; false if it was not banned.
-    pub(crate) fn unban(&mut self, peer: &PeerId) -> bool {
-        self.bans.remove(peer).is_some()
+    /// Lifts the ban of `peer`; false if it was not banned. A persistent address
+    /// known to be it is dialled at once, from the first wait.
+    pub(crate) fn unban(&mut self, peer: &PeerId, now: Instant) -> bool {
+        if self.bans.remove(peer).is_none() {
+            return false;
+        }
+        if !self.peers.contains_key(peer) {
+            self.persistent.restart_known(*peer, now);
+        }
+        true
     }
 
     /// Whether `peer` is banned at `now`; an expired ban is forgotten.
     fn is_banned(&mut self, peer: &PeerId, now: Instant) -> bool {
+        self.ban_end(peer, now).is_some()
+    }
+
+    /// When the ban of `peer` ends, if it is banned at `now` (`Some(None)`: for
+    /// good); an expired ban is forgotten.
+    fn ban_end(&mut self, peer: &PeerId, now: Instant) -> Option<Option<Instant>> {
         match self.bans.get(peer) {
-            None => false,
-            Some(until) if until.is_none_or(|t| t > now) => true,
+            None => None,
+            Some(&until) if until.is_none_or(|t| t > now) => Some(until),
             Some(_) => {
                 self.bans.remove(peer);
-                false
+                None
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Persistent peers: addresses the node keeps dialling, with backoff, for as long as
 //! the application wants them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,7 @@ pub(crate) struct Entry {
     pub(crate) expected: Option<PeerId>,
     /// The id proven at the address, once a dial to it finished its handshake (the
     /// expected one, if given): while that peer is connected, whoever dialled, the
-    /// address is not dialled.
+    /// address is not dialled. Set through [`Persistent::set_known`] (indexed).
     pub(crate) known: Option<PeerId>,
     /// Our dial to the address, while it connects or handshakes.
     pub(crate) dial: Option<ConnId>,
@@ -74,6 +74,9 @@ pub(crate) struct Persistent {
     entries: HashMap<SocketAddr, Entry>,
     /// Each address's next dial, for those waiting for one.
     due: Timers<SocketAddr>,
+    /// The addresses by their known id, so a peer's loss finds its own addresses
+    /// without a pass over every entry. Ids come from peers: the keyed hash.
+    by_peer: HashMap<PeerId, BTreeSet<SocketAddr>>,
 }
 
 impl Persistent {
@@ -87,12 +90,18 @@ impl Persistent {
         self.entries.contains_key(addr)
     }
 
-    /// Adds `addr`, to be dialled at `now`, or changes the id it is expected to have.
+    /// Adds `addr`, to be dialled at `now`, or changes the id it is expected to have
+    /// (looked for at `now` if it waited for no dial).
     pub(crate) fn add(&mut self, addr: SocketAddr, expected: Option<PeerId>, now: Instant) {
         if let Some(entry) = self.entries.get_mut(&addr) {
             entry.expected = expected;
-            if expected.is_some() {
-                entry.known = expected;
+            if expected.is_some() && entry.known != expected {
+                // One waiting for the peer it knew to go would wait for the wrong
+                // one: it looks for the new one now (`redial` skips a connected one).
+                if entry.dial.is_none() && self.due.get(addr).is_none() {
+                    self.due.set(addr, Some(now));
+                }
+                self.set_known(addr, expected);
             }
             return;
         }
@@ -100,12 +109,13 @@ impl Persistent {
             addr,
             Entry {
                 expected,
-                known: expected,
+                known: None,
                 dial: None,
                 failures: 0,
                 session_since: None,
             },
         );
+        self.set_known(addr, expected);
         self.due.set(addr, Some(now));
     }
 
@@ -113,7 +123,30 @@ impl Persistent {
     /// not one.
     pub(crate) fn remove(&mut self, addr: &SocketAddr) -> bool {
         self.due.set(*addr, None);
+        self.set_known(*addr, None);
         self.entries.remove(addr).is_some()
+    }
+
+    /// Records `peer` as the id known at `addr`, keeping the index by id.
+    pub(crate) fn set_known(&mut self, addr: SocketAddr, peer: Option<PeerId>) {
+        let Some(entry) = self.entries.get_mut(&addr) else {
+            return;
+        };
+        let old = std::mem::replace(&mut entry.known, peer);
+        if old == peer {
+            return;
+        }
+        if let Some(old) = old
+            && let Some(addrs) = self.by_peer.get_mut(&old)
+        {
+            addrs.remove(&addr);
+            if addrs.is_empty() {
+                self.by_peer.remove(&old);
+            }
+        }
+        if let Some(peer) = peer {
+            self.by_peer.entry(peer).or_default().insert(addr);
+        }
     }
 
     /// The entry of `addr`.
@@ -124,16 +157,17 @@ impl Persistent {
     /// The addresses whose proven id is `peer` and that wait for no dial: those to
     /// dial again now that the peer is gone.
     pub(crate) fn idle_for(&self, peer: PeerId) -> Vec<SocketAddr> {
-        let mut addrs: Vec<SocketAddr> = self
-            .entries
-            .iter()
-            .filter(|(addr, e)| {
-                e.known == Some(peer) && e.dial.is_none() && self.due.get(**addr).is_none()
+        // In address order: a fixed order keeps simulated runs reproducible.
+        self.by_peer
+            .get(&peer)
+            .into_iter()
+            .flatten()
+            .filter(|addr| {
+                self.entries.get(*addr).is_some_and(|e| e.dial.is_none())
+                    && self.due.get(**addr).is_none()
             })
-            .map(|(addr, _)| *addr)
-            .collect();
-        addrs.sort_unstable(); // a fixed order keeps simulated runs reproducible
-        addrs
+            .copied()
+            .collect()
     }
 
     /// Schedules the next dial of `addr` after its backoff, drawing the jitter from
@@ -156,10 +190,39 @@ impl Persistent {
         })
     }
 
+    /// Schedules the next dial of `addr` at `at` (the end of its peer's ban), its
+    /// backoff unchanged; `None` if it is not one.
+    pub(crate) fn schedule_at(
+        &mut self,
+        addr: SocketAddr,
+        at: Instant,
+        now: Instant,
+    ) -> Option<Redial> {
+        let entry = self.entries.get(&addr)?;
+        self.due.set(addr, Some(at));
+        Some(Redial {
+            addr,
+            peer: entry.known,
+            attempt: entry.failures + 1,
+            after: at.saturating_duration_since(now),
+        })
+    }
+
     /// Makes every entry `which` picks due at `now`, from the first wait.
     pub(crate) fn restart(&mut self, mut which: impl FnMut(&Entry) -> bool, now: Instant) {
         for (addr, entry) in &mut self.entries {
             if which(entry) {
+                entry.failures = 0;
+                self.due.set(*addr, Some(now));
+            }
+        }
+    }
+
+    /// Makes the addresses known to be `peer` and not being dialled due at `now`,
+    /// from the first wait.
+    pub(crate) fn restart_known(&mut self, peer: PeerId, now: Instant) {
+        for addr in self.by_peer.get(&peer).into_iter().flatten() {
+            if let Some(entry) = self.entries.get_mut(addr).filter(|e| e.dial.is_none()) {
                 entry.failures = 0;
                 self.due.set(*addr, Some(now));
             }
@@ -272,5 +335,24 @@ mod tests {
         assert!(table.idle_for(id).is_empty());
         table.take_due(now + 4 * BASE, &mut Vec::new());
         assert_eq!(table.idle_for(id), vec![addr]);
+    }
+
+    #[test]
+    fn the_index_by_id_follows_the_known_ids() {
+        let now = Instant::now();
+        let (a, b): (SocketAddr, SocketAddr) =
+            ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:1".parse().unwrap());
+        let (p, q) = (PeerId::from_bytes([1; 32]), PeerId::from_bytes([2; 32]));
+        let mut table = Persistent::default();
+        table.add(b, Some(p), now);
+        table.add(a, None, now);
+        table.take_due(now, &mut Vec::new());
+        table.set_known(a, Some(p));
+        assert_eq!(table.idle_for(p), vec![a, b], "in address order");
+        table.add(b, Some(q), now);
+        assert_eq!(table.idle_for(p), vec![a]);
+        assert!(table.idle_for(q).is_empty(), "due at once: it looks for q");
+        assert!(table.remove(&a) && table.remove(&b));
+        assert!(table.by_peer.is_empty());
     }
 }

@@ -1,7 +1,8 @@
 //! Broadcasts waiting for the application's verdict before they are relayed
 //! (`Config::validate_gossip`), bounded in count, bytes and time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -41,14 +42,43 @@ impl Pending {
     }
 }
 
-/// The pending verdicts, oldest first. Ids come from peers, so they are looked up
-/// with the standard library's keyed hash.
+/// A neighbour's rank for giving way: what it holds (a count or bytes), then its
+/// oldest entry first among equals (its sequence, which names the neighbour).
+type Rank = (usize, Reverse<u64>);
+
+/// What one neighbour holds of the pending verdicts.
+#[derive(Debug, Default)]
+struct Source {
+    /// Its pending verdicts, by arrival.
+    seqs: BTreeSet<u64>,
+    bytes: usize,
+}
+
+impl Source {
+    /// Its ranks: by count and by bytes, ties to the one whose oldest is oldest.
+    fn ranks(&self) -> Option<(Rank, Rank)> {
+        let oldest = Reverse(*self.seqs.first()?);
+        Some(((self.seqs.len(), oldest), (self.bytes, oldest)))
+    }
+}
+
+/// The pending verdicts, by arrival (so by deadline: one timeout for all). When they
+/// are too many or too large, the neighbour holding the most (in count, or in bytes)
+/// gives up its oldest: one peer flooding broadcasts pushes out its own, not those
+/// honest neighbours sent before. Ids and peer ids come from peers, so they are
+/// looked up with the standard library's keyed hash; the choice of whom to push out
+/// is by rank, not by hash order, so it repeats in the simulator.
 #[derive(Debug, Default)]
 pub(crate) struct Validations {
     by_id: HashMap<[u8; 16], u64>,
     queue: BTreeMap<u64, Pending>,
     next: u64,
     bytes: usize,
+    sources: HashMap<PeerId, Source>,
+    /// Each source's (count, oldest first) rank, the oldest's sequence in it.
+    by_count: BTreeSet<Rank>,
+    /// Each source's (bytes, oldest first) rank.
+    by_bytes: BTreeSet<Rank>,
 }
 
 impl Validations {
@@ -57,47 +87,60 @@ impl Validations {
         self.queue.len()
     }
 
-    /// Adds `pending`; the oldest are dropped (ignored) while more than `max` wait
-    /// or their payloads take more than `max_bytes`. Returns how many were dropped.
+    /// Adds `pending`; while more than `max` wait or their payloads take more than
+    /// `max_bytes`, the neighbour holding the most (in count, or in bytes) gives up
+    /// its oldest (ignored). Returns how many were dropped.
     pub(crate) fn insert(&mut self, pending: Pending, max: usize, max_bytes: usize) -> usize {
         let seq = self.next;
         self.next += 1;
-        self.bytes += pending.bytes();
         if let Some(old) = self.by_id.insert(pending.id, seq) {
-            // The seen-id cache hands each id over once, but it forgets ids with
-            // age: a verdict still pending for a reused id is replaced.
-            if let Some(old) = self.queue.remove(&old) {
-                self.bytes -= old.bytes();
-            }
+            // The node hands over no id whose verdict is awaited (`contains`); were
+            // one inserted again, the newer replaces it.
+            self.remove(old);
         }
+        self.bytes += pending.bytes();
+        self.account(pending.from, seq, pending.bytes(), true);
         self.queue.insert(seq, pending);
         let mut dropped = 0;
-        while self.queue.len() > max || self.bytes > max_bytes {
-            if self.pop_oldest().is_none() {
+        loop {
+            let victim = if self.queue.len() > max {
+                self.by_count.last()
+            } else if self.bytes > max_bytes {
+                self.by_bytes.last()
+            } else {
                 break;
+            };
+            let Some(&(_, Reverse(oldest))) = victim else {
+                break;
+            };
+            if let Some(p) = self.remove(oldest) {
+                self.by_id.remove(&p.id);
             }
             dropped += 1;
         }
         dropped
     }
 
+    /// Whether a verdict on `id` is awaited.
+    pub(crate) fn contains(&self, id: &[u8; 16]) -> bool {
+        self.by_id.contains_key(id)
+    }
+
     /// Takes the one waiting for `id`.
     pub(crate) fn take(&mut self, id: &[u8; 16]) -> Option<Pending> {
         let seq = self.by_id.remove(id)?;
-        let pending = self.queue.remove(&seq)?;
-        self.bytes -= pending.bytes();
-        Some(pending)
+        self.remove(seq)
     }
 
     /// Drops (ignores) those whose time ran out by `now`; returns how many.
     pub(crate) fn expire(&mut self, now: Instant) -> usize {
         let mut expired = 0;
-        while self
-            .queue
-            .first_key_value()
-            .is_some_and(|(_, p)| p.deadline <= now)
+        while let Some((&seq, p)) = self.queue.first_key_value()
+            && p.deadline <= now
         {
-            self.pop_oldest();
+            let id = p.id;
+            self.remove(seq);
+            self.by_id.remove(&id);
             expired += 1;
         }
         expired
@@ -108,11 +151,38 @@ impl Validations {
         self.queue.first_key_value().map(|(_, p)| p.deadline)
     }
 
-    fn pop_oldest(&mut self) -> Option<Pending> {
-        let (_, pending) = self.queue.pop_first()?;
-        self.by_id.remove(&pending.id);
+    /// Takes the entry `seq` out of the queue and its source's count (not `by_id`).
+    fn remove(&mut self, seq: u64) -> Option<Pending> {
+        let pending = self.queue.remove(&seq)?;
         self.bytes -= pending.bytes();
+        self.account(pending.from, seq, pending.bytes(), false);
         Some(pending)
+    }
+
+    /// Adds (or removes) entry `seq` of `bytes` to what `from` holds, keeping the
+    /// ranks and forgetting a source that holds nothing.
+    fn account(&mut self, from: PeerId, seq: u64, bytes: usize, add: bool) {
+        let source = self.sources.entry(from).or_default();
+        if let Some((count, size)) = source.ranks() {
+            self.by_count.remove(&count);
+            self.by_bytes.remove(&size);
+        }
+        if add {
+            source.seqs.insert(seq);
+            source.bytes += bytes;
+        } else {
+            source.seqs.remove(&seq);
+            source.bytes -= bytes;
+        }
+        match source.ranks() {
+            Some((count, size)) => {
+                self.by_count.insert(count);
+                self.by_bytes.insert(size);
+            }
+            None => {
+                self.sources.remove(&from);
+            }
+        }
     }
 }
 
@@ -156,6 +226,39 @@ mod tests {
         // One larger than the whole allowance is not kept either.
         assert_eq!(v.insert(pending(5, 200, now), 3, 100), 1);
         assert_eq!((v.len(), v.bytes), (0, 0));
+    }
+
+    #[test]
+    fn the_neighbour_holding_the_most_gives_way() {
+        let now = Instant::now();
+        let from = |n: u8, source: u8, size: usize| Pending {
+            from: PeerId::from_bytes([source; 32]),
+            ..pending(n, size, now)
+        };
+        let mut v = Validations::default();
+        v.insert(from(0, 1, 10), 4, 1000);
+        for n in 1..=4 {
+            assert_eq!(v.insert(from(n, 2, 10), 4, 1000), u8::from(n == 4) as usize);
+        }
+        assert!(v.contains(&[0; 16]), "the honest one stays");
+        assert!(!v.contains(&[1; 16]), "the flooder's oldest went");
+        // By bytes: the one holding the most bytes gives way, whatever the count.
+        let mut v = Validations::default();
+        for n in 0..10 {
+            v.insert(from(n, 1, 10), 100, 1000);
+        }
+        v.insert(from(10, 2, 800), 100, 1000);
+        v.insert(from(11, 3, 50), 100, 1000);
+        assert_eq!(v.insert(from(12, 2, 100), 100, 1000), 1);
+        assert!(!v.contains(&[10; 16]), "source 2 held the most bytes");
+        assert!((0..10).all(|n| v.contains(&[n; 16])) && v.contains(&[11; 16]));
+        assert_eq!(v.bytes, 250);
+        while v.expire(now) > 0 {}
+        assert_eq!(
+            (v.len(), v.bytes, v.by_id.len(), v.sources.len()),
+            (0, 0, 0, 0)
+        );
+        assert!(v.by_count.is_empty() && v.by_bytes.is_empty());
     }
 
     #[test]

@@ -142,3 +142,74 @@ fn the_ban_table_is_bounded_and_drops_expired_bans_first() {
     assert!(net.unban(&id(5)));
     assert!(net.ban(&id(80_000), Duration::MAX));
 }
+
+/// Every `Redialing` of node `i` so far.
+fn redialings(sim: &Sim, i: NodeIndex) -> Vec<Duration> {
+    sim.node(i)
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Redialing { after, .. } => Some(*after),
+            _ => None,
+        })
+        .collect()
+}
+
+fn dial_events(sim: &Sim, i: NodeIndex) -> usize {
+    sim.node(i)
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::PeerConnected { .. } | Event::DialFailed { .. }))
+        .count()
+}
+
+/// A `Redialing` announces a dial: while a persistent peer is banned for good none
+/// is announced (none follows), and once unbanned it is dialled at once, not after a
+/// backoff that the ban grew.
+#[test]
+fn a_persistent_peer_banned_for_good_is_not_announced_and_is_dialled_at_once_when_unbanned() {
+    let (mut sim, a, b) = sim(4);
+    let b_id = sim.node(b).id();
+    sim.add_peer(a, b, Some(b_id)).unwrap();
+    assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 100_000));
+    assert!(sim.ban(a, &b_id, Duration::MAX));
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(
+        redialings(&sim, a),
+        Vec::<Duration>::new(),
+        "no dial follows while it is banned"
+    );
+    assert!(sim.unban(a, &b_id));
+    let start = sim.elapsed();
+    assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 1_000_000));
+    assert!(
+        sim.elapsed() - start < Duration::from_millis(50),
+        "dialled {:?} after the unban",
+        sim.elapsed() - start
+    );
+}
+
+/// A ban that ends by itself: the one `Redialing` announced is the dial at its end.
+#[test]
+fn a_persistent_peer_banned_for_a_while_is_redialled_when_the_ban_ends() {
+    let (mut sim, a, b) = sim(5);
+    let b_id = sim.node(b).id();
+    sim.add_peer(a, b, Some(b_id)).unwrap();
+    assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 100_000));
+    let ban = Duration::from_secs(2);
+    let start = sim.elapsed();
+    assert!(sim.ban(a, &b_id, ban));
+    let dials = dial_events(&sim, a);
+    assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 1_000_000));
+    let back = sim.elapsed() - start;
+    assert!(
+        back >= ban && back < ban + Duration::from_millis(50),
+        "back {back:?} after a ban of {ban:?}"
+    );
+    assert_eq!(
+        dial_events(&sim, a),
+        dials + 1,
+        "one dial, at the ban's end"
+    );
+    assert_eq!(redialings(&sim, a), vec![ban], "announced once, truthfully");
+}

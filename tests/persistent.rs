@@ -314,3 +314,88 @@ fn two_networks_reconnect_by_themselves_after_one_restarts() {
         nets[0].is_connected(&b_id) && nets[1].peers().len() == 1
     });
 }
+
+/// The application changes the id expected at an address while the peer known there
+/// is connected (the node waits for it to go before dialling): the address is
+/// dialled again, to find the id it now expects, not left waiting for a peer that is
+/// no longer what it expects.
+#[test]
+fn a_changed_expected_id_is_looked_for_at_the_address() {
+    let (mut sim, a, b) = sim(8);
+    let b_id = sim.node(b).id();
+    sim.dial(b, a).unwrap();
+    assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 100_000));
+    sim.add_peer(a, b, Some(b_id)).unwrap();
+    sim.run_for(Duration::from_millis(500));
+    assert!(redials(&sim, a).is_empty(), "not dialled while connected");
+    // B's address should now hold another validator: A looks for it there.
+    let other = PeerId::from_bytes([9; 32]);
+    sim.add_peer(a, b, Some(other)).unwrap();
+    sim.run_for(Duration::from_millis(500));
+    let unexpected = sim
+        .node(a)
+        .events()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::DialFailed {
+                    reason: CloseReason::UnexpectedPeer,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(
+        unexpected >= 1,
+        "the address was dialled: {:?}",
+        redials(&sim, a)
+    );
+}
+
+/// The application makes persistent an address it already dialled itself: that
+/// connection is the peer's session (not a dial refused as `AlreadyDialing` at every
+/// wait, each announced), and its end is redialled from the first wait.
+#[test]
+fn an_address_the_application_dialled_itself_is_not_redialled_while_connected() {
+    let (mut sim, a, b) = sim(9);
+    let (a_id, b_id) = (sim.node(a).id(), sim.node(b).id());
+    sim.dial(a, b).unwrap();
+    assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 100_000));
+    sim.add_peer(a, b, None).unwrap();
+    sim.run_for(MAX * 3);
+    assert!(sim.node(a).is_connected(&b_id));
+    assert_eq!(
+        redials(&sim, a),
+        vec![],
+        "nothing to redial while connected"
+    );
+    sim.disconnect(b, &a_id);
+    assert!(sim.run_until(
+        |s| !redials(s, a).is_empty() && s.node(a).is_connected(&b_id),
+        1_000_000
+    ));
+    assert_eq!(redials(&sim, a).len(), 1);
+    assert!(redials(&sim, a)[0].1 <= BASE, "{:?}", redials(&sim, a));
+}
+
+/// Made persistent while the application's own dial to it is under way, that dial is
+/// the persistent one: its id is checked against the one expected.
+#[test]
+fn a_dial_of_the_application_under_way_is_taken_as_the_persistent_dial() {
+    let (mut sim, a, b) = sim(10);
+    let b_id = sim.node(b).id();
+    sim.dial(a, b).unwrap();
+    sim.add_peer(a, b, Some(PeerId::from_bytes([9; 32])))
+        .unwrap();
+    sim.run_for(Duration::from_millis(50));
+    assert!(!sim.node(a).is_connected(&b_id));
+    assert!(sim.node(a).events().iter().any(|e| matches!(
+        e,
+        Event::DialFailed {
+            reason: CloseReason::UnexpectedPeer,
+            ..
+        }
+    )));
+    assert_eq!(redials(&sim, a).len(), 1, "{:?}", redials(&sim, a));
+}

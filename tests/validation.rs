@@ -143,3 +143,121 @@ fn without_the_switch_broadcasts_are_relayed_at_once() {
     assert!(got(&sim, c, id));
     assert!(!sim.validate(b, id, Validation::Accept), "nothing was held");
 }
+
+mod common;
+
+/// A peer cannot swap the payload the application is judging: it sends id X with a
+/// valid payload, floods fresh ids until the seen-id cache forgets X (its own ids go
+/// first), then sends X again with another payload while the first still awaits its
+/// verdict. The verdict the application gives on what it saw must relay what it saw.
+#[test]
+fn a_verdict_relays_the_payload_it_judged_not_a_later_one_under_the_same_id() {
+    use common::*;
+    use p2p::wire::Frame;
+    const CACHE: usize = 4;
+    let config = Config {
+        validate_gossip: true,
+        gossip_cache_size: CACHE,
+        ..plain()
+    };
+    let (mut target, addr) = listening(config);
+    let (neighbour_id, attacker_id) = (id(0xB1), id(0xA1));
+    let (mut neighbour, _) = Raw::handshake(&mut target, addr, neighbour_id);
+    let (mut attacker, _) = Raw::handshake(&mut target, addr, attacker_id);
+    let x = [0x55; 16];
+    let gossip = |id: [u8; 16], payload: &'static [u8]| Frame::Gossip {
+        id,
+        hops: 3,
+        payload: Bytes::from_static(payload),
+    };
+    attacker.send_frame(&gossip(x, b"valid block"));
+    for n in 0..2 * CACHE as u8 {
+        attacker.send_frame(&gossip([n; 16], b"filler"));
+    }
+    attacker.send_frame(&gossip(x, b"invalid block"));
+    let frames = 2 + 2 * CACHE;
+    let log = run_until(&mut [&mut target], 2000, |nets, log| {
+        attacker.pump();
+        let taken = count(log, 0, |e| matches!(e, Event::Broadcast { .. }));
+        taken as u64 + nets[0].stats().duplicate_gossip == frames as u64
+    });
+    // The application judges the first copy of X it was handed, and accepts it.
+    let judged = of(&log, 0)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Broadcast { id, payload, .. } if id == GossipId(x) => Some(payload),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(judged, "valid block");
+    assert!(target.validate(GossipId(x), Validation::Accept));
+    target.send(&neighbour_id, "barrier").unwrap();
+    let mut relayed = Vec::new();
+    run_until(&mut [&mut target], 2000, |_, _| {
+        relayed.extend(neighbour.frames());
+        relayed
+            .iter()
+            .any(|f| matches!(f, Frame::Message(payload) if payload == "barrier"))
+    });
+    let relayed: Vec<&Bytes> = relayed
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Gossip { id, payload, .. } if *id == x => Some(payload),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        relayed,
+        vec![&Bytes::from_static(b"valid block")],
+        "the accepted broadcast is the one the application judged"
+    );
+}
+
+/// One neighbour flooding broadcasts the application has yet to judge pushes out its
+/// own oldest, not an honest neighbour's that came before the flood.
+#[test]
+fn a_flooding_neighbour_pushes_out_its_own_pending_verdicts_not_others() {
+    let (mut sim, a, b, c) = line(Config {
+        max_pending_validations: 8,
+        ..Config::default()
+    });
+    let m = sim.add_node();
+    sim.dial(m, b).unwrap();
+    assert!(sim.run_until(|s| s.node(b).peers() == 3, 100_000));
+    let honest = broadcast(&mut sim, a, "honest block");
+    let flood: Vec<GossipId> = (0..20)
+        .map(|n| broadcast(&mut sim, m, &format!("stale {n}")))
+        .collect();
+    assert_eq!(sim.node(b).stats().pending_validations, 8);
+    assert!(
+        sim.validate(b, honest, Validation::Accept),
+        "the honest verdict still awaited"
+    );
+    sim.run_for(Duration::from_millis(200));
+    assert!(got(&sim, c, honest));
+    assert!(
+        !sim.validate(b, flood[0], Validation::Accept),
+        "the flooder's oldest went"
+    );
+    assert!(sim.validate(b, flood[19], Validation::Accept));
+}
+
+/// The same for the bytes held: the neighbour holding the most gives way.
+#[test]
+fn a_neighbour_flooding_large_broadcasts_pushes_out_its_own_bytes_first() {
+    let (mut sim, a, b, c) = line(Config {
+        max_pending_validation_bytes: 10_000,
+        ..Config::default()
+    });
+    let m = sim.add_node();
+    sim.dial(m, b).unwrap();
+    assert!(sim.run_until(|s| s.node(b).peers() == 3, 100_000));
+    let honest = broadcast(&mut sim, a, "honest block");
+    for n in 0..20 {
+        sim.broadcast(m, Bytes::from(vec![n as u8; 3000])).unwrap();
+        sim.run_for(Duration::from_millis(50));
+    }
+    assert!(sim.validate(b, honest, Validation::Accept));
+    sim.run_for(Duration::from_millis(200));
+    assert!(got(&sim, c, honest));
+}

@@ -606,7 +606,10 @@ impl Sim {
 
     /// Node `index` lifts the ban of `peer`, as [`Network::unban`](crate::Network::unban).
     pub fn unban(&mut self, index: NodeIndex, peer: &PeerId) -> bool {
-        self.core(index).is_some_and(|n| n.unban(peer))
+        let now = self.now;
+        let unbanned = self.core(index).is_some_and(|n| n.unban(peer, now));
+        self.settle(index);
+        unbanned
     }
 
     /// Node `index` replaces its allowlist, as
