@@ -575,6 +575,11 @@ impl Config {
             ("gossip_hops", self.gossip_hops as usize),
             ("gossip_cache_size", self.gossip_cache_size),
             ("command_queue", self.command_queue),
+            ("max_pending_validations", self.max_pending_validations),
+            (
+                "max_pending_validation_bytes",
+                self.max_pending_validation_bytes,
+            ),
         ];
         for (name, value) in nonzero_counts {
             if value == 0 {
@@ -873,6 +878,15 @@ mod tests {
         assert_eq!(
             with(0, 100, 0.5).validate(),
             Err(ConfigError::Zero("redial_base"))
+        );
+        // Nothing could ever wait for a verdict, so nothing would be relayed.
+        let none_held = Config {
+            max_pending_validations: 0,
+            ..Config::default()
+        };
+        assert_eq!(
+            none_held.validate(),
+            Err(ConfigError::Zero("max_pending_validations"))
         );
         for jitter in [-0.1, 1.5, f64::NAN, f64::INFINITY] {
             assert_eq!(
