@@ -1,5 +1,7 @@
 //! Runtime peer management: bans, and an allowlist replaced while the node runs.
 
+mod common;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -33,14 +35,6 @@ fn disconnected(sim: &Sim, i: NodeIndex) -> Vec<CloseReason> {
         .collect()
 }
 
-fn connects(sim: &Sim, i: NodeIndex) -> usize {
-    sim.node(i)
-        .events()
-        .iter()
-        .filter(|e| matches!(e, Event::PeerConnected { .. }))
-        .count()
-}
-
 #[test]
 fn a_banned_peer_is_disconnected_refused_while_banned_and_let_in_after() {
     let (mut sim, a, b) = sim(1);
@@ -58,11 +52,15 @@ fn a_banned_peer_is_disconnected_refused_while_banned_and_let_in_after() {
     );
 
     // While banned, its dial gets through the handshake and no further.
-    let before = connects(&sim, a);
+    let before = common::sim_connects(&sim, a);
     sim.dial(b, a).unwrap();
     sim.run_for(Duration::from_millis(500));
     assert!(!sim.node(b).is_connected(&a_id));
-    assert_eq!(connects(&sim, a), before, "the application never saw it");
+    assert_eq!(
+        common::sim_connects(&sim, a),
+        before,
+        "the application never saw it"
+    );
 
     // The ban ends by itself.
     sim.run_for(Duration::from_secs(2));
@@ -79,9 +77,9 @@ fn a_banned_persistent_peer_is_not_dialled_until_unbanned() {
     assert!(sim.ban(a, &b_id, Duration::MAX));
     sim.run_for(Duration::from_secs(3));
     assert!(!sim.node(a).is_connected(&b_id));
-    assert_eq!(connects(&sim, a), 1, "not dialled while banned");
+    assert_eq!(common::sim_connects(&sim, a), 1, "not dialled while banned");
     // B saw A's one connection close, and no dial from A since.
-    assert_eq!(connects(&sim, b), 1);
+    assert_eq!(common::sim_connects(&sim, b), 1);
     assert!(sim.unban(a, &b_id));
     assert!(!sim.unban(a, &b_id));
     assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 1_000_000));

@@ -44,14 +44,6 @@ fn redials(sim: &Sim, i: NodeIndex) -> Vec<(u32, Duration)> {
         .collect()
 }
 
-fn connects(sim: &Sim, i: NodeIndex) -> usize {
-    sim.node(i)
-        .events()
-        .iter()
-        .filter(|e| matches!(e, Event::PeerConnected { .. }))
-        .count()
-}
-
 /// The wait before attempt `n` (1 after a session), before jitter.
 fn full_wait(n: u32) -> Duration {
     (BASE * 2u32.pow(n - 1)).min(MAX)
@@ -98,9 +90,9 @@ fn a_persistent_peer_is_dialled_at_once_and_again_with_backoff_until_it_is_back(
 
     // B is back: A reconnects by itself, within one capped wait.
     sim.restart(b);
-    let before = connects(&sim, a);
+    let before = common::sim_connects(&sim, a);
     assert!(sim.run_until(|s| s.node(a).is_connected(&b_id), 1_000_000));
-    assert_eq!(connects(&sim, a), before + 1);
+    assert_eq!(common::sim_connects(&sim, a), before + 1);
 
     // A session that lasts `redial_max` resets the backoff: the next loss starts
     // again at attempt 1.
@@ -158,24 +150,19 @@ fn a_peer_with_another_id_at_the_address_is_closed_and_dialled_again() {
     sim.run_for(Duration::from_millis(500));
     assert!(!sim.node(a).is_connected(&b_id));
     assert_eq!(
-        connects(&sim, a),
+        common::sim_connects(&sim, a),
         0,
         "the application never saw it connected"
     );
-    let unexpected = sim
-        .node(a)
-        .events()
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Event::DialFailed {
-                    reason: CloseReason::UnexpectedPeer,
-                    ..
-                }
-            )
-        })
-        .count();
+    let unexpected = common::sim_count(&sim, a, |e| {
+        matches!(
+            e,
+            Event::DialFailed {
+                reason: CloseReason::UnexpectedPeer,
+                ..
+            }
+        )
+    });
     assert!(unexpected >= 2, "closed, redialled, closed again");
     assert!(
         sim.node(a).events().iter().any(|e| matches!(
@@ -332,20 +319,15 @@ fn a_changed_expected_id_is_looked_for_at_the_address() {
     let other = PeerId::from_bytes([9; 32]);
     sim.add_peer(a, b, Some(other)).unwrap();
     sim.run_for(Duration::from_millis(500));
-    let unexpected = sim
-        .node(a)
-        .events()
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Event::DialFailed {
-                    reason: CloseReason::UnexpectedPeer,
-                    ..
-                }
-            )
-        })
-        .count();
+    let unexpected = common::sim_count(&sim, a, |e| {
+        matches!(
+            e,
+            Event::DialFailed {
+                reason: CloseReason::UnexpectedPeer,
+                ..
+            }
+        )
+    });
     assert!(
         unexpected >= 1,
         "the address was dialled: {:?}",

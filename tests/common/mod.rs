@@ -345,3 +345,13 @@ impl RawListener {
         (accepted.unwrap(), log)
     }
 }
+
+/// How many events of node `i` of a simulation match `pred`.
+pub fn sim_count(sim: &p2p::sim::Sim, i: usize, pred: impl Fn(&Event) -> bool) -> usize {
+    sim.node(i).events().iter().filter(|e| pred(e)).count()
+}
+
+/// How many `PeerConnected` node `i` of a simulation has seen.
+pub fn sim_connects(sim: &p2p::sim::Sim, i: usize) -> usize {
+    sim_count(sim, i, |e| matches!(e, Event::PeerConnected { .. }))
+}
