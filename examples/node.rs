@@ -24,6 +24,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 #[cfg(feature = "noise")]
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -87,6 +89,8 @@ options:
   --gossip-hops N             hops of a new broadcast [16]
   --log LEVEL                 log level on stderr: off, error, warn, info, debug, trace [warn]
   --help                      this text
+
+Ctrl-C (SIGINT) or SIGTERM shuts the node down as `quit` does.
 
 commands (stdin, one per line; end of input = quit):
   dial <addr>
@@ -718,9 +722,28 @@ fn stats_line(net: &Network) -> String {
 }
 
 /// Runs commands and polls until `quit` or end of input.
-fn serve(net: &mut Network, commands: &Receiver<Command>, lost: &mut Lost) -> io::Result<()> {
+/// A flag that SIGINT (Ctrl-C) and SIGTERM raise instead of killing the process, so
+/// that the loop can shut down as gracefully as on `quit`.
+fn stop_on_signals() -> io::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+fn serve(
+    net: &mut Network,
+    commands: &Receiver<Command>,
+    stop: &AtomicBool,
+    lost: &mut Lost,
+) -> io::Result<()> {
     let mut events = Vec::new();
     loop {
+        // Checked every turn: a signal at most one TURN before the shutdown starts.
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         loop {
             match commands.try_recv() {
                 Ok(Command::Quit) | Err(TryRecvError::Disconnected) => return Ok(()),
@@ -841,9 +864,16 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
+    let stop = match stop_on_signals() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("node: cannot handle signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut lost = Lost::default();
     if let Err(e) =
-        serve(&mut net, &commands, &mut lost).and_then(|()| shut_down(&mut net, &mut lost))
+        serve(&mut net, &commands, &stop, &mut lost).and_then(|()| shut_down(&mut net, &mut lost))
     {
         eprintln!("node: poll failed: {e}");
         return ExitCode::FAILURE;
@@ -880,6 +910,20 @@ mod tests {
     /// Runs a line as the loop would, returning what it prints.
     fn run_line(net: &mut Network, line: &str) -> Option<String> {
         parse_line(line.as_bytes()).and_then(|command| execute(net, command))
+    }
+
+    /// Ctrl-C ends the loop as `quit` does, for the same graceful shutdown.
+    #[test]
+    fn a_sigint_ends_the_loop_instead_of_the_process() {
+        let (mut net, _) = listening();
+        let stop = stop_on_signals().expect("handlers");
+        let (_tx, commands) = mpsc::channel();
+        signal_hook::low_level::raise(signal_hook::consts::SIGINT).expect("raise");
+        assert!(stop.load(Ordering::Relaxed));
+        // Returns (bounded: the flag is checked before the first poll).
+        serve(&mut net, &commands, &stop, &mut Lost::default()).expect("serve");
+        shut_down(&mut net, &mut Lost::default()).expect("shut down");
+        assert!(net.is_shut_down());
     }
 
     #[test]
