@@ -111,6 +111,8 @@ events (stdout, one per line):
   dial-failed <addr> <reason words>
   redialing <addr> <attempt> <wait-ms>
                               a --peer is dialled again in <wait-ms>
+  listens <peer-id-hex> <addr>...
+                              where a peer said it listens (to dial it back)
   message <peer-id-hex> <payload>
   broadcast <peer-id-hex> <payload>
   request <peer-id-hex> <request-id> <payload>
@@ -601,6 +603,10 @@ fn emit_event(event: Event, lost: &mut Lost) {
             after,
             ..
         } => emit(&format!("redialing {addr} {attempt} {}", after.as_millis())),
+        Event::PeerAddrs { peer, addrs } => {
+            let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            emit(&format!("listens {peer} {}", addrs.join(" ")))
+        }
         Event::Message { peer, payload } => emit(&format!("message {peer} {}", escape(&payload))),
         Event::Broadcast { from, payload, .. } => {
             emit(&format!("broadcast {from} {}", escape(&payload)))

@@ -215,6 +215,16 @@ pub struct Config {
     pub gossip_cache_size: usize,
     /// How long a gossip id is remembered. Default 5 minutes.
     pub gossip_cache_age: Duration,
+    /// The addresses this node tells its peers it listens on (an ADDRS frame right
+    /// after the handshake, to peers whose preamble says they understand it;
+    /// PROTOCOL.md §5.1), at most 8. Empty (the default): the addresses it listens
+    /// on, a wildcard one (`0.0.0.0:port`) told as such, which a peer reads as "the
+    /// address you see me at, this port". Set it behind a NAT or a proxy.
+    pub advertised_addrs: Vec<std::net::SocketAddr>,
+    /// Tell a peer on a public address our private, loopback and link-local
+    /// addresses too. Default `false`: a public peer gets only our public ones (and
+    /// wildcards); a peer on a private address gets all.
+    pub advertise_private: bool,
     /// Relay a received broadcast only once the application judged it valid: each
     /// new `Event::Broadcast` waits for [`Network::validate`] with its id, and is
     /// relayed on `Accept`, dropped on `Ignore`, dropped and counted against the
@@ -288,6 +298,8 @@ impl Default for Config {
             max_gossip_bytes_rate: 32 * 1024 * 1024,
             gossip_cache_size: 65536,
             gossip_cache_age: Duration::from_secs(300),
+            advertised_addrs: Vec::new(),
+            advertise_private: false,
             validate_gossip: false,
             max_pending_validations: 4096,
             max_pending_validation_bytes: 64 * 1024 * 1024,

@@ -73,6 +73,16 @@ pub enum Event {
         /// The wait, jitter included.
         after: std::time::Duration,
     },
+    /// A connected peer told the addresses it listens on (PROTOCOL.md §5.1), once
+    /// per connection, a wildcard IP already replaced by the one it is seen at; also
+    /// in [`Network::peer_listen_addrs`](crate::Network::peer_listen_addrs). Peers of
+    /// revision 5 and before tell nothing.
+    PeerAddrs {
+        /// Its id.
+        peer: PeerId,
+        /// Its listening addresses, at most 8.
+        addrs: Vec<SocketAddr>,
+    },
     /// A MESSAGE from a peer.
     Message {
         /// The sender.

@@ -147,6 +147,7 @@ impl Network {
             .reactor
             .listen(addr, self.node.config().listen_backlog)?;
         log::info!("listening on {bound}");
+        self.node.add_listen_addr(bound);
         Ok(bound)
     }
 
@@ -351,6 +352,13 @@ impl Network {
                 direction,
             })
             .collect()
+    }
+
+    /// The addresses `peer` said it listens on ([`Event::PeerAddrs`]), to dial it
+    /// back or tell others of it; empty if it is not connected or did not say (a peer
+    /// of protocol revision 5 or before never does).
+    pub fn peer_listen_addrs(&self, peer: &PeerId) -> Vec<SocketAddr> {
+        self.node.peer_listen_addrs(peer).to_vec()
     }
 
     /// Whether `peer` is connected.

@@ -190,6 +190,10 @@ struct Entry {
     /// The deadline [`Node::timers`] holds for it: never later than its socket's
     /// next one (see [`Node::retime`]).
     armed: Option<Instant>,
+    /// The addresses the peer said it listens on (ADDRS).
+    listen_addrs: Vec<SocketAddr>,
+    /// Ours were told on it (once a connection).
+    addrs_sent: bool,
 }
 
 /// The live entry of `conn`, if its slot still holds that generation. A free function
@@ -385,6 +389,8 @@ pub(crate) struct Node {
     due_addrs: Vec<SocketAddr>,
     /// Dials the node started by itself, for the driver ([`Node::poll_dial`]).
     own_dials: VecDeque<(ConnId, SocketAddr)>,
+    /// The addresses listened on, for ADDRS.
+    listen_addrs: Vec<SocketAddr>,
     /// Banned peers and until when (`None`: for good).
     bans: HashMap<PeerId, Option<Instant>>,
     /// Broadcasts waiting for the application's verdict before they are relayed.
@@ -460,6 +466,7 @@ impl Node {
             due_addrs: Vec::new(),
             own_dials: VecDeque::new(),
             bans: HashMap::new(),
+            listen_addrs: Vec::new(),
             validations: Validations::default(),
             dropped_validations: 0,
             dialing: HashMap::new(),
@@ -500,6 +507,8 @@ impl Node {
             held,
             listed: false,
             armed: None,
+            listen_addrs: Vec::new(),
+            addrs_sent: false,
         });
         self.created += 1;
         let conn = ConnId { key, generation };
@@ -1162,6 +1171,7 @@ impl Node {
                 reason,
             },
             Output::Established(peer) => return self.established(conn, peer, now),
+            Output::Addrs(addrs) => return self.addrs_received(conn, peer, addrs),
             Output::Closed(reason) => return self.closed(conn, reason, now),
             Output::Gossip { id, hops, payload } => {
                 return self.gossip_received(conn, peer, id, hops, payload, now);
@@ -1238,8 +1248,71 @@ impl Node {
         self.announce(conn, peer);
     }
 
+    /// The peer of `conn` told its listening addresses: a wildcard IP becomes the one
+    /// it is seen at.
+    fn addrs_received(&mut self, conn: ConnId, peer: PeerId, mut addrs: Vec<SocketAddr>) {
+        let Some(entry) = self.entry_mut(conn) else {
+            return;
+        };
+        let seen = entry.socket.addr().ip();
+        for addr in &mut addrs {
+            if addr.ip().is_unspecified() {
+                addr.set_ip(seen);
+            }
+        }
+        entry.listen_addrs = addrs.clone();
+        log::debug!("{peer:?} listens on {addrs:?}");
+        self.events.push(Event::PeerAddrs { peer, addrs });
+    }
+
+    /// Our listening addresses to tell the peer of `conn`, if it understands ADDRS:
+    /// to a peer on a public address only our public ones and wildcards, unless
+    /// `advertise_private`.
+    fn addrs_for(&self, conn: ConnId) -> Option<Frame> {
+        let entry = self.entry(conn)?;
+        if entry.addrs_sent || !entry.socket.peer_takes_addrs() {
+            return None;
+        }
+        let configured = &self.config.advertised_addrs;
+        let ours = if configured.is_empty() {
+            &self.listen_addrs
+        } else {
+            configured
+        };
+        let public_peer = is_public(entry.socket.addr().ip());
+        let addrs: Vec<SocketAddr> = ours
+            .iter()
+            .filter(|a| {
+                let ip = a.ip();
+                ip.is_unspecified()
+                    || !public_peer
+                    || self.config.advertise_private
+                    || is_public(ip)
+            })
+            .take(crate::wire::MAX_ADDRS)
+            .copied()
+            .collect();
+        (!addrs.is_empty()).then_some(Frame::Addrs(addrs))
+    }
+
+    /// An address this node listens on, to tell peers (ADDRS) unless
+    /// `Config::advertised_addrs` says otherwise.
+    pub(crate) fn add_listen_addr(&mut self, addr: SocketAddr) {
+        if !self.listen_addrs.contains(&addr) {
+            self.listen_addrs.push(addr);
+        }
+    }
+
     /// Tells the application that `conn` serves `peer` from now on.
     fn announce(&mut self, conn: ConnId, peer: PeerId) {
+        if let Some(frame) = self.addrs_for(conn) {
+            if let Some(Err(e)) = self.queue_on(conn, &frame, false) {
+                log::debug!("our addresses not queued for {peer:?}: {e}");
+            }
+            if let Some(entry) = self.entry_mut(conn) {
+                entry.addrs_sent = true;
+            }
+        }
         let Some(entry) = self.entry_mut(conn) else {
             return;
         };
@@ -2362,6 +2435,14 @@ impl Node {
         })
     }
 
+    /// The addresses `peer` said it listens on (ADDRS); empty if none or not connected.
+    pub(crate) fn peer_listen_addrs(&self, peer: &PeerId) -> &[SocketAddr] {
+        self.peers
+            .get(peer)
+            .and_then(|&conn| self.entry(conn))
+            .map_or(&[], |e| e.listen_addrs.as_slice())
+    }
+
     /// Whether `peer` is connected.
     pub(crate) fn is_connected(&self, peer: &PeerId) -> bool {
         self.peers.contains_key(peer)
@@ -2414,6 +2495,31 @@ impl Node {
                 .iter()
                 .map(|(_, e)| e.socket.unanswered_requests())
                 .sum(),
+        }
+    }
+}
+
+/// Whether `ip` is reachable from the internet at large: not loopback, private,
+/// shared (100.64/10), link-local, unique-local or unspecified.
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let shared = v4.octets()[0] == 100 && (v4.octets()[1] & 0xC0) == 64;
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || shared)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local())
         }
     }
 }

@@ -55,6 +55,8 @@ pub(crate) enum Output {
     Message(Bytes),
     /// A REQUEST frame, now waiting for our answer.
     Request { id: u64, payload: Bytes },
+    /// An ADDRS frame: the peer's listening addresses.
+    Addrs(Vec<std::net::SocketAddr>),
     /// The RESPONSE to a pending request of ours.
     Response { id: u64, payload: Bytes },
     /// A frame was rejected; `count` is the connection's total so far.
@@ -408,6 +410,8 @@ struct Open {
     gossip_drop_log: DropLog,
     /// What the peer took of the node's relay budget recently.
     relay_share: Option<RelayShare>,
+    /// The peer told its listening addresses (one ADDRS a connection).
+    addrs_received: bool,
 }
 
 /// A graceful close under way: what is queued goes out (sealed by the transport),
@@ -486,6 +490,8 @@ pub(crate) struct Socket {
     read_room: usize,
     /// The last read or open needed more of the budget than `read_room`.
     starved: bool,
+    /// The feature bits of the peer's preamble (0 until it arrived).
+    peer_features: u8,
     /// The node stopped reading this connection until budget returns.
     paused: bool,
 }
@@ -577,6 +583,7 @@ impl Socket {
             frame_buffer_own: false,
             read_room: 0,
             starved: false,
+            peer_features: 0,
             paused: false,
         }
     }
@@ -1144,6 +1151,7 @@ impl Socket {
                 return;
             }
             auth.preamble_deadline = None;
+            self.peer_features = Preamble::features(&theirs);
             let mut reply = BytesMut::new();
             let ours = handshaking.preamble.encode();
             let begun = handshaking
@@ -1182,6 +1190,7 @@ impl Socket {
                         frame: FrameClock::Stopped,
                         gossip_drop_log: DropLog::default(),
                         relay_share: None,
+                        addrs_received: false,
                     }),
                     other => other,
                 });
@@ -1329,6 +1338,11 @@ impl Socket {
         }
     }
 
+    /// Whether the peer's preamble said it understands ADDRS frames.
+    pub(crate) fn peer_takes_addrs(&self) -> bool {
+        self.peer_features & crate::wire::FEATURE_ADDRS != 0
+    }
+
     /// The remote id (zeros before the handshake finished).
     pub(crate) fn peer(&self) -> PeerId {
         self.remote.unwrap_or(PeerId::from_bytes([0; 32]))
@@ -1394,6 +1408,14 @@ impl Socket {
                 self.stats.frames_in += 1;
                 self.remember_request(id);
                 out.push(Output::Request { id, payload });
+            }
+            Frame::Addrs(addrs) => {
+                if open.addrs_received {
+                    return self.reject(Reject::RepeatedAddrs, now, out);
+                }
+                open.addrs_received = true;
+                self.stats.frames_in += 1;
+                out.push(Output::Addrs(addrs));
             }
             Frame::Gossip { id, hops, payload } => {
                 if !open

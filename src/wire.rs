@@ -1,6 +1,7 @@
 //! Wire format: the connection preamble, the length-prefixed frames and a streaming decoder.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -37,9 +38,21 @@ pub mod kind {
     pub const REQUEST: u8 = 0x12;
     /// Answer to a REQUEST; body = id u64, payload.
     pub const RESPONSE: u8 = 0x13;
+    /// The sender's listening addresses (PROTOCOL.md §5.1); sent only to a peer
+    /// whose preamble set [`FEATURE_ADDRS`](super::FEATURE_ADDRS).
+    pub const ADDRS: u8 = 0x20;
     /// Orderly close; body = reason u8.
     pub const GOODBYE: u8 = 0x7F;
 }
+
+/// Preamble byte 6, bit 0: the sender understands ADDRS frames (PROTOCOL.md §1, §5.1).
+pub const FEATURE_ADDRS: u8 = 0x01;
+
+/// The features this version sets in its preamble.
+pub const FEATURES: u8 = FEATURE_ADDRS;
+
+/// The most addresses one ADDRS frame carries.
+pub const MAX_ADDRS: usize = 8;
 
 // `len` is a u32 and is cast to usize below; that is lossless only on targets of 32 bits or more.
 const _: () = assert!(usize::BITS >= 32);
@@ -105,14 +118,22 @@ impl Preamble {
         }
     }
 
-    /// The wire bytes, with version = [`VERSION`] and the reserved bytes zeroed.
+    /// The wire bytes, with version = [`VERSION`], the [`FEATURES`] this version
+    /// understands in byte 6, and byte 7 zero.
     pub fn encode(&self) -> [u8; PREAMBLE_LEN] {
         let mut out = [0u8; PREAMBLE_LEN];
         out[..4].copy_from_slice(&MAGIC);
         out[4] = VERSION;
         out[5] = self.security.to_byte();
+        out[6] = FEATURES;
         out[8..].copy_from_slice(&self.network_id.to_be_bytes());
         out
+    }
+
+    /// The feature bits a received preamble sets (byte 6; a version-1 peer that
+    /// predates them sends 0). Bits this version does not know are ignored.
+    pub fn features(bytes: &[u8; PREAMBLE_LEN]) -> u8 {
+        bytes[6]
     }
 
     /// Checks a received preamble against what this node expects, in the order of the spec.
@@ -130,7 +151,8 @@ impl Preamble {
                 theirs: bytes[5],
             });
         }
-        // Bytes 6..8 are reserved: ignored so a later version may use them.
+        // Byte 6 holds feature bits and byte 7 is reserved: neither is checked, so a
+        // peer of any revision of version 1 is accepted (PROTOCOL.md §1).
         let theirs = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         if theirs != expected.network_id {
             return Err(PreambleError::NetworkMismatch {
@@ -260,8 +282,19 @@ pub enum Frame {
         /// Application payload.
         payload: Bytes,
     },
+    /// The sender's listening addresses, at most [`MAX_ADDRS`]; an unspecified IP
+    /// (`0.0.0.0`, `::`) means the address the receiver sees the sender at.
+    Addrs(Vec<SocketAddr>),
     /// Orderly close.
     Goodbye(GoodbyeReason),
+}
+
+/// The bytes an address takes in an ADDRS body: family, IP, port.
+fn addr_len(addr: &SocketAddr) -> usize {
+    match addr {
+        SocketAddr::V4(_) => 1 + 4 + 2,
+        SocketAddr::V6(_) => 1 + 16 + 2,
+    }
 }
 
 impl Frame {
@@ -274,6 +307,7 @@ impl Frame {
             Frame::Gossip { .. } => kind::GOSSIP,
             Frame::Request { .. } => kind::REQUEST,
             Frame::Response { .. } => kind::RESPONSE,
+            Frame::Addrs(_) => kind::ADDRS,
             Frame::Goodbye(_) => kind::GOODBYE,
         }
     }
@@ -285,6 +319,7 @@ impl Frame {
             Frame::Message(_) => 0,
             Frame::Gossip { .. } => GOSSIP_HEAD_LEN,
             Frame::Request { .. } | Frame::Response { .. } => REQUEST_ID_LEN,
+            Frame::Addrs(addrs) => addrs.iter().map(addr_len).sum(),
             Frame::Goodbye(_) => 1,
         }
     }
@@ -317,6 +352,21 @@ impl Frame {
                 out.put_u8(*hops);
             }
             Frame::Request { id, .. } | Frame::Response { id, .. } => out.put_u64(*id),
+            Frame::Addrs(addrs) => {
+                for addr in addrs {
+                    match addr {
+                        SocketAddr::V4(v4) => {
+                            out.put_u8(4);
+                            out.put_slice(&v4.ip().octets());
+                        }
+                        SocketAddr::V6(v6) => {
+                            out.put_u8(6);
+                            out.put_slice(&v6.ip().octets());
+                        }
+                    }
+                    out.put_u16(addr.port());
+                }
+            }
             Frame::Goodbye(reason) => out.put_u8(reason.to_byte()),
         }
     }
@@ -328,7 +378,7 @@ impl Frame {
             | Frame::Gossip { payload, .. }
             | Frame::Request { payload, .. }
             | Frame::Response { payload, .. } => Some(payload),
-            Frame::Ping(_) | Frame::Pong(_) | Frame::Goodbye(_) => None,
+            Frame::Ping(_) | Frame::Pong(_) | Frame::Addrs(_) | Frame::Goodbye(_) => None,
         }
     }
 
@@ -376,6 +426,10 @@ pub enum Reject {
     /// produced by the decoder): a response could not say which it answers.
     #[error("request {0} reuses the id of an unanswered request")]
     DuplicateRequest(u64),
+    /// A second ADDRS on one connection (not produced by the decoder): a peer tells
+    /// its addresses once a connection.
+    #[error("a second ADDRS frame on the connection")]
+    RepeatedAddrs,
     /// A GOSSIP frame (its id) whose broadcast the application judged invalid
     /// (`Validation::Reject`; not produced by the decoder).
     #[error("broadcast {id} rejected by the application", id = crate::id::GossipId(*.0))]
@@ -551,6 +605,27 @@ fn parse(kind: u8, mut body: Bytes) -> Result<Frame, Reject> {
             size_ok(len == 1)?;
             Frame::Goodbye(GoodbyeReason::from_byte(body.get_u8()))
         }
+        kind::ADDRS => {
+            let mut addrs = Vec::new();
+            while body.has_remaining() {
+                let ip = match body.get_u8() {
+                    4 if body.remaining() >= 4 + 2 => {
+                        let mut ip = [0u8; 4];
+                        body.copy_to_slice(&mut ip);
+                        std::net::IpAddr::from(ip)
+                    }
+                    6 if body.remaining() >= 16 + 2 => {
+                        let mut ip = [0u8; 16];
+                        body.copy_to_slice(&mut ip);
+                        std::net::IpAddr::from(ip)
+                    }
+                    _ => return Err(Reject::BadLength { kind, len }),
+                };
+                size_ok(addrs.len() < MAX_ADDRS)?;
+                addrs.push(SocketAddr::new(ip, body.get_u16()));
+            }
+            Frame::Addrs(addrs)
+        }
         unknown => return Err(Reject::UnknownKind(unknown)),
     };
     Ok(frame)
@@ -608,11 +683,13 @@ mod tests {
     #[test]
     fn preamble_exact_bytes() {
         let bytes = Preamble::new(Security::NoiseXx, 0x0102_0304).encode();
-        assert_eq!(bytes, [0x50, 0x32, 0x50, 0x56, 1, 1, 0, 0, 1, 2, 3, 4]);
+        // Byte 6: the features this version understands (ADDRS); byte 7 reserved.
+        assert_eq!(bytes, [0x50, 0x32, 0x50, 0x56, 1, 1, 1, 0, 1, 2, 3, 4]);
+        assert_eq!(Preamble::features(&bytes), FEATURE_ADDRS);
         let bytes = Preamble::new(Security::Plaintext, 0xFFFF_FFFE).encode();
         assert_eq!(
             bytes,
-            [b'P', b'2', b'P', b'V', 1, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFE]
+            [b'P', b'2', b'P', b'V', 1, 0, 1, 0, 0xFF, 0xFF, 0xFF, 0xFE]
         );
     }
 
@@ -848,6 +925,43 @@ mod tests {
         assert!(matches!(dec.decode(&mut big), Some(Decoded::Rejected(_))));
         assert!(dec.is_skipping());
         assert_eq!(dec.small_message(&message(1)), None);
+    }
+
+    #[test]
+    fn addrs_frames_round_trip_and_malformed_ones_are_rejected() {
+        let addrs = vec![
+            "192.0.2.1:30333".parse().unwrap(),
+            "[2001:db8::1]:9".parse().unwrap(),
+            "0.0.0.0:4000".parse().unwrap(),
+        ];
+        let wire = encoded(&Frame::Addrs(addrs.clone()));
+        assert_eq!(wire.len(), LEN_FIELD + 1 + 7 + 19 + 7);
+        assert_eq!(&wire[4..13], &[kind::ADDRS, 4, 192, 0, 2, 1, 0x76, 0x7d, 6]);
+        let mut buf = BytesMut::from(&wire[..]);
+        assert_eq!(
+            Decoder::new(MAX).decode(&mut buf),
+            Some(Decoded::Frame(Frame::Addrs(addrs)))
+        );
+        let body = |bytes: &[u8]| {
+            let mut wire = ((bytes.len() + 1) as u32).to_be_bytes().to_vec();
+            wire.push(kind::ADDRS);
+            wire.extend_from_slice(bytes);
+            Decoder::new(MAX).decode(&mut BytesMut::from(&wire[..]))
+        };
+        assert_eq!(body(&[]), Some(Decoded::Frame(Frame::Addrs(Vec::new()))));
+        let bad = |len| {
+            Some(Decoded::Rejected(Reject::BadLength {
+                kind: kind::ADDRS,
+                len,
+            }))
+        };
+        assert_eq!(body(&[5, 1, 2, 3, 4, 0, 1]), bad(7), "an unknown family");
+        assert_eq!(body(&[4, 1, 2, 3, 4, 0]), bad(6), "a port cut short");
+        assert_eq!(body(&[6, 0, 0, 0]), bad(4), "an IPv6 address cut short");
+        let nine: Vec<u8> = (0..9).flat_map(|_| [4, 10, 0, 0, 1, 0, 80]).collect();
+        assert_eq!(body(&nine), bad(63), "more than MAX_ADDRS");
+        let eight = &nine[..56];
+        assert!(matches!(body(eight), Some(Decoded::Frame(Frame::Addrs(a))) if a.len() == 8));
     }
 
     #[test]

@@ -61,7 +61,8 @@ fn keyed(keypair: &Keypair, allow: Option<&[PeerId]>) -> Config {
 /// The 12 bytes a noise node on `network_id` must send, written out by hand from §1.
 fn noise_preamble_bytes(network_id: u32) -> [u8; PREAMBLE_LEN] {
     let n = network_id.to_be_bytes();
-    [0x50, 0x32, 0x50, 0x56, 1, 1, 0, 0, n[0], n[1], n[2], n[3]]
+    // Byte 6: feature bits, ADDRS understood (PROTOCOL.md §1, revision 6).
+    [0x50, 0x32, 0x50, 0x56, 1, 1, 1, 0, n[0], n[1], n[2], n[3]]
 }
 
 /// A fresh static X25519 keypair, from snow.
@@ -475,9 +476,11 @@ fn snow_initiator_sees_the_spec_bytes_and_exchanges_records() {
     let (mut net, addr) = listening(noise());
     let key = static_key();
     let me = id_of(&key.public);
-    // Reserved bytes are ignored on receive, but they enter the prologue as they crossed
-    // the wire; they also make the two preambles differ, so their order in it matters.
-    let (mut peer, log) = initiate_with(&mut net, addr, &key, [0xAB, 0xCD], (&[], &[]));
+    // Feature bits this version does not know, and the reserved byte, are ignored on
+    // receive, but they enter the prologue as they crossed the wire; they also make the
+    // two preambles differ, so their order in it matters. (0xAA leaves bit 0, ADDRS,
+    // clear: this peer is told nothing it did not ask for.)
+    let (mut peer, log) = initiate_with(&mut net, addr, &key, [0xAA, 0xCD], (&[], &[]));
     // The id the node reports is our static key, proven by message 3.
     assert_eq!(connections(&log, 0), vec![(me, Direction::Inbound)]);
     assert_eq!(net.peers()[0].id, me);
@@ -545,9 +548,10 @@ fn snow_responder_sees_the_spec_bytes_and_exchanges_records() {
     let listener = RawListener::bind();
     let (mut raw, mut log) = dialled(&mut net, &listener);
     let theirs = noise_preamble_bytes(NET);
-    // Reserved bytes are ignored on receive but enter the prologue as they crossed the wire.
+    // Unknown feature bits and the reserved byte are ignored on receive but enter the
+    // prologue as they crossed the wire (bit 0, ADDRS, clear).
     let mut ours = Preamble::new(Security::NoiseXx, NET).encode();
-    ours[6..8].copy_from_slice(&[0xAB, 0xCD]);
+    ours[6..8].copy_from_slice(&[0xAA, 0xCD]);
     raw.send(&ours);
 
     let msg1 = read_message(&mut [&mut net], &mut raw, &mut log);

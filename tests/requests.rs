@@ -317,7 +317,8 @@ fn respond_to_the_wrong_peer_or_twice_fails_locally_and_sends_nothing() {
             payload: Bytes::from_static(b"r")
         }]
     );
-    assert_eq!(a.peer_stats(&b.local_id()).unwrap().frames_in, 1);
+    // B's ADDRS (its listening address, PROTOCOL.md §5.1), then the one RESPONSE.
+    assert_eq!(a.peer_stats(&b.local_id()).unwrap().frames_in, 2);
     assert_eq!(of(&log, 2), vec![]);
 }
 

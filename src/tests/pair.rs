@@ -83,11 +83,29 @@ impl Pair {
     }
 
     fn with_keys(a: Config, key_a: LocalKey, b: Config, key_b: LocalKey) -> Pair {
+        let addrs = (
+            "10.0.0.1:1000".parse().unwrap(),
+            "10.0.0.2:2000".parse().unwrap(),
+        );
+        Pair::at(a, key_a, b, key_b, addrs, &[])
+    }
+
+    /// A pair whose ends are at `addr_a` and `addr_b`, B listening on `b_listens`
+    /// (what it tells A in ADDRS).
+    fn at(
+        a: Config,
+        key_a: LocalKey,
+        b: Config,
+        key_b: LocalKey,
+        (addr_a, addr_b): (SocketAddr, SocketAddr),
+        b_listens: &[SocketAddr],
+    ) -> Pair {
         let now = Instant::now();
-        let addr_a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
-        let addr_b: SocketAddr = "10.0.0.2:2000".parse().unwrap();
         let mut node_a = Node::new(a, key_a, Rng::from_seed(1));
         let mut node_b = Node::new(b, key_b, Rng::from_seed(2));
+        for &addr in b_listens {
+            node_b.add_listen_addr(addr);
+        }
         let conn_a = node_a.dial(addr_b, now).unwrap();
         let conn_b = node_b.handle_accept(addr_a, now).unwrap();
         node_a.handle_connected(conn_a, now);
@@ -334,6 +352,95 @@ fn handshake_announces_both_ends_with_their_addresses() {
             direction: Direction::Inbound
         }]
     );
+}
+
+/// What A hears of B's listening addresses when A is at `addr_a`.
+fn addrs_heard(addr_a: &str, b: Config) -> Vec<SocketAddr> {
+    let listens: Vec<SocketAddr> = ["10.1.1.1:7", "203.0.113.5:7", "127.0.0.1:8", "0.0.0.0:9"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let addrs = (
+        addr_a.parse().unwrap(),
+        "198.51.100.2:2000".parse().unwrap(),
+    );
+    let mut pair = Pair::at(config(), key(id(1)), b, key(id(2)), addrs, &listens);
+    pair.step();
+    let heard: Vec<Vec<SocketAddr>> = pair
+        .a
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PeerAddrs { peer, addrs } if *peer == id(2) => Some(addrs.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(heard.len(), 1, "told once: {:?}", pair.a.events);
+    assert_eq!(pair.a.node.peer_listen_addrs(&id(2)), heard[0].as_slice());
+    heard[0].clone()
+}
+
+#[test]
+fn a_public_peer_hears_only_public_addresses_and_wildcards_as_seen() {
+    let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
+    // The wildcard becomes the IP A sees B at.
+    assert_eq!(
+        addrs_heard("192.0.2.1:1000", config()),
+        vec![addr("203.0.113.5:7"), addr("198.51.100.2:9")]
+    );
+    let all = vec![
+        addr("10.1.1.1:7"),
+        addr("203.0.113.5:7"),
+        addr("127.0.0.1:8"),
+        addr("198.51.100.2:9"),
+    ];
+    assert_eq!(
+        addrs_heard("10.0.0.1:1000", config()),
+        all,
+        "a private peer hears all"
+    );
+    let open = Config {
+        advertise_private: true,
+        ..config()
+    };
+    assert_eq!(addrs_heard("192.0.2.1:1000", open), all);
+    let told = Config {
+        advertised_addrs: vec![addr("192.0.2.77:30333")],
+        ..config()
+    };
+    assert_eq!(
+        addrs_heard("192.0.2.1:1000", told),
+        vec![addr("192.0.2.77:30333")]
+    );
+}
+
+#[test]
+fn public_means_not_loopback_private_shared_link_local_or_unique_local() {
+    for ip in [
+        "203.0.113.5",
+        "8.8.8.8",
+        "2001:4860::8888",
+        "::ffff:8.8.8.8",
+    ] {
+        assert!(crate::node::is_public(ip.parse().unwrap()), "{ip}");
+    }
+    for ip in [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "100.64.0.1",
+        "169.254.1.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "::1",
+        "::",
+        "fd00::1",
+        "fe80::1",
+        "::ffff:10.0.0.1",
+    ] {
+        assert!(!crate::node::is_public(ip.parse().unwrap()), "{ip}");
+    }
 }
 
 #[test]

@@ -144,13 +144,20 @@ pub fn hello(network_id: u32, peer: PeerId) -> Vec<u8> {
     let mut out = Preamble::new(Security::Plaintext, network_id)
         .encode()
         .to_vec();
+    // As a peer of revision 5 and before sends it: no feature bits, so the node
+    // sends it no frame kind it would not know (ADDRS).
+    out[6] = 0;
     out.extend_from_slice(peer.as_bytes());
     out
 }
 
-/// The exact hello `net` must send.
+/// The exact hello `net` must send: with the feature bits of this version.
 pub fn hello_of(net: &Network) -> Vec<u8> {
-    hello(net.config().network_id, net.local_id())
+    let mut out = Preamble::new(Security::Plaintext, net.config().network_id)
+        .encode()
+        .to_vec();
+    out.extend_from_slice(net.local_id().as_bytes());
+    out
 }
 
 /// One frame's wire bytes.

@@ -1,0 +1,100 @@
+//! Listening addresses travel (PROTOCOL.md §5.1): a node tells a peer that understands
+//! ADDRS where it listens, and tells a peer of an earlier revision nothing.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use p2p::wire::{FEATURE_ADDRS, Frame, PREAMBLE_LEN, Reject};
+use p2p::{Config, Event, Network, Security};
+
+fn net(security: Security) -> Network {
+    Network::new(Config {
+        security,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+fn told(log: &Log, i: usize) -> Vec<Vec<SocketAddr>> {
+    of(log, i)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::PeerAddrs { addrs, .. } => Some(addrs),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn each_side_learns_where_the_other_listens_not_the_port_it_dialled_from() {
+    for security in [Security::Plaintext, Security::NoiseXx] {
+        let (mut a, mut b) = (net(security), net(security));
+        let a_listens = a.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        // A wildcard is told as such and heard as the IP the connection comes from.
+        let b_bound = b.listen("0.0.0.0:0".parse().unwrap()).unwrap();
+        let b_addr = SocketAddr::from(([127, 0, 0, 1], b_bound.port()));
+        let (a_id, b_id) = (a.local_id(), b.local_id());
+        a.dial(b_addr).unwrap();
+        let log = run_until(&mut [&mut a, &mut b], 2_000, |_, log| {
+            told(log, 0).len() == 1 && told(log, 1).len() == 1
+        });
+        assert_eq!(told(&log, 1), vec![vec![a_listens]], "{security:?}");
+        assert_eq!(told(&log, 0), vec![vec![b_addr]], "{security:?}");
+        // B sees A's connection come from another port: only ADDRS says where A listens.
+        let seen = b.peers().iter().find(|p| p.id == a_id).unwrap().addr;
+        assert_ne!(seen, a_listens);
+        assert_eq!(b.peer_listen_addrs(&a_id), vec![a_listens]);
+        assert_eq!(a.peer_listen_addrs(&b_id), vec![b_addr]);
+    }
+}
+
+/// A peer of revision 5 or before sends 0 in preamble byte 6: it is never sent a
+/// frame kind it does not know. Its PING is answered and nothing else arrives.
+#[test]
+fn a_peer_without_the_feature_bit_is_sent_no_addrs() {
+    let (mut net, addr) = listening(plain());
+    let (mut raw, _) = Raw::handshake(&mut net, addr, p2p::PeerId::from_bytes([0x51; 32]));
+    raw.send_frame(&Frame::Ping(7));
+    run_until(&mut [&mut net], 400, |_, _| {
+        raw.pump();
+        !raw.inbox.is_empty()
+    });
+    assert_eq!(raw.frames(), vec![Frame::Pong(7)]);
+}
+
+/// With the bit set, the peer hears the node's address first; its own ADDRS counts
+/// once, and a second is a rejected frame.
+#[test]
+fn a_peer_with_the_feature_bit_hears_the_address_and_may_tell_its_own_once() {
+    let (mut net, addr) = listening(plain());
+    let me = p2p::PeerId::from_bytes([0x52; 32]);
+    let mut raw = Raw::connect(addr);
+    let mut hello = hello(net.config().network_id, me);
+    hello[6] = FEATURE_ADDRS;
+    raw.send(&hello);
+    let log = run_until(&mut [&mut net], 400, |_, log| {
+        raw.pump();
+        raw.inbox.len() > PREAMBLE_LEN + 32 && connected_to(log, 0, me)
+    });
+    assert!(connected_to(&log, 0, me));
+    let _ = raw.inbox.split_to(PREAMBLE_LEN + 32);
+    assert_eq!(raw.frames(), vec![Frame::Addrs(vec![addr])]);
+
+    let mine: SocketAddr = "127.0.0.1:4444".parse().unwrap();
+    raw.send_frame(&Frame::Addrs(vec![mine]));
+    raw.send_frame(&Frame::Addrs(vec![mine]));
+    let log = run_until(&mut [&mut net], 400, |_, log| {
+        has(log, 0, |e| matches!(e, Event::FrameRejected { .. }))
+    });
+    assert_eq!(told(&log, 0), vec![vec![mine]]);
+    assert!(has(&log, 0, |e| matches!(
+        e,
+        Event::FrameRejected {
+            reason: Reject::RepeatedAddrs,
+            ..
+        }
+    )));
+    assert_eq!(net.peer_listen_addrs(&me), vec![mine]);
+}
