@@ -790,7 +790,7 @@ fn frame_from(input: &mut Input<'_>) -> Frame {
     let id = u64::from(input.byte());
     let len = input.u16() as usize % 5000;
     let payload = Bytes::from(vec![kind; len]);
-    match kind % 7 {
+    match kind % 8 {
         0 => Frame::Ping(id),
         1 => Frame::Pong(id),
         2 => Frame::Message(payload),
@@ -801,6 +801,11 @@ fn frame_from(input: &mut Input<'_>) -> Frame {
         },
         4 => Frame::Request { id, payload },
         5 => Frame::Response { id, payload },
+        7 => Frame::Addrs(
+            (0..len % (crate::wire::MAX_ADDRS + 1))
+                .map(|i| std::net::SocketAddr::from(([10, 0, 0, id as u8], 30000 + i as u16)))
+                .collect(),
+        ),
         _ => Frame::Goodbye(GoodbyeReason::from_byte(input.byte() % 6)),
     }
 }

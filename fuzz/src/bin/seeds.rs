@@ -146,6 +146,7 @@ fn frame_op(link: u8, frame: &Frame) -> Vec<u8> {
         Frame::Request { id, payload } => (4, *id, payload.len(), vec![]),
         Frame::Response { id, payload } => (5, *id, payload.len(), vec![]),
         Frame::Goodbye(reason) => (6, 0, 0, vec![reason.to_byte()]),
+        Frame::Addrs(addrs) => (7, 0, addrs.len(), vec![]),
     };
     let mut op = vec![2, link, kind, id as u8, (len >> 8) as u8, len as u8];
     op.extend(tail);
@@ -171,6 +172,7 @@ fn every_frame() -> Vec<Frame> {
             payload: vec![5; 10].into(),
         },
         Frame::Goodbye(GoodbyeReason::Timeout),
+        Frame::Addrs(vec![std::net::SocketAddr::from(([10, 0, 0, 0], 30000))]),
     ]
 }
 
