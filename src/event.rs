@@ -75,8 +75,9 @@ pub enum Event {
     },
     /// A connected peer told the addresses it listens on (PROTOCOL.md §5.1), once
     /// per connection, a wildcard IP already replaced by the one it is seen at; also
-    /// in [`Network::peer_listen_addrs`](crate::Network::peer_listen_addrs). Peers of
-    /// revision 5 and before tell nothing.
+    /// in [`Network::peer_listen_addrs`](crate::Network::peer_listen_addrs). A second
+    /// connection of a connected peer, kept by the duplicate rule, tells them again.
+    /// Peers of revision 5 and before tell nothing.
     PeerAddrs {
         /// Its id.
         peer: PeerId,

@@ -1303,8 +1303,11 @@ impl Node {
         }
     }
 
-    /// Tells the application that `conn` serves `peer` from now on.
-    fn announce(&mut self, conn: ConnId, peer: PeerId) {
+    /// Tells the peer of `conn` our listening addresses, once per connection, if it
+    /// understands ADDRS. Every connection kept after its handshake gets them, not only
+    /// the one serving the peer: by the duplicate rule (§2.3) a second connection may
+    /// take over, quietly, and must carry them too.
+    fn tell_addrs(&mut self, conn: ConnId, peer: PeerId) {
         if let Some(frame) = self.addrs_for(conn) {
             if let Some(Err(e)) = self.queue_on(conn, &frame, false) {
                 log::debug!("our addresses not queued for {peer:?}: {e}");
@@ -1313,6 +1316,11 @@ impl Node {
                 entry.addrs_sent = true;
             }
         }
+    }
+
+    /// Tells the application that `conn` serves `peer` from now on.
+    fn announce(&mut self, conn: ConnId, peer: PeerId) {
+        self.tell_addrs(conn, peer);
         let Some(entry) = self.entry_mut(conn) else {
             return;
         };
@@ -1349,6 +1357,7 @@ impl Node {
         {
             entry.announced = true;
             self.relist(conn);
+            self.tell_addrs(conn, peer);
         }
         let Some(loser) = loser else {
             // If the peer still holds the old one, it closes this one at once. If it

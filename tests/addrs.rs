@@ -98,3 +98,34 @@ fn a_peer_with_the_feature_bit_hears_the_address_and_may_tell_its_own_once() {
     )));
     assert_eq!(net.peer_listen_addrs(&me), vec![mine]);
 }
+
+/// Both dial each other at once and the duplicate rule keeps one connection (PROTOCOL.md
+/// §2.3): whichever survives, each side knows where the other listens. The addresses
+/// are told on every connection kept, not only on the one that served first.
+#[test]
+fn after_simultaneous_dials_each_side_still_knows_where_the_other_listens() {
+    for (x, y) in [(0x01, 0x02), (0x02, 0x01)] {
+        for security in [Security::Plaintext, Security::NoiseXx] {
+            let cfg = |b| Config {
+                security,
+                peer_id: (security == Security::Plaintext).then(|| id(b)),
+                ..Config::default()
+            };
+            let (mut a, a_addr) = listening(cfg(x));
+            let (mut b, b_addr) = listening(cfg(y));
+            let (a_id, b_id) = (a.local_id(), b.local_id());
+            a.dial(b_addr).unwrap();
+            b.dial(a_addr).unwrap();
+            let settled = |n: &Network| n.peers().len() == 1 && n.stats().connections == 1;
+            run_until(&mut [&mut a, &mut b], 800, |nets, _| {
+                settled(nets[0]) && settled(nets[1])
+            });
+            run_until(&mut [&mut a, &mut b], 400, |nets, _| {
+                !nets[0].peer_listen_addrs(&b_id).is_empty()
+                    && !nets[1].peer_listen_addrs(&a_id).is_empty()
+            });
+            assert_eq!(a.peer_listen_addrs(&b_id), vec![b_addr], "{security:?}");
+            assert_eq!(b.peer_listen_addrs(&a_id), vec![a_addr], "{security:?}");
+        }
+    }
+}
