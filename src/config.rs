@@ -219,7 +219,8 @@ pub struct Config {
     /// after the handshake, to peers whose preamble says they understand it;
     /// PROTOCOL.md §5.1), at most 8. Empty (the default): the addresses it listens
     /// on, a wildcard one (`0.0.0.0:port`) told as such, which a peer reads as "the
-    /// address you see me at, this port". Set it behind a NAT or a proxy.
+    /// address you see me at, this port". Set it behind a NAT or a proxy. More than 8,
+    /// or one with port 0, fails [`Config::validate`].
     pub advertised_addrs: Vec<std::net::SocketAddr>,
     /// Tell a peer on a public address our private, loopback and link-local
     /// addresses too. Default `false`: a public peer gets only our public ones (and
@@ -398,6 +399,14 @@ pub enum ConfigError {
     /// `redial_jitter` is not a fraction from 0.0 to 1.0 (or is NaN).
     #[error("redial_jitter must be within 0.0..=1.0")]
     RedialJitter,
+    /// `advertised_addrs` holds more addresses than one ADDRS frame carries
+    /// ([`MAX_ADDRS`](crate::wire::MAX_ADDRS), PROTOCOL.md §5.1): the rest would never
+    /// be told.
+    #[error("advertised_addrs holds {0} addresses; an ADDRS frame carries at most {max}", max = crate::wire::MAX_ADDRS)]
+    TooManyAdvertisedAddrs(usize),
+    /// An address in `advertised_addrs` has port 0, where nobody can reach it.
+    #[error("advertised address {0} has port 0")]
+    AdvertisedPortZero(std::net::SocketAddr),
 }
 
 /// The longest timer a config may set (one year): deadlines are `now + duration`.
@@ -678,6 +687,14 @@ impl Config {
         if !(0.0..=1.0).contains(&self.redial_jitter) {
             return Err(ConfigError::RedialJitter);
         }
+        if self.advertised_addrs.len() > crate::wire::MAX_ADDRS {
+            return Err(ConfigError::TooManyAdvertisedAddrs(
+                self.advertised_addrs.len(),
+            ));
+        }
+        if let Some(&addr) = self.advertised_addrs.iter().find(|a| a.port() == 0) {
+            return Err(ConfigError::AdvertisedPortZero(addr));
+        }
         if self.ping_interval >= self.idle_timeout {
             return Err(ConfigError::PingNotBeforeIdle {
                 ping: self.ping_interval,
@@ -907,6 +924,28 @@ mod tests {
                 "{jitter}"
             );
         }
+    }
+
+    #[test]
+    fn advertised_addrs_fit_one_addrs_frame_and_have_a_port() {
+        let with = |addrs: Vec<&str>| Config {
+            advertised_addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            ..Config::default()
+        };
+        let eight: Vec<&str> = vec!["192.0.2.1:1"; 8];
+        assert_eq!(with(eight.clone()).validate(), Ok(()));
+        // A ninth would be dropped without a word (an ADDRS frame carries eight).
+        let nine: Vec<&str> = vec!["192.0.2.1:1"; 9];
+        assert_eq!(
+            with(nine).validate(),
+            Err(ConfigError::TooManyAdvertisedAddrs(9))
+        );
+        assert_eq!(
+            with(vec!["192.0.2.1:1", "0.0.0.0:0"]).validate(),
+            Err(ConfigError::AdvertisedPortZero(
+                "0.0.0.0:0".parse().unwrap()
+            ))
+        );
     }
 
     #[test]
