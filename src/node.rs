@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -1254,10 +1254,19 @@ impl Node {
         let Some(entry) = self.entry_mut(conn) else {
             return;
         };
-        let seen = entry.socket.addr().ip();
+        // Plain IPv4 for an IPv4-mapped address (a dual-stack socket sees an IPv4 peer
+        // so), both for the IP seen and for those told; a seen IPv6 one keeps its
+        // scope, without which a link-local address reaches nothing.
+        let seen = entry.socket.addr();
         for addr in &mut addrs {
+            addr.set_ip(addr.ip().to_canonical());
             if addr.ip().is_unspecified() {
-                addr.set_ip(seen);
+                *addr = match (seen, seen.ip().to_canonical()) {
+                    (SocketAddr::V6(v6), IpAddr::V6(ip)) => {
+                        SocketAddr::V6(SocketAddrV6::new(ip, addr.port(), 0, v6.scope_id()))
+                    }
+                    (_, ip) => SocketAddr::new(ip, addr.port()),
+                };
             }
         }
         entry.listen_addrs = addrs.clone();
@@ -1283,7 +1292,7 @@ impl Node {
         let addrs: Vec<SocketAddr> = ours
             .iter()
             .filter(|a| {
-                let ip = a.ip();
+                let ip = a.ip().to_canonical();
                 ip.is_unspecified()
                     || !public_peer
                     || self.config.advertise_private

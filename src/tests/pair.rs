@@ -360,11 +360,14 @@ fn addrs_heard(addr_a: &str, b: Config) -> Vec<SocketAddr> {
         .iter()
         .map(|a| a.parse().unwrap())
         .collect();
-    let addrs = (
-        addr_a.parse().unwrap(),
-        "198.51.100.2:2000".parse().unwrap(),
-    );
-    let mut pair = Pair::at(config(), key(id(1)), b, key(id(2)), addrs, &listens);
+    heard_at(addr_a, "198.51.100.2:2000", &listens, b)
+}
+
+/// What A at `addr_a` hears of B's listening addresses `listens` when it sees B at
+/// `addr_b`.
+fn heard_at(addr_a: &str, addr_b: &str, listens: &[SocketAddr], b: Config) -> Vec<SocketAddr> {
+    let addrs = (addr_a.parse().unwrap(), addr_b.parse().unwrap());
+    let mut pair = Pair::at(config(), key(id(1)), b, key(id(2)), addrs, listens);
     pair.step();
     let heard: Vec<Vec<SocketAddr>> = pair
         .a
@@ -411,6 +414,45 @@ fn a_public_peer_hears_only_public_addresses_and_wildcards_as_seen() {
     assert_eq!(
         addrs_heard("192.0.2.1:1000", told),
         vec![addr("192.0.2.77:30333")]
+    );
+}
+
+#[test]
+fn a_wildcard_becomes_the_seen_ip_in_its_plain_form_with_its_scope() {
+    let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
+    // B is seen over a dual-stack socket, as an IPv4-mapped IPv6 address: its wildcard
+    // (either family's, or the mapped one) is heard as the IPv4 address it is.
+    for wildcard in ["0.0.0.0:9", "[::]:9", "[::ffff:0.0.0.0]:9"] {
+        assert_eq!(
+            heard_at(
+                "10.0.0.1:1000",
+                "[::ffff:10.0.0.2]:2000",
+                &[addr(wildcard)],
+                config()
+            ),
+            vec![addr("10.0.0.2:9")],
+            "{wildcard}"
+        );
+    }
+    // A told address in mapped form is heard as the IPv4 one.
+    assert_eq!(
+        heard_at(
+            "10.0.0.1:1000",
+            "10.0.0.2:2000",
+            &[addr("[::ffff:10.9.9.9]:9")],
+            config()
+        ),
+        vec![addr("10.9.9.9:9")]
+    );
+    // A link-local IPv6 address means nothing without its interface.
+    assert_eq!(
+        heard_at(
+            "[fe80::1%3]:1000",
+            "[fe80::2%3]:2000",
+            &[addr("[::]:9")],
+            config()
+        ),
+        vec![addr("[fe80::2%3]:9")]
     );
 }
 
