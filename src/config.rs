@@ -222,8 +222,9 @@ pub struct Config {
     /// address you see me at, this port". Set it behind a NAT or a proxy. More than 8,
     /// or one with port 0, fails [`Config::validate`].
     pub advertised_addrs: Vec<std::net::SocketAddr>,
-    /// Tell a peer on a public address our private, loopback and link-local
-    /// addresses too. Default `false`: a public peer gets only our public ones (and
+    /// Tell a peer on a public address our addresses that are not public (private,
+    /// shared, loopback, link-local, documentation and other ranges the internet does
+    /// not route) too. Default `false`: a public peer gets only our public ones (and
     /// wildcards); a peer on a private address gets all.
     pub advertise_private: bool,
     /// Relay a received broadcast only once the application judged it valid: each

@@ -356,11 +356,11 @@ fn handshake_announces_both_ends_with_their_addresses() {
 
 /// What A hears of B's listening addresses when A is at `addr_a`.
 fn addrs_heard(addr_a: &str, b: Config) -> Vec<SocketAddr> {
-    let listens: Vec<SocketAddr> = ["10.1.1.1:7", "203.0.113.5:7", "127.0.0.1:8", "0.0.0.0:9"]
+    let listens: Vec<SocketAddr> = ["10.1.1.1:7", "9.9.9.9:7", "127.0.0.1:8", "0.0.0.0:9"]
         .iter()
         .map(|a| a.parse().unwrap())
         .collect();
-    heard_at(addr_a, "198.51.100.2:2000", &listens, b)
+    heard_at(addr_a, "1.0.0.1:2000", &listens, b)
 }
 
 /// What A at `addr_a` hears of B's listening addresses `listens` when it sees B at
@@ -388,14 +388,14 @@ fn a_public_peer_hears_only_public_addresses_and_wildcards_as_seen() {
     let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
     // The wildcard becomes the IP A sees B at.
     assert_eq!(
-        addrs_heard("192.0.2.1:1000", config()),
-        vec![addr("203.0.113.5:7"), addr("198.51.100.2:9")]
+        addrs_heard("8.8.4.4:1000", config()),
+        vec![addr("9.9.9.9:7"), addr("1.0.0.1:9")]
     );
     let all = vec![
         addr("10.1.1.1:7"),
-        addr("203.0.113.5:7"),
+        addr("9.9.9.9:7"),
         addr("127.0.0.1:8"),
-        addr("198.51.100.2:9"),
+        addr("1.0.0.1:9"),
     ];
     assert_eq!(
         addrs_heard("10.0.0.1:1000", config()),
@@ -406,14 +406,14 @@ fn a_public_peer_hears_only_public_addresses_and_wildcards_as_seen() {
         advertise_private: true,
         ..config()
     };
-    assert_eq!(addrs_heard("192.0.2.1:1000", open), all);
+    assert_eq!(addrs_heard("8.8.4.4:1000", open), all);
     let told = Config {
-        advertised_addrs: vec![addr("192.0.2.77:30333")],
+        advertised_addrs: vec![addr("8.8.4.77:30333")],
         ..config()
     };
     assert_eq!(
-        addrs_heard("192.0.2.1:1000", told),
-        vec![addr("192.0.2.77:30333")]
+        addrs_heard("8.8.4.4:1000", told),
+        vec![addr("8.8.4.77:30333")]
     );
 }
 
@@ -457,11 +457,16 @@ fn a_wildcard_becomes_the_seen_ip_in_its_plain_form_with_its_scope() {
 }
 
 #[test]
-fn public_means_not_loopback_private_shared_link_local_or_unique_local() {
+fn public_means_globally_routed() {
     for ip in [
-        "203.0.113.5",
+        "1.0.0.1",
         "8.8.8.8",
+        "223.255.255.255",
+        "192.0.1.1",
+        "198.20.0.1",
         "2001:4860::8888",
+        "3fff:1000::1",
+        "64:ff9b::808:808",
         "::ffff:8.8.8.8",
     ] {
         assert!(crate::node::is_public(ip.parse().unwrap()), "{ip}");
@@ -480,6 +485,29 @@ fn public_means_not_loopback_private_shared_link_local_or_unique_local() {
         "fd00::1",
         "fe80::1",
         "::ffff:10.0.0.1",
+        // Not routed on the internet either: this network, IETF protocol
+        // assignments (DS-Lite's 192.0.0.2), documentation, benchmarking (often
+        // a VPN's), multicast, reserved; their IPv6 counterparts, site-local,
+        // local-use NAT64, IPv4-compatible and mapped forms.
+        "0.1.2.3",
+        "192.0.0.2",
+        "192.0.2.1",
+        "198.51.100.2",
+        "203.0.113.5",
+        "198.18.0.1",
+        "198.19.255.254",
+        "224.0.0.1",
+        "239.1.2.3",
+        "240.0.0.1",
+        "2001:db8::1",
+        "3fff:0fff::1",
+        "ff02::1",
+        "ff0e::1",
+        "fec0::1",
+        "64:ff9b:1::a00:1",
+        "100::1",
+        "::10.0.0.1",
+        "::ffff:198.18.0.1",
     ] {
         assert!(!crate::node::is_public(ip.parse().unwrap()), "{ip}");
     }
