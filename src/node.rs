@@ -1258,6 +1258,8 @@ impl Node {
         // so), both for the IP seen and for those told; a seen IPv6 one keeps its
         // scope, without which a link-local address reaches nothing.
         let seen = entry.socket.addr();
+        // Port 0 reaches nobody: such an address is dropped, the rest kept.
+        addrs.retain(|a| a.port() != 0);
         for addr in &mut addrs {
             addr.set_ip(addr.ip().to_canonical());
             if addr.ip().is_unspecified() {

@@ -129,3 +129,25 @@ fn after_simultaneous_dials_each_side_still_knows_where_the_other_listens() {
         }
     }
 }
+
+/// Port 0 is no address to reach anyone at (PROTOCOL.md §5.1): the frame is taken, and
+/// that address dropped from what the application hears.
+#[test]
+fn an_address_with_port_0_is_dropped_and_the_rest_of_the_frame_kept() {
+    let (mut net, addr) = listening(plain());
+    let me = p2p::PeerId::from_bytes([0x53; 32]);
+    let mut raw = Raw::connect(addr);
+    let mut hello = hello(net.config().network_id, me);
+    hello[6] = FEATURE_ADDRS;
+    raw.send(&hello);
+    let unreachable: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mine: SocketAddr = "127.0.0.1:4444".parse().unwrap();
+    raw.send_frame(&Frame::Addrs(vec![unreachable, mine]));
+    let log = run_until(&mut [&mut net], 400, |_, log| {
+        raw.pump();
+        !told(log, 0).is_empty()
+    });
+    assert_eq!(told(&log, 0), vec![vec![mine]]);
+    assert!(!has(&log, 0, |e| matches!(e, Event::FrameRejected { .. })));
+    assert_eq!(net.peer_listen_addrs(&me), vec![mine]);
+}
