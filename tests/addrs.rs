@@ -151,3 +151,48 @@ fn an_address_with_port_0_is_dropped_and_the_rest_of_the_frame_kept() {
     assert!(!has(&log, 0, |e| matches!(e, Event::FrameRejected { .. })));
     assert_eq!(net.peer_listen_addrs(&me), vec![mine]);
 }
+
+/// The feature bits are read per connection: a peer that set the bit on its first
+/// connection and not on its second (an older build behind the same key, say) is sent
+/// ADDRS on the first only, also once the second serves it (PROTOCOL.md §1, §2.3).
+#[test]
+fn a_second_connection_without_the_bit_is_sent_no_addrs_even_once_it_serves() {
+    let (mut net, addr) = listening(plain());
+    let me = p2p::PeerId::from_bytes([0x54; 32]);
+    let mut first = Raw::connect(addr);
+    let mut with_bit = hello(net.config().network_id, me);
+    with_bit[6] = FEATURE_ADDRS;
+    first.send(&with_bit);
+    run_until(&mut [&mut net], 400, |_, log| {
+        first.pump();
+        first.inbox.len() > HELLO_LEN && connected_to(log, 0, me)
+    });
+    let _ = first.inbox.split_to(HELLO_LEN);
+    assert_eq!(first.frames(), vec![Frame::Addrs(vec![addr])]);
+
+    let mut second = Raw::connect(addr);
+    second.send(&hello(net.config().network_id, me));
+    second.send_frame(&Frame::Ping(9));
+    run_until(&mut [&mut net], 400, |_, _| {
+        second.pump();
+        second.inbox.len() >= HELLO_LEN + 13
+    });
+    let _ = second.inbox.split_to(HELLO_LEN);
+    assert_eq!(second.frames(), vec![Frame::Pong(9)]);
+
+    // The peer keeps the second: it serves from now on, and still hears no ADDRS.
+    first.send_frame(&Frame::Goodbye(
+        p2p::wire::GoodbyeReason::DuplicateConnection,
+    ));
+    run_until(&mut [&mut net], 400, |_, _| {
+        first.pump();
+        first.closed
+    });
+    second.send_frame(&Frame::Ping(10));
+    run_until(&mut [&mut net], 400, |_, _| {
+        second.pump();
+        second.inbox.len() >= 13
+    });
+    assert_eq!(second.frames(), vec![Frame::Pong(10)]);
+    assert!(net.is_connected(&me));
+}
