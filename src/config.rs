@@ -222,6 +222,16 @@ pub struct Config {
     /// address you see me at, this port". Set it behind a NAT or a proxy. More than 8,
     /// or one with port 0, fails [`Config::validate`].
     pub advertised_addrs: Vec<std::net::SocketAddr>,
+    /// Addresses the address book holds (learned from peers' ADDRS and loaded with
+    /// [`Network::load_address_book`]). The peers of one network group (/16 IPv4,
+    /// /32 IPv6) may fill no more than a thirty-second of it, and the addresses of
+    /// one network group no more than a sixteenth; a full
+    /// book makes room only by forgetting an address whose dials failed, and one
+    /// that failed 8 times in a row is forgotten. About 100 bytes an address.
+    /// Default 4096.
+    ///
+    /// [`Network::load_address_book`]: crate::Network::load_address_book
+    pub address_book_size: usize,
     /// Tell a peer on a public address our addresses that are not public (private,
     /// shared, loopback, link-local, documentation and other ranges the internet does
     /// not route) too. Default `false`: a public peer gets only our public ones (and
@@ -301,6 +311,7 @@ impl Default for Config {
             gossip_cache_size: 65536,
             gossip_cache_age: Duration::from_secs(300),
             advertised_addrs: Vec::new(),
+            address_book_size: 4096,
             advertise_private: false,
             validate_gossip: false,
             max_pending_validations: 4096,
@@ -602,6 +613,7 @@ impl Config {
                 "max_pending_validation_bytes",
                 self.max_pending_validation_bytes,
             ),
+            ("address_book_size", self.address_book_size),
         ];
         for (name, value) in nonzero_counts {
             if value == 0 {
@@ -624,6 +636,7 @@ impl Config {
             ("max_outbound", self.max_outbound),
             ("max_write_buffer_total", self.max_write_buffer_total),
             ("max_pending_validations", self.max_pending_validations),
+            ("address_book_size", self.address_book_size),
         ] {
             if value > MAX_COUNT {
                 return Err(ConfigError::TooLarge(name));

@@ -61,6 +61,7 @@
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("p2p packs a slot and a generation into a mio token and needs a 64-bit target");
 
+mod addrbook;
 mod bucket;
 mod budget;
 mod config;

@@ -361,6 +361,39 @@ impl Network {
         self.node.peer_listen_addrs(peer).to_vec()
     }
 
+    /// The address book: addresses peers said they listen on (ADDRS) and those
+    /// loaded with [`Network::load_address_book`], sorted. Bounded by
+    /// [`Config::address_book_size`], with shares per network the tellers connect from
+    /// and per network the addresses are in, so that no one peer or network fills it; an address whose dials keep failing is
+    /// forgotten.
+    pub fn known_addrs(&self) -> Vec<SocketAddr> {
+        self.node.known_addrs()
+    }
+
+    /// Saves the address book to `path` (through a temporary file and a rename, so a
+    /// crash never leaves half a book), for [`Network::load_address_book`] after a
+    /// restart: the node then need not depend on its seeds alone. The format is text:
+    /// a header line `p2p-address-book-v1`, then one `address failures` per line.
+    pub fn save_address_book(&self, path: &std::path::Path) -> io::Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        self.node.save_book(&mut file)?;
+        std::io::Write::flush(&mut file)?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Adds the addresses of a book saved by [`Network::save_address_book`], as the
+    /// application's own (no per-peer or per-network share applies); returns how many
+    /// were new. A file that is not such a book is an `InvalidData` error naming the
+    /// line, and nothing is added.
+    pub fn load_address_book(&mut self, path: &std::path::Path) -> io::Result<usize> {
+        let file = std::io::BufReader::new(std::fs::File::open(path)?);
+        self.node.load_book(file)
+    }
+
     /// Whether `peer` is connected.
     pub fn is_connected(&self, peer: &PeerId) -> bool {
         self.node.is_connected(peer)

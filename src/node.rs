@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
+use crate::addrbook::{Book, Limits, Source};
 use crate::budget::{Budgets, within_fair_share};
 use crate::config::Config;
 use crate::duplicate;
@@ -391,6 +392,8 @@ pub(crate) struct Node {
     own_dials: VecDeque<(ConnId, SocketAddr)>,
     /// The addresses listened on, for ADDRS.
     listen_addrs: Vec<SocketAddr>,
+    /// The addresses learned from peers and loaded by the application.
+    book: Book,
     /// Banned peers and until when (`None`: for good).
     bans: HashMap<PeerId, Option<Instant>>,
     /// Broadcasts waiting for the application's verdict before they are relayed.
@@ -414,6 +417,7 @@ impl Node {
     /// A node with this config (already validated), identity and random source.
     pub(crate) fn new(config: Config, key: LocalKey, rng: Rng) -> Self {
         let local = key.id;
+        let book = Book::new(Limits::for_size(config.address_book_size));
         let gossip = Gossip::new(
             config.gossip_cache_size,
             config.gossip_cache_age,
@@ -467,6 +471,7 @@ impl Node {
             own_dials: VecDeque::new(),
             bans: HashMap::new(),
             listen_addrs: Vec::new(),
+            book,
             validations: Validations::default(),
             dropped_validations: 0,
             dialing: HashMap::new(),
@@ -1241,6 +1246,13 @@ impl Node {
                 self.persistent.set_known(addr, Some(peer));
             }
         }
+        if let Some(addr) = self
+            .entry(conn)
+            .filter(|e| e.socket.direction() == Direction::Outbound)
+            .map(|e| e.socket.addr())
+        {
+            self.book.succeeded(&addr, now);
+        }
         if let Some(&other) = self.peers.get(&peer).filter(|&&c| c != conn) {
             return self.duplicate(conn, other, peer, now);
         }
@@ -1272,6 +1284,10 @@ impl Node {
             }
         }
         entry.listen_addrs = addrs.clone();
+        let source = Source::peer_at(&seen);
+        for &addr in &addrs {
+            self.book.add(addr, source);
+        }
         log::debug!("{peer:?} listens on {addrs:?}");
         self.events.push(Event::PeerAddrs { peer, addrs });
     }
@@ -1522,6 +1538,7 @@ impl Node {
                 self.failed_handshakes += 1;
                 log::debug!("{direction} connection with {addr} ended before it opened: {reason}");
                 if direction == Direction::Outbound {
+                    self.book.failed(&addr);
                     self.events.push(Event::DialFailed { addr, reason });
                     self.persistent_dial_failed(conn, addr, now);
                 }
@@ -2453,6 +2470,21 @@ impl Node {
             self.entry(conn)
                 .map(|e| (*peer, e.socket.addr(), e.socket.direction()))
         })
+    }
+
+    /// The address book's addresses, sorted.
+    pub(crate) fn known_addrs(&self) -> Vec<SocketAddr> {
+        self.book.addrs()
+    }
+
+    /// Writes the address book to `out` (src/addrbook.rs gives the format).
+    pub(crate) fn save_book(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        self.book.save(out)
+    }
+
+    /// Adds a saved address book's addresses; how many were new.
+    pub(crate) fn load_book(&mut self, input: impl std::io::BufRead) -> std::io::Result<usize> {
+        self.book.load(input)
     }
 
     /// The addresses `peer` said it listens on (ADDRS); empty if none or not connected.

@@ -196,3 +196,31 @@ fn a_second_connection_without_the_bit_is_sent_no_addrs_even_once_it_serves() {
     assert_eq!(second.frames(), vec![Frame::Pong(10)]);
     assert!(net.is_connected(&me));
 }
+
+/// What peers say they listen on fills the address book, which survives a restart
+/// through a file.
+#[test]
+fn told_addresses_fill_the_address_book_which_saves_and_loads() {
+    let (mut a, mut b) = (net(Security::Plaintext), net(Security::Plaintext));
+    let a_listens = a.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let b_addr = b.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    a.dial(b_addr).unwrap();
+    run_until(&mut [&mut a, &mut b], 2_000, |nets, _| {
+        nets[0].known_addrs() == vec![b_addr] && nets[1].known_addrs() == vec![a_listens]
+    });
+    let dir = std::env::temp_dir().join(format!("p2p-book-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("book");
+    b.save_address_book(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text, format!("p2p-address-book-v1\n{a_listens} 0\n"));
+    let mut restarted = net(Security::Plaintext);
+    assert_eq!(restarted.load_address_book(&path).unwrap(), 1);
+    assert_eq!(restarted.known_addrs(), vec![a_listens]);
+    std::fs::write(&path, "p2p-address-book-v1\nnonsense\n").unwrap();
+    let err = net(Security::Plaintext)
+        .load_address_book(&path)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,384 @@
+//! The address book: addresses the node has learned, bounded, and kept so that no
+//! single source or network group can fill it.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// Who told us an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Source {
+    /// The application (or a book it loaded): never limited by source or group.
+    Application,
+    /// Peers connecting from one network group, in ADDRS frames. Counted by their
+    /// network, not their id: ids cost nothing to make, addresses in many networks do.
+    Peers(Group),
+}
+
+impl Source {
+    /// The source of what a peer connected from `addr` tells.
+    pub(crate) fn peer_at(addr: &SocketAddr) -> Source {
+        Source::Peers(group(addr))
+    }
+}
+
+/// The network an address is in, as an eclipse attacker would have to own many of:
+/// its /16 for IPv4, its /32 for IPv6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Group([u8; 5]);
+
+fn group(addr: &SocketAddr) -> Group {
+    match addr.ip().to_canonical() {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            Group([4, o[0], o[1], 0, 0])
+        }
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            Group([6, o[0], o[1], o[2], o[3]])
+        }
+    }
+}
+
+/// What the book knows of one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Known {
+    pub(crate) source: Source,
+    /// Dials that failed in a row.
+    pub(crate) failures: u32,
+    /// When a dial to it last reached the end of a handshake.
+    pub(crate) last_success: Option<Instant>,
+}
+
+/// The book's bounds, from `Config::address_book_size`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// Addresses held.
+    pub(crate) size: usize,
+    /// Addresses held from one network group (peers' only).
+    pub(crate) per_group: usize,
+    /// Addresses held from what the peers of one network group told.
+    pub(crate) per_source: usize,
+    /// Failed dials in a row after which an address is forgotten.
+    pub(crate) max_failures: u32,
+}
+
+impl Limits {
+    /// The bounds for a book of `size`: a sixteenth of it per network group, a
+    /// thirty-second per peer (at least 8 each), forgotten after 8 failed dials.
+    pub(crate) fn for_size(size: usize) -> Limits {
+        Limits {
+            size,
+            per_group: (size / 16).max(8),
+            per_source: (size / 32).max(8),
+            max_failures: 8,
+        }
+    }
+}
+
+/// The known addresses. Keys come from peers, so the maps use the standard
+/// library's keyed hash.
+#[derive(Debug)]
+pub(crate) struct Book {
+    entries: HashMap<SocketAddr, Known>,
+    per_group: HashMap<Group, usize>,
+    per_source: HashMap<Source, usize>,
+    limits: Limits,
+}
+
+/// The first line of a saved book.
+const HEADER: &str = "p2p-address-book-v1";
+
+impl Book {
+    pub(crate) fn new(limits: Limits) -> Book {
+        Book {
+            entries: HashMap::new(),
+            per_group: HashMap::new(),
+            per_source: HashMap::new(),
+            limits,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn get(&self, addr: &SocketAddr) -> Option<&Known> {
+        self.entries.get(addr)
+    }
+
+    /// Every address, sorted.
+    pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self.entries.keys().copied().collect();
+        addrs.sort_unstable();
+        addrs
+    }
+
+    /// Learns `addr` from `source`; false if it was known already or a bound refused
+    /// it. Peers' addresses are refused past their network's share (`per_source`) and
+    /// past the share of the network the address is in (`per_group`), so one peer, or
+    /// many in one network, cannot fill the book; when the book is full, an address with failed dials makes room
+    /// (the one with the most), else the new one is refused: what the book holds is
+    /// not flushed by what arrives. The application's addresses pass every share.
+    pub(crate) fn add(&mut self, addr: SocketAddr, source: Source) -> bool {
+        if addr.port() == 0 || addr.ip().is_unspecified() || self.entries.contains_key(&addr) {
+            return false;
+        }
+        let group = group(&addr);
+        if source != Source::Application {
+            let from_source = self.per_source.get(&source).copied().unwrap_or(0);
+            let in_group = self.per_group.get(&group).copied().unwrap_or(0);
+            if from_source >= self.limits.per_source || in_group >= self.limits.per_group {
+                return false;
+            }
+        }
+        if self.entries.len() >= self.limits.size {
+            let worst = self
+                .entries
+                .iter()
+                .filter(|(_, k)| k.failures > 0)
+                .max_by_key(|(a, k)| (k.failures, std::cmp::Reverse(**a)))
+                .map(|(a, _)| *a);
+            match worst {
+                Some(worst) => self.remove(&worst),
+                None => return false,
+            }
+        }
+        self.entries.insert(
+            addr,
+            Known {
+                source,
+                failures: 0,
+                last_success: None,
+            },
+        );
+        *self.per_group.entry(group).or_default() += 1;
+        *self.per_source.entry(source).or_default() += 1;
+        true
+    }
+
+    fn remove(&mut self, addr: &SocketAddr) {
+        let Some(known) = self.entries.remove(addr) else {
+            return;
+        };
+        for count in [
+            self.per_group.get_mut(&group(addr)),
+            self.per_source.get_mut(&known.source),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *count -= 1;
+        }
+        self.per_group.retain(|_, n| *n > 0);
+        self.per_source.retain(|_, n| *n > 0);
+    }
+
+    /// A dial to `addr` reached the end of its handshake.
+    pub(crate) fn succeeded(&mut self, addr: &SocketAddr, now: Instant) {
+        if let Some(known) = self.entries.get_mut(addr) {
+            known.failures = 0;
+            known.last_success = Some(now);
+        }
+    }
+
+    /// A dial to `addr` failed; after `max_failures` in a row it is forgotten.
+    pub(crate) fn failed(&mut self, addr: &SocketAddr) {
+        let Some(known) = self.entries.get_mut(addr) else {
+            return;
+        };
+        known.failures = known.failures.saturating_add(1);
+        if known.failures >= self.limits.max_failures {
+            self.remove(addr);
+        }
+    }
+
+    /// Writes the book: a header line, then one address and its failures per line.
+    /// The sources are not kept: what a restarted node loads is its own.
+    pub(crate) fn save(&self, out: &mut impl Write) -> io::Result<()> {
+        writeln!(out, "{HEADER}")?;
+        for addr in self.addrs() {
+            let failures = self.entries.get(&addr).map_or(0, |k| k.failures);
+            writeln!(out, "{addr} {failures}")?;
+        }
+        Ok(())
+    }
+
+    /// Reads a saved book into this one, as the application's addresses; returns how
+    /// many were added. A malformed line is an `InvalidData` error naming it, and
+    /// nothing is added.
+    pub(crate) fn load(&mut self, input: impl BufRead) -> io::Result<usize> {
+        let bad = |line: usize, why: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("address book line {line}: {why}"),
+            )
+        };
+        let mut lines = input.lines();
+        match lines.next().transpose()? {
+            Some(header) if header.trim() == HEADER => {}
+            _ => return Err(bad(1, &format!("expected the header {HEADER:?}"))),
+        }
+        let mut read = Vec::new();
+        for (n, line) in lines.enumerate() {
+            let line = line?;
+            let mut words = line.split_whitespace();
+            let (Some(addr), Some(failures), None) = (words.next(), words.next(), words.next())
+            else {
+                return Err(bad(n + 2, "expected an address and a failure count"));
+            };
+            let addr: SocketAddr = addr.parse().map_err(|_| bad(n + 2, "not an address"))?;
+            let failures: u32 = failures
+                .parse()
+                .map_err(|_| bad(n + 2, "not a failure count"))?;
+            read.push((addr, failures));
+        }
+        let mut added = 0;
+        for (addr, failures) in read {
+            if self.add(addr, Source::Application) {
+                if let Some(known) = self.entries.get_mut(&addr) {
+                    known.failures = failures.min(self.limits.max_failures - 1);
+                }
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Peers connecting from network 172.n/16.
+    fn peer(n: u8) -> Source {
+        Source::peer_at(&SocketAddr::from(([172, n, 0, 9], 5)))
+    }
+
+    fn addr(a: u8, b: u8, c: u8, port: u16) -> SocketAddr {
+        SocketAddr::from(([a, b, c, 1], port))
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            size: 8,
+            per_group: 3,
+            per_source: 4,
+            max_failures: 2,
+        }
+    }
+
+    #[test]
+    fn the_peers_of_one_network_cannot_fill_the_book() {
+        let mut book = Book::new(limits());
+        let added = (0..10)
+            .filter(|&i| book.add(addr(10, i, 0, 1), peer(1)))
+            .count();
+        assert_eq!(added, 4, "the per-source share");
+        assert!(
+            book.add(addr(10, 20, 0, 1), peer(2)),
+            "another peer still can"
+        );
+    }
+
+    #[test]
+    fn one_network_group_cannot_fill_the_book() {
+        let mut book = Book::new(limits());
+        // Many peers, one /16.
+        let added = (0..10)
+            .filter(|&i| book.add(addr(10, 1, i, 1), peer(i)))
+            .count();
+        assert_eq!(added, 3, "the per-group share");
+        assert!(
+            book.add(addr(10, 2, 0, 1), peer(50)),
+            "another /16 still can"
+        );
+        // IPv6 groups by /32.
+        let v6 = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(book.add(v6("[2001:db8:1::1]:1"), peer(60)));
+        assert!(book.add(v6("[2001:db8:2::1]:1"), peer(61)));
+        assert!(book.add(v6("[2001:db8:3::1]:1"), peer(62)));
+        assert!(!book.add(v6("[2001:db8:4::1]:1"), peer(63)), "same /32");
+        // The application's addresses pass every share.
+        assert!(book.add(addr(10, 1, 99, 1), Source::Application));
+    }
+
+    #[test]
+    fn a_full_book_is_not_flushed_only_failing_addresses_make_room() {
+        let mut book = Book::new(limits());
+        for i in 0..8 {
+            assert!(book.add(addr(10, i, 0, 1), peer(i)));
+        }
+        assert!(
+            !book.add(addr(11, 0, 0, 1), peer(90)),
+            "full of good addresses"
+        );
+        book.failed(&addr(10, 3, 0, 1));
+        assert!(
+            book.add(addr(11, 0, 0, 1), peer(90)),
+            "a failing one made room"
+        );
+        assert!(book.get(&addr(10, 3, 0, 1)).is_none());
+        assert_eq!(book.len(), 8);
+    }
+
+    #[test]
+    fn addresses_that_keep_failing_age_out_and_a_success_clears_the_count() {
+        let mut book = Book::new(limits());
+        let (a, b) = (addr(10, 0, 0, 1), addr(10, 1, 0, 1));
+        book.add(a, peer(1));
+        book.add(b, peer(1));
+        book.failed(&a);
+        book.succeeded(&a, Instant::now());
+        book.failed(&a);
+        assert!(book.get(&a).is_some(), "one failure since its success");
+        book.failed(&b);
+        book.failed(&b);
+        assert!(book.get(&b).is_none(), "two in a row: forgotten");
+        // Its share is given back.
+        assert_eq!(book.per_source.get(&peer(1)), Some(&1));
+    }
+
+    #[test]
+    fn unreachable_addresses_are_not_kept() {
+        let mut book = Book::new(limits());
+        assert!(!book.add("0.0.0.0:1".parse().unwrap(), peer(1)));
+        assert!(!book.add(addr(10, 0, 0, 0), peer(1)));
+        assert!(book.add(addr(10, 0, 0, 1), peer(1)));
+        assert!(!book.add(addr(10, 0, 0, 1), peer(2)), "known already");
+    }
+
+    #[test]
+    fn a_saved_book_loads_back_and_a_malformed_one_adds_nothing() {
+        let mut book = Book::new(limits());
+        book.add(addr(10, 0, 0, 1), peer(1));
+        book.add("[2001:db8::1]:9".parse().unwrap(), peer(2));
+        book.failed(&addr(10, 0, 0, 1));
+        let mut saved = Vec::new();
+        book.save(&mut saved).unwrap();
+        let text = String::from_utf8(saved.clone()).unwrap();
+        assert_eq!(
+            text,
+            "p2p-address-book-v1\n10.0.0.1:1 1\n[2001:db8::1]:9 0\n"
+        );
+        let mut again = Book::new(limits());
+        assert_eq!(again.load(&saved[..]).unwrap(), 2);
+        assert_eq!(again.addrs(), book.addrs());
+        assert_eq!(again.get(&addr(10, 0, 0, 1)).unwrap().failures, 1);
+        for bad in [
+            "",
+            "not-a-book\n",
+            "p2p-address-book-v1\n10.0.0.1:1\n",
+            "p2p-address-book-v1\n10.0.0.1 0\n",
+            "p2p-address-book-v1\n10.0.0.2:1 0\n10.0.0.1:1 x\n",
+        ] {
+            let mut empty = Book::new(limits());
+            let err = empty.load(bad.as_bytes()).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{bad:?}");
+            assert_eq!(empty.len(), 0, "{bad:?}");
+        }
+    }
+}
