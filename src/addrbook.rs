@@ -6,6 +6,8 @@ use std::io::{self, BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use crate::node::is_public;
+
 /// Who told us an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Source {
@@ -160,6 +162,17 @@ impl Book {
         true
     }
 
+    /// Learns `addr` from the peer connected from `seen` (its ADDRS). A peer on a
+    /// public address may tell only public ones: private, loopback, multicast and the
+    /// like would send our dials into our own network (or nowhere) and only take
+    /// room. A peer on a private network may tell private ones too.
+    pub(crate) fn add_told(&mut self, addr: SocketAddr, seen: &SocketAddr) -> bool {
+        if is_public(seen.ip().to_canonical()) && !is_public(addr.ip().to_canonical()) {
+            return false;
+        }
+        self.add(addr, Source::peer_at(seen))
+    }
+
     fn remove(&mut self, addr: &SocketAddr) {
         let Some(known) = self.entries.remove(addr) else {
             return;
@@ -208,39 +221,57 @@ impl Book {
     }
 
     /// Reads a saved book into this one, as the application's addresses; returns how
-    /// many were added. A malformed line is an `InvalidData` error naming it, and
-    /// nothing is added.
-    pub(crate) fn load(&mut self, input: impl BufRead) -> io::Result<usize> {
+    /// many were added. A malformed line (or one longer than any address and count
+    /// make) is an `InvalidData` error naming it, and nothing is added. At most the
+    /// book's size in addresses are read, the rest of the file is not: a huge file
+    /// costs no more memory or time than a full book.
+    pub(crate) fn load(&mut self, mut input: impl BufRead) -> io::Result<usize> {
+        /// "[v6%scope]:port failures" is well under this.
+        const MAX_LINE: usize = 128;
         let bad = |line: usize, why: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("address book line {line}: {why}"),
             )
         };
-        let mut lines = input.lines();
-        match lines.next().transpose()? {
+        let mut line = String::new();
+        let mut next_line = |input: &mut dyn BufRead, n: usize| -> io::Result<Option<String>> {
+            line.clear();
+            if io::Read::take(&mut *input, MAX_LINE as u64 + 1).read_line(&mut line)? == 0 {
+                return Ok(None);
+            }
+            if line.len() > MAX_LINE {
+                return Err(bad(n, "too long"));
+            }
+            Ok(Some(line.trim_end_matches(['\n', '\r']).to_owned()))
+        };
+        match next_line(&mut input, 1)? {
             Some(header) if header.trim() == HEADER => {}
             _ => return Err(bad(1, &format!("expected the header {HEADER:?}"))),
         }
         let mut read = Vec::new();
-        for (n, line) in lines.enumerate() {
-            let line = line?;
+        let mut n = 1;
+        while read.len() < self.limits.size {
+            n += 1;
+            let Some(line) = next_line(&mut input, n)? else {
+                break;
+            };
             let mut words = line.split_whitespace();
             let (Some(addr), Some(failures), None) = (words.next(), words.next(), words.next())
             else {
-                return Err(bad(n + 2, "expected an address and a failure count"));
+                return Err(bad(n, "expected an address and a failure count"));
             };
-            let addr: SocketAddr = addr.parse().map_err(|_| bad(n + 2, "not an address"))?;
+            let addr: SocketAddr = addr.parse().map_err(|_| bad(n, "not an address"))?;
             let failures: u32 = failures
                 .parse()
-                .map_err(|_| bad(n + 2, "not a failure count"))?;
+                .map_err(|_| bad(n, "not a failure count"))?;
             read.push((addr, failures));
         }
         let mut added = 0;
         for (addr, failures) in read {
             if self.add(addr, Source::Application) {
                 if let Some(known) = self.entries.get_mut(&addr) {
-                    known.failures = failures.min(self.limits.max_failures - 1);
+                    known.failures = failures.min(self.limits.max_failures.saturating_sub(1));
                 }
                 added += 1;
             }
@@ -352,6 +383,19 @@ mod tests {
     }
 
     #[test]
+    fn a_public_peer_cannot_fill_the_book_with_private_addresses() {
+        let mut book = Book::new(limits());
+        let public_peer: SocketAddr = "8.8.4.4:7".parse().unwrap();
+        for private in ["127.0.0.1:22", "192.168.1.1:80", "10.0.0.1:1", "224.0.0.1:1", "[::1]:1"] {
+            assert!(!book.add_told(private.parse().unwrap(), &public_peer), "{private}");
+        }
+        assert!(book.add_told("9.9.9.9:1".parse().unwrap(), &public_peer));
+        let lan_peer: SocketAddr = "192.168.1.2:7".parse().unwrap();
+        assert!(book.add_told("192.168.1.3:1".parse().unwrap(), &lan_peer));
+        assert_eq!(book.len(), 2);
+    }
+
+    #[test]
     fn a_saved_book_loads_back_and_a_malformed_one_adds_nothing() {
         let mut book = Book::new(limits());
         book.add(addr(10, 0, 0, 1), peer(1));
@@ -374,11 +418,24 @@ mod tests {
             "p2p-address-book-v1\n10.0.0.1:1\n",
             "p2p-address-book-v1\n10.0.0.1 0\n",
             "p2p-address-book-v1\n10.0.0.2:1 0\n10.0.0.1:1 x\n",
+            &format!("p2p-address-book-v1\n10.0.0.1:1 {}\n", "0".repeat(200)),
         ] {
             let mut empty = Book::new(limits());
             let err = empty.load(bad.as_bytes()).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{bad:?}");
             assert_eq!(empty.len(), 0, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn loading_reads_no_more_than_a_full_book() {
+        let mut text = String::from("p2p-address-book-v1\n");
+        for i in 0..20u8 {
+            text.push_str(&format!("10.{i}.0.1:1 1\n"));
+        }
+        text.push_str("garbage past the book's size is not read\n");
+        let mut book = Book::new(limits());
+        assert_eq!(book.load(text.as_bytes()).unwrap(), 8);
+        assert_eq!(book.len(), 8);
     }
 }

@@ -388,7 +388,8 @@ impl Network {
     /// Adds the addresses of a book saved by [`Network::save_address_book`], as the
     /// application's own (no per-peer or per-network share applies); returns how many
     /// were new. A file that is not such a book is an `InvalidData` error naming the
-    /// line, and nothing is added.
+    /// line, and nothing is added. No more than [`Config::address_book_size`]
+    /// addresses are read; the rest of the file is not.
     pub fn load_address_book(&mut self, path: &std::path::Path) -> io::Result<usize> {
         let file = std::io::BufReader::new(std::fs::File::open(path)?);
         self.node.load_book(file)

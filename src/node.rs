@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
-use crate::addrbook::{Book, Limits, Source};
+use crate::addrbook::{Book, Limits};
 use crate::budget::{Budgets, within_fair_share};
 use crate::config::Config;
 use crate::duplicate;
@@ -1284,9 +1284,8 @@ impl Node {
             }
         }
         entry.listen_addrs = addrs.clone();
-        let source = Source::peer_at(&seen);
         for &addr in &addrs {
-            self.book.add(addr, source);
+            self.book.add_told(addr, &seen);
         }
         log::debug!("{peer:?} listens on {addrs:?}");
         self.events.push(Event::PeerAddrs { peer, addrs });
