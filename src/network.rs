@@ -370,19 +370,37 @@ impl Network {
         self.node.known_addrs()
     }
 
-    /// Saves the address book to `path` (through a temporary file and a rename, so a
-    /// crash never leaves half a book), for [`Network::load_address_book`] after a
+    /// Saves the address book to `path` (through a temporary file beside it, named
+    /// `path.<pid>.<n>.tmp` and removed on an error, and a rename, so a crash never
+    /// leaves half a book), for [`Network::load_address_book`] after a
     /// restart: the node then need not depend on its seeds alone. The format is text:
     /// a header line `p2p-address-book-v1`, then one `address failures` per line.
     pub fn save_address_book(&self, path: &std::path::Path) -> io::Result<()> {
+        // A name no other save (another thread, network or process) uses, created
+        // new: two saves never write into one file, nor through a planted link.
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
+        tmp.push(format!(
+            ".{}.{}.tmp",
+            std::process::id(),
+            SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let tmp = std::path::PathBuf::from(tmp);
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        self.node.save_book(&mut file)?;
-        std::io::Write::flush(&mut file)?;
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, path)
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        let written = (|| {
+            let mut file = std::io::BufWriter::new(file);
+            self.node.save_book(&mut file)?;
+            std::io::Write::flush(&mut file)?;
+            file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// Adds the addresses of a book saved by [`Network::save_address_book`], as the

@@ -211,7 +211,15 @@ fn told_addresses_fill_the_address_book_which_saves_and_loads() {
     let dir = std::env::temp_dir().join(format!("p2p-book-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("book");
+    // A file in the way of a fixed temporary name does not stop a save.
+    std::fs::create_dir_all(dir.join("book.tmp")).unwrap();
     b.save_address_book(&path).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["book", "book.tmp"], "no temporary file left");
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text, format!("p2p-address-book-v1\n{a_listens} 0\n"));
     let mut restarted = net(Security::Plaintext);
