@@ -225,7 +225,8 @@ pub struct Config {
     /// Addresses the address book holds (learned from peers' ADDRS and loaded with
     /// [`Network::load_address_book`]). The peers of one network group (/16 IPv4,
     /// /32 IPv6) may fill no more than a thirty-second of it, and the addresses of
-    /// one network group no more than a sixteenth; a full
+    /// one network group no more than a sixteenth (but each share is at least 8, so
+    /// below 256 one network fills more than a thirty-second, and below 9 all); a full
     /// book makes room only by forgetting an address whose dials failed, and one
     /// that failed 8 times in a row is forgotten. About 100 bytes an address.
     /// Default 4096.
