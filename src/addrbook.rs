@@ -386,8 +386,17 @@ mod tests {
     fn a_public_peer_cannot_fill_the_book_with_private_addresses() {
         let mut book = Book::new(limits());
         let public_peer: SocketAddr = "8.8.4.4:7".parse().unwrap();
-        for private in ["127.0.0.1:22", "192.168.1.1:80", "10.0.0.1:1", "224.0.0.1:1", "[::1]:1"] {
-            assert!(!book.add_told(private.parse().unwrap(), &public_peer), "{private}");
+        for private in [
+            "127.0.0.1:22",
+            "192.168.1.1:80",
+            "10.0.0.1:1",
+            "224.0.0.1:1",
+            "[::1]:1",
+        ] {
+            assert!(
+                !book.add_told(private.parse().unwrap(), &public_peer),
+                "{private}"
+            );
         }
         assert!(book.add_told("9.9.9.9:1".parse().unwrap(), &public_peer));
         let lan_peer: SocketAddr = "192.168.1.2:7".parse().unwrap();
