@@ -6,8 +6,6 @@ use std::io::{self, BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::node::is_public;
-
 /// Who told us an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Source {
@@ -277,6 +275,55 @@ impl Book {
             }
         }
         Ok(added)
+    }
+}
+
+/// Whether `ip` is reachable from the internet at large: not unspecified ("this
+/// network", 0/8), loopback, private, shared (100.64/10), link-local, IETF protocol
+/// assignments (192.0.0/24), documentation, benchmarking (198.18/15), multicast or
+/// reserved (240/4, broadcast included); for IPv6 not unspecified, loopback,
+/// IPv4-compatible (::/96), discard-only (100::/64), local-use NAT64 (64:ff9b:1::/48),
+/// documentation (2001:db8::/32, 3fff::/20), unique-local, link-local, site-local
+/// (fec0::/10) or multicast, and an IPv4-mapped address as its IPv4 address. (The
+/// list of `Ipv4Addr::is_global`, unstable in std.)
+pub(crate) fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            let shared = a == 100 && (b & 0xC0) == 64;
+            let protocol_assignments = a == 192 && b == 0 && c == 0;
+            let benchmarking = a == 198 && (b & 0xFE) == 18;
+            !(a == 0
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || shared
+                || protocol_assignments
+                || v4.is_documentation()
+                || benchmarking
+                || v4.is_multicast()
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            let compatible = s[..6] == [0; 6];
+            let discard = s[..4] == [0x100, 0, 0, 0];
+            let local_nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1;
+            let documentation =
+                (s[0] == 0x2001 && s[1] == 0xdb8) || (s[0] == 0x3fff && s[1] < 0x1000);
+            let site_local = (s[0] & 0xFFC0) == 0xFEC0;
+            !(compatible
+                || discard
+                || local_nat64
+                || documentation
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local()
+                || site_local
+                || v6.is_multicast())
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
-use crate::addrbook::{Book, Limits};
+use crate::addrbook::{Book, Limits, is_public};
 use crate::budget::{Budgets, within_fair_share};
 use crate::config::Config;
 use crate::duplicate;
@@ -814,9 +814,7 @@ impl Node {
             }
             Err(why) => {
                 log::info!("persistent peer {addr}: not dialled: {why}");
-                if let Some(entry) = self.persistent.get_mut(&addr) {
-                    entry.failures = entry.failures.saturating_add(1);
-                }
+                self.persistent.failed(&addr);
                 self.schedule_redial(addr, now);
             }
         }
@@ -860,7 +858,7 @@ impl Node {
             .filter(|e| e.dial == Some(conn))
         {
             entry.dial = None;
-            entry.failures = entry.failures.saturating_add(1);
+            self.persistent.failed(&addr);
             self.schedule_redial(addr, now);
         }
     }
@@ -1518,16 +1516,9 @@ impl Node {
                 // failed dial, so a peer that takes our handshake and then closes
                 // (it banned us, or has no room) is not redialled at the first wait
                 // forever. One it dialled itself counts as lasting.
-                let lasting = self.config.redial_max;
                 for addr in self.persistent.idle_for(peer) {
-                    if let Some(entry) = self.persistent.get_mut(&addr) {
-                        match entry.session_since.take() {
-                            Some(since) if now.saturating_duration_since(since) < lasting => {
-                                entry.failures = entry.failures.saturating_add(1);
-                            }
-                            _ => entry.failures = 0,
-                        }
-                    }
+                    self.persistent
+                        .session_ended(&addr, self.config.redial_max, now);
                     self.schedule_redial(addr, now);
                 }
             }
@@ -2546,55 +2537,6 @@ impl Node {
                 .iter()
                 .map(|(_, e)| e.socket.unanswered_requests())
                 .sum(),
-        }
-    }
-}
-
-/// Whether `ip` is reachable from the internet at large: not unspecified ("this
-/// network", 0/8), loopback, private, shared (100.64/10), link-local, IETF protocol
-/// assignments (192.0.0/24), documentation, benchmarking (198.18/15), multicast or
-/// reserved (240/4, broadcast included); for IPv6 not unspecified, loopback,
-/// IPv4-compatible (::/96), discard-only (100::/64), local-use NAT64 (64:ff9b:1::/48),
-/// documentation (2001:db8::/32, 3fff::/20), unique-local, link-local, site-local
-/// (fec0::/10) or multicast, and an IPv4-mapped address as its IPv4 address. (The
-/// list of `Ipv4Addr::is_global`, unstable in std.)
-pub(crate) fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            let shared = a == 100 && (b & 0xC0) == 64;
-            let protocol_assignments = a == 192 && b == 0 && c == 0;
-            let benchmarking = a == 198 && (b & 0xFE) == 18;
-            !(a == 0
-                || v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || shared
-                || protocol_assignments
-                || v4.is_documentation()
-                || benchmarking
-                || v4.is_multicast()
-                || a >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            let compatible = s[..6] == [0; 6];
-            let discard = s[..4] == [0x100, 0, 0, 0];
-            let local_nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1;
-            let documentation =
-                (s[0] == 0x2001 && s[1] == 0xdb8) || (s[0] == 0x3fff && s[1] < 0x1000);
-            let site_local = (s[0] & 0xFFC0) == 0xFEC0;
-            !(compatible
-                || discard
-                || local_nat64
-                || documentation
-                || v6.is_unique_local()
-                || v6.is_unicast_link_local()
-                || site_local
-                || v6.is_multicast())
         }
     }
 }

@@ -149,6 +149,28 @@ impl Persistent {
         }
     }
 
+    /// A dial of `addr` failed, or could not start: its next wait is one step longer.
+    pub(crate) fn failed(&mut self, addr: &SocketAddr) {
+        if let Some(entry) = self.entries.get_mut(addr) {
+            entry.failures = entry.failures.saturating_add(1);
+        }
+    }
+
+    /// The session our dial of `addr` began ended at `now`: one that lasted `lasting`
+    /// starts the backoff over, a shorter one counts as a failed dial (a peer that
+    /// takes the handshake and closes is backed off too). One the peer dialled
+    /// itself (no start recorded) counts as lasting.
+    pub(crate) fn session_ended(&mut self, addr: &SocketAddr, lasting: Duration, now: Instant) {
+        if let Some(entry) = self.entries.get_mut(addr) {
+            match entry.session_since.take() {
+                Some(since) if now.saturating_duration_since(since) < lasting => {
+                    entry.failures = entry.failures.saturating_add(1);
+                }
+                _ => entry.failures = 0,
+            }
+        }
+    }
+
     /// The entry of `addr`.
     pub(crate) fn get_mut(&mut self, addr: &SocketAddr) -> Option<&mut Entry> {
         self.entries.get_mut(addr)

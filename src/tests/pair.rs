@@ -469,7 +469,7 @@ fn public_means_globally_routed() {
         "64:ff9b::808:808",
         "::ffff:8.8.8.8",
     ] {
-        assert!(crate::node::is_public(ip.parse().unwrap()), "{ip}");
+        assert!(crate::addrbook::is_public(ip.parse().unwrap()), "{ip}");
     }
     for ip in [
         "127.0.0.1",
@@ -509,7 +509,7 @@ fn public_means_globally_routed() {
         "::10.0.0.1",
         "::ffff:198.18.0.1",
     ] {
-        assert!(!crate::node::is_public(ip.parse().unwrap()), "{ip}");
+        assert!(!crate::addrbook::is_public(ip.parse().unwrap()), "{ip}");
     }
 }
 
