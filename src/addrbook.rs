@@ -1,10 +1,12 @@
 //! The address book: addresses the node has learned, bounded, and kept so that no
 //! single source or network group can fill it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use crate::rng::Rng;
 
 /// Who told us an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,7 +30,8 @@ impl Source {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Group([u8; 5]);
 
-fn group(addr: &SocketAddr) -> Group {
+/// The network group of `addr`.
+pub(crate) fn group(addr: &SocketAddr) -> Group {
     match addr.ip().to_canonical() {
         IpAddr::V4(v4) => {
             let o = v4.octets();
@@ -49,6 +52,8 @@ pub(crate) struct Known {
     pub(crate) failures: u32,
     /// When a dial to it last reached the end of a handshake.
     pub(crate) last_success: Option<Instant>,
+    /// When the node last dialled it by itself (discovery).
+    pub(crate) last_try: Option<Instant>,
 }
 
 /// The book's bounds, from `Config::address_book_size`.
@@ -77,11 +82,13 @@ impl Limits {
     }
 }
 
-/// The known addresses. Keys come from peers, so the maps use the standard
-/// library's keyed hash.
+/// The known addresses. Keys come from peers: the addresses are in a `BTreeMap` (no
+/// hash to aim at, and the same order on every run, which the simulator and the
+/// random choices drawn over it need); the counts use the standard library's keyed
+/// hash.
 #[derive(Debug)]
 pub(crate) struct Book {
-    entries: HashMap<SocketAddr, Known>,
+    entries: BTreeMap<SocketAddr, Known>,
     per_group: HashMap<Group, usize>,
     per_source: HashMap<Source, usize>,
     limits: Limits,
@@ -93,28 +100,76 @@ const HEADER: &str = "p2p-address-book-v1";
 impl Book {
     pub(crate) fn new(limits: Limits) -> Book {
         Book {
-            entries: HashMap::new(),
+            entries: BTreeMap::new(),
             per_group: HashMap::new(),
             per_source: HashMap::new(),
             limits,
         }
     }
 
-    #[cfg(test)]
+    /// How many addresses it holds.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    #[cfg(test)]
+    /// What the book knows of `addr`.
     pub(crate) fn get(&self, addr: &SocketAddr) -> Option<&Known> {
         self.entries.get(addr)
     }
 
     /// Every address, sorted.
     pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
-        let mut addrs: Vec<SocketAddr> = self.entries.keys().copied().collect();
-        addrs.sort_unstable();
-        addrs
+        self.entries.keys().copied().collect()
+    }
+
+    /// Up to `n` addresses drawn at random among those `keep` keeps and whose last
+    /// dial did not fail (an answer to a GETADDRS): what we tell is what we would
+    /// dial ourselves. One pass over the book.
+    pub(crate) fn sample(
+        &self,
+        n: usize,
+        mut keep: impl FnMut(&SocketAddr) -> bool,
+        rng: &mut Rng,
+    ) -> Vec<SocketAddr> {
+        let mut all: Vec<SocketAddr> = self
+            .entries
+            .iter()
+            .filter(|(addr, known)| known.failures == 0 && keep(addr))
+            .map(|(addr, _)| *addr)
+            .collect();
+        pick(&mut all, n, rng);
+        all
+    }
+
+    /// The addresses the discovery dialler may try at `now`: never dialled by it,
+    /// or last dialled at least a backoff ago (`base` doubled per failure in a row, at
+    /// most `cap`), so a failing address is not hammered; in address order.
+    pub(crate) fn dialable(
+        &self,
+        now: Instant,
+        (base, cap): (Duration, Duration),
+    ) -> impl Iterator<Item = (SocketAddr, Known)> + '_ {
+        self.entries
+            .iter()
+            .filter(move |(_, known)| {
+                known.last_try.is_none_or(|at| {
+                    let wait = crate::persistent::backoff(known.failures, base, cap, 0.0, 0);
+                    now.saturating_duration_since(at) >= wait
+                })
+            })
+            .map(|(addr, known)| (*addr, *known))
+    }
+
+    /// The discovery dialler dials `addr` at `now`.
+    pub(crate) fn tried(&mut self, addr: &SocketAddr, now: Instant) {
+        if let Some(known) = self.entries.get_mut(addr) {
+            known.last_try = Some(now);
+        }
+    }
+
+    /// Forgets `addr` (it turned out to be this node's own).
+    pub(crate) fn forget(&mut self, addr: &SocketAddr) {
+        self.remove(addr);
     }
 
     /// Learns `addr` from `source`; false if it was known already or a bound refused
@@ -153,6 +208,7 @@ impl Book {
                 source,
                 failures: 0,
                 last_success: None,
+                last_try: None,
             },
         );
         *self.per_group.entry(group).or_default() += 1;
@@ -276,6 +332,18 @@ impl Book {
         }
         Ok(added)
     }
+}
+
+/// Keeps `n` elements of `all` drawn uniformly at random (a partial Fisher-Yates
+/// shuffle), in the order drawn.
+pub(crate) fn pick<T>(all: &mut Vec<T>, n: usize, rng: &mut Rng) {
+    let n = n.min(all.len());
+    for i in 0..n {
+        let left = (all.len() - i) as u64;
+        let j = i + (rng.next_u64() % left) as usize;
+        all.swap(i, j);
+    }
+    all.truncate(n);
 }
 
 /// Whether `ip` is reachable from the internet at large: not unspecified ("this

@@ -238,6 +238,22 @@ pub struct Config {
     /// not route) too. Default `false`: a public peer gets only our public ones (and
     /// wildcards); a peer on a private address gets all.
     pub advertise_private: bool,
+    /// Outbound connections the node keeps by itself, dialling addresses from its
+    /// address book (discovery): whenever it holds fewer (counting dials under way,
+    /// persistent peers and the application's own dials), it dials addresses it knows,
+    /// asks its outbound peers for more (GETADDRS, PROTOCOL.md §5.2), and tries again
+    /// every 2 s while short. Against an eclipse, at most one of these dials goes to
+    /// each public network group (/16 IPv4, /32 IPv6) and at most half of the target
+    /// to addresses that the peers of one network group told; an address that failed
+    /// waits [`redial_base`](Config::redial_base) doubled per failure (at most
+    /// [`redial_max`](Config::redial_max)) before it is tried again. The book starts
+    /// from [`Network::add_addr`] and [`Network::load_address_book`]. Default 0: no
+    /// discovery dialling (the node still answers its peers' GETADDRS). At most
+    /// `max_outbound`.
+    ///
+    /// [`Network::add_addr`]: crate::Network::add_addr
+    /// [`Network::load_address_book`]: crate::Network::load_address_book
+    pub target_outbound: usize,
     /// Relay a received broadcast only once the application judged it valid: each
     /// new `Event::Broadcast` waits for [`Network::validate`] with its id, and is
     /// relayed on `Accept`, dropped on `Ignore`, dropped and counted against the
@@ -314,6 +330,7 @@ impl Default for Config {
             advertised_addrs: Vec::new(),
             address_book_size: 4096,
             advertise_private: false,
+            target_outbound: 0,
             validate_gossip: false,
             max_pending_validations: 4096,
             max_pending_validation_bytes: 64 * 1024 * 1024,
@@ -420,6 +437,14 @@ pub enum ConfigError {
     /// An address in `advertised_addrs` has port 0, where nobody can reach it.
     #[error("advertised address {0} has port 0")]
     AdvertisedPortZero(std::net::SocketAddr),
+    /// `target_outbound` is above `max_outbound`: the node could never reach it.
+    #[error("target_outbound ({target}) is above max_outbound ({max})")]
+    TargetOverMaxOutbound {
+        /// The configured target.
+        target: usize,
+        /// The configured limit.
+        max: usize,
+    },
 }
 
 /// The longest timer a config may set (one year): deadlines are `now + duration`.
@@ -709,6 +734,12 @@ impl Config {
         }
         if let Some(&addr) = self.advertised_addrs.iter().find(|a| a.port() == 0) {
             return Err(ConfigError::AdvertisedPortZero(addr));
+        }
+        if self.target_outbound > self.max_outbound {
+            return Err(ConfigError::TargetOverMaxOutbound {
+                target: self.target_outbound,
+                max: self.max_outbound,
+            });
         }
         if self.ping_interval >= self.idle_timeout {
             return Err(ConfigError::PingNotBeforeIdle {

@@ -65,6 +65,7 @@ mod addrbook;
 mod bucket;
 mod budget;
 mod config;
+mod discovery;
 mod duplicate;
 mod error;
 mod event;

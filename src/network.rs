@@ -410,7 +410,26 @@ impl Network {
     /// addresses are read; the rest of the file is not.
     pub fn load_address_book(&mut self, path: &std::path::Path) -> io::Result<usize> {
         let file = std::io::BufReader::new(std::fs::File::open(path)?);
-        self.node.load_book(file)
+        self.tick();
+        self.node.load_book(file, self.now)
+    }
+
+    /// Adds `addr` to the address book, as a seed the node may dial to keep
+    /// [`Config::target_outbound`] outbound connections (and from which it learns
+    /// more). Unlike [`Network::add_peer`], it is not dialled for its own sake, nor
+    /// kept connected: an address among others, forgotten after 8 failed dials in a
+    /// row. False if the book knew it already or is full of addresses that work.
+    ///
+    /// ```no_run
+    /// # use p2p::{Config, Network};
+    /// let config = Config { target_outbound: 8, ..Config::default() };
+    /// let mut net = Network::new(config)?;
+    /// net.add_addr("192.0.2.7:30333".parse()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_addr(&mut self, addr: SocketAddr) -> bool {
+        self.tick();
+        self.node.add_addr(addr, self.now)
     }
 
     /// Whether `peer` is connected.

@@ -1,6 +1,6 @@
 //! The node core, sans-IO: the slab of sockets, the peer table, limits, gossip, requests, events.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
-use crate::addrbook::{Book, Limits, is_public};
+use crate::addrbook::{Book, Limits, Source, is_public};
 use crate::budget::{Budgets, within_fair_share};
 use crate::config::Config;
+use crate::discovery::{self, DISCOVERY_INTERVAL};
 use crate::duplicate;
 use crate::error::{CloseReason, DialError, SendError};
 use crate::event::{Direction, Event};
@@ -69,6 +70,9 @@ type ServingTable = HashMap<PeerId, Vec<ConnId>, BuildHasherDefault<PeerIdHasher
 /// The most peers banned at once ([`Node::ban`]): the application bans them, but a
 /// loop banning every id a peer makes up must not grow the table for good.
 pub(crate) const MAX_BANS: usize = 65_536;
+
+/// The most addresses remembered as this node's own ([`Node`]'s `self_addrs`).
+const MAX_SELF_ADDRS: usize = 16;
 
 /// A connection's slot and generation; a stale id never reaches the socket that
 /// reused its slot.
@@ -159,6 +163,10 @@ pub struct Stats {
     /// Broadcasts ignored for want of a verdict: not judged within
     /// `validation_timeout`, or pushed out by newer ones.
     pub dropped_validations: u64,
+    /// Addresses in the address book now (at most `address_book_size`).
+    pub known_addrs: usize,
+    /// Dials the node made by itself to keep `target_outbound` outbound connections.
+    pub discovery_dials: u64,
     /// Bytes received and not yet taken as frames, over all connections: at most
     /// `max_read_buffer_total` plus what each connection holds of its own, one read
     /// chunk of 64 KiB (under noise, one sealed record and one opened besides).
@@ -394,6 +402,14 @@ pub(crate) struct Node {
     listen_addrs: Vec<SocketAddr>,
     /// The addresses learned from peers and loaded by the application.
     book: Book,
+    /// When the discovery dialler runs next (`target_outbound`): set when the node
+    /// may be short of outbound connections or learned an address, every
+    /// [`DISCOVERY_INTERVAL`] while it stays short.
+    discover_at: Option<Instant>,
+    /// Addresses our own dials found to be this node (a self-connection): not
+    /// learned again, not dialled again. At most [`MAX_SELF_ADDRS`].
+    self_addrs: Vec<SocketAddr>,
+    discovery_dials: u64,
     /// Banned peers and until when (`None`: for good).
     bans: HashMap<PeerId, Option<Instant>>,
     /// Broadcasts waiting for the application's verdict before they are relayed.
@@ -472,6 +488,9 @@ impl Node {
             bans: HashMap::new(),
             listen_addrs: Vec::new(),
             book,
+            discover_at: None,
+            self_addrs: Vec::new(),
+            discovery_dials: 0,
             validations: Validations::default(),
             dropped_validations: 0,
             dialing: HashMap::new(),
@@ -745,6 +764,8 @@ impl Node {
             return;
         };
         self.cancel(conn);
+        self.book.failed(&addr);
+        self.wake_discovery(now);
         self.events.push(Event::DialFailed {
             addr,
             reason: CloseReason::ConnectFailed(kind),
@@ -1174,7 +1195,9 @@ impl Node {
                 reason,
             },
             Output::Established(peer) => return self.established(conn, peer, now),
-            Output::Addrs(addrs) => return self.addrs_received(conn, peer, addrs),
+            Output::Addrs(addrs) => return self.addrs_received(conn, peer, addrs, now),
+            Output::GetAddrs => return self.answer_addrs(conn, peer),
+            Output::Peers(addrs) => return self.peers_received(conn, addrs, now),
             Output::Closed(reason) => return self.closed(conn, reason, now),
             Output::Gossip { id, hops, payload } => {
                 return self.gossip_received(conn, peer, id, hops, payload, now);
@@ -1204,6 +1227,17 @@ impl Node {
     /// The handshake finished: apply PROTOCOL.md §2.3, then announce the peer.
     fn established(&mut self, conn: ConnId, peer: PeerId, now: Instant) {
         if peer == self.local {
+            if let Some(addr) = self
+                .entry(conn)
+                .filter(|e| e.socket.direction() == Direction::Outbound)
+                .map(|e| e.socket.addr())
+            {
+                // Our own address, told back to us: never dialled again.
+                self.book.forget(&addr);
+                if self.self_addrs.len() < MAX_SELF_ADDRS && !self.self_addrs.contains(&addr) {
+                    self.self_addrs.push(addr);
+                }
+            }
             // Graceful, so the other end of the loop reads our id before the close.
             self.close(conn, CloseReason::SelfConnection, None, now);
             return;
@@ -1256,11 +1290,26 @@ impl Node {
         }
         self.peers.insert(peer, conn);
         self.announce(conn, peer);
+        // A peer we dialled is asked for addresses while we look for them: one we
+        // chose, where an eclipse attacker must first have been dialled.
+        if self.config.target_outbound > 0
+            && self
+                .entry(conn)
+                .is_some_and(|e| e.socket.direction() == Direction::Outbound)
+        {
+            self.ask_addrs(conn, now);
+        }
     }
 
     /// The peer of `conn` told its listening addresses: a wildcard IP becomes the one
     /// it is seen at.
-    fn addrs_received(&mut self, conn: ConnId, peer: PeerId, mut addrs: Vec<SocketAddr>) {
+    fn addrs_received(
+        &mut self,
+        conn: ConnId,
+        peer: PeerId,
+        mut addrs: Vec<SocketAddr>,
+        now: Instant,
+    ) {
         let Some(entry) = self.entry_mut(conn) else {
             return;
         };
@@ -1282,11 +1331,157 @@ impl Node {
             }
         }
         entry.listen_addrs = addrs.clone();
-        for &addr in &addrs {
-            self.book.add_told(addr, &seen);
-        }
+        self.learn(&addrs, &seen, now);
         log::debug!("{peer:?} listens on {addrs:?}");
         self.events.push(Event::PeerAddrs { peer, addrs });
+    }
+
+    /// Puts what the peer connected from `seen` told in the book (not our own
+    /// addresses), and looks for outbound connections if any was new.
+    fn learn(&mut self, addrs: &[SocketAddr], seen: &SocketAddr, now: Instant) {
+        let mut learned = false;
+        for addr in addrs {
+            if !self.is_own_addr(addr) {
+                learned |= self.book.add_told(*addr, seen);
+            }
+        }
+        if learned {
+            self.wake_discovery(now);
+        }
+    }
+
+    /// Whether `addr` is one of ours: listened on, advertised, or found by a dial.
+    fn is_own_addr(&self, addr: &SocketAddr) -> bool {
+        self.listen_addrs.contains(addr)
+            || self.config.advertised_addrs.contains(addr)
+            || self.self_addrs.contains(addr)
+    }
+
+    /// A PEERS frame on `conn`, answering our GETADDRS: addresses of other nodes, to
+    /// the book. Unlike a peer's own addresses (ADDRS), a wildcard IP means nothing
+    /// here and is dropped, as is port 0.
+    fn peers_received(&mut self, conn: ConnId, addrs: Vec<SocketAddr>, now: Instant) {
+        let Some(seen) = self.entry(conn).map(|e| e.socket.addr()) else {
+            return;
+        };
+        let addrs: Vec<SocketAddr> = addrs
+            .into_iter()
+            .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+            .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+            .collect();
+        log::debug!("{seen} told {} addresses", addrs.len());
+        self.learn(&addrs, &seen, now);
+    }
+
+    /// Answers a GETADDRS on `conn` with one PEERS: up to [`MAX_PEERS`] addresses
+    /// drawn at random from the book, among those whose last dial did not fail, not
+    /// the asker's own, and to a peer on a public address only public ones unless
+    /// `advertise_private` (as for our own, §5.1).
+    ///
+    /// [`MAX_PEERS`]: crate::wire::MAX_PEERS
+    fn answer_addrs(&mut self, conn: ConnId, peer: PeerId) {
+        let Some(entry) = self.entry(conn) else {
+            return;
+        };
+        let private_ok =
+            !is_public(entry.socket.addr().ip().to_canonical()) || self.config.advertise_private;
+        let theirs = entry.listen_addrs.clone();
+        let addrs = self.book.sample(
+            crate::wire::MAX_PEERS,
+            |a| !theirs.contains(a) && (private_ok || is_public(a.ip().to_canonical())),
+            &mut self.rng,
+        );
+        if let Some(Err(e)) = self.queue_on(conn, &Frame::Peers(addrs), false) {
+            log::debug!("addresses not queued for {peer:?}: {e}");
+        }
+    }
+
+    /// Sends a GETADDRS on `conn` if its peer understands it and our last one there
+    /// is old enough ([`Socket::may_ask_addrs`]).
+    fn ask_addrs(&mut self, conn: ConnId, now: Instant) {
+        let Some(entry) = slot_mut(&mut self.sockets, conn) else {
+            return;
+        };
+        if !entry.socket.may_ask_addrs(now) {
+            return;
+        }
+        entry.socket.asked_addrs(now);
+        if let Some(Err(e)) = self.queue_on(conn, &Frame::GetAddrs, false) {
+            log::debug!("GETADDRS not queued: {e}");
+        }
+    }
+
+    /// Runs the discovery dialler at `now` (soon, if it is to run later), if there
+    /// is a target to keep.
+    fn wake_discovery(&mut self, now: Instant) {
+        if self.config.target_outbound > 0 && !self.shutting_down {
+            self.discover_at = Some(self.discover_at.map_or(now, |at| at.min(now)));
+        }
+    }
+
+    /// The discovery dialler: while the outbound connections (dials under way
+    /// included) are fewer than `target_outbound`, dials addresses from the book
+    /// chosen at random and spread across network groups and tellers
+    /// ([`discovery::choose`]); still short, asks the outbound peers for more
+    /// addresses and runs again after [`DISCOVERY_INTERVAL`]. A pass over the
+    /// connections and the book, at most once per turn and only while short.
+    fn discover(&mut self, now: Instant) {
+        self.discover_at = None;
+        let target = self.config.target_outbound;
+        if target == 0 || self.shutting_down || self.slots.outbound >= target {
+            return;
+        }
+        // Addresses not to dial: ours, those dialled or connected, those the
+        // connected peers listen on, and the persistent ones (dialled on their own).
+        let mut in_use: HashSet<SocketAddr> = self.dialing.keys().copied().collect();
+        let mut outbound = discovery::Outbound::default();
+        let mut askable = Vec::new();
+        for (key, entry) in self.sockets.iter() {
+            if !entry.held.slot {
+                continue;
+            }
+            in_use.extend(entry.listen_addrs.iter().copied());
+            if entry.socket.direction() == Direction::Outbound {
+                let addr = entry.socket.addr();
+                in_use.insert(addr);
+                outbound.add(addr, self.book.get(&addr).map(|k| k.source));
+                if entry.announced && entry.socket.may_ask_addrs(now) {
+                    askable.push(ConnId {
+                        key,
+                        generation: entry.generation,
+                    });
+                }
+            }
+        }
+        let backoff = (self.config.redial_base, self.config.redial_max);
+        let candidates: Vec<(SocketAddr, Source)> = self
+            .book
+            .dialable(now, backoff)
+            .filter(|(addr, _)| {
+                !in_use.contains(addr) && !self.is_own_addr(addr) && !self.persistent.contains(addr)
+            })
+            .map(|(addr, known)| (addr, known.source))
+            .collect();
+        for addr in discovery::choose(candidates, &mut outbound, target, &mut self.rng) {
+            match self.dial(addr, now) {
+                Ok(conn) => {
+                    log::debug!("discovery: dialling {addr}");
+                    self.book.tried(&addr, now);
+                    self.own_dials.push_back((conn, addr));
+                    self.discovery_dials += 1;
+                }
+                Err(why) => {
+                    log::debug!("discovery: {addr} not dialled: {why}");
+                    break;
+                }
+            }
+        }
+        if self.slots.outbound < target {
+            for conn in askable {
+                self.ask_addrs(conn, now);
+            }
+            self.discover_at = Some(now + DISCOVERY_INTERVAL);
+        }
     }
 
     /// Our listening addresses to tell the peer of `conn`, if it understands ADDRS:
@@ -1480,6 +1675,10 @@ impl Node {
         };
         let (remote, announced) = (entry.socket.remote(), entry.announced);
         let (direction, addr) = (entry.socket.direction(), entry.socket.addr());
+        if direction == Direction::Outbound {
+            // Its slot is free: look for another.
+            self.wake_discovery(now);
+        }
         if let (Some(peer), CloseReason::Misbehaving, true) = (remote, &reason, announced) {
             // A misbehaving peer loses every connection, not only the one it misbehaved on.
             let others: Vec<ConnId> = self.serving(peer, conn).collect();
@@ -1873,6 +2072,9 @@ impl Node {
         due.clear();
         self.due = due;
         self.dropped_validations += self.validations.expire(now) as u64;
+        if self.discover_at.is_some_and(|at| at <= now) {
+            self.discover(now);
+        }
         let mut due = std::mem::take(&mut self.due_addrs);
         self.persistent.take_due(now, &mut due);
         for &addr in &due {
@@ -1893,6 +2095,7 @@ impl Node {
             .into_iter()
             .chain(self.read_first_until)
             .chain(self.persistent.next())
+            .chain(self.discover_at)
             .chain(self.validations.next_deadline())
             .min()
     }
@@ -2473,8 +2676,23 @@ impl Node {
     }
 
     /// Adds a saved address book's addresses; how many were new.
-    pub(crate) fn load_book(&mut self, input: impl std::io::BufRead) -> std::io::Result<usize> {
-        self.book.load(input)
+    pub(crate) fn load_book(
+        &mut self,
+        input: impl std::io::BufRead,
+        now: Instant,
+    ) -> std::io::Result<usize> {
+        let added = self.book.load(input)?;
+        self.wake_discovery(now);
+        Ok(added)
+    }
+
+    /// Adds `addr` to the address book as the application's (a seed): the
+    /// discovery dialler may dial it. False if it was known already or the book is
+    /// full of addresses that work.
+    pub(crate) fn add_addr(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        let added = self.book.add(addr, Source::Application);
+        self.wake_discovery(now);
+        added
     }
 
     /// The addresses `peer` said it listens on (ADDRS); empty if none or not connected.
@@ -2526,6 +2744,8 @@ impl Node {
             gossip_ids: self.gossip.len(),
             pending_validations: self.validations.len(),
             dropped_validations: self.dropped_validations,
+            known_addrs: self.book.len(),
+            discovery_dials: self.discovery_dials,
             buffered_bytes: self.sockets.iter().map(|(_, e)| e.socket.buffered()).sum(),
             pending_requests: self
                 .sockets

@@ -57,6 +57,10 @@ pub(crate) enum Output {
     Request { id: u64, payload: Bytes },
     /// An ADDRS frame: the peer's listening addresses.
     Addrs(Vec<std::net::SocketAddr>),
+    /// A GETADDRS frame the peer may be answered (one PEERS).
+    GetAddrs,
+    /// A PEERS frame answering a GETADDRS of ours: addresses of other nodes.
+    Peers(Vec<std::net::SocketAddr>),
     /// The RESPONSE to a pending request of ours.
     Response { id: u64, payload: Bytes },
     /// A frame was rejected; `count` is the connection's total so far.
@@ -412,6 +416,19 @@ struct Open {
     relay_share: Option<RelayShare>,
     /// The peer told its listening addresses (one ADDRS a connection).
     addrs_received: bool,
+    /// Peer exchange on this connection (GETADDRS and PEERS).
+    pex: Pex,
+}
+
+/// Peer exchange on one connection, both ways (PROTOCOL.md §5.2).
+#[derive(Debug, Default)]
+struct Pex {
+    /// When we last answered a GETADDRS of the peer's.
+    answered_at: Option<Instant>,
+    /// When we last sent a GETADDRS.
+    asked_at: Option<Instant>,
+    /// Our GETADDRS the peer has not answered yet: each PEERS takes one.
+    unanswered: u8,
 }
 
 /// A graceful close under way: what is queued goes out (sealed by the transport),
@@ -1191,6 +1208,7 @@ impl Socket {
                         gossip_drop_log: DropLog::default(),
                         relay_share: None,
                         addrs_received: false,
+                        pex: Pex::default(),
                     }),
                     other => other,
                 });
@@ -1343,6 +1361,27 @@ impl Socket {
         self.peer_features & crate::wire::FEATURE_ADDRS != 0
     }
 
+    /// Whether we may send the peer a GETADDRS now: it understands them, the
+    /// connection is open, and our last one on it is [`GETADDRS_SEND_INTERVAL`] old.
+    ///
+    /// [`GETADDRS_SEND_INTERVAL`]: crate::wire::GETADDRS_SEND_INTERVAL
+    pub(crate) fn may_ask_addrs(&self, now: Instant) -> bool {
+        self.peer_features & crate::wire::FEATURE_PEX != 0
+            && self.open_state().is_some_and(|open| {
+                open.pex.asked_at.is_none_or(|at| {
+                    now.saturating_duration_since(at) >= crate::wire::GETADDRS_SEND_INTERVAL
+                })
+            })
+    }
+
+    /// A GETADDRS of ours was queued: one PEERS may answer it.
+    pub(crate) fn asked_addrs(&mut self, now: Instant) {
+        if let Some(open) = self.open_mut() {
+            open.pex.asked_at = Some(now);
+            open.pex.unanswered = open.pex.unanswered.saturating_add(1);
+        }
+    }
+
     /// The remote id (zeros before the handshake finished).
     pub(crate) fn peer(&self) -> PeerId {
         self.remote.unwrap_or(PeerId::from_bytes([0; 32]))
@@ -1416,6 +1455,27 @@ impl Socket {
                 open.addrs_received = true;
                 self.stats.frames_in += 1;
                 out.push(Output::Addrs(addrs));
+            }
+            Frame::GetAddrs => {
+                let interval = crate::wire::GETADDRS_INTERVAL;
+                if open
+                    .pex
+                    .answered_at
+                    .is_some_and(|at| now.saturating_duration_since(at) < interval)
+                {
+                    return self.reject(Reject::GetAddrsTooSoon, now, out);
+                }
+                open.pex.answered_at = Some(now);
+                self.stats.frames_in += 1;
+                out.push(Output::GetAddrs);
+            }
+            Frame::Peers(addrs) => {
+                if open.pex.unanswered == 0 {
+                    return self.reject(Reject::UnsolicitedPeers, now, out);
+                }
+                open.pex.unanswered -= 1;
+                self.stats.frames_in += 1;
+                out.push(Output::Peers(addrs));
             }
             Frame::Gossip { id, hops, payload } => {
                 if !open

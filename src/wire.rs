@@ -41,6 +41,12 @@ pub mod kind {
     /// The sender's listening addresses (PROTOCOL.md §5.1); sent only to a peer
     /// whose preamble set [`FEATURE_ADDRS`](super::FEATURE_ADDRS).
     pub const ADDRS: u8 = 0x20;
+    /// A request for addresses of other nodes (PROTOCOL.md §5.2); empty body; sent
+    /// only to a peer whose preamble set [`FEATURE_PEX`](super::FEATURE_PEX).
+    pub const GETADDRS: u8 = 0x21;
+    /// The answer to a GETADDRS: addresses of other nodes, at most
+    /// [`MAX_PEERS`](super::MAX_PEERS), in the ADDRS encoding.
+    pub const PEERS: u8 = 0x22;
     /// Orderly close; body = reason u8.
     pub const GOODBYE: u8 = 0x7F;
 }
@@ -48,11 +54,18 @@ pub mod kind {
 /// Preamble byte 6, bit 0: the sender understands ADDRS frames (PROTOCOL.md §1, §5.1).
 pub const FEATURE_ADDRS: u8 = 0x01;
 
+/// Preamble byte 6, bit 1: the sender understands GETADDRS and PEERS frames, peer
+/// exchange (PROTOCOL.md §1, §5.2).
+pub const FEATURE_PEX: u8 = 0x02;
+
 /// The features this version sets in its preamble.
-pub const FEATURES: u8 = FEATURE_ADDRS;
+pub const FEATURES: u8 = FEATURE_ADDRS | FEATURE_PEX;
 
 /// The most addresses one ADDRS frame carries.
 pub const MAX_ADDRS: usize = 8;
+
+/// The most addresses one PEERS frame carries.
+pub const MAX_PEERS: usize = 32;
 
 // `len` is a u32 and is cast to usize below; that is lossless only on targets of 32 bits or more.
 const _: () = assert!(usize::BITS >= 32);
@@ -285,6 +298,10 @@ pub enum Frame {
     /// The sender's listening addresses, at most [`MAX_ADDRS`]; an unspecified IP
     /// (`0.0.0.0`, `::`) means the address the receiver sees the sender at.
     Addrs(Vec<SocketAddr>),
+    /// A request for addresses of other nodes, answered by one PEERS.
+    GetAddrs,
+    /// Addresses of other nodes, at most [`MAX_PEERS`], answering a GETADDRS.
+    Peers(Vec<SocketAddr>),
     /// Orderly close.
     Goodbye(GoodbyeReason),
 }
@@ -308,6 +325,8 @@ impl Frame {
             Frame::Request { .. } => kind::REQUEST,
             Frame::Response { .. } => kind::RESPONSE,
             Frame::Addrs(_) => kind::ADDRS,
+            Frame::GetAddrs => kind::GETADDRS,
+            Frame::Peers(_) => kind::PEERS,
             Frame::Goodbye(_) => kind::GOODBYE,
         }
     }
@@ -319,7 +338,8 @@ impl Frame {
             Frame::Message(_) => 0,
             Frame::Gossip { .. } => GOSSIP_HEAD_LEN,
             Frame::Request { .. } | Frame::Response { .. } => REQUEST_ID_LEN,
-            Frame::Addrs(addrs) => addrs.iter().map(addr_len).sum(),
+            Frame::Addrs(addrs) | Frame::Peers(addrs) => addrs.iter().map(addr_len).sum(),
+            Frame::GetAddrs => 0,
             Frame::Goodbye(_) => 1,
         }
     }
@@ -352,7 +372,8 @@ impl Frame {
                 out.put_u8(*hops);
             }
             Frame::Request { id, .. } | Frame::Response { id, .. } => out.put_u64(*id),
-            Frame::Addrs(addrs) => {
+            Frame::GetAddrs => {}
+            Frame::Addrs(addrs) | Frame::Peers(addrs) => {
                 for addr in addrs {
                     match addr {
                         SocketAddr::V4(v4) => {
@@ -378,7 +399,12 @@ impl Frame {
             | Frame::Gossip { payload, .. }
             | Frame::Request { payload, .. }
             | Frame::Response { payload, .. } => Some(payload),
-            Frame::Ping(_) | Frame::Pong(_) | Frame::Addrs(_) | Frame::Goodbye(_) => None,
+            Frame::Ping(_)
+            | Frame::Pong(_)
+            | Frame::Addrs(_)
+            | Frame::GetAddrs
+            | Frame::Peers(_)
+            | Frame::Goodbye(_) => None,
         }
     }
 
@@ -430,6 +456,14 @@ pub enum Reject {
     /// its addresses once a connection.
     #[error("a second ADDRS frame on the connection")]
     RepeatedAddrs,
+    /// A GETADDRS less than [`GETADDRS_INTERVAL`] after the last one answered on the
+    /// connection (not produced by the decoder).
+    #[error("a GETADDRS too soon after the last one answered")]
+    GetAddrsTooSoon,
+    /// A PEERS frame answering no GETADDRS of ours on the connection (not produced by
+    /// the decoder).
+    #[error("a PEERS frame answering no GETADDRS")]
+    UnsolicitedPeers,
     /// A GOSSIP frame (its id) whose broadcast the application judged invalid
     /// (`Validation::Reject`; not produced by the decoder).
     #[error("broadcast {id} rejected by the application", id = crate::id::GossipId(*.0))]
@@ -563,6 +597,7 @@ fn read_len(buf: &[u8]) -> Option<usize> {
 /// so none of them can run short.
 fn parse(kind: u8, mut body: Bytes) -> Result<Frame, Reject> {
     let len = body.len();
+    let bad_length = || Reject::BadLength { kind, len };
     let size_ok = |ok: bool| {
         if ok {
             Ok(())
@@ -605,31 +640,51 @@ fn parse(kind: u8, mut body: Bytes) -> Result<Frame, Reject> {
             size_ok(len == 1)?;
             Frame::Goodbye(GoodbyeReason::from_byte(body.get_u8()))
         }
-        kind::ADDRS => {
-            let mut addrs = Vec::new();
-            while body.has_remaining() {
-                let ip = match body.get_u8() {
-                    4 if body.remaining() >= 4 + 2 => {
-                        let mut ip = [0u8; 4];
-                        body.copy_to_slice(&mut ip);
-                        std::net::IpAddr::from(ip)
-                    }
-                    6 if body.remaining() >= 16 + 2 => {
-                        let mut ip = [0u8; 16];
-                        body.copy_to_slice(&mut ip);
-                        std::net::IpAddr::from(ip)
-                    }
-                    _ => return Err(Reject::BadLength { kind, len }),
-                };
-                size_ok(addrs.len() < MAX_ADDRS)?;
-                addrs.push(SocketAddr::new(ip, body.get_u16()));
-            }
-            Frame::Addrs(addrs)
+        kind::ADDRS => Frame::Addrs(parse_addrs(body, MAX_ADDRS).ok_or(bad_length())?),
+        kind::PEERS => Frame::Peers(parse_addrs(body, MAX_PEERS).ok_or(bad_length())?),
+        kind::GETADDRS => {
+            size_ok(len == 0)?;
+            Frame::GetAddrs
         }
         unknown => return Err(Reject::UnknownKind(unknown)),
     };
     Ok(frame)
 }
+
+/// An ADDRS or PEERS body: whole addresses back to back, at most `max` of them;
+/// `None` if it is not that.
+fn parse_addrs(mut body: Bytes, max: usize) -> Option<Vec<SocketAddr>> {
+    let mut addrs = Vec::new();
+    while body.has_remaining() {
+        let ip = match body.get_u8() {
+            4 if body.remaining() >= 4 + 2 => {
+                let mut ip = [0u8; 4];
+                body.copy_to_slice(&mut ip);
+                std::net::IpAddr::from(ip)
+            }
+            6 if body.remaining() >= 16 + 2 => {
+                let mut ip = [0u8; 16];
+                body.copy_to_slice(&mut ip);
+                std::net::IpAddr::from(ip)
+            }
+            _ => return None,
+        };
+        if addrs.len() >= max {
+            return None;
+        }
+        addrs.push(SocketAddr::new(ip, body.get_u16()));
+    }
+    Some(addrs)
+}
+
+/// The least time between two GETADDRS a node answers on one connection (PROTOCOL.md
+/// §5.2): one sooner is rejected.
+pub const GETADDRS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The least time between two GETADDRS a node sends on one connection: three times
+/// what the receiver requires, so that delays on the way do not make an honest one
+/// arrive too soon.
+pub const GETADDRS_SEND_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
@@ -683,13 +738,13 @@ mod tests {
     #[test]
     fn preamble_exact_bytes() {
         let bytes = Preamble::new(Security::NoiseXx, 0x0102_0304).encode();
-        // Byte 6: the features this version understands (ADDRS); byte 7 reserved.
-        assert_eq!(bytes, [0x50, 0x32, 0x50, 0x56, 1, 1, 1, 0, 1, 2, 3, 4]);
-        assert_eq!(Preamble::features(&bytes), FEATURE_ADDRS);
+        // Byte 6: the features this version understands (ADDRS, PEX); byte 7 reserved.
+        assert_eq!(bytes, [0x50, 0x32, 0x50, 0x56, 1, 1, 3, 0, 1, 2, 3, 4]);
+        assert_eq!(Preamble::features(&bytes), FEATURE_ADDRS | FEATURE_PEX);
         let bytes = Preamble::new(Security::Plaintext, 0xFFFF_FFFE).encode();
         assert_eq!(
             bytes,
-            [b'P', b'2', b'P', b'V', 1, 0, 1, 0, 0xFF, 0xFF, 0xFF, 0xFE]
+            [b'P', b'2', b'P', b'V', 1, 0, 3, 0, 0xFF, 0xFF, 0xFF, 0xFE]
         );
     }
 

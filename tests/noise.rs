@@ -61,8 +61,8 @@ fn keyed(keypair: &Keypair, allow: Option<&[PeerId]>) -> Config {
 /// The 12 bytes a noise node on `network_id` must send, written out by hand from §1.
 fn noise_preamble_bytes(network_id: u32) -> [u8; PREAMBLE_LEN] {
     let n = network_id.to_be_bytes();
-    // Byte 6: feature bits, ADDRS understood (PROTOCOL.md §1, revision 6).
-    [0x50, 0x32, 0x50, 0x56, 1, 1, 1, 0, n[0], n[1], n[2], n[3]]
+    // Byte 6: feature bits, ADDRS and PEX understood (PROTOCOL.md §1, revisions 6, 7).
+    [0x50, 0x32, 0x50, 0x56, 1, 1, 3, 0, n[0], n[1], n[2], n[3]]
 }
 
 /// A fresh static X25519 keypair, from snow.

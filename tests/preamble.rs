@@ -121,7 +121,7 @@ fn hello_bytes_are_exact_and_sent_unprompted_on_accept() {
     assert_eq!(&bytes[0..4], &[0x50, 0x32, 0x50, 0x56]);
     assert_eq!(bytes[4], 1, "version");
     assert_eq!(bytes[5], 0, "security: plaintext");
-    assert_eq!(&bytes[6..8], &[1, 0], "features (ADDRS), reserved");
+    assert_eq!(&bytes[6..8], &[3, 0], "features (ADDRS, PEX), reserved");
     assert_eq!(
         &bytes[8..12],
         &[0x0A, 0x0B, 0x0C, 0x0D],
@@ -148,7 +148,7 @@ fn hello_bytes_are_exact_and_sent_unprompted_on_dial() {
     assert_eq!(&bytes[0..4], b"P2PV");
     assert_eq!(bytes[4], 1);
     assert_eq!(bytes[5], 0);
-    assert_eq!(&bytes[6..8], &[1, 0]);
+    assert_eq!(&bytes[6..8], &[3, 0]);
     assert_eq!(&bytes[8..12], &[0xFF, 0xFF, 0xFF, 0xFE]);
     assert_eq!(&bytes[12..44], net.local_id().as_bytes());
     assert_eq!(raw.received, HELLO_LEN);
