@@ -2,11 +2,20 @@
 //! gossip on virtual links and a virtual clock, reproducible from its seed.
 //!
 //! ```text
-//! cargo run --release --example simulate -- --nodes 1000 --degree 8 --broadcasts 100 --seed 7 [--plaintext] [--faults]
+//! cargo run --release --example simulate -- --nodes 1000 --degree 8 --broadcasts 100 --seed 7 [--plaintext] [--faults] [--bootstrap K]
 //! ```
 //!
 //! The graph is a ring (so it is connected) plus random dials until each node has
-//! dialled D others. Once the dials settle, a broadcast leaves a random node every
+//! dialled D others. With `--bootstrap K` there is no graph: each node is given the
+//! addresses of only K others, drawn at random among the nodes before it (all of
+//! them for the first K), and keeps D outbound connections by itself
+//! (`Config::target_outbound`), finding the other nodes by peer exchange; the run
+//! waits until every node holds D outbound connections in one connected overlay,
+//! and the summary gains `converged_ms` (virtual time from the start). With faults
+//! too, nothing redials on the nodes' behalf: a restarted node is given its K seed
+//! addresses again (its configuration), and the run waits after the last fault
+//! until every live node is back in one connected overlay (`rejoined_ms`, virtual
+//! time after the heal). Once the dials settle, a broadcast leaves a random node every
 //! 10 ms of virtual time. With `--faults`, 1% of dials are refused, a tenth of the
 //! nodes are cut off for 500 ms and then healed, ten connections are reset, one node
 //! reads slowly, and two nodes crash and restart (re-dialling their peers).
@@ -37,6 +46,7 @@ struct Options {
     seed: u64,
     plaintext: bool,
     faults: bool,
+    bootstrap: Option<usize>,
 }
 
 fn parse() -> Result<Options, String> {
@@ -47,6 +57,7 @@ fn parse() -> Result<Options, String> {
         seed: 7,
         plaintext: false,
         faults: false,
+        bootstrap: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -62,11 +73,15 @@ fn parse() -> Result<Options, String> {
             "--seed" => o.seed = value("--seed")?,
             "--plaintext" => o.plaintext = true,
             "--faults" => o.faults = true,
+            "--bootstrap" => o.bootstrap = Some(value("--bootstrap")? as usize),
             other => return Err(format!("unknown argument {other}")),
         }
     }
     if o.nodes < 2 {
         return Err("--nodes must be at least 2".into());
+    }
+    if o.bootstrap == Some(0) {
+        return Err("--bootstrap must be at least 1".into());
     }
     Ok(o)
 }
@@ -95,6 +110,35 @@ fn redial(sim: &mut Sim, i: usize, dials: &[usize]) {
     }
 }
 
+/// Steps the simulation in 10 ms slices until `done`, for at most `limit`; the
+/// virtual time it took, or `None`.
+fn wait_for(sim: &mut Sim, limit: Duration, done: impl Fn(&Sim) -> bool) -> Option<Duration> {
+    let start = sim.elapsed();
+    loop {
+        if done(sim) {
+            return Some(sim.elapsed() - start);
+        }
+        if sim.elapsed() - start >= limit {
+            return None;
+        }
+        sim.run_for(Duration::from_millis(10));
+    }
+}
+
+/// Whether every live node holds `target` outbound connections and all of them are
+/// one connected overlay.
+fn whole(sim: &Sim, target: usize) -> bool {
+    let up: Vec<usize> = (0..sim.len()).filter(|&i| sim.node(i).is_up()).collect();
+    let Some(&first) = up.first() else {
+        return true;
+    };
+    if up.iter().any(|&i| sim.node(i).outbound() < target) {
+        return false;
+    }
+    let reach = sim.reachable(first);
+    up.iter().all(|&i| reach[i])
+}
+
 fn main() -> ExitCode {
     let o = match parse() {
         Ok(o) => o,
@@ -112,6 +156,11 @@ fn main() -> ExitCode {
         },
         max_inbound: 4 * o.degree + 16,
         max_pending_handshakes: 4 * o.degree + 16,
+        target_outbound: if o.bootstrap.is_some() {
+            o.degree.min(o.nodes - 1)
+        } else {
+            0
+        },
         ..Config::default()
     };
     let mut sim = match Sim::new(SimConfig {
@@ -130,17 +179,50 @@ fn main() -> ExitCode {
     for _ in 0..n {
         sim.add_node();
     }
-    // The ring, then random extra dials; no pair twice in either direction.
     let mut choice = Choice(o.seed ^ 0x5eed);
+    // With --bootstrap: seeds[i], the addresses node i is given.
+    let mut seeds: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut converged = None;
+    if let Some(k) = o.bootstrap {
+        for (i, list) in seeds.iter_mut().enumerate().skip(1) {
+            while list.len() < k.min(i) {
+                let j = choice.below(i);
+                if !list.contains(&j) {
+                    list.push(j);
+                }
+            }
+            for &j in list.iter() {
+                sim.add_addr(i, j);
+            }
+        }
+        let target = o.degree.min(n - 1);
+        let started = Instant::now();
+        let Some(took) = wait_for(&mut sim, Duration::from_secs(600), |sim| whole(sim, target))
+        else {
+            let short = (0..n).filter(|&i| sim.node(i).outbound() < target).count();
+            eprintln!(
+                "simulate: no whole overlay after 600 s virtual: {short} nodes short of {target} outbound"
+            );
+            return ExitCode::FAILURE;
+        };
+        eprintln!(
+            "simulate: {n} nodes from {k} seed addresses each: {target} outbound each, one overlay, after {} ms virtual, {} ms wall",
+            took.as_millis(),
+            started.elapsed().as_millis()
+        );
+        converged = Some(took);
+    }
+    // The ring, then random extra dials; no pair twice in either direction.
+    let graph = o.bootstrap.is_none();
     let mut linked = std::collections::HashSet::new();
     let mut dials: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (i, list) in dials.iter_mut().enumerate() {
+    for (i, list) in dials.iter_mut().enumerate().filter(|_| graph) {
         let j = (i + 1) % n;
         if linked.insert((i.min(j), i.max(j))) {
             list.push(j);
         }
     }
-    for (i, list) in dials.iter_mut().enumerate() {
+    for (i, list) in dials.iter_mut().enumerate().filter(|_| graph) {
         let mut tries = 0;
         while list.len() < o.degree.min(n - 1) && tries < 100 * o.degree {
             tries += 1;
@@ -172,6 +254,10 @@ fn main() -> ExitCode {
         sim.set_read_rate(choice.below(n), Some(1_000_000));
     }
     let mut origins = Vec::with_capacity(o.broadcasts);
+    // With --bootstrap and --faults: when the last heal or restart happened, and how
+    // long after it every live node was back in one overlay.
+    let (mut last_fault, mut rejoined) = (None, None);
+    let target = o.degree.min(n - 1);
     // earlier[i]: the events of node i's cores before its last restart.
     let mut earlier: Vec<Vec<Event>> = vec![Vec::new(); n];
     // marks[k]: the trace's length when broadcast k left.
@@ -185,6 +271,7 @@ fn main() -> ExitCode {
             // (A run too short to reach this heals after its last broadcast.)
             if k == o.broadcasts / 5 + 50 {
                 sim.heal();
+                last_fault = Some(sim.elapsed());
                 for (i, list) in dials.iter().enumerate() {
                     redial(&mut sim, i, list);
                 }
@@ -207,7 +294,13 @@ fn main() -> ExitCode {
                     let before = sim.take_events(v);
                     earlier[v].extend(before);
                     sim.restart(v);
+                    last_fault = Some(sim.elapsed());
                     redial(&mut sim, v, &dials[v]);
+                    // Its configuration: the seeds it starts from (nothing without
+                    // --bootstrap).
+                    for &j in &seeds[v] {
+                        sim.add_addr(v, j);
+                    }
                 }
             }
         }
@@ -223,9 +316,21 @@ fn main() -> ExitCode {
         origins.push(origin);
         marks.push(sim.trace_len());
         sim.run_for(Duration::from_millis(10));
+        if let (Some(at), None, true) = (last_fault, rejoined, o.bootstrap.is_some()) {
+            rejoined = whole(&sim, target).then(|| sim.elapsed() - at);
+        }
     }
     if o.faults {
         sim.heal();
+    }
+    if let (Some(at), None, Some(_)) = (last_fault, rejoined, o.bootstrap) {
+        // Nobody redials for the nodes: discovery alone brings every live node back
+        // into one overlay.
+        let Some(_) = wait_for(&mut sim, Duration::from_secs(600), |sim| whole(sim, target)) else {
+            eprintln!("simulate: the overlay is not whole again 600 s after the last fault");
+            return ExitCode::FAILURE;
+        };
+        rejoined = Some(sim.elapsed() - at);
     }
     sim.run_for(Duration::from_secs(5));
     // reach[k]: the nodes that stayed connected to broadcast k's origin since it left.
@@ -276,8 +381,15 @@ fn main() -> ExitCode {
         }
     }
     let ok = delivered == expected && duplicates == 0;
+    let mut discovery = String::new();
+    if let Some(took) = converged {
+        discovery += &format!(" converged_ms={}", took.as_millis());
+    }
+    if let Some(took) = rejoined {
+        discovery += &format!(" rejoined_ms={}", took.as_millis());
+    }
     println!(
-        "sim: seed={} nodes={} broadcasts={} delivered={}/{} duplicates={} virtual_ms={} wall_ms={} trace={:016x}",
+        "sim: seed={} nodes={} broadcasts={} delivered={}/{} duplicates={}{discovery} virtual_ms={} wall_ms={} trace={:016x}",
         o.seed,
         n,
         o.broadcasts,

@@ -254,6 +254,14 @@ pub struct Config {
     /// [`Network::add_addr`]: crate::Network::add_addr
     /// [`Network::load_address_book`]: crate::Network::load_address_book
     pub target_outbound: usize,
+    /// How often a node holding its `target_outbound` dials one more address from
+    /// its book, chosen as discovery chooses; once that connection opens, it closes
+    /// another one discovery made, at random (`CloseReason::Rotated`, GOODBYE 0).
+    /// The overlay keeps mixing: two parts of a network that each filled their
+    /// targets while split (a partition longer than `idle_timeout`) find each other
+    /// again, and an attacker who got some outbound slots does not keep them.
+    /// Default 2 minutes; zero: never.
+    pub outbound_rotation: Duration,
     /// Relay a received broadcast only once the application judged it valid: each
     /// new `Event::Broadcast` waits for [`Network::validate`] with its id, and is
     /// relayed on `Accept`, dropped on `Ignore`, dropped and counted against the
@@ -331,6 +339,7 @@ impl Default for Config {
             address_book_size: 4096,
             advertise_private: false,
             target_outbound: 0,
+            outbound_rotation: Duration::from_secs(120),
             validate_gossip: false,
             max_pending_validations: 4096,
             max_pending_validation_bytes: 64 * 1024 * 1024,

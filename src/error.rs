@@ -96,6 +96,10 @@ pub enum CloseReason {
     /// This node is shutting down.
     #[error("shutting down")]
     Shutdown,
+    /// Discovery closed this outbound connection after it opened another, to keep
+    /// the overlay mixing (`Config::outbound_rotation`).
+    #[error("rotated out for a fresher outbound connection")]
+    Rotated,
     /// A dial queued through a [`Handle`](crate::Handle) was refused at once.
     #[error("dial refused: {0}")]
     DialRefused(DialError),

@@ -71,6 +71,22 @@ type ServingTable = HashMap<PeerId, Vec<ConnId>, BuildHasherDefault<PeerIdHasher
 /// loop banning every id a peer makes up must not grow the table for good.
 pub(crate) const MAX_BANS: usize = 65_536;
 
+/// What discovery sees of the connections ([`Node::discovery_view`]).
+struct DiscoveryView {
+    /// Addresses dialled, connected, or listened on by a connected peer.
+    in_use: HashSet<SocketAddr>,
+    /// The outbound connections, by group and by the teller of their address.
+    outbound: discovery::Outbound,
+    /// Open outbound connections whose peer may be asked for addresses now.
+    askable: Vec<ConnId>,
+    /// The same, inbound.
+    askable_inbound: Vec<ConnId>,
+}
+
+/// The inbound peers a node with no outbound connection asks for addresses per
+/// discovery round ([`Node::discover`]).
+const MAX_INBOUND_ASKED: usize = 2;
+
 /// The most addresses remembered as this node's own ([`Node`]'s `self_addrs`).
 const MAX_SELF_ADDRS: usize = 16;
 
@@ -203,6 +219,8 @@ struct Entry {
     listen_addrs: Vec<SocketAddr>,
     /// Ours were told on it (once a connection).
     addrs_sent: bool,
+    /// Dialled by discovery ([`Node::discover`]): the connections it may rotate.
+    discovered: bool,
 }
 
 /// The live entry of `conn`, if its slot still holds that generation. A free function
@@ -410,6 +428,9 @@ pub(crate) struct Node {
     /// learned again, not dialled again. At most [`MAX_SELF_ADDRS`].
     self_addrs: Vec<SocketAddr>,
     discovery_dials: u64,
+    /// When discovery next dials one more address while at its target
+    /// (`outbound_rotation`).
+    rotate_at: Option<Instant>,
     /// Banned peers and until when (`None`: for good).
     bans: HashMap<PeerId, Option<Instant>>,
     /// Broadcasts waiting for the application's verdict before they are relayed.
@@ -491,6 +512,7 @@ impl Node {
             discover_at: None,
             self_addrs: Vec::new(),
             discovery_dials: 0,
+            rotate_at: None,
             validations: Validations::default(),
             dropped_validations: 0,
             dialing: HashMap::new(),
@@ -533,6 +555,7 @@ impl Node {
             armed: None,
             listen_addrs: Vec::new(),
             addrs_sent: false,
+            discovered: false,
         });
         self.created += 1;
         let conn = ConnId { key, generation };
@@ -1298,6 +1321,8 @@ impl Node {
                 .is_some_and(|e| e.socket.direction() == Direction::Outbound)
         {
             self.ask_addrs(conn, now);
+            // One more outbound connection: discovery may be over its target.
+            self.wake_discovery(now);
         }
     }
 
@@ -1423,52 +1448,106 @@ impl Node {
     /// included) are fewer than `target_outbound`, dials addresses from the book
     /// chosen at random and spread across network groups and tellers
     /// ([`discovery::choose`]); still short, asks the outbound peers for more
-    /// addresses and runs again after [`DISCOVERY_INTERVAL`]. A pass over the
-    /// connections and the book, at most once per turn and only while short.
+    /// addresses and runs again after [`DISCOVERY_INTERVAL`]. At the target, rotates
+    /// ([`Node::rotate`]). A pass over the connections and the book, at most once per
+    /// turn, and only while short or when a rotation is due.
     fn discover(&mut self, now: Instant) {
         self.discover_at = None;
         let target = self.config.target_outbound;
-        if target == 0 || self.shutting_down || self.slots.outbound >= target {
+        if target == 0 || self.shutting_down {
             return;
         }
-        // Addresses not to dial: ours, those dialled or connected, those the
-        // connected peers listen on, and the persistent ones (dialled on their own).
-        let mut in_use: HashSet<SocketAddr> = self.dialing.keys().copied().collect();
-        let mut outbound = discovery::Outbound::default();
-        let mut askable = Vec::new();
+        if self.slots.outbound >= target {
+            return self.rotate(target, now);
+        }
+        let mut view = self.discovery_view(now);
+        self.dial_for(&mut view, target, now);
+        if self.slots.outbound < target {
+            // Short of addresses: ask the peers we dialled. With none to ask now (none
+            // open, or all asked within 30 s), ask the peers that dialled us (a node
+            // that only ever accepted would know no one else), two at random, so that
+            // no one of them is the only voice and few hear the question.
+            let (mut askable, mut inbound) = (view.askable, view.askable_inbound);
+            if askable.is_empty() {
+                crate::addrbook::pick(&mut inbound, MAX_INBOUND_ASKED, &mut self.rng);
+                askable.append(&mut inbound);
+            }
+            for conn in askable {
+                self.ask_addrs(conn, now);
+            }
+            self.discover_at = Some(now + DISCOVERY_INTERVAL);
+        }
+    }
+
+    /// What discovery needs of the connections: one pass over them.
+    fn discovery_view(&self, now: Instant) -> DiscoveryView {
+        // Addresses not to dial: those dialled or connected, and those the connected
+        // peers listen on.
+        let mut view = DiscoveryView {
+            in_use: self.dialing.keys().copied().collect(),
+            outbound: discovery::Outbound::default(),
+            askable: Vec::new(),
+            askable_inbound: Vec::new(),
+        };
         for (key, entry) in self.sockets.iter() {
             if !entry.held.slot {
                 continue;
             }
-            in_use.extend(entry.listen_addrs.iter().copied());
-            if entry.socket.direction() == Direction::Outbound {
+            view.in_use.extend(entry.listen_addrs.iter().copied());
+            let outbound = entry.socket.direction() == Direction::Outbound;
+            if outbound {
                 let addr = entry.socket.addr();
-                in_use.insert(addr);
-                outbound.add(addr, self.book.get(&addr).map(|k| k.source));
-                if entry.announced && entry.socket.may_ask_addrs(now) {
-                    askable.push(ConnId {
-                        key,
-                        generation: entry.generation,
-                    });
+                view.in_use.insert(addr);
+                view.outbound
+                    .add(addr, self.book.get(&addr).map(|k| k.source));
+            }
+            if entry.announced && entry.socket.may_ask_addrs(now) {
+                let conn = ConnId {
+                    key,
+                    generation: entry.generation,
+                };
+                if outbound {
+                    view.askable.push(conn);
+                } else {
+                    view.askable_inbound.push(conn);
                 }
             }
         }
+        view
+    }
+
+    /// Dials addresses from the book, chosen at random with the spread, until the
+    /// outbound connections `view` counts reach `target`: not ours, not in use,
+    /// not a persistent peer's (dialled on their own), and not tried within their
+    /// backoff.
+    fn dial_for(&mut self, view: &mut DiscoveryView, target: usize, now: Instant) {
         let backoff = (self.config.redial_base, self.config.redial_max);
         let candidates: Vec<(SocketAddr, Source)> = self
             .book
             .dialable(now, backoff)
             .filter(|(addr, _)| {
-                !in_use.contains(addr) && !self.is_own_addr(addr) && !self.persistent.contains(addr)
+                !view.in_use.contains(addr)
+                    && !self.is_own_addr(addr)
+                    && !self.persistent.contains(addr)
             })
             .map(|(addr, known)| (addr, known.source))
             .collect();
-        for addr in discovery::choose(candidates, &mut outbound, target, &mut self.rng) {
+        let chosen = discovery::choose(candidates, &mut view.outbound, target, &mut self.rng);
+        self.dial_discovered(chosen, now);
+    }
+
+    /// Dials `addrs` for discovery, until one cannot be dialled.
+    fn dial_discovered(&mut self, addrs: Vec<SocketAddr>, now: Instant) {
+        for addr in addrs {
             match self.dial(addr, now) {
                 Ok(conn) => {
                     log::debug!("discovery: dialling {addr}");
                     self.book.tried(&addr, now);
                     self.own_dials.push_back((conn, addr));
                     self.discovery_dials += 1;
+                    if let Some(entry) = self.entry_mut(conn) {
+                        entry.discovered = true;
+                    }
                 }
                 Err(why) => {
                     log::debug!("discovery: {addr} not dialled: {why}");
@@ -1476,12 +1555,66 @@ impl Node {
                 }
             }
         }
-        if self.slots.outbound < target {
-            for conn in askable {
-                self.ask_addrs(conn, now);
-            }
-            self.discover_at = Some(now + DISCOVERY_INTERVAL);
+    }
+
+    /// Discovery at its target (`outbound_rotation`): with more open outbound
+    /// connections than the target, closes one discovery made, at random but never
+    /// the newest; else, when the rotation is due and no dial is under way, dials one
+    /// more address, chosen as [`Node::discover`] chooses. Then waits for the next
+    /// rotation.
+    fn rotate(&mut self, target: usize, now: Instant) {
+        let every = self.config.outbound_rotation;
+        if every.is_zero() {
+            return;
         }
+        let mut open = 0;
+        let mut discovered: Vec<(u64, ConnId)> = Vec::new();
+        for (key, entry) in self.sockets.iter() {
+            if entry.held.slot && entry.announced && entry.socket.direction() == Direction::Outbound
+            {
+                open += 1;
+                if entry.discovered {
+                    let conn = ConnId {
+                        key,
+                        generation: entry.generation,
+                    };
+                    discovered.push((entry.created, conn));
+                }
+            }
+        }
+        if open > target {
+            discovered.sort_unstable();
+            discovered.pop();
+            let mut victims: Vec<ConnId> = discovered.into_iter().map(|(_, c)| c).collect();
+            crate::addrbook::pick(&mut victims, open - target, &mut self.rng);
+            for conn in victims {
+                log::debug!("discovery: rotating out an outbound connection");
+                self.close(
+                    conn,
+                    CloseReason::Rotated,
+                    Some(GoodbyeReason::Shutdown),
+                    now,
+                );
+            }
+        } else if open == self.slots.outbound {
+            match self.rotate_at {
+                Some(at) if at <= now => {
+                    self.rotate_at = None;
+                    self.discover_one_more(target, now);
+                }
+                Some(_) => {}
+                None => self.rotate_at = Some(now + every),
+            }
+        }
+        // A dial under way or a connection closing wakes discovery when it ends; a
+        // rotation due meanwhile waits for that.
+        self.discover_at = self.rotate_at.filter(|&at| at > now);
+    }
+
+    /// Dials one address beyond the target (a rotation), chosen with the spread.
+    fn discover_one_more(&mut self, target: usize, now: Instant) {
+        let mut view = self.discovery_view(now);
+        self.dial_for(&mut view, target + 1, now);
     }
 
     /// Our listening addresses to tell the peer of `conn`, if it understands ADDRS:

@@ -210,6 +210,33 @@ impl<'a> NodeView<'a> {
         self.sim_node.node.as_ref().map_or(0, |n| n.peers().count())
     }
 
+    /// How many of its peers it dialled itself (the connection serving them is
+    /// outbound).
+    pub fn outbound(&self) -> usize {
+        self.sim_node.node.as_ref().map_or(0, |n| {
+            n.peers()
+                .filter(|&(_, _, d)| d == crate::event::Direction::Outbound)
+                .count()
+        })
+    }
+
+    /// The address it listens on, `10.x.y.z:7000`: its index plus one, lowest byte
+    /// first, so that the nodes spread over the 256 network groups (/16) of 10/8
+    /// as nodes on the internet spread over networks (node 0 is `10.1.0.1`, node
+    /// 255 is `10.0.1.1`).
+    pub fn addr(&self) -> SocketAddr {
+        self.sim_node.addr
+    }
+
+    /// The addresses in its address book.
+    pub fn known_addrs(&self) -> Vec<SocketAddr> {
+        self.sim_node
+            .node
+            .as_ref()
+            .map(|n| n.known_addrs())
+            .unwrap_or_default()
+    }
+
     /// The ids of the peers it is connected to.
     pub fn peer_ids(&self) -> Vec<PeerId> {
         self.sim_node
@@ -359,8 +386,13 @@ impl Sim {
             id,
             secret: secret.into(),
         };
-        let octets = (index as u32 + 1).to_be_bytes();
-        let addr = SocketAddr::from((Ipv4Addr::new(10, octets[1], octets[2], octets[3]), 7000));
+        // A network group (/16) each: the address book's and discovery's shares see
+        // as many networks as nodes.
+        let [hi, mid, lo] = {
+            let [_, hi, mid, lo] = (index as u32 + 1).to_be_bytes();
+            [hi, mid, lo]
+        };
+        let addr = SocketAddr::from((Ipv4Addr::new(10, lo, mid, hi.wrapping_add(1)), 7000));
         self.by_addr.insert(addr, index);
         self.by_id.insert(id, index);
         self.nodes.push(SimNode {
@@ -384,11 +416,13 @@ impl Sim {
     fn boot(&mut self, index: NodeIndex) {
         let seed = self.rng.next_u64();
         let sim_node = &mut self.nodes[index];
-        let node = Node::new(
+        let mut node = Node::new(
             sim_node.config.clone(),
             sim_node.key.clone(),
             Rng::from_seed(seed),
         );
+        // It listens on its address, and tells its peers so (ADDRS).
+        node.add_listen_addr(sim_node.addr);
         sim_node.node = Some(node);
         sim_node.timer = None;
     }
@@ -568,6 +602,21 @@ impl Sim {
         node.add_peer(addr, expected, now)?;
         self.settle(from);
         Ok(())
+    }
+
+    /// Node `from` learns node `to`'s address as a seed, as
+    /// [`Network::add_addr`](crate::Network::add_addr): with
+    /// [`Config::target_outbound`] set, it may dial it, and learns more addresses
+    /// from the peers it dials. False if the book knew it already (or either node is
+    /// missing or down).
+    pub fn add_addr(&mut self, from: NodeIndex, to: NodeIndex) -> bool {
+        let Some(addr) = self.nodes.get(to).map(|n| n.addr) else {
+            return false;
+        };
+        let now = self.now;
+        let added = self.core(from).is_some_and(|n| n.add_addr(addr, now));
+        self.settle(from);
+        added
     }
 
     /// Node `from` stops dialling node `to` again, as
