@@ -2,7 +2,7 @@
 //! nodes, and a count of who got what, how fast.
 //!
 //! ```text
-//! cargo run --release --example cluster [-- --nodes N --degree D --broadcasts B --size BYTES --plaintext --seed S]
+//! cargo run --release --example cluster [-- --nodes N --degree D --broadcasts B --size BYTES --plaintext --seed S --bootstrap K]
 //! ```
 //!
 //! Every node runs in this one thread: each turn polls every `Network` with a zero
@@ -12,6 +12,21 @@
 //! connected) plus random extra dials until each node has dialled D others; no pair is
 //! dialled twice in either direction. Broadcasting starts once every node has all its
 //! neighbours.
+//!
+//! With `--bootstrap K` nobody is told the graph: the nodes find each other by
+//! discovery (PROTOCOL.md §5.2). Each node keeps `target_outbound` = D (`--degree`, at
+//! most N-1) outbound connections, and its address book starts with K seed addresses
+//! given with `Network::add_addr`: node i gets K distinct nodes drawn at random (from
+//! the seed) among nodes 0..i, all of them if i <= K, and node 0 none, so the seeds
+//! alone make the cluster connected. Seeds are addresses among others, not persistent
+//! peers: a node dials them only while short of its target, and learns the rest from
+//! what its peers tell (ADDRS, PEERS). Broadcasting starts once the overlay has
+//! converged: the connections both ends hold make one connected graph and every node
+//! has at least D peers (inbound ones count). The time that took goes to stderr. On
+//! loopback every address a node learns was told by peers of one network group,
+//! 127.0.0.0/16, and discovery dials at most max(D/2, 1) of those: a node's own dials
+//! stop at its K seeds plus that, so with K < D/2 some nodes may never get D peers
+//! and the run gives up after `--converge-s` (it says why).
 //!
 //! Each payload starts with the nanoseconds since a shared epoch at which it was
 //! broadcast; receivers subtract it from their own clock to get the latency. The rest of
@@ -34,7 +49,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use log::LevelFilter;
-use p2p::{Bytes, Config, Event, GossipId, Network, PeerId, Security};
+use p2p::{Bytes, Config, Direction, Event, GossipId, Network, PeerId, Security};
 
 const USAGE: &str = "\
 usage: cluster [OPTIONS]
@@ -43,14 +58,26 @@ Runs N nodes on loopback in one thread and floods B broadcasts through them.
 
 options:
   --nodes N          nodes [16]
-  --degree D         peers each node dials (a ring edge plus random ones) [4]
+  --degree D         peers each node dials (a ring edge plus random ones); with
+                     --bootstrap, each node's target_outbound (at most N-1) [4]
+  --bootstrap K      no dialled graph: each node gets only K seed addresses
+                     (Network::add_addr; node i draws them among nodes 0..i, node 0
+                     gets none) and finds the others by discovery, with
+                     target_outbound D; broadcasting starts once the overlay is
+                     connected and every node has min(D, N-1) peers [off].
+                     On loopback every address is told from one network group,
+                     of which discovery dials at most max(D/2, 1): a node's own
+                     dials stop at K + max(D/2, 1), so take K >= D/2 to be sure
   --broadcasts B     broadcasts, each from a random node [1000]
   --size BYTES       payload size, at least 8 (a timestamp) [256]
   --plaintext        plaintext handshake: ids claimed, not proven, no encryption
                      [default: noise-xx]
-  --seed S           seed of the graph and of the origins [1]
+  --seed S           seed of the graph (or of the --bootstrap seeds) and of the
+                     origins [1]
   --per-turn K       broadcasts started per turn of the loop at most [1]
   --timeout-s SECS   give up this long after the first broadcast [60]
+  --converge-s SECS  with --bootstrap, give up if the overlay has not converged
+                     this long after start [60]
   --log LEVEL        log level on stderr: off, error, warn, info, debug, trace [warn]
   --help             this text
 
@@ -78,6 +105,10 @@ struct Options {
     timeout: Duration,
     log: LevelFilter,
     security: Security,
+    /// `--bootstrap K`: seeds per node, discovery instead of the dialled graph.
+    bootstrap: Option<usize>,
+    /// `--converge-s`: deadline for discovery to converge.
+    converge_timeout: Duration,
 }
 
 enum Parsed {
@@ -105,6 +136,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
         timeout: Duration::from_secs(60),
         log: LevelFilter::Warn,
         security: Config::default().security,
+        bootstrap: None,
+        converge_timeout: Duration::from_secs(60),
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -125,7 +158,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
             }
             "--plaintext" => return Err("--plaintext takes no value".into()),
             "--nodes" | "--degree" | "--broadcasts" | "--size" | "--seed" | "--per-turn"
-            | "--timeout-s" | "--log" => {}
+            | "--timeout-s" | "--log" | "--bootstrap" | "--converge-s" => {}
             _ => return Err(format!("unknown option {name:?}")),
         }
         let value = match inline {
@@ -147,6 +180,12 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
             "--timeout-s" => {
                 let secs: f64 = number(&name, v)?;
                 o.timeout = Duration::try_from_secs_f64(secs)
+                    .map_err(|e| format!("{name}: invalid value {v:?}: {e}"))?;
+            }
+            "--bootstrap" => o.bootstrap = Some(number(&name, v)?),
+            "--converge-s" => {
+                let secs: f64 = number(&name, v)?;
+                o.converge_timeout = Duration::try_from_secs_f64(secs)
                     .map_err(|e| format!("{name}: invalid value {v:?}: {e}"))?;
             }
             "--log" => {
@@ -183,6 +222,12 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     }
     if o.timeout.is_zero() {
         return Err("--timeout-s must be above zero".into());
+    }
+    if o.converge_timeout.is_zero() {
+        return Err("--converge-s must be above zero".into());
+    }
+    if o.bootstrap == Some(0) {
+        return Err("--bootstrap must be at least 1 (a node with no seed finds nobody)".into());
     }
     Ok(Parsed::Run(o))
 }
@@ -237,6 +282,40 @@ fn build_graph(nodes: usize, degree: usize, rng: &mut SplitMix64) -> Vec<(usize,
         }
     }
     dials
+}
+
+/// Each node's seeds for `--bootstrap k`: node i gets `k` distinct nodes drawn at
+/// random among nodes 0..i (all of them if i <= k), node 0 none. Every node but 0
+/// has a seed below it, so the seeds alone connect the cluster: following them from
+/// any node leads to node 0.
+fn choose_seeds(nodes: usize, k: usize, rng: &mut SplitMix64) -> Vec<Vec<usize>> {
+    (0..nodes)
+        .map(|i| {
+            if i <= k {
+                return (0..i).collect();
+            }
+            if 2 * k >= i {
+                // Most of them: the first k of a partial shuffle.
+                let mut all: Vec<usize> = (0..i).collect();
+                for n in 0..k {
+                    let j = n + rng.below(i - n);
+                    all.swap(n, j);
+                }
+                all.truncate(k);
+                return all;
+            }
+            // Few of many: draw until k distinct (at most twice as many draws, on average).
+            let mut seen = HashSet::with_capacity(k);
+            let mut seeds = Vec::with_capacity(k);
+            while seeds.len() < k {
+                let j = rng.below(i);
+                if seen.insert(j) {
+                    seeds.push(j);
+                }
+            }
+            seeds
+        })
+        .collect()
 }
 
 // ---- payloads ----
@@ -343,6 +422,11 @@ fn config_for(o: &Options) -> Config {
         // A throughput run among trusted nodes: the broadcast rate is what is measured,
         // so the per-peer and relay gossip rates do not bound it.
         max_gossip_rate: u32::MAX,
+        // With --bootstrap, discovery makes the graph; without, it would add to it.
+        target_outbound: match o.bootstrap {
+            Some(_) => o.degree.min(o.nodes - 1),
+            None => 0,
+        },
         ..Config::default()
     };
     let body = o.size + GOSSIP_OVERHEAD - 5;
@@ -357,47 +441,39 @@ fn config_for(o: &Options) -> Config {
     config
 }
 
-fn run(o: &Options) -> Result<bool, String> {
-    let mut rng = SplitMix64(o.seed);
-    let dials = build_graph(o.nodes, o.degree, &mut rng);
-    let mut neighbours: Vec<HashSet<usize>> = vec![HashSet::new(); o.nodes];
-    for &(a, b) in &dials {
-        neighbours[a].insert(b);
-        neighbours[b].insert(a);
-    }
-    let degrees: Vec<usize> = neighbours.iter().map(HashSet::len).collect();
-    let max_degree = degrees.iter().copied().max().unwrap_or(0);
-    eprintln!(
-        "cluster: {} nodes, {} links, degree min {} avg {:.1} max {}, seed {}, security {}",
-        o.nodes,
-        dials.len(),
-        degrees.iter().copied().min().unwrap_or(0),
-        2.0 * dials.len() as f64 / o.nodes as f64,
-        max_degree,
-        o.seed,
-        o.security,
+/// How the nodes meet: the dialled graph, or seeds and discovery (`--bootstrap`).
+enum Plan {
+    /// The dials to make, `(from, to)`, and each node's neighbours.
+    Graph {
+        dials: Vec<(usize, usize)>,
+        neighbours: Vec<HashSet<usize>>,
+    },
+    /// Each node's seed nodes, and the `target_outbound` every node keeps.
+    Bootstrap {
+        seeds: Vec<Vec<usize>>,
+        target: usize,
+    },
+}
+
+/// The summary line of a run that never got to broadcast, and the nodes shut down.
+fn give_up(o: &Options, nets: &mut [Network]) {
+    let expected = o.broadcasts * (o.nodes - 1);
+    println!(
+        "cluster: nodes={} broadcasts={} delivered=0/{expected} duplicates=0 p50_ms=0.000 p99_ms=0.000 elapsed_s=0.000",
+        o.nodes, o.broadcasts
     );
+    shut_down(nets);
+}
 
-    // Start the nodes and wire them up.
-    let config = config_for(o);
-    let mut nets = Vec::with_capacity(o.nodes);
-    let mut addrs = Vec::with_capacity(o.nodes);
-    for i in 0..o.nodes {
-        let mut net = Network::new(config.clone()).map_err(|e| format!("node {i}: {e}"))?;
-        let addr = net
-            .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .map_err(|e| format!("node {i}: cannot listen: {e}"))?;
-        nets.push(net);
-        addrs.push(addr);
-    }
-    let ids: Vec<PeerId> = nets.iter().map(Network::local_id).collect();
-    let index_of: HashMap<PeerId, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-    for &(from, to) in &dials {
-        nets[from]
-            .dial(addrs[to])
-            .map_err(|e| format!("node {from} cannot dial node {to}: {e}"))?;
-    }
-
+/// Polls until every node is connected to all its neighbours in the graph: the
+/// largest degree, or `None` (reported) when [`SETUP_TIMEOUT`] passed first.
+fn wait_for_graph(
+    o: &Options,
+    nets: &mut [Network],
+    index_of: &HashMap<PeerId, usize>,
+    dials: &[(usize, usize)],
+    neighbours: &[HashSet<usize>],
+) -> Result<Option<usize>, String> {
     let setup = Instant::now();
     let mut events = Vec::new();
     let mut connected: Vec<HashSet<usize>> = vec![HashSet::new(); o.nodes];
@@ -411,13 +487,7 @@ fn run(o: &Options) -> Result<bool, String> {
                 "cluster: setup timed out after {SETUP_TIMEOUT:?}: {ready}/{} nodes ready, {missing} links missing",
                 o.nodes
             );
-            let expected = o.broadcasts * (o.nodes - 1);
-            println!(
-                "cluster: nodes={} broadcasts={} delivered=0/{expected} duplicates=0 p50_ms=0.000 p99_ms=0.000 elapsed_s=0.000",
-                o.nodes, o.broadcasts
-            );
-            shut_down(&mut nets);
-            return Ok(false);
+            return Ok(None);
         }
         for (i, net) in nets.iter_mut().enumerate() {
             net.poll(&mut events, Some(Duration::ZERO))
@@ -452,6 +522,260 @@ fn run(o: &Options) -> Result<bool, String> {
         dials.len(),
         setup.elapsed().as_secs_f64()
     );
+    Ok(Some(neighbours.iter().map(HashSet::len).max().unwrap_or(0)))
+}
+
+/// What the nodes hold now, read from [`Network::peers`]: each node's peers (by
+/// index) among the connections both ends hold (a handshake the dialler finished
+/// first, the other end not yet, is left out), and how many connections it dialled.
+fn overlay(
+    nets: &[Network],
+    index_of: &HashMap<PeerId, usize>,
+) -> (Vec<HashSet<usize>>, Vec<usize>) {
+    let (held, outbound): (Vec<HashSet<usize>>, Vec<usize>) = nets
+        .iter()
+        .map(|net| {
+            let peers = net.peers();
+            let outbound = peers
+                .iter()
+                .filter(|p| p.direction == Direction::Outbound)
+                .count();
+            let indices = peers
+                .iter()
+                .filter_map(|p| index_of.get(&p.id).copied())
+                .collect();
+            (indices, outbound)
+        })
+        .unzip();
+    let both = (0..held.len())
+        .map(|i| {
+            held[i]
+                .iter()
+                .copied()
+                .filter(|&j| held[j].contains(&i))
+                .collect()
+        })
+        .collect();
+    (both, outbound)
+}
+
+/// Why `--bootstrap k` with `target_outbound` `target` may never converge, if it may
+/// not: every address a node learns on loopback was told by peers at 127.0.0.1, one
+/// network group, and discovery dials at most half its target (at least one) of the
+/// addresses one network group told (PROTOCOL.md §5.2), so a node's own dials stop at
+/// its seeds plus that; to reach `target` peers it then needs inbound ones.
+fn teller_cap_note(k: usize, target: usize) -> Option<String> {
+    let told = (target / 2).max(1);
+    let reach = k.min(target) + told;
+    (reach < target).then(|| {
+        format!(
+            "note: on loopback a node dials at most {told} addresses its peers told (all are told from 127.0.0.0/16, one network group; at most half of target_outbound {target}), so its outbound connections stop at its {k} seeds + {told} = {reach}, and below {target} peers it waits for inbound ones that may never come; a --bootstrap of at least {} (or a smaller --degree) reaches the target by dialling",
+            target - told
+        )
+    })
+}
+
+/// How many pieces the graph of `peers` (symmetric) falls into.
+fn components(peers: &[HashSet<usize>]) -> usize {
+    let mut seen = vec![false; peers.len()];
+    let mut count = 0;
+    for start in 0..peers.len() {
+        if seen[start] {
+            continue;
+        }
+        count += 1;
+        seen[start] = true;
+        let mut stack = vec![start];
+        while let Some(i) = stack.pop() {
+            for &j in &peers[i] {
+                if !seen[j] {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            }
+        }
+    }
+    count
+}
+
+/// `min avg max` of `values`.
+fn spread(values: impl Iterator<Item = usize>) -> String {
+    let values: Vec<usize> = values.collect();
+    let sum: usize = values.iter().sum();
+    format!(
+        "min {} avg {:.1} max {}",
+        values.iter().copied().min().unwrap_or(0),
+        sum as f64 / values.len().max(1) as f64,
+        values.iter().copied().max().unwrap_or(0)
+    )
+}
+
+/// Polls until discovery has converged: the connections both ends hold make one
+/// connected graph and every node has at least `target` peers (inbound ones count:
+/// a node's outbound connections alone may stay below its target, see the usage).
+/// The largest number of peers a node holds then, or `None` (reported) when
+/// `--converge-s` passed first.
+fn wait_for_discovery(
+    o: &Options,
+    nets: &mut [Network],
+    index_of: &HashMap<PeerId, usize>,
+    target: usize,
+) -> Result<Option<usize>, String> {
+    let setup = Instant::now();
+    let mut events = Vec::new();
+    let mut report = setup + Duration::from_secs(5);
+    loop {
+        let mut changed = false;
+        for (i, net) in nets.iter_mut().enumerate() {
+            net.poll(&mut events, Some(Duration::ZERO))
+                .map_err(|e| format!("node {i}: poll failed: {e}"))?;
+            for event in events.drain(..) {
+                match event {
+                    Event::PeerConnected { peer, .. } => {
+                        changed = true;
+                        if !index_of.contains_key(&peer) {
+                            eprintln!("cluster: node {i}: unexpected peer {peer}");
+                        }
+                    }
+                    Event::PeerDisconnected { peer, reason } => {
+                        changed = true;
+                        eprintln!("cluster: node {i}: peer {peer} disconnected: {reason}");
+                    }
+                    Event::DialFailed { addr, reason } => {
+                        eprintln!("cluster: node {i}: dial {addr} failed: {reason}")
+                    }
+                    other => log::debug!("node {i}: {other:?}"),
+                }
+            }
+        }
+        let now = Instant::now();
+        let late = now.duration_since(setup) > o.converge_timeout;
+        if !changed && !late && now < report {
+            continue;
+        }
+        let (peers, outbound) = overlay(nets, index_of);
+        let short: Vec<usize> = (0..o.nodes).filter(|&i| peers[i].len() < target).collect();
+        let pieces = components(&peers);
+        if short.is_empty() && pieces == 1 {
+            let links = peers.iter().map(HashSet::len).sum::<usize>() / 2;
+            let dials: u64 = nets.iter().map(|n| n.stats().discovery_dials).sum();
+            eprintln!(
+                "cluster: converged in {:.3} s: {links} links, peers {}, outbound {}, {dials} discovery dials",
+                setup.elapsed().as_secs_f64(),
+                spread(peers.iter().map(HashSet::len)),
+                spread(outbound.iter().copied()),
+            );
+            return Ok(Some(peers.iter().map(HashSet::len).max().unwrap_or(0)));
+        }
+        if late || now >= report {
+            let shown: Vec<String> = short
+                .iter()
+                .take(10)
+                .map(|&i| {
+                    format!(
+                        "node {i}: {} peers ({} outbound), {} known addresses",
+                        peers[i].len(),
+                        outbound[i],
+                        nets[i].stats().known_addrs
+                    )
+                })
+                .collect();
+            let state = format!(
+                "{pieces} connected piece(s), {}/{} nodes below {target} peers{}{}",
+                short.len(),
+                o.nodes,
+                if shown.is_empty() { "" } else { ": " },
+                shown.join("; ")
+            );
+            if late {
+                eprintln!(
+                    "cluster: discovery did not converge within {:?}: {state}",
+                    o.converge_timeout
+                );
+                if let Some(note) = o.bootstrap.and_then(|k| teller_cap_note(k, target)) {
+                    eprintln!("cluster: {note}");
+                }
+                return Ok(None);
+            }
+            eprintln!(
+                "cluster: converging, t={:.1}s: {state}",
+                setup.elapsed().as_secs_f64()
+            );
+            report = now + Duration::from_secs(5);
+        }
+    }
+}
+
+fn run(o: &Options) -> Result<bool, String> {
+    let mut rng = SplitMix64(o.seed);
+    let plan = match o.bootstrap {
+        None => {
+            let dials = build_graph(o.nodes, o.degree, &mut rng);
+            let mut neighbours: Vec<HashSet<usize>> = vec![HashSet::new(); o.nodes];
+            for &(a, b) in &dials {
+                neighbours[a].insert(b);
+                neighbours[b].insert(a);
+            }
+            eprintln!(
+                "cluster: {} nodes, {} links, degree {}, seed {}, security {}",
+                o.nodes,
+                dials.len(),
+                spread(neighbours.iter().map(HashSet::len)),
+                o.seed,
+                o.security,
+            );
+            Plan::Graph { dials, neighbours }
+        }
+        Some(k) => {
+            let seeds = choose_seeds(o.nodes, k, &mut rng);
+            let target = o.degree.min(o.nodes - 1);
+            eprintln!(
+                "cluster: {} nodes, bootstrap: {} seeds each (node i among nodes 0..i), target_outbound {target}, seed {}, security {}",
+                o.nodes, k, o.seed, o.security,
+            );
+            if let Some(note) = teller_cap_note(k, target) {
+                eprintln!("cluster: {note}");
+            }
+            Plan::Bootstrap { seeds, target }
+        }
+    };
+
+    // Start the nodes and wire them up.
+    let config = config_for(o);
+    let mut nets = Vec::with_capacity(o.nodes);
+    let mut addrs = Vec::with_capacity(o.nodes);
+    for i in 0..o.nodes {
+        let mut net = Network::new(config.clone()).map_err(|e| format!("node {i}: {e}"))?;
+        let addr = net
+            .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .map_err(|e| format!("node {i}: cannot listen: {e}"))?;
+        nets.push(net);
+        addrs.push(addr);
+    }
+    let ids: Vec<PeerId> = nets.iter().map(Network::local_id).collect();
+    let index_of: HashMap<PeerId, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let ready = match &plan {
+        Plan::Graph { dials, neighbours } => {
+            for &(from, to) in dials {
+                nets[from]
+                    .dial(addrs[to])
+                    .map_err(|e| format!("node {from} cannot dial node {to}: {e}"))?;
+            }
+            wait_for_graph(o, &mut nets, &index_of, dials, neighbours)?
+        }
+        Plan::Bootstrap { seeds, target } => {
+            for (i, seeds) in seeds.iter().enumerate() {
+                for &j in seeds {
+                    nets[i].add_addr(addrs[j]);
+                }
+            }
+            wait_for_discovery(o, &mut nets, &index_of, *target)?
+        }
+    };
+    let Some(max_degree) = ready else {
+        give_up(o, &mut nets);
+        return Ok(false);
+    };
 
     // Flood. At most `window` broadcasts in flight, so a link's queue stays far below
     // the write buffer caps whatever the size, and nothing is dropped.
@@ -480,6 +804,7 @@ fn run(o: &Options) -> Result<bool, String> {
     let mut first_broadcast: Option<Instant> = None;
     let mut report = Instant::now() + Duration::from_secs(1);
     let mut timed_out = false;
+    let mut events = Vec::new();
 
     loop {
         let done = next == o.broadcasts && tally.in_flight == 0;
@@ -634,6 +959,66 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("cluster: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_are_distinct_earlier_nodes_and_follow_the_seed() {
+        let seeds = choose_seeds(50, 3, &mut SplitMix64(7));
+        assert!(seeds[0].is_empty());
+        for (i, s) in seeds.iter().enumerate() {
+            assert_eq!(s.len(), i.min(3), "node {i}: {s:?}");
+            assert!(s.iter().all(|&j| j < i), "node {i}: {s:?}");
+            let distinct: HashSet<_> = s.iter().collect();
+            assert_eq!(distinct.len(), s.len(), "node {i}: {s:?}");
+        }
+        assert_eq!(seeds, choose_seeds(50, 3, &mut SplitMix64(7)));
+        assert_ne!(seeds, choose_seeds(50, 3, &mut SplitMix64(8)));
+    }
+
+    #[test]
+    fn components_counts_the_pieces_of_a_symmetric_graph() {
+        let graph = |edges: &[(usize, usize)], n: usize| {
+            let mut peers = vec![HashSet::new(); n];
+            for &(a, b) in edges {
+                peers[a].insert(b);
+                peers[b].insert(a);
+            }
+            peers
+        };
+        assert_eq!(components(&graph(&[(0, 1), (1, 2)], 3)), 1);
+        assert_eq!(components(&graph(&[(0, 1)], 3)), 2);
+        assert_eq!(components(&graph(&[], 2)), 2);
+    }
+
+    #[test]
+    fn the_teller_cap_note_says_which_bootstrap_reaches_the_target() {
+        assert!(teller_cap_note(2, 4).is_none());
+        assert!(teller_cap_note(1, 1).is_none());
+        let note = teller_cap_note(1, 4).expect("1 + 2 < 4");
+        assert!(note.contains("at least 2"), "{note}");
+        assert!(
+            teller_cap_note(2, 8)
+                .expect("2 + 4 < 8")
+                .contains("at least 4")
+        );
+    }
+
+    #[test]
+    fn bootstrap_needs_a_seed() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(parse_args(args(&["--bootstrap", "0"])).is_err());
+        match parse_args(args(&["--bootstrap=2", "--converge-s", "5"])) {
+            Ok(Parsed::Run(o)) => {
+                assert_eq!(o.bootstrap, Some(2));
+                assert_eq!(o.converge_timeout, Duration::from_secs(5));
+            }
+            _ => panic!("not parsed"),
         }
     }
 }

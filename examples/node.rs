@@ -12,6 +12,15 @@
 //! across restarts, creating the file if it is missing; without it each run has a fresh
 //! key. `--allow PEER_ID` (repeatable) closes every peer whose id is not listed.
 //!
+//! The node finds peers by itself (discovery, PROTOCOL.md §5.2): it keeps
+//! `--target-outbound N` outbound connections (8 unless told; 0 turns it off),
+//! dialling addresses from its address book and asking the peers it dialled for more.
+//! The book starts from what peers tell and from `--seed ADDR` (repeatable), an
+//! address among others: dialled only while the node is short of its target, and not
+//! kept connected. A `--peer ADDR` is kept connected whatever the target, and counts
+//! towards it. So `--peer` (or `--seed`) one node of a network is enough to meet the
+//! rest.
+//!
 //! stdin is read on its own thread, which parses each line and hands the command over a
 //! channel to the loop; the loop runs it on the [`Network`] directly, so a `request`
 //! learns its id at once and `request-sent` is always printed before its `response`.
@@ -43,6 +52,15 @@ options:
   --peer ADDR                 a persistent peer: dialled at start and again, with
                               backoff, whenever it is lost (repeatable)
   --redial-max-ms MS          longest wait between two dials of a --peer [60000]
+  --seed ADDR                 an address for the address book (repeatable): dialled
+                              only while the node holds fewer outbound connections
+                              than --target-outbound, and not kept connected; a
+                              first contact to learn other nodes from
+  --target-outbound N         outbound connections the node keeps by itself, dialling
+                              addresses from its book (--seed, and what peers tell;
+                              it asks the peers it dialled for more); --peer ones
+                              count; 0 turns discovery off; at most 128
+                              (max_outbound) [8]
   --network-id N              u32 network id of the preamble [1]
   --plaintext                 plaintext handshake: peer ids are claimed, not proven,
                               and traffic is not encrypted (trusted networks and
@@ -141,12 +159,17 @@ byte as \\xHH (so a backslash is \\x5c). Logs and warnings go to stderr.
 
 /// How long one turn of the loop may wait before it looks at stdin commands again.
 const TURN: Duration = Duration::from_millis(50);
+/// `--target-outbound` unless given: a node started with one `--peer` or `--seed`
+/// finds more by itself.
+const DEFAULT_TARGET_OUTBOUND: usize = 8;
 
 // ---- command line ----
 
 struct Options {
     listen: SocketAddr,
     peers: Vec<SocketAddr>,
+    /// `--seed`: put in the address book, not kept connected.
+    seeds: Vec<SocketAddr>,
     config: Config,
     log: LevelFilter,
     /// `--key-file`: loaded (or created) after the logger is up, so its warnings show.
@@ -191,7 +214,11 @@ fn parse_addr(value: &str) -> Result<SocketAddr, String> {
 fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut peers = Vec::new();
-    let mut config = Config::default();
+    let mut seeds = Vec::new();
+    let mut config = Config {
+        target_outbound: DEFAULT_TARGET_OUTBOUND,
+        ..Config::default()
+    };
     let mut log = LevelFilter::Warn;
     let mut ping_given = false;
     let mut idle_given = false;
@@ -232,6 +259,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
         let known = [
             "--listen",
             "--peer",
+            "--seed",
+            "--target-outbound",
             "--network-id",
             "--key-file",
             "--allow",
@@ -270,6 +299,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
         match name.as_str() {
             "--listen" => listen = parse_addr(v).map_err(|e| format!("--listen: {e}"))?,
             "--peer" => peers.push(parse_addr(v).map_err(|e| format!("--peer: {e}"))?),
+            "--seed" => seeds.push(parse_addr(v).map_err(|e| format!("--seed: {e}"))?),
+            "--target-outbound" => config.target_outbound = parse_number(&name, v)?,
             "--network-id" => config.network_id = parse_number(&name, v)?,
             "--key-file" => {
                 if v.is_empty() {
@@ -362,6 +393,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     Ok(Parsed::Run(Box::new(Options {
         listen,
         peers,
+        seeds,
         config,
         log,
         #[cfg(feature = "noise")]
@@ -860,6 +892,19 @@ fn main() -> ExitCode {
             emit(&format!("error peer {}", words(&e)));
         }
     }
+    if !options.seeds.is_empty() && net.config().target_outbound == 0 {
+        eprintln!(
+            "node: warning: --target-outbound 0: the --seed addresses are never dialled (only told to peers that ask)"
+        );
+    }
+    for seed in options.seeds {
+        // False for an address the book holds already (a --seed given twice).
+        if !net.add_addr(seed) {
+            eprintln!(
+                "node: warning: --seed {seed}: not added (known already, or the book is full)"
+            );
+        }
+    }
 
     let (tx, commands) = mpsc::channel();
     let spawned = thread::Builder::new()
@@ -916,6 +961,51 @@ mod tests {
     /// Runs a line as the loop would, returning what it prints.
     fn run_line(net: &mut Network, line: &str) -> Option<String> {
         parse_line(line.as_bytes()).and_then(|command| execute(net, command))
+    }
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    fn options(list: &[&str]) -> Result<Box<Options>, String> {
+        match parse_args(args(list))? {
+            Parsed::Run(options) => Ok(options),
+            Parsed::Help => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn discovery_is_on_by_default_and_bounded_by_max_outbound() {
+        let o = options(&[]).expect("defaults");
+        assert_eq!(o.config.target_outbound, DEFAULT_TARGET_OUTBOUND);
+        assert!(o.seeds.is_empty());
+        let o = options(&["--target-outbound", "0", "--seed", "127.0.0.1:4000"]).expect("off");
+        assert_eq!(o.config.target_outbound, 0);
+        let o = options(&[
+            "--target-outbound=3",
+            "--seed",
+            "127.0.0.1:4000",
+            "--seed=127.0.0.1:4001",
+            "--peer",
+            "127.0.0.1:4002",
+        ])
+        .expect("seeds");
+        assert_eq!(o.config.target_outbound, 3);
+        assert_eq!(
+            o.seeds,
+            vec![
+                "127.0.0.1:4000".parse::<SocketAddr>().unwrap(),
+                "127.0.0.1:4001".parse().unwrap()
+            ]
+        );
+        assert_eq!(o.peers.len(), 1);
+        let max = Config::default().max_outbound;
+        assert!(options(&["--target-outbound", &max.to_string()]).is_ok());
+        let err = options(&["--target-outbound", &(max + 1).to_string()])
+            .err()
+            .expect("over max_outbound");
+        assert!(err.contains("target_outbound"), "{err}");
+        assert!(options(&["--seed", "not an address"]).is_err());
     }
 
     /// Ctrl-C ends the loop as `quit` does, for the same graceful shutdown.
