@@ -192,7 +192,7 @@ fn main() -> ExitCode {
                 }
             }
             for &j in list.iter() {
-                sim.add_addr(i, j);
+                sim.add_addr(i, sim.node(j).addr());
             }
         }
         let target = o.degree.min(n - 1);
@@ -299,7 +299,7 @@ fn main() -> ExitCode {
                     // Its configuration: the seeds it starts from (nothing without
                     // --bootstrap).
                     for &j in &seeds[v] {
-                        sim.add_addr(v, j);
+                        sim.add_addr(v, sim.node(j).addr());
                     }
                 }
             }

@@ -13,15 +13,24 @@ use crate::rng::Rng;
 pub(crate) enum Source {
     /// The application (or a book it loaded): never limited by source or group.
     Application,
-    /// Peers connecting from one network group, in ADDRS frames. Counted by their
-    /// network, not their id: ids cost nothing to make, addresses in many networks do.
+    /// Peers connecting from one public network group, in ADDRS and PEERS frames.
+    /// Counted by their network, not their id: ids cost nothing to make, addresses in
+    /// many networks do.
     Peers(Group),
+    /// Peers connecting from addresses that are not public (the operator's own
+    /// network, loopback): one source for the book's share, which discovery does not
+    /// spread over, as it does not spread over such groups.
+    Local,
 }
 
 impl Source {
     /// The source of what a peer connected from `addr` tells.
     pub(crate) fn peer_at(addr: &SocketAddr) -> Source {
-        Source::Peers(group(addr))
+        if is_public(addr.ip().to_canonical()) {
+            Source::Peers(group(addr))
+        } else {
+            Source::Local
+        }
     }
 }
 
@@ -54,6 +63,10 @@ pub(crate) struct Known {
     pub(crate) last_success: Option<Instant>,
     /// When the node last dialled it by itself (discovery).
     pub(crate) last_try: Option<Instant>,
+    /// A node was reached there (a dial of ours finished its handshake), or a peer
+    /// connected from its IP told it as its own: only such addresses are told on
+    /// (PEERS), so that junk one peer tells does not spread from node to node.
+    pub(crate) vouched: bool,
 }
 
 /// The book's bounds, from `Config::address_book_size`.
@@ -134,7 +147,7 @@ impl Book {
         let mut all: Vec<SocketAddr> = self
             .entries
             .iter()
-            .filter(|(addr, known)| known.failures == 0 && keep(addr))
+            .filter(|(addr, known)| known.vouched && known.failures == 0 && keep(addr))
             .map(|(addr, _)| *addr)
             .collect();
         pick(&mut all, n, rng);
@@ -209,6 +222,8 @@ impl Book {
                 failures: 0,
                 last_success: None,
                 last_try: None,
+                // The operator's own addresses need no one else's word.
+                vouched: source == Source::Application,
             },
         );
         *self.per_group.entry(group).or_default() += 1;
@@ -221,10 +236,17 @@ impl Book {
     /// like would send our dials into our own network (or nowhere) and only take
     /// room. A peer on a private network may tell private ones too.
     pub(crate) fn add_told(&mut self, addr: SocketAddr, seen: &SocketAddr) -> bool {
-        if is_public(seen.ip().to_canonical()) && !is_public(addr.ip().to_canonical()) {
+        if !may_tell(seen.ip().to_canonical(), addr.ip().to_canonical()) {
             return false;
         }
         self.add(addr, Source::peer_at(seen))
+    }
+
+    /// A peer connected from `addr`'s IP told it as its own: it may be told on.
+    pub(crate) fn vouch(&mut self, addr: &SocketAddr) {
+        if let Some(known) = self.entries.get_mut(addr) {
+            known.vouched = true;
+        }
     }
 
     fn remove(&mut self, addr: &SocketAddr) {
@@ -244,11 +266,20 @@ impl Book {
         self.per_source.retain(|_, n| *n > 0);
     }
 
-    /// A dial to `addr` reached the end of its handshake.
-    pub(crate) fn succeeded(&mut self, addr: &SocketAddr, now: Instant) {
+    /// A dial to `addr` reached the end of its handshake: a node is there. Its
+    /// failures stay until the session proves lasting ([`Book::lasted`]): a peer
+    /// that takes the handshake and closes must not clear them each time.
+    pub(crate) fn reached(&mut self, addr: &SocketAddr, now: Instant) {
+        if let Some(known) = self.entries.get_mut(addr) {
+            known.last_success = Some(now);
+            known.vouched = true;
+        }
+    }
+
+    /// A session our dial to `addr` began lasted: its failures are forgotten.
+    pub(crate) fn lasted(&mut self, addr: &SocketAddr) {
         if let Some(known) = self.entries.get_mut(addr) {
             known.failures = 0;
-            known.last_success = Some(now);
         }
     }
 
@@ -346,6 +377,35 @@ pub(crate) fn pick<T>(all: &mut Vec<T>, n: usize, rng: &mut Rng) {
     all.truncate(n);
 }
 
+/// Whether a peer connected from `teller` may put `addr` in the book. A public peer
+/// tells only public addresses (others would send our dials into our own network);
+/// a peer on the operator's network may tell private ones too, but loopback only
+/// from loopback and link-local only from link-local (else a peer behind a NAT or
+/// a proxy, which every internet peer looks like there, could aim our dials at this
+/// host's services or the link's), and never an address that reaches no one host:
+/// unspecified, "this network" (0/8), multicast, broadcast or reserved (240/4).
+fn may_tell(teller: IpAddr, addr: IpAddr) -> bool {
+    if is_public(teller) {
+        return is_public(addr);
+    }
+    let (loopback, link_local, unusable) = match addr {
+        IpAddr::V4(v4) => {
+            let [a, ..] = v4.octets();
+            (v4.is_loopback(), v4.is_link_local(), a == 0 || a >= 224)
+        }
+        IpAddr::V6(v6) => (
+            v6.is_loopback(),
+            v6.is_unicast_link_local(),
+            v6.is_unspecified() || v6.is_multicast(),
+        ),
+    };
+    let teller_link_local = match teller {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    !unusable && (!loopback || teller.is_loopback()) && (!link_local || teller_link_local)
+}
+
 /// Whether `ip` is reachable from the internet at large: not unspecified ("this
 /// network", 0/8), loopback, private, shared (100.64/10), link-local, IETF protocol
 /// assignments (192.0.0/24), documentation, benchmarking (198.18/15), multicast or
@@ -399,9 +459,9 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
 mod tests {
     use super::*;
 
-    /// Peers connecting from network 172.n/16.
+    /// Peers connecting from network 9.n/16 (public).
     fn peer(n: u8) -> Source {
-        Source::peer_at(&SocketAddr::from(([172, n, 0, 9], 5)))
+        Source::peer_at(&SocketAddr::from(([9, n, 0, 9], 5)))
     }
 
     fn addr(a: u8, b: u8, c: u8, port: u16) -> SocketAddr {
@@ -478,7 +538,8 @@ mod tests {
         book.add(a, peer(1));
         book.add(b, peer(1));
         book.failed(&a);
-        book.succeeded(&a, Instant::now());
+        book.reached(&a, Instant::now());
+        book.lasted(&a);
         book.failed(&a);
         assert!(book.get(&a).is_some(), "one failure since its success");
         book.failed(&b);

@@ -229,7 +229,7 @@ pub struct Config {
     /// below 256 one network fills more than a thirty-second, and below 9 all); a full
     /// book makes room only by forgetting an address whose dials failed, and one
     /// that failed 8 times in a row is forgotten. About 100 bytes an address.
-    /// Default 4096.
+    /// Default 4096; at most [`MAX_ADDRESS_BOOK`] (65,536).
     ///
     /// [`Network::load_address_book`]: crate::Network::load_address_book
     pub address_book_size: usize,
@@ -446,6 +446,10 @@ pub enum ConfigError {
     /// An address in `advertised_addrs` has port 0, where nobody can reach it.
     #[error("advertised address {0} has port 0")]
     AdvertisedPortZero(std::net::SocketAddr),
+    /// `address_book_size` is over [`MAX_ADDRESS_BOOK`]: each GETADDRS a peer sends
+    /// costs a pass over the book.
+    #[error("address_book_size ({0}) is over the maximum of {max}", max = MAX_ADDRESS_BOOK)]
+    AddressBookTooLarge(usize),
     /// `target_outbound` is above `max_outbound`: the node could never reach it.
     #[error("target_outbound ({target}) is above max_outbound ({max})")]
     TargetOverMaxOutbound {
@@ -460,6 +464,9 @@ pub enum ConfigError {
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The largest count a config may set for queues and caches.
 pub const MAX_COUNT: usize = 1 << 40;
+/// The largest [`Config::address_book_size`]: answering a peer's GETADDRS, and each
+/// discovery round, is a pass over the book (about 1 ms at this size).
+pub const MAX_ADDRESS_BOOK: usize = 1 << 16;
 /// The largest [`Config::max_rejected_frames`] and [`Config::max_pending_requests`]:
 /// each sizes a table every connection holds and its peer fills at will (an instant
 /// per rejected frame in the window, 16 bytes; an entry per unanswered REQUEST, about
@@ -743,6 +750,9 @@ impl Config {
         }
         if let Some(&addr) = self.advertised_addrs.iter().find(|a| a.port() == 0) {
             return Err(ConfigError::AdvertisedPortZero(addr));
+        }
+        if self.address_book_size > MAX_ADDRESS_BOOK {
+            return Err(ConfigError::AddressBookTooLarge(self.address_book_size));
         }
         if self.target_outbound > self.max_outbound {
             return Err(ConfigError::TargetOverMaxOutbound {

@@ -12,6 +12,11 @@ use crate::rng::Rng;
 /// ended, asks its outbound peers for more).
 pub(crate) const DISCOVERY_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Dials a second discovery may make once its burst (`target_outbound`) is spent:
+/// whatever addresses peers tell, the node dials no faster, so it is no cannon to
+/// aim at third parties.
+pub(crate) const DISCOVERY_DIAL_RATE: usize = 1;
+
 /// What the outbound connections hold now: by public network group and by the
 /// source the book had their address from.
 #[derive(Debug, Default)]
@@ -43,7 +48,7 @@ impl Outbound {
         let group_free = !is_public(addr.ip().to_canonical())
             || self.groups.get(&group(addr)).copied().unwrap_or(0) == 0;
         let source_free = match source {
-            Source::Application => true,
+            Source::Application | Source::Local => true,
             Source::Peers(_) => self.sources.get(&source).copied().unwrap_or(0) < per_source,
         };
         group_free && source_free

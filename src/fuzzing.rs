@@ -790,7 +790,7 @@ fn frame_from(input: &mut Input<'_>) -> Frame {
     let id = u64::from(input.byte());
     let len = input.u16() as usize % 5000;
     let payload = Bytes::from(vec![kind; len]);
-    match kind % 8 {
+    match kind % 10 {
         0 => Frame::Ping(id),
         1 => Frame::Pong(id),
         2 => Frame::Message(payload),
@@ -804,6 +804,12 @@ fn frame_from(input: &mut Input<'_>) -> Frame {
         7 => Frame::Addrs(
             (0..len % (crate::wire::MAX_ADDRS + 1))
                 .map(|i| std::net::SocketAddr::from(([10, 0, 0, id as u8], 30000 + i as u16)))
+                .collect(),
+        ),
+        8 => Frame::GetAddrs,
+        9 => Frame::Peers(
+            (0..len % (crate::wire::MAX_PEERS + 1))
+                .map(|i| std::net::SocketAddr::from(([10, 0, 1, id as u8], 30000 + i as u16)))
                 .collect(),
         ),
         _ => Frame::Goodbye(GoodbyeReason::from_byte(input.byte() % 6)),

@@ -110,7 +110,9 @@ pub mod protocol {}
 struct ReadmeDoctests;
 
 pub use bytes::Bytes;
-pub use config::{Config, ConfigError, MAX_COUNT, MAX_DURATION, MAX_PER_PEER_TABLE};
+pub use config::{
+    Config, ConfigError, MAX_ADDRESS_BOOK, MAX_COUNT, MAX_DURATION, MAX_PER_PEER_TABLE,
+};
 pub use error::{CloseReason, DialError, Error, HandleError, RequestError, SendError};
 pub use event::{Direction, Event};
 pub use handle::Handle;

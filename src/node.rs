@@ -11,7 +11,8 @@ use slab::Slab;
 use crate::addrbook::{Book, Limits, Source, is_public};
 use crate::budget::{Budgets, within_fair_share};
 use crate::config::Config;
-use crate::discovery::{self, DISCOVERY_INTERVAL};
+use crate::bucket::TokenBucket;
+use crate::discovery::{self, DISCOVERY_DIAL_RATE, DISCOVERY_INTERVAL};
 use crate::duplicate;
 use crate::error::{CloseReason, DialError, SendError};
 use crate::event::{Direction, Event};
@@ -221,6 +222,11 @@ struct Entry {
     addrs_sent: bool,
     /// Dialled by discovery ([`Node::discover`]): the connections it may rotate.
     discovered: bool,
+    /// An address a dial of ours reached this connection's peer at, found when the
+    /// duplicate rule met the two: discovery does not dial it while the peer is
+    /// connected (a peer that does not tell it as its own would be dialled again and
+    /// again, each dial meeting the rule).
+    alias: Option<SocketAddr>,
 }
 
 /// The live entry of `conn`, if its slot still holds that generation. A free function
@@ -431,6 +437,9 @@ pub(crate) struct Node {
     /// When discovery next dials one more address while at its target
     /// (`outbound_rotation`).
     rotate_at: Option<Instant>,
+    /// Discovery's dials: `target_outbound` at once, then [`DISCOVERY_DIAL_RATE`] a
+    /// second, whatever the peers tell. Made at first use, when the clock is known.
+    discovery_budget: Option<TokenBucket>,
     /// Banned peers and until when (`None`: for good).
     bans: HashMap<PeerId, Option<Instant>>,
     /// Broadcasts waiting for the application's verdict before they are relayed.
@@ -513,6 +522,7 @@ impl Node {
             self_addrs: Vec::new(),
             discovery_dials: 0,
             rotate_at: None,
+            discovery_budget: None,
             validations: Validations::default(),
             dropped_validations: 0,
             dialing: HashMap::new(),
@@ -556,6 +566,7 @@ impl Node {
             listen_addrs: Vec::new(),
             addrs_sent: false,
             discovered: false,
+            alias: None,
         });
         self.created += 1;
         let conn = ConnId { key, generation };
@@ -809,8 +820,14 @@ impl Node {
         if self.shutting_down {
             return Err(DialError::ShuttingDown);
         }
-        // Each needs an outbound slot while it is dialled: more could never all be.
-        if !self.persistent.contains(&addr) && self.persistent.len() >= self.config.max_outbound {
+        // Each needs an outbound slot while it is dialled, beside the ones discovery
+        // keeps (`target_outbound`): more could never all be, and discovery would take
+        // the slot of one that dropped for good.
+        let room = self
+            .config
+            .max_outbound
+            .saturating_sub(self.config.target_outbound);
+        if !self.persistent.contains(&addr) && self.persistent.len() >= room {
             return Err(DialError::OutboundLimit(self.config.max_outbound));
         }
         self.persistent.add(addr, expected, now);
@@ -1301,15 +1318,15 @@ impl Node {
                 self.persistent.set_known(addr, Some(peer));
             }
         }
+        if let Some(&other) = self.peers.get(&peer).filter(|&&c| c != conn) {
+            return self.duplicate(conn, other, peer, now);
+        }
         if let Some(addr) = self
             .entry(conn)
             .filter(|e| e.socket.direction() == Direction::Outbound)
             .map(|e| e.socket.addr())
         {
-            self.book.succeeded(&addr, now);
-        }
-        if let Some(&other) = self.peers.get(&peer).filter(|&&c| c != conn) {
-            return self.duplicate(conn, other, peer, now);
+            self.book.reached(&addr, now);
         }
         self.peers.insert(peer, conn);
         self.announce(conn, peer);
@@ -1357,6 +1374,11 @@ impl Node {
         }
         entry.listen_addrs = addrs.clone();
         self.learn(&addrs, &seen, now);
+        // Its own addresses at the IP it connects from: a node is there.
+        let seen_ip = seen.ip().to_canonical();
+        for addr in addrs.iter().filter(|a| a.ip() == seen_ip) {
+            self.book.vouch(addr);
+        }
         log::debug!("{peer:?} listens on {addrs:?}");
         self.events.push(Event::PeerAddrs { peer, addrs });
     }
@@ -1410,7 +1432,12 @@ impl Node {
         };
         let private_ok =
             !is_public(entry.socket.addr().ip().to_canonical()) || self.config.advertise_private;
-        let theirs = entry.listen_addrs.clone();
+        // What the asker told as its own, and where we reached it.
+        let mut theirs = entry.listen_addrs.clone();
+        if entry.socket.direction() == Direction::Outbound {
+            theirs.push(entry.socket.addr());
+        }
+        theirs.extend(entry.alias);
         let addrs = self.book.sample(
             crate::wire::MAX_PEERS,
             |a| !theirs.contains(a) && (private_ok || is_public(a.ip().to_canonical())),
@@ -1493,7 +1520,12 @@ impl Node {
             if !entry.held.slot {
                 continue;
             }
-            view.in_use.extend(entry.listen_addrs.iter().copied());
+            // What a peer claims it listens on is in use only at the IP it connects
+            // from: a claim of others' addresses (checked by nobody) must not keep us
+            // from dialling them.
+            let seen_ip = entry.socket.addr().ip().to_canonical();
+            view.in_use.extend(entry.listen_addrs.iter().filter(|a| a.ip() == seen_ip));
+            view.in_use.extend(entry.alias);
             let outbound = entry.socket.direction() == Direction::Outbound;
             if outbound {
                 let addr = entry.socket.addr();
@@ -1536,9 +1568,20 @@ impl Node {
         self.dial_discovered(chosen, now);
     }
 
-    /// Dials `addrs` for discovery, until one cannot be dialled.
+    /// Dials `addrs` for discovery, until one cannot be dialled or the dial budget
+    /// is spent ([`DISCOVERY_DIAL_RATE`]).
     fn dial_discovered(&mut self, addrs: Vec<SocketAddr>, now: Instant) {
+        let burst = self.config.target_outbound.max(1);
+        let budget = self
+            .discovery_budget
+            .get_or_insert_with(|| TokenBucket::new(DISCOVERY_DIAL_RATE, burst, now));
+        budget.refill(now);
         for addr in addrs {
+            let Some(budget) = self.discovery_budget.as_mut().filter(|b| b.holds(1)) else {
+                log::debug!("discovery: dial budget spent");
+                break;
+            };
+            budget.take(1);
             match self.dial(addr, now) {
                 Ok(conn) => {
                     log::debug!("discovery: dialling {addr}");
@@ -1698,6 +1741,15 @@ impl Node {
         let (Some(new), Some(old)) = (candidate(self, conn), candidate(self, other)) else {
             return;
         };
+        if new.direction == Direction::Outbound
+            && let Some(dialled) = self.entry(conn).map(|e| e.socket.addr())
+        {
+            for c in [conn, other] {
+                if let Some(entry) = self.entry_mut(c) {
+                    entry.alias = Some(dialled);
+                }
+            }
+        }
         let verdict = duplicate::rule(self.local, peer, new, old);
         let loser = match verdict {
             duplicate::Verdict::CloseNew => Some(conn),
@@ -1808,9 +1860,30 @@ impl Node {
         };
         let (remote, announced) = (entry.socket.remote(), entry.announced);
         let (direction, addr) = (entry.socket.direction(), entry.socket.addr());
+        let since = entry.since;
         if direction == Direction::Outbound {
             // Its slot is free: look for another.
             self.wake_discovery(now);
+            // A session our dial began that ended before `redial_max` (the peer took
+            // the handshake and closed: it banned us, or has no room) counts as a
+            // failed dial, as a persistent peer's does: such an address is backed
+            // off, then forgotten, not redialled at the first wait for ever. A
+            // lasting one clears the address's failures.
+            let short = now.saturating_duration_since(since) < self.config.redial_max;
+            let ours = matches!(
+                reason,
+                CloseReason::Rotated
+                    | CloseReason::Shutdown
+                    | CloseReason::Disconnected
+                    | CloseReason::Replaced
+            );
+            if announced && !ours {
+                if short {
+                    self.book.failed(&addr);
+                } else {
+                    self.book.lasted(&addr);
+                }
+            }
         }
         if let (Some(peer), CloseReason::Misbehaving, true) = (remote, &reason, announced) {
             // A misbehaving peer loses every connection, not only the one it misbehaved on.
@@ -2670,6 +2743,19 @@ impl Node {
         // A duration past what the clock holds is a ban for good.
         let until = now.checked_add(duration);
         self.bans.insert(peer, until);
+        // Where it was reached or says it listens, discovery would dial it again.
+        let mut addrs = Vec::new();
+        for (_, entry) in self.sockets.iter() {
+            if entry.socket.remote() == Some(peer) {
+                if entry.socket.direction() == Direction::Outbound {
+                    addrs.push(entry.socket.addr());
+                }
+                addrs.extend(entry.listen_addrs.iter().copied());
+            }
+        }
+        for addr in &addrs {
+            self.book.forget(addr);
+        }
         self.close_peer(
             peer,
             CloseReason::Banned,

@@ -427,7 +427,7 @@ struct Pex {
     answered_at: Option<Instant>,
     /// When we last sent a GETADDRS.
     asked_at: Option<Instant>,
-    /// Our GETADDRS the peer has not answered yet: each PEERS takes one.
+    /// Whether a GETADDRS of ours waits for its PEERS (at most one is counted).
     unanswered: u8,
 }
 
@@ -1378,7 +1378,9 @@ impl Socket {
     pub(crate) fn asked_addrs(&mut self, now: Instant) {
         if let Some(open) = self.open_mut() {
             open.pex.asked_at = Some(now);
-            open.pex.unanswered = open.pex.unanswered.saturating_add(1);
+            // One at most: a peer that held back its answers cannot push them all
+            // at once later.
+            open.pex.unanswered = 1;
         }
     }
 

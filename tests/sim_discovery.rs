@@ -116,7 +116,7 @@ fn run(seed: u64) -> Result<(Duration, Duration), String> {
     }
     for (i, list) in seeds.iter().enumerate() {
         for &j in list {
-            sim.add_addr(i, j);
+            sim.add_addr(i, sim.node(j).addr());
         }
     }
     let converged = until_whole(&mut sim, Duration::from_secs(60))?;
@@ -147,7 +147,7 @@ fn run(seed: u64) -> Result<(Duration, Duration), String> {
                 sim.restart(v);
                 // A restarted node starts from its configuration: its seeds.
                 for &j in &seeds[v] {
-                    sim.add_addr(v, j);
+                    sim.add_addr(v, sim.node(j).addr());
                 }
             }
             5 => {
@@ -175,7 +175,7 @@ fn run(seed: u64) -> Result<(Duration, Duration), String> {
     for v in down {
         sim.restart(v);
         for &j in &seeds[v] {
-            sim.add_addr(v, j);
+            sim.add_addr(v, sim.node(j).addr());
         }
     }
     let rejoined = until_whole(&mut sim, REJOIN_BOUND)?;
@@ -238,7 +238,7 @@ fn without_a_target_nobody_dials_and_the_overlay_never_forms() {
     for i in 0..8 {
         sim.add_node();
         if i > 0 {
-            sim.add_addr(i, i - 1);
+            sim.add_addr(i, sim.node(i - 1).addr());
         }
     }
     sim.run_for(Duration::from_secs(10));

@@ -604,15 +604,13 @@ impl Sim {
         Ok(())
     }
 
-    /// Node `from` learns node `to`'s address as a seed, as
+    /// Node `from` learns `addr` as a seed, as
     /// [`Network::add_addr`](crate::Network::add_addr): with
     /// [`Config::target_outbound`] set, it may dial it, and learns more addresses
-    /// from the peers it dials. False if the book knew it already (or either node is
-    /// missing or down).
-    pub fn add_addr(&mut self, from: NodeIndex, to: NodeIndex) -> bool {
-        let Some(addr) = self.nodes.get(to).map(|n| n.addr) else {
-            return false;
-        };
+    /// from the peers it dials. `sim.node(to).addr()` is node `to`'s; a dial to an
+    /// address no node listens on is refused. False if the book knew it already (or
+    /// the node is missing or down).
+    pub fn add_addr(&mut self, from: NodeIndex, addr: SocketAddr) -> bool {
         let now = self.now;
         let added = self.core(from).is_some_and(|n| n.add_addr(addr, now));
         self.settle(from);

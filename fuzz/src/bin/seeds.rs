@@ -147,6 +147,8 @@ fn frame_op(link: u8, frame: &Frame) -> Vec<u8> {
         Frame::Response { id, payload } => (5, *id, payload.len(), vec![]),
         Frame::Goodbye(reason) => (6, 0, 0, vec![reason.to_byte()]),
         Frame::Addrs(addrs) => (7, 0, addrs.len(), vec![]),
+        Frame::GetAddrs => (8, 0, 0, vec![]),
+        Frame::Peers(addrs) => (9, 0, addrs.len(), vec![]),
     };
     let mut op = vec![2, link, kind, id as u8, (len >> 8) as u8, len as u8];
     op.extend(tail);
@@ -173,6 +175,8 @@ fn every_frame() -> Vec<Frame> {
         },
         Frame::Goodbye(GoodbyeReason::Timeout),
         Frame::Addrs(vec![std::net::SocketAddr::from(([10, 0, 0, 0], 30000))]),
+        Frame::GetAddrs,
+        Frame::Peers(vec![std::net::SocketAddr::from(([10, 0, 1, 0], 30000))]),
     ]
 }
 
