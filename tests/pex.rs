@@ -220,7 +220,7 @@ fn a_peers_frame_that_answers_no_getaddrs_is_rejected_and_not_learned() {
     let mut out_frames = Vec::new();
     run_until(&mut [&mut net], 400, |_, _| {
         out_frames.extend(out.frames());
-        getaddrs(&out_frames) == 1
+        getaddrs(&out_frames) >= 1
     });
 
     // An inbound peer was never asked.
@@ -238,15 +238,22 @@ fn a_peers_frame_that_answers_no_getaddrs_is_rejected_and_not_learned() {
         net.known_addrs()
     );
 
-    // The outbound peer answers our one GETADDRS: learned.
+    // The outbound peer answers our one GETADDRS: learned. Port 0 and the
+    // unspecified IP mean nothing and are dropped, the rest kept; an IPv4-mapped
+    // address is its IPv4 address.
     let answer = sa("127.0.7.2:7002");
-    out.send_frame(&Frame::Peers(vec![answer]));
+    let mapped = sa("[::ffff:127.0.7.4]:7004");
+    out.send_frame(&Frame::Peers(vec![
+        sa("127.0.7.5:0"),
+        sa("0.0.0.0:7006"),
+        answer,
+        mapped,
+    ]));
     let mut frames = Vec::new();
     fence(&mut [&mut net], &mut out, &mut frames, 2);
-    assert!(
-        net.known_addrs().contains(&answer),
-        "{:?}",
-        net.known_addrs()
+    assert_eq!(
+        net.known_addrs(),
+        sorted(vec![listener.addr, answer, sa("127.0.7.4:7004")])
     );
     assert_eq!(net.peer_stats(&asked).unwrap().rejected_frames, 0);
 
@@ -268,12 +275,33 @@ fn a_peers_frame_that_answers_no_getaddrs_is_rejected_and_not_learned() {
 
 // ---- 2. Who is asked ----
 
-/// A peer the node dialled while looking for outbound connections, that set 0x02,
-/// hears a GETADDRS right after the handshake, unprompted; not a second one at the
-/// next discovery pass (at most one per 30 s on a connection).
+/// A peer the node dialled, that set 0x02, hears a GETADDRS right after the
+/// handshake, unprompted. With a target of one outbound connection, met by that peer,
+/// the node runs no discovery pass that could have asked instead.
 #[test]
-fn a_dialled_peer_that_set_the_bit_is_asked_at_once_and_not_again_soon() {
-    let (mut net, addr) = listening(Config {
+fn a_dialled_peer_that_set_the_bit_is_asked_right_after_the_handshake() {
+    let (mut net, addr) = listening(seeking(1));
+    let listener = RawListener::bind();
+    net.add_addr(listener.addr);
+    let mut raw = accept(&listener, &mut net, id(0x65), PEX);
+    let mut frames = Vec::new();
+    run_until(&mut [&mut net], 400, |_, _| {
+        frames.extend(raw.frames());
+        frames.len() >= 2
+    });
+    fence(&mut [&mut net], &mut raw, &mut frames, 3);
+    assert_eq!(
+        frames,
+        vec![Frame::Addrs(vec![addr]), Frame::GetAddrs, Frame::Pong(3)]
+    );
+}
+
+/// A node short of its target asks its outbound peers again at its discovery passes,
+/// but not one it asked less than 30 s ago: the peer asked at the handshake hears no
+/// second GETADDRS at the next pass.
+#[test]
+fn a_peer_asked_is_not_asked_again_at_the_next_discovery_pass() {
+    let (mut net, _) = listening(Config {
         redial_base: Duration::from_millis(10),
         redial_max: Duration::from_millis(10),
         ..seeking(3)
@@ -283,14 +311,12 @@ fn a_dialled_peer_that_set_the_bit_is_asked_at_once_and_not_again_soon() {
     // which `discovery_dials` shows.
     net.add_addr(listener.addr);
     net.add_addr(dead_addr());
-    let mut raw = accept(&listener, &mut net, id(0x65), PEX);
+    let mut raw = accept(&listener, &mut net, id(0x6b), PEX);
     let mut frames = Vec::new();
     run_until(&mut [&mut net], 400, |_, _| {
         frames.extend(raw.frames());
-        frames.len() >= 2
+        getaddrs(&frames) >= 1
     });
-    assert_eq!(frames, vec![Frame::Addrs(vec![addr]), Frame::GetAddrs]);
-
     let passes = net.stats().discovery_dials;
     run_until(&mut [&mut net], PASS_TURNS, |nets, _| {
         frames.extend(raw.frames());
@@ -332,8 +358,9 @@ fn peers_without_the_bit_and_peers_that_dialled_us_are_never_asked() {
     });
     for (i, (raw, frames)) in raws.iter_mut().zip(&mut frames).enumerate() {
         fence(&mut [&mut net], raw, frames, 10 + i as u64);
-        assert_eq!(getaddrs(frames), 0, "peer {i}: {frames:?}");
     }
+    let asked: Vec<usize> = frames.iter().map(|f| getaddrs(f)).collect();
+    assert_eq!(asked, [0, 0, 0], "GETADDRS each got: {frames:?}");
     let directions: Vec<Direction> = [id(0x66), id(0x67), id(0x68)]
         .iter()
         .map(|p| net.peers().iter().find(|i| i.id == *p).unwrap().direction)
@@ -423,7 +450,7 @@ fn a_node_told_its_own_address_dials_it_once_and_forgets_it() {
     run_until(&mut [&mut net], 400, |_, _| {
         f1.extend(r1.frames());
         f2.extend(r2.frames());
-        getaddrs(&f1) == 1 && getaddrs(&f2) == 1
+        getaddrs(&f1) >= 1 && getaddrs(&f2) >= 1
     });
     let self_dials = |log: &Log| {
         count(
@@ -434,7 +461,7 @@ fn a_node_told_its_own_address_dials_it_once_and_forgets_it() {
     };
 
     r1.send_frame(&Frame::Peers(vec![me]));
-    let mut log = run_until(&mut [&mut net], 1_000, |_, log| self_dials(log) == 1);
+    let mut log = run_until(&mut [&mut net], 1_000, |_, log| self_dials(log) >= 1);
     assert!(has(&log, 0, |e| matches!(
         e,
         Event::DialFailed {
@@ -456,12 +483,17 @@ fn a_node_told_its_own_address_dials_it_once_and_forgets_it() {
             |e| matches!(e, Event::DialFailed { addr, .. } if *addr == dead),
         )
     };
-    let before = dead_dials(&log);
-    log.extend(run_until(&mut [&mut net], 2 * PASS_TURNS, |_, more| {
+    let dials = net.stats().discovery_dials;
+    let window = run_until(&mut [&mut net], 2 * PASS_TURNS, |_, more| {
         dead_dials(more) >= 2
-    }));
-    assert!(dead_dials(&log) >= before + 2);
+    });
+    log.extend(window.iter().cloned());
     assert_eq!(self_dials(&log), 1, "dialled itself once");
+    assert_eq!(
+        net.stats().discovery_dials - dials,
+        dead_dials(&window) as u64,
+        "the passes dialled `dead`, and nothing else"
+    );
     assert!(!net.known_addrs().contains(&me));
 }
 
@@ -497,7 +529,7 @@ fn what_peers_tell_of_one_network_fills_only_its_share_of_the_book() {
         for (raw, f) in raws.iter_mut().zip(&mut frames) {
             f.extend(raw.frames());
         }
-        frames.iter().all(|f| getaddrs(f) == 1)
+        frames.iter().all(|f| getaddrs(f) >= 1)
     });
     let in_group = |net: &Network, a: u8, b: u8| {
         net.known_addrs()
@@ -552,7 +584,7 @@ fn what_one_network_tells_gets_at_most_half_the_outbound_connections() {
     run_until(&mut [&mut net], 400, |_, _| {
         f1.extend(r1.frames());
         f2.extend(r2.frames());
-        getaddrs(&f1) == 1 && getaddrs(&f2) == 1
+        getaddrs(&f1) >= 1 && getaddrs(&f2) >= 1
     });
     // Twelve peers that complete any handshake and stay.
     let listeners: Vec<RawListener> = (0..12).map(|_| RawListener::bind()).collect();
@@ -599,4 +631,36 @@ fn what_one_network_tells_gets_at_most_half_the_outbound_connections() {
     assert_eq!(dialled(&served, 6..12), 1, "the one slot left");
     assert_eq!(net.peers().len(), 6);
     assert_eq!(net.stats().discovery_dials, 6);
+}
+
+/// A peer the node dialled listens where it was dialled, ADDRS or not: its own
+/// address is not news to it (PROTOCOL.md §5.2: "never the asker's own").
+///
+/// The node leaves out only the addresses the asker told in ADDRS
+/// (`Node::answer_addrs` filters on `listen_addrs`), not the one it dialled the asker
+/// at: a peer that set 0x02 without 0x01, or that asks before its ADDRS, hears its
+/// own address back.
+#[test]
+#[ignore = "bug: answer_addrs tells a peer we dialled the address we dialled it at, unless it sent ADDRS"]
+fn a_peer_we_dialled_is_not_told_the_address_we_dialled_it_at() {
+    let (mut net, _) = listening(seeking(1));
+    let listener = RawListener::bind();
+    let others = [sa("127.0.8.1:8001"), sa("127.0.8.2:8002")];
+    net.add_addr(listener.addr);
+    // It understands peer exchange but not ADDRS, so it tells no listening address.
+    let mut raw = accept(&listener, &mut net, id(0x6c), FEATURE_PEX);
+    // Learned once the target is met: never dialled.
+    for a in others {
+        net.add_addr(a);
+    }
+    raw.send_frame(&Frame::GetAddrs);
+    let mut frames = Vec::new();
+    run_until(&mut [&mut net], 400, |_, _| {
+        frames.extend(raw.frames());
+        !peers_frames(&frames).is_empty()
+    });
+    assert_eq!(
+        sorted(peers_frames(&frames).remove(0)),
+        sorted(others.to_vec())
+    );
 }
