@@ -328,10 +328,28 @@ pub struct RawListener {
 
 impl RawListener {
     pub fn bind() -> RawListener {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind raw listener");
+        RawListener::bind_at([127, 0, 0, 1])
+    }
+
+    /// A listener on an ephemeral port of another loopback IP (all of 127.0.0.0/8
+    /// is this host), to stand in for a peer in another network group (/16).
+    pub fn bind_at(ip: [u8; 4]) -> RawListener {
+        let listener = TcpListener::bind(SocketAddr::from((ip, 0))).expect("bind raw listener");
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         RawListener { listener, addr }
+    }
+
+    /// Accepts one connection if one is waiting. Never blocks.
+    pub fn try_accept(&self) -> Option<Raw> {
+        match self.listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                Some(Raw::from_stream(stream))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => panic!("raw accept: {e}"),
+        }
     }
 
     /// Accepts one connection, stepping `nets` meanwhile.
@@ -339,13 +357,8 @@ impl RawListener {
     pub fn accept(&self, nets: &mut [&mut Network]) -> (Raw, Log) {
         let mut accepted = None;
         let log = run_until(nets, 400, |_, _| {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    stream.set_nonblocking(false).unwrap();
-                    accepted = Some(Raw::from_stream(stream));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("raw accept: {e}"),
+            if accepted.is_none() {
+                accepted = self.try_accept();
             }
             accepted.is_some()
         });
