@@ -581,6 +581,64 @@ mod tests {
     }
 
     #[test]
+    fn a_private_peer_cannot_aim_our_dials_at_this_host_or_no_host() {
+        let mut book = Book::new(Limits::for_size(64));
+        let lan: SocketAddr = "192.168.1.2:7".parse().unwrap();
+        for bad in [
+            "127.0.0.1:22",
+            "169.254.169.254:80",
+            "224.0.0.1:1",
+            "255.255.255.255:1",
+            "0.1.2.3:1",
+            "240.0.0.1:1",
+            "[::1]:1",
+            "[fe80::1]:1",
+            "[ff02::1]:1",
+        ] {
+            assert!(!book.add_told(bad.parse().unwrap(), &lan), "{bad}");
+        }
+        assert!(book.add_told("192.168.1.3:1".parse().unwrap(), &lan));
+        assert!(book.add_told("10.0.0.1:1".parse().unwrap(), &lan));
+        // A peer on loopback (a cluster on one host) may tell loopback addresses.
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        assert!(book.add_told("127.0.0.1:7001".parse().unwrap(), &local));
+        // Link-local only from link-local.
+        let link: SocketAddr = "169.254.3.4:5".parse().unwrap();
+        assert!(book.add_told("169.254.3.5:1".parse().unwrap(), &link));
+        // Peers on the operator's network are one source, whatever their /16.
+        assert_eq!(Source::peer_at(&lan), Source::Local);
+        assert_eq!(Source::peer_at(&local), Source::Local);
+        assert_eq!(
+            Source::peer_at(&"8.8.8.8:1".parse().unwrap()),
+            Source::Peers(group(&"8.8.0.0:1".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn only_vouched_addresses_are_told_on() {
+        let mut book = Book::new(limits());
+        let mut rng = Rng::from_seed(1);
+        let (told, mine, reached, claimed) = (
+            addr(10, 0, 0, 1),
+            addr(10, 1, 0, 1),
+            addr(10, 2, 0, 1),
+            addr(10, 3, 0, 1),
+        );
+        book.add(told, peer(1));
+        book.add(mine, Source::Application);
+        book.add(reached, peer(1));
+        book.add(claimed, peer(2));
+        book.reached(&reached, Instant::now());
+        book.vouch(&claimed);
+        let mut told_on = book.sample(10, |_| true, &mut rng);
+        told_on.sort();
+        assert_eq!(told_on, vec![mine, reached, claimed]);
+        // One whose last dial failed is not told on either.
+        book.failed(&reached);
+        assert_eq!(book.sample(10, |_| true, &mut rng).len(), 2);
+    }
+
+    #[test]
     fn a_saved_book_loads_back_and_a_malformed_one_adds_nothing() {
         let mut book = Book::new(limits());
         book.add(addr(10, 0, 0, 1), peer(1));

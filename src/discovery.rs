@@ -146,6 +146,20 @@ mod tests {
     }
 
     #[test]
+    fn tellers_on_the_operators_network_are_not_held_to_half() {
+        let candidates: Vec<_> = (0..10)
+            .map(|i| (public(60 + i, 0, 0), Source::Local))
+            .collect();
+        let chosen = choose(
+            candidates,
+            &mut Outbound::default(),
+            8,
+            &mut Rng::from_seed(2),
+        );
+        assert_eq!(chosen.len(), 8);
+    }
+
+    #[test]
     fn private_addresses_are_not_grouped() {
         // A cluster on one host: every node at 127.0.0.1.
         let candidates: Vec<_> = (0..10)

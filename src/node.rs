@@ -9,9 +9,9 @@ use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
 use crate::addrbook::{Book, Limits, Source, is_public};
+use crate::bucket::TokenBucket;
 use crate::budget::{Budgets, within_fair_share};
 use crate::config::Config;
-use crate::bucket::TokenBucket;
 use crate::discovery::{self, DISCOVERY_DIAL_RATE, DISCOVERY_INTERVAL};
 use crate::duplicate;
 use crate::error::{CloseReason, DialError, SendError};
@@ -1524,7 +1524,8 @@ impl Node {
             // from: a claim of others' addresses (checked by nobody) must not keep us
             // from dialling them.
             let seen_ip = entry.socket.addr().ip().to_canonical();
-            view.in_use.extend(entry.listen_addrs.iter().filter(|a| a.ip() == seen_ip));
+            view.in_use
+                .extend(entry.listen_addrs.iter().filter(|a| a.ip() == seen_ip));
             view.in_use.extend(entry.alias);
             let outbound = entry.socket.direction() == Direction::Outbound;
             if outbound {

@@ -190,5 +190,8 @@ fn discovery_leaves_the_persistent_peers_their_slots() {
     sim.crash(p);
     sim.restart(p);
     sim.run_for(Duration::from_secs(60));
-    assert!(sim.node(a).is_connected(&p_id), "the persistent peer is back");
+    assert!(
+        sim.node(a).is_connected(&p_id),
+        "the persistent peer is back"
+    );
 }
