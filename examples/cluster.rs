@@ -22,11 +22,8 @@
 //! peers: a node dials them only while short of its target, and learns the rest from
 //! what its peers tell (ADDRS, PEERS). Broadcasting starts once the overlay has
 //! converged: the connections both ends hold make one connected graph and every node
-//! has at least D peers (inbound ones count). The time that took goes to stderr. On
-//! loopback every address a node learns was told by peers of one network group,
-//! 127.0.0.0/16, and discovery dials at most max(D/2, 1) of those: a node's own dials
-//! stop at its K seeds plus that, so with K < D/2 some nodes may never get D peers
-//! and the run gives up after `--converge-s` (it says why).
+//! has at least D peers (inbound ones count). The time that took goes to stderr; a
+//! run that does not converge within `--converge-s` says which nodes fell short.
 //!
 //! Each payload starts with the nanoseconds since a shared epoch at which it was
 //! broadcast; receivers subtract it from their own clock to get the latency. The rest of
@@ -65,9 +62,6 @@ options:
                      gets none) and finds the others by discovery, with
                      target_outbound D; broadcasting starts once the overlay is
                      connected and every node has min(D, N-1) peers [off].
-                     On loopback every address is told from one network group,
-                     of which discovery dials at most max(D/2, 1): a node's own
-                     dials stop at K + max(D/2, 1), so take K >= D/2 to be sure
   --broadcasts B     broadcasts, each from a random node [1000]
   --size BYTES       payload size, at least 8 (a timestamp) [256]
   --plaintext        plaintext handshake: ids claimed, not proven, no encryption
@@ -559,22 +553,6 @@ fn overlay(
     (both, outbound)
 }
 
-/// Why `--bootstrap k` with `target_outbound` `target` may never converge, if it may
-/// not: every address a node learns on loopback was told by peers at 127.0.0.1, one
-/// network group, and discovery dials at most half its target (at least one) of the
-/// addresses one network group told (PROTOCOL.md §5.2), so a node's own dials stop at
-/// its seeds plus that; to reach `target` peers it then needs inbound ones.
-fn teller_cap_note(k: usize, target: usize) -> Option<String> {
-    let told = (target / 2).max(1);
-    let reach = k.min(target) + told;
-    (reach < target).then(|| {
-        format!(
-            "note: on loopback a node dials at most {told} addresses its peers told (all are told from 127.0.0.0/16, one network group; at most half of target_outbound {target}), so its outbound connections stop at its {k} seeds + {told} = {reach}, and below {target} peers it waits for inbound ones that may never come; a --bootstrap of at least {} (or a smaller --degree) reaches the target by dialling",
-            target - told
-        )
-    })
-}
-
 /// How many pieces the graph of `peers` (symmetric) falls into.
 fn components(peers: &[HashSet<usize>]) -> usize {
     let mut seen = vec![false; peers.len()];
@@ -692,9 +670,6 @@ fn wait_for_discovery(
                     "cluster: discovery did not converge within {:?}: {state}",
                     o.converge_timeout
                 );
-                if let Some(note) = o.bootstrap.and_then(|k| teller_cap_note(k, target)) {
-                    eprintln!("cluster: {note}");
-                }
                 return Ok(None);
             }
             eprintln!(
@@ -733,9 +708,6 @@ fn run(o: &Options) -> Result<bool, String> {
                 "cluster: {} nodes, bootstrap: {} seeds each (node i among nodes 0..i), target_outbound {target}, seed {}, security {}",
                 o.nodes, k, o.seed, o.security,
             );
-            if let Some(note) = teller_cap_note(k, target) {
-                eprintln!("cluster: {note}");
-            }
             Plan::Bootstrap { seeds, target }
         }
     };
@@ -994,19 +966,6 @@ mod tests {
         assert_eq!(components(&graph(&[(0, 1), (1, 2)], 3)), 1);
         assert_eq!(components(&graph(&[(0, 1)], 3)), 2);
         assert_eq!(components(&graph(&[], 2)), 2);
-    }
-
-    #[test]
-    fn the_teller_cap_note_says_which_bootstrap_reaches_the_target() {
-        assert!(teller_cap_note(2, 4).is_none());
-        assert!(teller_cap_note(1, 1).is_none());
-        let note = teller_cap_note(1, 4).expect("1 + 2 < 4");
-        assert!(note.contains("at least 2"), "{note}");
-        assert!(
-            teller_cap_note(2, 8)
-                .expect("2 + 4 < 8")
-                .contains("at least 4")
-        );
     }
 
     #[test]

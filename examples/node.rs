@@ -56,6 +56,9 @@ options:
                               only while the node holds fewer outbound connections
                               than --target-outbound, and not kept connected; a
                               first contact to learn other nodes from
+  --address-book FILE         the address book, loaded at start if the file exists
+                              and saved at shutdown (and every minute), so that a
+                              restart does not depend on the seeds alone
   --target-outbound N         outbound connections the node keeps by itself, dialling
                               addresses from its book (--seed, and what peers tell;
                               it asks the peers it dialled for more); --peer ones
@@ -170,6 +173,8 @@ struct Options {
     peers: Vec<SocketAddr>,
     /// `--seed`: put in the address book, not kept connected.
     seeds: Vec<SocketAddr>,
+    /// `--address-book`: loaded at start, saved every minute and at shutdown.
+    address_book: Option<PathBuf>,
     config: Config,
     log: LevelFilter,
     /// `--key-file`: loaded (or created) after the logger is up, so its warnings show.
@@ -215,6 +220,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut peers = Vec::new();
     let mut seeds = Vec::new();
+    let mut address_book = None;
     let mut config = Config {
         target_outbound: DEFAULT_TARGET_OUTBOUND,
         ..Config::default()
@@ -260,6 +266,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
             "--listen",
             "--peer",
             "--seed",
+            "--address-book",
             "--target-outbound",
             "--network-id",
             "--key-file",
@@ -300,6 +307,12 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
             "--listen" => listen = parse_addr(v).map_err(|e| format!("--listen: {e}"))?,
             "--peer" => peers.push(parse_addr(v).map_err(|e| format!("--peer: {e}"))?),
             "--seed" => seeds.push(parse_addr(v).map_err(|e| format!("--seed: {e}"))?),
+            "--address-book" => {
+                if v.is_empty() {
+                    return Err("--address-book: empty path".into());
+                }
+                address_book = Some(PathBuf::from(v));
+            }
             "--target-outbound" => config.target_outbound = parse_number(&name, v)?,
             "--network-id" => config.network_id = parse_number(&name, v)?,
             "--key-file" => {
@@ -394,6 +407,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Parsed, String> {
         listen,
         peers,
         seeds,
+        address_book,
         config,
         log,
         #[cfg(feature = "noise")]
@@ -770,14 +784,32 @@ fn stop_on_signals() -> io::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// How often `--address-book` is saved while the node runs.
+const BOOK_SAVE_EVERY: Duration = Duration::from_secs(60);
+
+/// Saves the address book to `path`, if one was given; a failure is a warning.
+fn save_book(net: &Network, path: Option<&PathBuf>) {
+    if let Some(path) = path
+        && let Err(e) = net.save_address_book(path)
+    {
+        eprintln!("node: warning: cannot save the address book to {path:?}: {e}");
+    }
+}
+
 fn serve(
     net: &mut Network,
     commands: &Receiver<Command>,
     stop: &AtomicBool,
     lost: &mut Lost,
+    book: Option<&PathBuf>,
 ) -> io::Result<()> {
     let mut events = Vec::new();
+    let mut next_save = Instant::now() + BOOK_SAVE_EVERY;
     loop {
+        if Instant::now() >= next_save {
+            save_book(net, book);
+            next_save = Instant::now() + BOOK_SAVE_EVERY;
+        }
         // Checked every turn: a signal at most one TURN before the shutdown starts.
         if stop.load(Ordering::Relaxed) {
             return Ok(());
@@ -897,6 +929,16 @@ fn main() -> ExitCode {
             "node: warning: --target-outbound 0: the --seed addresses are never dialled (only told to peers that ask)"
         );
     }
+    if let Some(path) = &options.address_book {
+        match net.load_address_book(path) {
+            Ok(n) => eprintln!("node: {n} addresses loaded from {path:?}"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                eprintln!("node: cannot load the address book {path:?}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     for seed in options.seeds {
         // False for an address the book holds already (a --seed given twice).
         if !net.add_addr(seed) {
@@ -923,9 +965,11 @@ fn main() -> ExitCode {
         }
     };
     let mut lost = Lost::default();
-    if let Err(e) =
-        serve(&mut net, &commands, &stop, &mut lost).and_then(|()| shut_down(&mut net, &mut lost))
-    {
+    let book = options.address_book.as_ref();
+    let served = serve(&mut net, &commands, &stop, &mut lost, book);
+    // Saved before the connections close: what the node knew while running.
+    save_book(&net, book);
+    if let Err(e) = served.and_then(|()| shut_down(&mut net, &mut lost)) {
         eprintln!("node: poll failed: {e}");
         return ExitCode::FAILURE;
     }
