@@ -30,7 +30,6 @@ use std::ffi::OsString;
 use std::fmt::Display;
 use std::io::{self, BufRead, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-#[cfg(feature = "noise")]
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -1061,7 +1060,7 @@ mod tests {
         signal_hook::low_level::raise(signal_hook::consts::SIGINT).expect("raise");
         assert!(stop.load(Ordering::Relaxed));
         // Returns (bounded: the flag is checked before the first poll).
-        serve(&mut net, &commands, &stop, &mut Lost::default()).expect("serve");
+        serve(&mut net, &commands, &stop, &mut Lost::default(), None).expect("serve");
         shut_down(&mut net, &mut Lost::default()).expect("shut down");
         assert!(net.is_shut_down());
     }
