@@ -39,9 +39,11 @@ impl Source {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Group([u8; 5]);
 
-/// The network group of `addr`.
+/// The network group of `addr`. An IPv6 address that carries an IPv4 one (6to4,
+/// `2002:a.b.c.d::/48`; NAT64, `64:ff9b::a.b.c.d`) is in the IPv4 address's group:
+/// one /16 must not count as three.
 pub(crate) fn group(addr: &SocketAddr) -> Group {
-    match addr.ip().to_canonical() {
+    match embedded_v4(addr.ip().to_canonical()) {
         IpAddr::V4(v4) => {
             let o = v4.octets();
             Group([4, o[0], o[1], 0, 0])
@@ -50,6 +52,23 @@ pub(crate) fn group(addr: &SocketAddr) -> Group {
             let o = v6.octets();
             Group([6, o[0], o[1], o[2], o[3]])
         }
+    }
+}
+
+/// The IPv4 address a 6to4 (`2002::/16`) or NAT64 well-known-prefix
+/// (`64:ff9b::/96`) IPv6 address carries, else `ip` itself.
+fn embedded_v4(ip: IpAddr) -> IpAddr {
+    let IpAddr::V6(v6) = ip else {
+        return ip;
+    };
+    let o = v6.octets();
+    let s = v6.segments();
+    if s[0] == 0x2002 {
+        IpAddr::from([o[2], o[3], o[4], o[5]])
+    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        IpAddr::from([o[12], o[13], o[14], o[15]])
+    } else {
+        ip
     }
 }
 
@@ -385,6 +404,8 @@ pub(crate) fn pick<T>(all: &mut Vec<T>, n: usize, rng: &mut Rng) {
 /// host's services or the link's), and never an address that reaches no one host:
 /// unspecified, "this network" (0/8), multicast, broadcast or reserved (240/4).
 fn may_tell(teller: IpAddr, addr: IpAddr) -> bool {
+    // A 6to4 or NAT64 address is judged as the IPv4 one it reaches.
+    let (teller, addr) = (embedded_v4(teller), embedded_v4(addr));
     if is_public(teller) {
         return is_public(addr);
     }
@@ -435,6 +456,10 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
+            }
+            // 6to4 and NAT64 reach the IPv4 address they carry.
+            if let v4 @ IpAddr::V4(_) = embedded_v4(ip) {
+                return is_public(v4);
             }
             let s = v6.segments();
             let compatible = s[..6] == [0; 6];
@@ -594,6 +619,7 @@ mod tests {
             "[::1]:1",
             "[fe80::1]:1",
             "[ff02::1]:1",
+            "[64:ff9b::7f00:1]:22",
         ] {
             assert!(!book.add_told(bad.parse().unwrap(), &lan), "{bad}");
         }
@@ -612,6 +638,17 @@ mod tests {
             Source::peer_at(&"8.8.8.8:1".parse().unwrap()),
             Source::Peers(group(&"8.8.0.0:1".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn an_ipv4_network_is_one_group_however_ipv6_carries_it() {
+        let v4 = group(&"8.8.4.4:1".parse().unwrap());
+        for carried in ["[2002:808:404::1]:1", "[64:ff9b::808:404]:1", "[::ffff:8.8.4.4]:1"] {
+            assert_eq!(group(&carried.parse().unwrap()), v4, "{carried}");
+        }
+        assert!(!is_public("64:ff9b::7f00:1".parse().unwrap()), "127.0.0.1 by NAT64");
+        assert!(!is_public("2002:c0a8:101::1".parse().unwrap()), "192.168.1.1 by 6to4");
+        assert!(is_public("2002:808:404::1".parse().unwrap()));
     }
 
     #[test]
