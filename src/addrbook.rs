@@ -24,6 +24,35 @@ pub(crate) enum Source {
 }
 
 impl Source {
+    /// The word a saved book holds for it: `app`, `local`, or `p` and the group's
+    /// ten hex digits.
+    fn to_word(self) -> String {
+        match self {
+            Source::Application => "app".into(),
+            Source::Local => "local".into(),
+            Source::Peers(Group(g)) => {
+                let hex: String = g.iter().map(|b| format!("{b:02x}")).collect();
+                format!("p{hex}")
+            }
+        }
+    }
+
+    /// The source a saved book's word names.
+    fn from_word(word: &str) -> Option<Source> {
+        match word {
+            "app" => Some(Source::Application),
+            "local" => Some(Source::Local),
+            _ => {
+                let hex = word.strip_prefix('p').filter(|h| h.len() == 10)?;
+                let mut g = [0u8; 5];
+                for (i, byte) in g.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+                }
+                Some(Source::Peers(Group(g)))
+            }
+        }
+    }
+
     /// The source of what a peer connected from `addr` tells.
     pub(crate) fn peer_at(addr: &SocketAddr) -> Source {
         if is_public(addr.ip().to_canonical()) {
@@ -313,24 +342,23 @@ impl Book {
         }
     }
 
-    /// Writes the book: a header line, then one address and its failures per line.
-    /// The sources are not kept: what a restarted node loads is its own.
+    /// Writes the book: a header line, then one address, its failures and its
+    /// source per line.
     pub(crate) fn save(&self, out: &mut impl Write) -> io::Result<()> {
         writeln!(out, "{HEADER}")?;
-        for addr in self.addrs() {
-            let failures = self.entries.get(&addr).map_or(0, |k| k.failures);
-            writeln!(out, "{addr} {failures}")?;
+        for (addr, known) in &self.entries {
+            writeln!(out, "{addr} {} {}", known.failures, known.source.to_word())?;
         }
         Ok(())
     }
 
-    /// Reads a saved book into this one, as the application's addresses; returns how
-    /// many were added. A malformed line (or one longer than any address and count
-    /// make) is an `InvalidData` error naming it, and nothing is added. At most the
-    /// book's size in addresses are read, the rest of the file is not: a huge file
-    /// costs no more memory or time than a full book.
+    /// Reads a saved book into this one, each address under its saved source (the
+    /// application's if none); returns how many were added. A malformed line (or one
+    /// longer than any address and count make) is an `InvalidData` error naming it, and
+    /// nothing is added. At most the book's size in addresses are read, the rest of
+    /// the file is not: a huge file costs no more memory or time than a full book.
     pub(crate) fn load(&mut self, mut input: impl BufRead) -> io::Result<usize> {
-        /// "[v6%scope]:port failures" is well under this.
+        /// "[v6%scope]:port failures p0123456789" is well under this.
         const MAX_LINE: usize = 128;
         let bad = |line: usize, why: &str| {
             io::Error::new(
@@ -361,19 +389,29 @@ impl Book {
                 break;
             };
             let mut words = line.split_whitespace();
-            let (Some(addr), Some(failures), None) = (words.next(), words.next(), words.next())
+            let (Some(addr), Some(failures), source, None) =
+                (words.next(), words.next(), words.next(), words.next())
             else {
-                return Err(bad(n, "expected an address and a failure count"));
+                return Err(bad(
+                    n,
+                    "expected an address, a failure count and perhaps a source",
+                ));
             };
             let addr: SocketAddr = addr.parse().map_err(|_| bad(n, "not an address"))?;
             let failures: u32 = failures
                 .parse()
                 .map_err(|_| bad(n, "not a failure count"))?;
-            read.push((addr, failures));
+            let source = match source {
+                None => Source::Application,
+                Some(word) => Source::from_word(word).ok_or_else(|| bad(n, "not a source"))?,
+            };
+            read.push((addr, failures, source));
         }
         let mut added = 0;
-        for (addr, failures) in read {
-            if self.add(addr, Source::Application) {
+        for (addr, failures, source) in read {
+            // Under the shares of its source, as when it was told: a restart does not
+            // turn what peers told into the application's word.
+            if self.add(addr, source) {
                 if let Some(known) = self.entries.get_mut(&addr) {
                     known.failures = failures.min(self.limits.max_failures.saturating_sub(1));
                 }
@@ -643,11 +681,21 @@ mod tests {
     #[test]
     fn an_ipv4_network_is_one_group_however_ipv6_carries_it() {
         let v4 = group(&"8.8.4.4:1".parse().unwrap());
-        for carried in ["[2002:808:404::1]:1", "[64:ff9b::808:404]:1", "[::ffff:8.8.4.4]:1"] {
+        for carried in [
+            "[2002:808:404::1]:1",
+            "[64:ff9b::808:404]:1",
+            "[::ffff:8.8.4.4]:1",
+        ] {
             assert_eq!(group(&carried.parse().unwrap()), v4, "{carried}");
         }
-        assert!(!is_public("64:ff9b::7f00:1".parse().unwrap()), "127.0.0.1 by NAT64");
-        assert!(!is_public("2002:c0a8:101::1".parse().unwrap()), "192.168.1.1 by 6to4");
+        assert!(
+            !is_public("64:ff9b::7f00:1".parse().unwrap()),
+            "127.0.0.1 by NAT64"
+        );
+        assert!(
+            !is_public("2002:c0a8:101::1".parse().unwrap()),
+            "192.168.1.1 by 6to4"
+        );
         assert!(is_public("2002:808:404::1".parse().unwrap()));
     }
 
@@ -686,12 +734,26 @@ mod tests {
         let text = String::from_utf8(saved.clone()).unwrap();
         assert_eq!(
             text,
-            "p2p-address-book-v1\n10.0.0.1:1 1\n[2001:db8::1]:9 0\n"
+            "p2p-address-book-v1\n10.0.0.1:1 1 p0409010000\n[2001:db8::1]:9 0 p0409020000\n"
         );
         let mut again = Book::new(limits());
         assert_eq!(again.load(&saved[..]).unwrap(), 2);
         assert_eq!(again.addrs(), book.addrs());
         assert_eq!(again.get(&addr(10, 0, 0, 1)).unwrap().failures, 1);
+        // The tellers come back with their addresses: their shares still hold.
+        assert_eq!(again.get(&addr(10, 0, 0, 1)).unwrap().source, peer(1));
+        // A line without a source is the application's (a book written by hand).
+        let mut by_hand = Book::new(limits());
+        assert_eq!(
+            by_hand
+                .load(&b"p2p-address-book-v1\n10.0.0.1:1 0\n"[..])
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            by_hand.get(&addr(10, 0, 0, 1)).unwrap().source,
+            Source::Application
+        );
         for bad in [
             "",
             "not-a-book\n",
@@ -699,12 +761,30 @@ mod tests {
             "p2p-address-book-v1\n10.0.0.1 0\n",
             "p2p-address-book-v1\n10.0.0.2:1 0\n10.0.0.1:1 x\n",
             &format!("p2p-address-book-v1\n10.0.0.1:1 {}\n", "0".repeat(200)),
+            "p2p-address-book-v1\n10.0.0.1:1 0 someone\n",
+            "p2p-address-book-v1\n10.0.0.1:1 0 p04090100zz\n",
+            "p2p-address-book-v1\n10.0.0.1:1 0 app extra\n",
         ] {
             let mut empty = Book::new(limits());
             let err = empty.load(bad.as_bytes()).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{bad:?}");
             assert_eq!(empty.len(), 0, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_restart_keeps_what_one_network_told_within_its_share() {
+        // One teller network's 4 addresses (its share) saved; a book with room for
+        // more takes them back under the same share, not as the application's.
+        let mut book = Book::new(limits());
+        for i in 0..4 {
+            assert!(book.add(addr(10, i, 0, 1), peer(1)));
+        }
+        let mut saved = Vec::new();
+        book.save(&mut saved).unwrap();
+        let mut again = Book::new(limits());
+        assert_eq!(again.load(&saved[..]).unwrap(), 4);
+        assert!(!again.add(addr(10, 9, 0, 1), peer(1)), "the share is full");
     }
 
     #[test]

@@ -374,7 +374,10 @@ impl Network {
     /// `path.<pid>.<n>.tmp` and removed on an error, and a rename, so a crash never
     /// leaves half a book), for [`Network::load_address_book`] after a
     /// restart: the node then need not depend on its seeds alone. The format is text:
-    /// a header line `p2p-address-book-v1`, then one `address failures` per line.
+    /// a header line `p2p-address-book-v1`, then one `address failures source` per
+    /// line, the source being `app`, `local` or the teller's network (`p` and ten
+    /// hex digits): loaded again, what peers told stays under its shares. A line
+    /// without a source (written by hand) is the application's.
     pub fn save_address_book(&self, path: &std::path::Path) -> io::Result<()> {
         // A name no other save (another thread, network or process) uses, created
         // new: two saves never write into one file, nor through a planted link.
@@ -403,9 +406,10 @@ impl Network {
         written
     }
 
-    /// Adds the addresses of a book saved by [`Network::save_address_book`], as the
-    /// application's own (no per-peer or per-network share applies); returns how many
-    /// were new. A file that is not such a book is an `InvalidData` error naming the
+    /// Adds the addresses of a book saved by [`Network::save_address_book`], each
+    /// under the source it was saved with, so what peers told stays within its
+    /// shares (a line without a source is the application's); returns how many were
+    /// new. A file that is not such a book is an `InvalidData` error naming the
     /// line, and nothing is added. No more than [`Config::address_book_size`]
     /// addresses are read; the rest of the file is not.
     pub fn load_address_book(&mut self, path: &std::path::Path) -> io::Result<usize> {
