@@ -233,6 +233,17 @@ impl Book {
         self.remove(addr);
     }
 
+    /// Forgets `addr` unless the application gave it (a banned peer's address).
+    pub(crate) fn forget_told(&mut self, addr: &SocketAddr) {
+        if self
+            .entries
+            .get(addr)
+            .is_some_and(|k| k.source != Source::Application)
+        {
+            self.remove(addr);
+        }
+    }
+
     /// Learns `addr` from `source`; false if it was known already or a bound refused
     /// it. Peers' addresses are refused past their network's share (`per_source`) and
     /// past the share of the network the address is in (`per_group`), so one peer, or

@@ -58,16 +58,30 @@ impl Outbound {
 /// Chooses, at random among `candidates` (dialable addresses not in use, with their
 /// sources), the addresses to dial for the outbound connections to reach `target`,
 /// each keeping the spread ([`Outbound::admits`]: one a public network group, at most
-/// half the target, and at least one, from what one network group's peers told).
+/// `per_source` from what one network group's peers told), the sources taking turns.
 pub(crate) fn choose(
     mut candidates: Vec<(SocketAddr, Source)>,
     outbound: &mut Outbound,
     target: usize,
+    per_source: usize,
     rng: &mut Rng,
 ) -> Vec<SocketAddr> {
-    let per_source = (target / 2).max(1);
     let n = candidates.len();
     pick(&mut candidates, n, rng);
+    // Sources take turns: each one's first candidate, in the random order, then each
+    // one's second, and so on. A teller that filled its share of the book with junk
+    // gets its turn among the others, not the dials in proportion to its junk.
+    let mut turn: HashMap<Source, usize> = HashMap::new();
+    let mut ranked: Vec<(usize, (SocketAddr, Source))> = candidates
+        .into_iter()
+        .map(|c| {
+            let rank = turn.entry(c.1).or_default();
+            *rank += 1;
+            (*rank, c)
+        })
+        .collect();
+    ranked.sort_by_key(|&(rank, _)| rank);
+    let candidates = ranked.into_iter().map(|(_, c)| c);
     let mut chosen = Vec::new();
     for (addr, source) in candidates {
         if outbound.count >= target {
@@ -102,6 +116,7 @@ mod tests {
             candidates,
             &mut Outbound::default(),
             8,
+            4,
             &mut Rng::from_seed(1),
         );
         assert_eq!(chosen.len(), 4, "{chosen:?}");
@@ -120,6 +135,7 @@ mod tests {
             vec![(public(8, 8, 1), told_by(1)), (public(9, 9, 1), told_by(2))],
             &mut outbound,
             8,
+            4,
             &mut Rng::from_seed(1),
         );
         assert_eq!(chosen, vec![public(9, 9, 1)]);
@@ -132,7 +148,13 @@ mod tests {
             .map(|i| (public(30 + i, 0, 0), told_by(1)))
             .collect();
         let mut outbound = Outbound::default();
-        let chosen = choose(candidates.clone(), &mut outbound, 8, &mut Rng::from_seed(3));
+        let chosen = choose(
+            candidates.clone(),
+            &mut outbound,
+            8,
+            4,
+            &mut Rng::from_seed(3),
+        );
         assert_eq!(chosen.len(), 4, "half of 8");
         // That teller's share is spent; the application's addresses pass.
         let mut more: Vec<_> = (0..10)
@@ -140,9 +162,31 @@ mod tests {
             .collect();
         more.push((public(100, 0, 0), Source::Application));
         more.push((public(101, 0, 0), Source::Application));
-        let mut chosen = choose(more, &mut outbound, 8, &mut Rng::from_seed(3));
+        let mut chosen = choose(more, &mut outbound, 8, 4, &mut Rng::from_seed(3));
         chosen.sort();
         assert_eq!(chosen, vec![public(100, 0, 0), public(101, 0, 0)]);
+    }
+
+    #[test]
+    fn a_source_full_of_junk_takes_its_turn_not_the_dials() {
+        // A hundred addresses from one source, two from another: with a target of
+        // 4, each source's first two go first.
+        let mut candidates: Vec<_> = (0..100)
+            .map(|i| (SocketAddr::from(([10, 200, 0, i], 9)), Source::Local))
+            .collect();
+        let honest = [public(70, 0, 0), public(71, 0, 0)];
+        candidates.extend(honest.iter().map(|&a| (a, Source::Application)));
+        for seed in 0..20 {
+            let chosen = choose(
+                candidates.clone(),
+                &mut Outbound::default(),
+                4,
+                2,
+                &mut Rng::from_seed(seed),
+            );
+            assert_eq!(chosen.len(), 4);
+            assert!(honest.iter().all(|h| chosen.contains(h)), "{chosen:?}");
+        }
     }
 
     #[test]
@@ -154,6 +198,7 @@ mod tests {
             candidates,
             &mut Outbound::default(),
             8,
+            4,
             &mut Rng::from_seed(2),
         );
         assert_eq!(chosen.len(), 8);
@@ -174,6 +219,7 @@ mod tests {
             candidates,
             &mut Outbound::default(),
             8,
+            4,
             &mut Rng::from_seed(1),
         );
         assert_eq!(chosen.len(), 8);
@@ -189,6 +235,7 @@ mod tests {
                 candidates.clone(),
                 &mut Outbound::default(),
                 4,
+                2,
                 &mut Rng::from_seed(seed),
             )
         };

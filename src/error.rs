@@ -105,6 +105,23 @@ pub enum CloseReason {
     DialRefused(DialError),
 }
 
+impl CloseReason {
+    /// Whether this node ended the connection for reasons of its own, or the
+    /// duplicate rule did (the peer was reachable): no sign that the address
+    /// failed, for the address book.
+    pub(crate) fn is_ours(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::Rotated
+                | CloseReason::Shutdown
+                | CloseReason::Disconnected
+                | CloseReason::Replaced
+                | CloseReason::DuplicateConnection
+                | CloseReason::Goodbye(crate::wire::GoodbyeReason::DuplicateConnection)
+        )
+    }
+}
+
 /// Why a send, request, response or broadcast was refused. Nothing is queued when
 /// one of these is returned.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -82,6 +82,8 @@ struct DiscoveryView {
     askable: Vec<ConnId>,
     /// The same, inbound.
     askable_inbound: Vec<ConnId>,
+    /// Open (announced) outbound connections.
+    open_outbound: usize,
 }
 
 /// The inbound peers a node with no outbound connection asks for addresses per
@@ -1490,12 +1492,13 @@ impl Node {
         let mut view = self.discovery_view(now);
         self.dial_for(&mut view, target, now);
         if self.slots.outbound < target {
-            // Short of addresses: ask the peers we dialled. With none to ask now (none
-            // open, or all asked within 30 s), ask the peers that dialled us (a node
-            // that only ever accepted would know no one else), two at random, so that
-            // no one of them is the only voice and few hear the question.
+            // Short of addresses: ask the peers we dialled. With none open, ask the
+            // peers that dialled us (a node that only ever accepted would know no one
+            // else), two at random, so that no one of them is the only voice and few
+            // hear the question; while one we dialled is there, what peers that
+            // dialled us would say is not asked for.
             let (mut askable, mut inbound) = (view.askable, view.askable_inbound);
-            if askable.is_empty() {
+            if view.open_outbound == 0 {
                 crate::addrbook::pick(&mut inbound, MAX_INBOUND_ASKED, &mut self.rng);
                 askable.append(&mut inbound);
             }
@@ -1515,6 +1518,7 @@ impl Node {
             outbound: discovery::Outbound::default(),
             askable: Vec::new(),
             askable_inbound: Vec::new(),
+            open_outbound: 0,
         };
         for (key, entry) in self.sockets.iter() {
             if !entry.held.slot {
@@ -1533,6 +1537,7 @@ impl Node {
                 view.in_use.insert(addr);
                 view.outbound
                     .add(addr, self.book.get(&addr).map(|k| k.source));
+                view.open_outbound += usize::from(entry.announced);
             }
             if entry.announced && entry.socket.may_ask_addrs(now) {
                 let conn = ConnId {
@@ -1565,7 +1570,16 @@ impl Node {
             })
             .map(|(addr, known)| (addr, known.source))
             .collect();
-        let chosen = discovery::choose(candidates, &mut view.outbound, target, &mut self.rng);
+        // Half the configured target per teller network, whatever `target` is here
+        // (one more, for a rotation).
+        let per_source = (self.config.target_outbound / 2).max(1);
+        let chosen = discovery::choose(
+            candidates,
+            &mut view.outbound,
+            target,
+            per_source,
+            &mut self.rng,
+        );
         self.dial_discovered(chosen, now);
     }
 
@@ -1617,7 +1631,14 @@ impl Node {
             if entry.held.slot && entry.announced && entry.socket.direction() == Direction::Outbound
             {
                 open += 1;
-                if entry.discovered {
+                // A connection discovery made that became a persistent peer's (the
+                // application added it since) is the application's now.
+                let persistent = self.persistent.contains(&entry.socket.addr())
+                    || entry
+                        .socket
+                        .remote()
+                        .is_some_and(|p| self.persistent.is_known(&p));
+                if entry.discovered && !persistent {
                     let conn = ConnId {
                         key,
                         generation: entry.generation,
@@ -1643,16 +1664,21 @@ impl Node {
         } else if open == self.slots.outbound {
             match self.rotate_at {
                 Some(at) if at <= now => {
-                    self.rotate_at = None;
+                    // The next a period on, whether this one finds an address or not.
+                    self.rotate_at = Some(now + every);
                     self.discover_one_more(target, now);
                 }
                 Some(_) => {}
                 None => self.rotate_at = Some(now + every),
             }
         }
-        // A dial under way or a connection closing wakes discovery when it ends; a
-        // rotation due meanwhile waits for that.
-        self.discover_at = self.rotate_at.filter(|&at| at > now);
+        // A dial under way or a connection closing wakes discovery when it ends (a
+        // rotation due meanwhile waits for that); a wake already set stays.
+        let next = self.rotate_at.filter(|&at| at > now);
+        self.discover_at = match (self.discover_at, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// Dials one address beyond the target (a rotation), chosen with the spread.
@@ -1871,19 +1897,10 @@ impl Node {
             // off, then forgotten, not redialled at the first wait for ever. A
             // lasting one clears the address's failures.
             let short = now.saturating_duration_since(since) < self.config.redial_max;
-            let ours = matches!(
-                reason,
-                CloseReason::Rotated
-                    | CloseReason::Shutdown
-                    | CloseReason::Disconnected
-                    | CloseReason::Replaced
-            );
-            if announced && !ours {
-                if short {
-                    self.book.failed(&addr);
-                } else {
-                    self.book.lasted(&addr);
-                }
+            if announced && !short {
+                self.book.lasted(&addr);
+            } else if announced && !reason.is_ours() {
+                self.book.failed(&addr);
             }
         }
         if let (Some(peer), CloseReason::Misbehaving, true) = (remote, &reason, announced) {
@@ -1934,7 +1951,10 @@ impl Node {
                 self.failed_handshakes += 1;
                 log::debug!("{direction} connection with {addr} ended before it opened: {reason}");
                 if direction == Direction::Outbound {
-                    self.book.failed(&addr);
+                    // A dial the duplicate rule closed reached the peer: no failure.
+                    if !reason.is_ours() {
+                        self.book.failed(&addr);
+                    }
                     self.events.push(Event::DialFailed { addr, reason });
                     self.persistent_dial_failed(conn, addr, now);
                 }
@@ -2744,18 +2764,26 @@ impl Node {
         // A duration past what the clock holds is a ban for good.
         let until = now.checked_add(duration);
         self.bans.insert(peer, until);
-        // Where it was reached or says it listens, discovery would dial it again.
-        let mut addrs = Vec::new();
+        // Where we reached it (it is there, whoever gave the address), and where it
+        // says it listens at the IP it connects from (unless the application gave
+        // that), discovery would dial it again. Not the addresses it only claimed:
+        // others', checked by nobody.
+        let (mut reached, mut claimed) = (Vec::new(), Vec::new());
         for (_, entry) in self.sockets.iter() {
             if entry.socket.remote() == Some(peer) {
+                let seen = entry.socket.addr();
                 if entry.socket.direction() == Direction::Outbound {
-                    addrs.push(entry.socket.addr());
+                    reached.push(seen);
                 }
-                addrs.extend(entry.listen_addrs.iter().copied());
+                let seen_ip = seen.ip().to_canonical();
+                claimed.extend(entry.listen_addrs.iter().filter(|a| a.ip() == seen_ip));
             }
         }
-        for addr in &addrs {
+        for addr in &reached {
             self.book.forget(addr);
+        }
+        for addr in &claimed {
+            self.book.forget_told(addr);
         }
         self.close_peer(
             peer,

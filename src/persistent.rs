@@ -90,6 +90,11 @@ impl Persistent {
         self.entries.contains_key(addr)
     }
 
+    /// Whether `peer` is the id proven at one.
+    pub(crate) fn is_known(&self, peer: &PeerId) -> bool {
+        self.by_peer.contains_key(peer)
+    }
+
     /// Adds `addr`, to be dialled at `now`, or changes the id it is expected to have
     /// (looked for at `now` if it waited for no dial).
     pub(crate) fn add(&mut self, addr: SocketAddr, expected: Option<PeerId>, now: Instant) {

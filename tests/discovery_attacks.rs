@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use p2p::sim::{Sim, SimConfig};
-use p2p::{Config, DialError, Event, PeerId};
+use p2p::{CloseReason, Config, DialError, Event, PeerId};
 
 fn sim(seed: u64) -> Sim {
     Sim::new(SimConfig {
@@ -193,5 +193,196 @@ fn discovery_leaves_the_persistent_peers_their_slots() {
     assert!(
         sim.node(a).is_connected(&p_id),
         "the persistent peer is back"
+    );
+}
+
+/// Rotation goes on for as long as the node runs: in a quiet network at its target,
+/// one rotation a period, not one and then none (the first version stalled after its
+/// first round: closing the connection it rotated out overwrote the next wake).
+#[test]
+fn rotation_goes_on_in_a_quiet_network() {
+    let mut sim = sim(21);
+    let a = sim
+        .add_node_with(Config {
+            outbound_rotation: Duration::from_secs(10),
+            ..discovering(4)
+        })
+        .unwrap();
+    let others: Vec<usize> = (0..10).map(|_| sim.add_node()).collect();
+    for &o in &others {
+        sim.add_addr(a, sim.node(o).addr());
+    }
+    sim.run_for(Duration::from_secs(30));
+    let rotated = |sim: &Sim| {
+        sim.node(a)
+            .events()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::PeerDisconnected {
+                        reason: CloseReason::Rotated,
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let before = rotated(&sim);
+    sim.run_for(Duration::from_secs(600));
+    let during = rotated(&sim) - before;
+    assert!((50..=61).contains(&during), "{during} rotations in 10 min");
+    assert_eq!(sim.node(a).outbound(), 4);
+}
+
+/// Two halves of a network cut apart for longer than the idle timeout each fill
+/// their targets among themselves; once the partition heals, with nothing else
+/// going on, rotation joins them again.
+#[test]
+fn a_network_split_by_a_long_partition_joins_again_by_rotation() {
+    for seed in 0..4 {
+        let mut sim = Sim::new(SimConfig {
+            seed,
+            node: Config {
+                target_outbound: 4,
+                max_inbound: 32,
+                redial_max: Duration::from_secs(8),
+                outbound_rotation: Duration::from_secs(10),
+                ping_interval: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(20),
+                ..Config::default()
+            },
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let n = 24;
+        for _ in 0..n {
+            sim.add_node();
+        }
+        for i in 0..n {
+            for k in 1..=3 {
+                sim.add_addr(i, sim.node((i + k * 7) % n).addr());
+            }
+        }
+        sim.run_for(Duration::from_secs(60));
+        let island: Vec<usize> = (0..n / 2).collect();
+        sim.partition(&island);
+        sim.run_for(Duration::from_secs(300));
+        let reach = sim.reachable(0);
+        assert!(
+            reach.iter().any(|r| !r),
+            "seed {seed}: the partition cut nothing"
+        );
+        sim.heal();
+        sim.run_for(Duration::from_secs(600));
+        let reach = sim.reachable(0);
+        let cut = reach.iter().filter(|r| !**r).count();
+        assert_eq!(
+            cut, 0,
+            "seed {seed}: {cut} nodes cut off 10 min after the heal"
+        );
+    }
+}
+
+/// Banning a peer forgets where we reached it, not the honest addresses it only
+/// claimed as its own (ADDRS is checked by nobody), nor the application's seeds.
+#[test]
+fn a_ban_does_not_forget_the_addresses_the_peer_only_claimed() {
+    let mut sim = sim(11);
+    let a = sim.add_node_with(Config::default()).unwrap();
+    let honest: Vec<usize> = (0..5).map(|_| sim.add_node()).collect();
+    let seeds: Vec<SocketAddr> = honest.iter().map(|&h| sim.node(h).addr()).collect();
+    for &s in &seeds {
+        assert!(sim.add_addr(a, s));
+    }
+    let attacker = sim
+        .add_node_with(Config {
+            advertised_addrs: seeds.clone(),
+            ..Config::default()
+        })
+        .unwrap();
+    sim.dial(attacker, a).unwrap();
+    let attacker_id = sim.node(attacker).id();
+    assert!(sim.run_until(|s| s.node(a).is_connected(&attacker_id), 10_000));
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.ban(a, &attacker_id, Duration::from_secs(60)));
+    let after = sim.node(a).known_addrs();
+    assert!(seeds.iter().all(|s| after.contains(s)), "{after:?}");
+}
+
+/// A connection discovery made that the application then made a persistent peer's
+/// (`add_peer` adopts it) is not rotated out.
+#[test]
+fn rotation_leaves_an_adopted_persistent_peer_alone() {
+    for seed in 0..10 {
+        let mut sim = sim(100 + seed);
+        let a = sim
+            .add_node_with(Config {
+                outbound_rotation: Duration::from_secs(10),
+                ..discovering(2)
+            })
+            .unwrap();
+        let p = sim.add_node();
+        let others: Vec<usize> = (0..6).map(|_| sim.add_node()).collect();
+        assert!(sim.add_addr(a, sim.node(p).addr()));
+        let p_id = sim.node(p).id();
+        assert!(sim.run_until(|s| s.node(a).is_connected(&p_id), 100_000));
+        sim.add_peer(a, p, None).unwrap();
+        for &o in &others {
+            sim.add_addr(a, sim.node(o).addr());
+        }
+        sim.take_events(a);
+        sim.run_for(Duration::from_secs(300));
+        let rotated_out = sim.node(a).events().iter().any(|e| {
+            matches!(e, Event::PeerDisconnected { peer, reason: CloseReason::Rotated } if *peer == p_id)
+        });
+        assert!(!rotated_out, "seed {seed}");
+        assert!(sim.node(a).is_connected(&p_id), "seed {seed}");
+    }
+}
+
+/// While a peer the node dialled is there to ask, the peers that dialled it are not
+/// asked for addresses: an attacker must get dialled to be heard.
+#[test]
+fn inbound_peers_are_not_asked_while_an_outbound_one_is_there() {
+    let mut sim = sim(12);
+    let v = sim.add_node_with(discovering(4)).unwrap();
+    let h = sim.add_node();
+    assert!(sim.add_addr(v, sim.node(h).addr()));
+    let h_id = sim.node(h).id();
+    assert!(sim.run_until(|s| s.node(v).is_connected(&h_id), 100_000));
+    let x = sim.add_node();
+    let junk: Vec<SocketAddr> = (0..32u8)
+        .map(|i| SocketAddr::from(([10, 250, i, 1], 9999)))
+        .collect();
+    for &j in &junk {
+        sim.add_addr(x, j);
+    }
+    sim.dial(x, v).unwrap();
+    sim.run_for(Duration::from_secs(60));
+    let known = sim.node(v).known_addrs();
+    assert_eq!(junk.iter().filter(|j| known.contains(j)).count(), 0);
+}
+
+/// A node with no connection of its own to ask (it only ever accepted) asks the
+/// peers that dialled it, and so finds outbound peers.
+#[test]
+fn a_node_that_only_accepted_asks_the_peers_that_dialled_it() {
+    let mut sim = sim(13);
+    let v = sim.add_node_with(discovering(2)).unwrap();
+    let x = sim.add_node();
+    let others: Vec<usize> = (0..3).map(|_| sim.add_node()).collect();
+    for &o in &others {
+        sim.add_addr(x, sim.node(o).addr());
+    }
+    sim.dial(x, v).unwrap();
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(sim.node(v).outbound(), 2, "{:?}", sim.node(v).known_addrs());
+    assert!(
+        others
+            .iter()
+            .filter(|&&o| sim.node(v).is_connected(&sim.node(o).id()))
+            .count()
+            >= 1
     );
 }
