@@ -155,6 +155,10 @@ pub(crate) struct Book {
     limits: Limits,
 }
 
+/// Failed dials in a row after which an address a peer told, and no dial of ours
+/// ever reached, is forgotten.
+pub(crate) const UNPROVEN_FAILURES: u32 = 3;
+
 /// The first line of a saved book.
 const HEADER: &str = "p2p-address-book-v1";
 
@@ -342,13 +346,21 @@ impl Book {
         }
     }
 
-    /// A dial to `addr` failed; after `max_failures` in a row it is forgotten.
+    /// A dial to `addr` failed; after `max_failures` in a row it is forgotten, or
+    /// after [`UNPROVEN_FAILURES`] if a peer told it and no dial ever reached it:
+    /// dead addresses a peer feeds us cost few dials each.
     pub(crate) fn failed(&mut self, addr: &SocketAddr) {
         let Some(known) = self.entries.get_mut(addr) else {
             return;
         };
         known.failures = known.failures.saturating_add(1);
-        if known.failures >= self.limits.max_failures {
+        let unproven = known.last_success.is_none() && known.source != Source::Application;
+        let limit = if unproven {
+            UNPROVEN_FAILURES.min(self.limits.max_failures)
+        } else {
+            self.limits.max_failures
+        };
+        if known.failures >= limit {
             self.remove(addr);
         }
     }
@@ -621,6 +633,24 @@ mod tests {
         assert!(book.get(&b).is_none(), "two in a row: forgotten");
         // Its share is given back.
         assert_eq!(book.per_source.get(&peer(1)), Some(&1));
+    }
+
+    #[test]
+    fn a_told_address_never_reached_is_forgotten_sooner() {
+        let mut book = Book::new(Limits::for_size(64));
+        let (told, reached, seed) = (addr(10, 0, 0, 1), addr(10, 1, 0, 1), addr(10, 2, 0, 1));
+        book.add(told, peer(1));
+        book.add(reached, peer(1));
+        book.add(seed, Source::Application);
+        book.reached(&reached, Instant::now());
+        for _ in 0..UNPROVEN_FAILURES {
+            book.failed(&told);
+            book.failed(&reached);
+            book.failed(&seed);
+        }
+        assert!(book.get(&told).is_none(), "told, never reached: gone");
+        assert!(book.get(&reached).is_some(), "reached once: 8 failures");
+        assert!(book.get(&seed).is_some(), "the application's: 8 failures");
     }
 
     #[test]
