@@ -349,7 +349,12 @@ impl Frame {
     }
 
     /// Total bytes on the wire: LEN_FIELD + 1 + body.
+    #[inline]
     pub fn wire_len(&self) -> usize {
+        // MESSAGE first: the hot path of every send, kept off the match of every kind.
+        if let Frame::Message(payload) = self {
+            return LEN_FIELD + 1 + payload.len();
+        }
         LEN_FIELD + 1 + self.body_len()
     }
 
@@ -360,6 +365,14 @@ impl Frame {
     /// If the body does not fit the u32 `len` field (over 4 GiB): a local bug, since peers'
     /// frames are bounded by the decoder's maximum.
     pub fn encode_head(&self, out: &mut BytesMut) {
+        if let Frame::Message(payload) = self {
+            let len =
+                u32::try_from(1 + payload.len()).expect("frame body exceeds the u32 len field");
+            out.reserve(LEN_FIELD + 1);
+            out.put_u32(len);
+            out.put_u8(kind::MESSAGE);
+            return;
+        }
         let len = u32::try_from(1 + self.body_len()).expect("frame body exceeds the u32 len field");
         out.reserve(LEN_FIELD + 1 + self.fixed_len());
         out.put_u32(len);
