@@ -55,7 +55,8 @@ impl Source {
 
     /// The source of what a peer connected from `addr` tells.
     pub(crate) fn peer_at(addr: &SocketAddr) -> Source {
-        if is_public(addr.ip().to_canonical()) {
+        // A 6to4 or NAT64 teller came over the network: grouped, never local.
+        if is_remote(addr.ip().to_canonical()) {
             Source::Peers(group(addr))
         } else {
             Source::Local
@@ -111,6 +112,9 @@ pub(crate) struct Known {
     pub(crate) last_success: Option<Instant>,
     /// When the node last dialled it by itself (discovery).
     pub(crate) last_try: Option<Instant>,
+    /// A dial of ours ever reached a node there (kept across a saved book, unlike
+    /// `last_success`).
+    pub(crate) reached: bool,
     /// A node was reached there (a dial of ours finished its handshake), or a peer
     /// connected from its IP told it as its own: only such addresses are told on
     /// (PEERS), so that junk one peer tells does not spread from node to node.
@@ -285,6 +289,7 @@ impl Book {
                 failures: 0,
                 last_success: None,
                 last_try: None,
+                reached: false,
                 // The operator's own addresses need no one else's word.
                 vouched: source == Source::Application,
             },
@@ -335,6 +340,7 @@ impl Book {
     pub(crate) fn reached(&mut self, addr: &SocketAddr, now: Instant) {
         if let Some(known) = self.entries.get_mut(addr) {
             known.last_success = Some(now);
+            known.reached = true;
             known.vouched = true;
         }
     }
@@ -354,7 +360,7 @@ impl Book {
             return;
         };
         known.failures = known.failures.saturating_add(1);
-        let unproven = known.last_success.is_none() && known.source != Source::Application;
+        let unproven = !known.reached && known.source != Source::Application;
         let limit = if unproven {
             UNPROVEN_FAILURES.min(self.limits.max_failures)
         } else {
@@ -370,7 +376,18 @@ impl Book {
     pub(crate) fn save(&self, out: &mut impl Write) -> io::Result<()> {
         writeln!(out, "{HEADER}")?;
         for (addr, known) in &self.entries {
-            writeln!(out, "{addr} {} {}", known.failures, known.source.to_word())?;
+            let flags = match (known.reached, known.vouched) {
+                (true, true) => "rv",
+                (true, false) => "r",
+                (false, true) => "v",
+                (false, false) => "-",
+            };
+            writeln!(
+                out,
+                "{addr} {} {} {flags}",
+                known.failures,
+                known.source.to_word()
+            )?;
         }
         Ok(())
     }
@@ -412,13 +429,24 @@ impl Book {
                 break;
             };
             let mut words = line.split_whitespace();
-            let (Some(addr), Some(failures), source, None) =
-                (words.next(), words.next(), words.next(), words.next())
-            else {
+            let (Some(addr), Some(failures), source, flags, None) = (
+                words.next(),
+                words.next(),
+                words.next(),
+                words.next(),
+                words.next(),
+            ) else {
                 return Err(bad(
                     n,
-                    "expected an address, a failure count and perhaps a source",
+                    "expected an address, a failure count, and perhaps a source and flags",
                 ));
+            };
+            let (reached, vouched) = match flags {
+                None | Some("-") => (false, false),
+                Some("r") => (true, false),
+                Some("v") => (false, true),
+                Some("rv") => (true, true),
+                Some(_) => return Err(bad(n, "flags are -, r, v or rv")),
             };
             let addr: SocketAddr = addr.parse().map_err(|_| bad(n, "not an address"))?;
             let failures: u32 = failures
@@ -428,15 +456,17 @@ impl Book {
                 None => Source::Application,
                 Some(word) => Source::from_word(word).ok_or_else(|| bad(n, "not a source"))?,
             };
-            read.push((addr, failures, source));
+            read.push((addr, failures, source, reached, vouched));
         }
         let mut added = 0;
-        for (addr, failures, source) in read {
+        for (addr, failures, source, reached, vouched) in read {
             // Under the shares of its source, as when it was told: a restart does not
             // turn what peers told into the application's word.
             if self.add(addr, source) {
                 if let Some(known) = self.entries.get_mut(&addr) {
                     known.failures = failures.min(self.limits.max_failures.saturating_sub(1));
+                    known.reached = reached;
+                    known.vouched |= vouched;
                 }
                 added += 1;
             }
@@ -465,9 +495,11 @@ pub(crate) fn pick<T>(all: &mut Vec<T>, n: usize, rng: &mut Rng) {
 /// host's services or the link's), and never an address that reaches no one host:
 /// unspecified, "this network" (0/8), multicast, broadcast or reserved (240/4).
 fn may_tell(teller: IpAddr, addr: IpAddr) -> bool {
-    // A 6to4 or NAT64 address is judged as the IPv4 one it reaches.
-    let (teller, addr) = (embedded_v4(teller), embedded_v4(addr));
-    if is_public(teller) {
+    // A told 6to4 or NAT64 address is judged as the IPv4 one it reaches. A teller
+    // at one came over the network, whatever IPv4 address it carries: it is no
+    // more local than a public one.
+    let addr = embedded_v4(addr);
+    if is_remote(teller) {
         return is_public(addr);
     }
     let (loopback, link_local, unusable) = match addr {
@@ -486,6 +518,13 @@ fn may_tell(teller: IpAddr, addr: IpAddr) -> bool {
         IpAddr::V6(v6) => v6.is_unicast_link_local(),
     };
     !unusable && (!loopback || teller.is_loopback()) && (!link_local || teller_link_local)
+}
+
+/// Whether a peer at `ip` is beyond the operator's network: a public address, or a
+/// 6to4 or NAT64 one (it came over the network, whatever IPv4 address it carries).
+/// Such a peer hears only public addresses from us.
+pub(crate) fn is_remote(ip: IpAddr) -> bool {
+    is_public(ip) || embedded_v4(ip) != ip
 }
 
 /// Whether `ip` is reachable from the internet at large: not unspecified ("this
@@ -733,6 +772,16 @@ mod tests {
             !is_public("64:ff9b::7f00:1".parse().unwrap()),
             "127.0.0.1 by NAT64"
         );
+        // A teller at such an address came over the network: not loopback, not the
+        // operator's network, whatever IPv4 address it carries.
+        let carried_loopback: IpAddr = "2002:7f00:1::5".parse().unwrap();
+        assert!(!may_tell(carried_loopback, "127.0.0.1".parse().unwrap()));
+        assert!(!may_tell(carried_loopback, "10.0.0.5".parse().unwrap()));
+        assert!(may_tell(carried_loopback, "8.8.8.8".parse().unwrap()));
+        assert_ne!(
+            Source::peer_at(&SocketAddr::new(carried_loopback, 1)),
+            Source::Local
+        );
         assert!(
             !is_public("2002:c0a8:101::1".parse().unwrap()),
             "192.168.1.1 by 6to4"
@@ -775,7 +824,7 @@ mod tests {
         let text = String::from_utf8(saved.clone()).unwrap();
         assert_eq!(
             text,
-            "p2p-address-book-v1\n10.0.0.1:1 1 p0409010000\n[2001:db8::1]:9 0 p0409020000\n"
+            "p2p-address-book-v1\n10.0.0.1:1 1 p0409010000 -\n[2001:db8::1]:9 0 p0409020000 -\n"
         );
         let mut again = Book::new(limits());
         assert_eq!(again.load(&saved[..]).unwrap(), 2);
@@ -804,13 +853,39 @@ mod tests {
             &format!("p2p-address-book-v1\n10.0.0.1:1 {}\n", "0".repeat(200)),
             "p2p-address-book-v1\n10.0.0.1:1 0 someone\n",
             "p2p-address-book-v1\n10.0.0.1:1 0 p04090100zz\n",
-            "p2p-address-book-v1\n10.0.0.1:1 0 app extra\n",
+            "p2p-address-book-v1\n10.0.0.1:1 0 app x\n",
+            "p2p-address-book-v1\n10.0.0.1:1 0 app rv extra\n",
         ] {
             let mut empty = Book::new(limits());
             let err = empty.load(bad.as_bytes()).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{bad:?}");
             assert_eq!(empty.len(), 0, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_restart_remembers_which_addresses_were_reached_and_vouched() {
+        let mut book = Book::new(Limits::for_size(64));
+        let (told, reached) = (addr(10, 0, 0, 1), addr(10, 1, 0, 1));
+        book.add(told, peer(1));
+        book.add(reached, peer(1));
+        book.reached(&reached, Instant::now());
+        let mut saved = Vec::new();
+        book.save(&mut saved).unwrap();
+        let mut again = Book::new(Limits::for_size(64));
+        again.load(&saved[..]).unwrap();
+        let mut rng = Rng::from_seed(1);
+        assert_eq!(
+            again.sample(10, |_| true, &mut rng),
+            vec![reached],
+            "vouched"
+        );
+        for _ in 0..UNPROVEN_FAILURES {
+            again.failed(&told);
+            again.failed(&reached);
+        }
+        assert!(again.get(&told).is_none());
+        assert!(again.get(&reached).is_some(), "reached before the restart");
     }
 
     #[test]

@@ -708,6 +708,10 @@ impl Config {
                 return Err(ConfigError::TooLong(name));
             }
         }
+        // Zero turns rotation off; a deadline `now + outbound_rotation` must exist.
+        if self.outbound_rotation > MAX_DURATION {
+            return Err(ConfigError::TooLong("outbound_rotation"));
+        }
         if self.max_frame_size > (u32::MAX - 1) as usize {
             return Err(ConfigError::FrameTooLarge(self.max_frame_size));
         }
@@ -773,6 +777,19 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outbound_rotation_is_zero_or_a_time_the_clock_can_add() {
+        let c = |d| Config {
+            outbound_rotation: d,
+            ..Config::default()
+        };
+        assert_eq!(c(Duration::ZERO).validate(), Ok(()));
+        assert_eq!(
+            c(Duration::MAX).validate(),
+            Err(ConfigError::TooLong("outbound_rotation"))
+        );
+    }
 
     #[test]
     fn default_is_valid() {

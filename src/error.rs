@@ -106,9 +106,10 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    /// Whether this node ended the connection for reasons of its own, or the
+    /// Whether this node ended the connection for reasons of its own, or its own
     /// duplicate rule did (the peer was reachable): no sign that the address
-    /// failed, for the address book.
+    /// failed, for the address book. A peer's GOODBYE saying "duplicate" is its
+    /// word, not ours: the node checks that the peer is still served.
     pub(crate) fn is_ours(&self) -> bool {
         matches!(
             self,
@@ -117,7 +118,6 @@ impl CloseReason {
                 | CloseReason::Disconnected
                 | CloseReason::Replaced
                 | CloseReason::DuplicateConnection
-                | CloseReason::Goodbye(crate::wire::GoodbyeReason::DuplicateConnection)
         )
     }
 }

@@ -374,10 +374,11 @@ impl Network {
     /// `path.<pid>.<n>.tmp` and removed on an error, and a rename, so a crash never
     /// leaves half a book), for [`Network::load_address_book`] after a
     /// restart: the node then need not depend on its seeds alone. The format is text:
-    /// a header line `p2p-address-book-v1`, then one `address failures source` per
-    /// line, the source being `app`, `local` or the teller's network (`p` and ten
-    /// hex digits): loaded again, what peers told stays under its shares. A line
-    /// without a source (written by hand) is the application's.
+    /// a header line `p2p-address-book-v1`, then one `address failures source flags`
+    /// per line, the source being `app`, `local` or the teller's network (`p` and
+    /// ten hex digits), the flags `r` (a dial reached it) and `v` (told on to peers
+    /// that ask), or `-`: loaded again, what peers told stays under its shares. A
+    /// line of only `address failures` (written by hand) is the application's.
     pub fn save_address_book(&self, path: &std::path::Path) -> io::Result<()> {
         // A name no other save (another thread, network or process) uses, created
         // new: two saves never write into one file, nor through a planted link.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
-use crate::addrbook::{Book, Limits, Source, is_public};
+use crate::addrbook::{Book, Limits, Source, is_public, is_remote};
 use crate::bucket::TokenBucket;
 use crate::budget::{Budgets, within_fair_share};
 use crate::config::Config;
@@ -82,7 +82,7 @@ struct DiscoveryView {
     askable: Vec<ConnId>,
     /// The same, inbound.
     askable_inbound: Vec<ConnId>,
-    /// Open (announced) outbound connections.
+    /// Open (announced) outbound connections whose peers understand GETADDRS.
     open_outbound: usize,
 }
 
@@ -1433,7 +1433,7 @@ impl Node {
             return;
         };
         let private_ok =
-            !is_public(entry.socket.addr().ip().to_canonical()) || self.config.advertise_private;
+            !is_remote(entry.socket.addr().ip().to_canonical()) || self.config.advertise_private;
         // What the asker told as its own, and where we reached it.
         let mut theirs = entry.listen_addrs.clone();
         if entry.socket.direction() == Direction::Outbound {
@@ -1537,7 +1537,8 @@ impl Node {
                 view.in_use.insert(addr);
                 view.outbound
                     .add(addr, self.book.get(&addr).map(|k| k.source));
-                view.open_outbound += usize::from(entry.announced);
+                // Only a peer that could be asked makes asking inbound ones needless.
+                view.open_outbound += usize::from(entry.announced && entry.socket.peer_takes_pex());
             }
             if entry.announced && entry.socket.may_ask_addrs(now) {
                 let conn = ConnId {
@@ -1648,8 +1649,19 @@ impl Node {
             }
         }
         if open > target {
+            // The newest is spared while it is a rotation's fresh dial (younger than a
+            // period), not for good: a slot must not stay one holder's.
             discovered.sort_unstable();
-            discovered.pop();
+            let fresh_until = discovered
+                .last()
+                .and_then(|&(_, c)| self.entry(c))
+                .and_then(|e| e.since.checked_add(every))
+                .filter(|&until| until > now);
+            if let Some(until) = fresh_until {
+                discovered.pop();
+                // Looked at again once it is no longer fresh.
+                self.discover_at = Some(self.discover_at.map_or(until, |at| at.min(until)));
+            }
             let mut victims: Vec<ConnId> = discovered.into_iter().map(|(_, c)| c).collect();
             crate::addrbook::pick(&mut victims, open - target, &mut self.rng);
             for conn in victims {
@@ -1665,11 +1677,11 @@ impl Node {
             match self.rotate_at {
                 Some(at) if at <= now => {
                     // The next a period on, whether this one finds an address or not.
-                    self.rotate_at = Some(now + every);
+                    self.rotate_at = now.checked_add(every);
                     self.discover_one_more(target, now);
                 }
                 Some(_) => {}
-                None => self.rotate_at = Some(now + every),
+                None => self.rotate_at = now.checked_add(every),
             }
         }
         // A dial under way or a connection closing wakes discovery when it ends (a
@@ -1701,7 +1713,7 @@ impl Node {
         } else {
             configured
         };
-        let public_peer = is_public(entry.socket.addr().ip());
+        let public_peer = is_remote(entry.socket.addr().ip().to_canonical());
         let addrs: Vec<SocketAddr> = ours
             .iter()
             .filter(|a| {
@@ -1888,6 +1900,13 @@ impl Node {
         let (remote, announced) = (entry.socket.remote(), entry.announced);
         let (direction, addr) = (entry.socket.direction(), entry.socket.addr());
         let since = entry.since;
+        // The peer is there through another connection (a duplicate closed): the
+        // address reached it, whatever the peer said.
+        let still_served = remote.is_some_and(|peer| {
+            self.peers.get(&peer).is_some_and(|&c| c != conn)
+                || self.serving(peer, conn).next().is_some()
+        });
+        let no_failure = reason.is_ours() || still_served;
         if direction == Direction::Outbound {
             // Its slot is free: look for another.
             self.wake_discovery(now);
@@ -1899,7 +1918,7 @@ impl Node {
             let short = now.saturating_duration_since(since) < self.config.redial_max;
             if announced && !short {
                 self.book.lasted(&addr);
-            } else if announced && !reason.is_ours() {
+            } else if announced && !no_failure {
                 self.book.failed(&addr);
             }
         }
@@ -1952,7 +1971,7 @@ impl Node {
                 log::debug!("{direction} connection with {addr} ended before it opened: {reason}");
                 if direction == Direction::Outbound {
                     // A dial the duplicate rule closed reached the peer: no failure.
-                    if !reason.is_ours() {
+                    if !no_failure {
                         self.book.failed(&addr);
                     }
                     self.events.push(Event::DialFailed { addr, reason });

@@ -1361,6 +1361,11 @@ impl Socket {
         self.peer_features & crate::wire::FEATURE_ADDRS != 0
     }
 
+    /// Whether the peer's preamble said it understands GETADDRS and PEERS.
+    pub(crate) fn peer_takes_pex(&self) -> bool {
+        self.peer_features & crate::wire::FEATURE_PEX != 0
+    }
+
     /// Whether we may send the peer a GETADDRS now: it understands them, the
     /// connection is open, and our last one on it is [`GETADDRS_SEND_INTERVAL`] old.
     ///

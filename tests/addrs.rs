@@ -221,7 +221,10 @@ fn told_addresses_fill_the_address_book_which_saves_and_loads() {
     names.sort();
     assert_eq!(names, ["book", "book.tmp"], "no temporary file left");
     let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(text, format!("p2p-address-book-v1\n{a_listens} 0 local\n"));
+    assert_eq!(
+        text,
+        format!("p2p-address-book-v1\n{a_listens} 0 local v\n")
+    );
     let mut restarted = net(Security::Plaintext);
     assert_eq!(restarted.load_address_book(&path).unwrap(), 1);
     assert_eq!(restarted.known_addrs(), vec![a_listens]);

@@ -386,3 +386,32 @@ fn a_node_that_only_accepted_asks_the_peers_that_dialled_it() {
             >= 1
     );
 }
+
+/// A connection discovery made is not kept for good because the application's
+/// persistent peers filled the target after it: rotation spares only its own fresh
+/// dial, and closes the older one.
+#[test]
+fn a_discovered_connection_does_not_keep_its_slot_for_good() {
+    let mut sim = sim(14);
+    let a = sim
+        .add_node_with(Config {
+            outbound_rotation: Duration::from_secs(10),
+            ..discovering(4)
+        })
+        .unwrap();
+    let found = sim.add_node();
+    assert!(sim.add_addr(a, sim.node(found).addr()));
+    let found_id = sim.node(found).id();
+    assert!(sim.run_until(|s| s.node(a).is_connected(&found_id), 100_000));
+    let persistent: Vec<usize> = (0..5).map(|_| sim.add_node()).collect();
+    for &p in &persistent {
+        sim.add_peer(a, p, None).unwrap();
+    }
+    sim.run_for(Duration::from_secs(60));
+    assert!(!sim.node(a).is_connected(&found_id));
+    assert!(
+        persistent
+            .iter()
+            .all(|&p| sim.node(a).is_connected(&sim.node(p).id()))
+    );
+}

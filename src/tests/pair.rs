@@ -2372,3 +2372,29 @@ fn a_largest_frame_fits_under_the_total_the_config_helper_sets_with_every_connec
         .send(&id(2), Bytes::from(vec![1u8; frame]))
         .expect("a largest frame fits under the total");
 }
+
+/// A peer that takes the handshake and then says GOODBYE "duplicate connection"
+/// while no other connection serves it has not shown its address works: the dial
+/// counts as failed, as any short session would (the peer's word is not ours).
+#[test]
+fn a_false_duplicate_goodbye_counts_as_a_failed_dial() {
+    let mut pair = Pair::new(config(), config());
+    let book = "p2p-address-book-v1\n10.0.0.2:2000 0 p0409090000 -\n";
+    pair.a.node.load_book(book.as_bytes(), pair.now).unwrap();
+    pair.step();
+    let now = pair.now;
+    inject(
+        &mut pair.a,
+        &frame_bytes(&Frame::Goodbye(GoodbyeReason::DuplicateConnection)),
+        now,
+    );
+    pair.step();
+    assert!(disconnected_for(
+        &pair.a,
+        &CloseReason::Goodbye(GoodbyeReason::DuplicateConnection)
+    ));
+    let mut saved = Vec::new();
+    pair.a.node.save_book(&mut saved).unwrap();
+    let saved = String::from_utf8(saved).unwrap();
+    assert!(saved.contains("10.0.0.2:2000 1 "), "{saved}");
+}
