@@ -8,6 +8,9 @@
 //! `P2P_SIM_SEEDS=<seed> cargo test --test sim_discovery -- --nocapture`, or run more
 //! with `P2P_SIM_SEEDS=0..200`.
 
+#[path = "common/seeds.rs"]
+mod seeds;
+
 use std::time::Duration;
 
 use p2p::sim::{NodeIndex, Sim, SimConfig};
@@ -190,14 +193,7 @@ fn run(seed: u64) -> Result<(Duration, Duration), String> {
 }
 
 fn seeds() -> Vec<u64> {
-    let Ok(spec) = std::env::var("P2P_SIM_SEEDS") else {
-        return (0..12).collect();
-    };
-    let parse = |s: &str| s.trim().parse::<u64>().expect("P2P_SIM_SEEDS: a number");
-    match spec.split_once("..") {
-        Some((a, b)) => (parse(a)..parse(b)).collect(),
-        None => vec![parse(&spec)],
-    }
+    seeds::from_env(0..12)
 }
 
 #[test]

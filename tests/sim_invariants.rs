@@ -23,6 +23,9 @@
 //! `P2P_SIM_SEEDS=<seed> cargo test --test sim_invariants -- --nocapture`, or run more
 //! seeds with `P2P_SIM_SEEDS=0..1000`.
 
+#[path = "common/seeds.rs"]
+mod seeds;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -674,14 +677,7 @@ fn run(seed: u64) -> Result<Tally, String> {
 }
 
 fn seeds() -> Vec<u64> {
-    let Ok(spec) = std::env::var("P2P_SIM_SEEDS") else {
-        return SEEDS.chain(FOUND).collect();
-    };
-    let parse = |s: &str| s.trim().parse::<u64>().expect("P2P_SIM_SEEDS: a number");
-    match spec.split_once("..") {
-        Some((a, b)) => (parse(a)..parse(b)).collect(),
-        None => vec![parse(&spec)],
-    }
+    seeds::from_env(SEEDS.chain(FOUND))
 }
 
 #[test]
