@@ -8,7 +8,8 @@
 //! The graph is a ring (so it is connected) plus random dials until each node has
 //! dialled D others. With `--bootstrap K` there is no graph: each node is given the
 //! addresses of only K others, drawn at random among the nodes before it (all of
-//! them for the first K), and keeps D outbound connections by itself
+//! them for the first K; the first node gets K later ones), and keeps D outbound
+//! connections by itself
 //! (`Config::target_outbound`), finding the other nodes by peer exchange; the run
 //! waits until every node holds D outbound connections in one connected overlay,
 //! and the summary gains `converged_ms` (virtual time from the start). With faults
@@ -184,9 +185,12 @@ fn main() -> ExitCode {
     let mut seeds: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut converged = None;
     if let Some(k) = o.bootstrap {
-        for (i, list) in seeds.iter_mut().enumerate().skip(1) {
-            while list.len() < k.min(i) {
-                let j = choice.below(i);
+        for (i, list) in seeds.iter_mut().enumerate() {
+            // The first node, which had nobody before it, is given later ones: if
+            // it restarts, it must find the network again.
+            let (from, span) = if i == 0 { (1, n - 1) } else { (0, i) };
+            while list.len() < k.min(span) {
+                let j = from + choice.below(span);
                 if !list.contains(&j) {
                     list.push(j);
                 }
