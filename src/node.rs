@@ -231,6 +231,22 @@ struct Entry {
     alias: Option<SocketAddr>,
 }
 
+/// The addresses of `listen` that a peer connected from `seen` claims at its own IP:
+/// the only ones its word counts for (others' addresses it claims are checked by
+/// nobody).
+fn own_claims(listen: &[SocketAddr], seen: SocketAddr) -> impl Iterator<Item = &SocketAddr> {
+    let ip = seen.ip().to_canonical();
+    listen.iter().filter(move |a| a.ip() == ip)
+}
+
+/// The earlier of `at` and `by`, where `None` is "never".
+fn earliest(at: Option<Instant>, by: Option<Instant>) -> Option<Instant> {
+    match (at, by) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// The live entry of `conn`, if its slot still holds that generation. A free function
 /// over the slab, so callers can borrow other fields of the node beside it.
 fn slot_mut(sockets: &mut Slab<Entry>, conn: ConnId) -> Option<&mut Entry> {
@@ -1377,8 +1393,7 @@ impl Node {
         entry.listen_addrs = addrs.clone();
         self.learn(&addrs, &seen, now);
         // Its own addresses at the IP it connects from: a node is there.
-        let seen_ip = seen.ip().to_canonical();
-        for addr in addrs.iter().filter(|a| a.ip() == seen_ip) {
+        for addr in own_claims(&addrs, seen) {
             self.book.vouch(addr);
         }
         log::debug!("{peer:?} listens on {addrs:?}");
@@ -1469,7 +1484,7 @@ impl Node {
     /// is a target to keep.
     fn wake_discovery(&mut self, now: Instant) {
         if self.config.target_outbound > 0 && !self.shutting_down {
-            self.discover_at = Some(self.discover_at.map_or(now, |at| at.min(now)));
+            self.discover_at = earliest(self.discover_at, Some(now));
         }
     }
 
@@ -1527,9 +1542,8 @@ impl Node {
             // What a peer claims it listens on is in use only at the IP it connects
             // from: a claim of others' addresses (checked by nobody) must not keep us
             // from dialling them.
-            let seen_ip = entry.socket.addr().ip().to_canonical();
             view.in_use
-                .extend(entry.listen_addrs.iter().filter(|a| a.ip() == seen_ip));
+                .extend(own_claims(&entry.listen_addrs, entry.socket.addr()));
             view.in_use.extend(entry.alias);
             let outbound = entry.socket.direction() == Direction::Outbound;
             if outbound {
@@ -1660,7 +1674,7 @@ impl Node {
             if let Some(until) = fresh_until {
                 discovered.pop();
                 // Looked at again once it is no longer fresh.
-                self.discover_at = Some(self.discover_at.map_or(until, |at| at.min(until)));
+                self.discover_at = earliest(self.discover_at, Some(until));
             }
             let mut victims: Vec<ConnId> = discovered.into_iter().map(|(_, c)| c).collect();
             crate::addrbook::pick(&mut victims, open - target, &mut self.rng);
@@ -1687,10 +1701,7 @@ impl Node {
         // A dial under way or a connection closing wakes discovery when it ends (a
         // rotation due meanwhile waits for that); a wake already set stays.
         let next = self.rotate_at.filter(|&at| at > now);
-        self.discover_at = match (self.discover_at, next) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        self.discover_at = earliest(self.discover_at, next);
     }
 
     /// Dials one address beyond the target (a rotation), chosen with the spread.
@@ -2794,8 +2805,7 @@ impl Node {
                 if entry.socket.direction() == Direction::Outbound {
                     reached.push(seen);
                 }
-                let seen_ip = seen.ip().to_canonical();
-                claimed.extend(entry.listen_addrs.iter().filter(|a| a.ip() == seen_ip));
+                claimed.extend(own_claims(&entry.listen_addrs, seen));
             }
         }
         for addr in &reached {

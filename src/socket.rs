@@ -427,8 +427,8 @@ struct Pex {
     answered_at: Option<Instant>,
     /// When we last sent a GETADDRS.
     asked_at: Option<Instant>,
-    /// Whether a GETADDRS of ours waits for its PEERS (at most one is counted).
-    unanswered: u8,
+    /// A GETADDRS of ours waits for its PEERS (one at most is counted).
+    asked: bool,
 }
 
 /// A graceful close under way: what is queued goes out (sealed by the transport),
@@ -1385,7 +1385,7 @@ impl Socket {
             open.pex.asked_at = Some(now);
             // One at most: a peer that held back its answers cannot push them all
             // at once later.
-            open.pex.unanswered = 1;
+            open.pex.asked = true;
         }
     }
 
@@ -1477,10 +1477,10 @@ impl Socket {
                 out.push(Output::GetAddrs);
             }
             Frame::Peers(addrs) => {
-                if open.pex.unanswered == 0 {
+                if !open.pex.asked {
                     return self.reject(Reject::UnsolicitedPeers, now, out);
                 }
-                open.pex.unanswered -= 1;
+                open.pex.asked = false;
                 self.stats.frames_in += 1;
                 out.push(Output::Peers(addrs));
             }
